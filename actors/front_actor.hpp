@@ -1,0 +1,42 @@
+// The HTTP front actor: receives each request from a Pistache thread as an
+// `exchange`, authenticates it, checks the route's guard and runs the
+// handler, which talks to other actors and replies asynchronously. Several
+// front actors may run side by side; they share one immutable context.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/fwd.hpp"
+#include "actors/storage_actor.hpp"
+#include "config/provider_catalog.hpp"
+#include "config/service_config.hpp"
+#include "http/auth.hpp"
+
+namespace cm {
+
+using front_actor = caf::typed_actor<
+  // Handles one HTTP request; the reply goes through the exchange.
+  caf::reacts_to<http_atom, exchange_ptr>>;
+
+/// What every front actor reads; never mutated after start-up.
+struct front_context {
+  config::service_config cfg;
+  config::provider_catalog catalog;
+  std::shared_ptr<const http::authenticator> auth;
+  storage_actor storage;
+};
+
+struct front_state {
+  std::shared_ptr<const front_context> ctx;
+  static inline const char* name = "http-front";
+};
+
+front_actor::behavior_type front(front_actor::stateful_pointer<front_state> self,
+                                 std::shared_ptr<const front_context> ctx);
+
+} // namespace cm

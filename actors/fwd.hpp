@@ -1,0 +1,43 @@
+// Message types and atoms of connector-manager, registered with CAF in one
+// type-ID block (see actors/actor_config.hpp).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/type_id.hpp>
+
+#include "storage/records.hpp"
+
+namespace cm::http {
+class exchange;
+}
+
+namespace cm {
+/// An HTTP request and the one-shot channel its response goes through.
+/// Only ever sent inside this process.
+using exchange_ptr = std::shared_ptr<http::exchange>;
+} // namespace cm
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::exchange_ptr)
+
+CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
+
+  CAF_ADD_TYPE_ID(connector_manager, (cm::connection_key))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::token_record))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::token_summary))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::token_summaries))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::exchange_ptr))
+
+  // Atom texts are at most 10 characters (CAF 0.17).
+  CAF_ADD_ATOM(connector_manager, cm, ping_atom, "ping")
+  CAF_ADD_ATOM(connector_manager, cm, save_atom, "save")
+  CAF_ADD_ATOM(connector_manager, cm, find_atom, "find")
+  CAF_ADD_ATOM(connector_manager, cm, list_atom, "list")
+  CAF_ADD_ATOM(connector_manager, cm, remove_atom, "remove")
+  CAF_ADD_ATOM(connector_manager, cm, http_atom, "http")
+
+CAF_END_TYPE_ID_BLOCK(connector_manager)

@@ -1,0 +1,100 @@
+#include "actors/storage_actor.hpp"
+
+#include <chrono>
+
+#include <caf/actor_system.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "common/error.hpp"
+
+namespace cm {
+
+namespace {
+
+/// Maps a database failure to an error a caller may see: the code and a
+/// fixed text. The SQLSTATE and server message were logged by the database.
+caf::error to_caller_error(const storage::db_error& e) {
+  switch (e.code) {
+    case ec::unavailable: return make_error(ec::unavailable, "database unavailable");
+    case ec::conflict: return make_error(ec::conflict, "conflicting update; retry");
+    case ec::integrity_failure:
+      return make_error(ec::integrity_failure, "stored credentials failed integrity check");
+    case ec::bad_request: return make_error(ec::bad_request, e.what());
+    default: return make_error(ec::internal, "storage error");
+  }
+}
+
+/// Runs `f`, turning storage exceptions into CAF errors.
+template <class F>
+auto guarded(F&& f) -> caf::result<decltype(f())> {
+  try {
+    return f();
+  } catch (const storage::db_error& e) {
+    return to_caller_error(e);
+  } catch (const storage::crypto_error&) {
+    return make_error(ec::internal, "encryption failed");
+  } catch (const std::exception&) {
+    return make_error(ec::internal, "storage error");
+  }
+}
+
+} // namespace
+
+storage_actor::behavior_type
+storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::database_config cfg,
+        std::shared_ptr<const storage::keyring> keys) {
+  auto& st = self->state;
+  st.db = std::make_unique<storage::database>(std::move(cfg));
+  st.cipher = std::make_unique<storage::column_cipher>(std::move(keys));
+  st.tokens = std::make_unique<storage::token_store>(*st.db, *st.cipher);
+  // Try to connect right away so the first request does not pay for it; a
+  // failure here is fine: calls report `unavailable` until it works.
+  try {
+    self->state.db->ensure_connected();
+  } catch (const storage::db_error&) {
+  }
+  return {
+    [=](ping_atom) -> caf::result<int64_t> {
+      return guarded([&] {
+        auto start = std::chrono::steady_clock::now();
+        self->state.db->exec({"ping", "SELECT 1"});
+        return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                      std::chrono::steady_clock::now() - start)
+                                      .count());
+      });
+    },
+    [=](save_atom, token_record& record) -> caf::result<token_record> {
+      return guarded([&] { return self->state.tokens->save(std::move(record)); });
+    },
+    [=](find_atom, const connection_key& key) -> caf::result<token_record> {
+      try {
+        auto found = self->state.tokens->find(key);
+        if (!found)
+          return make_error(ec::not_found, "no such connection");
+        return std::move(*found);
+      } catch (const storage::db_error& e) {
+        return to_caller_error(e);
+      }
+    },
+    [=](list_atom, const std::string& team, const std::string& user)
+      -> caf::result<token_summaries> {
+      return guarded([&] { return self->state.tokens->list(team, user); });
+    },
+    [=](remove_atom, const connection_key& key) -> caf::result<bool> {
+      return guarded([&] { return self->state.tokens->remove(key); });
+    },
+  };
+}
+
+caf::expected<storage_actor> spawn_storage(caf::actor_system& sys,
+                                           const config::database_config& cfg,
+                                           std::shared_ptr<const storage::keyring> keys) {
+  if (!keys)
+    return make_error(ec::internal, "no key ring");
+  if (cfg.url.empty())
+    return make_error(ec::internal, "no database url");
+  return sys.spawn<caf::detached>(storage_behavior, cfg, std::move(keys));
+}
+
+} // namespace cm

@@ -1,0 +1,53 @@
+// The storage actor: owns the PostgreSQL connection, encrypts and decrypts
+// secret columns, and is the only code that speaks SQL. It runs detached
+// (its own thread) because libpq blocks. When PostgreSQL goes away every
+// call fails at once with `ec::unavailable`; the actor reconnects with
+// backoff and later calls succeed again.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/fwd.hpp"
+#include "config/service_config.hpp"
+#include "storage/cipher.hpp"
+#include "storage/database.hpp"
+#include "storage/token_store.hpp"
+
+namespace cm {
+
+using storage_actor = caf::typed_actor<
+  // Round trip to PostgreSQL; answers the latency in microseconds.
+  caf::replies_to<ping_atom>::with<int64_t>,
+  // Inserts or replaces a connection (secrets encrypted); answers the
+  // stored record with its id, version and timestamps.
+  caf::replies_to<save_atom, token_record>::with<token_record>,
+  // Loads one connection with decrypted secrets; not_found if absent.
+  caf::replies_to<find_atom, connection_key>::with<token_record>,
+  // Lists the connections of (team, user), or of the team for user "".
+  caf::replies_to<list_atom, std::string, std::string>::with<token_summaries>,
+  // Deletes one connection; answers whether it existed.
+  caf::replies_to<remove_atom, connection_key>::with<bool>>;
+
+struct storage_state {
+  // CAF 0.17 default-constructs state; the behavior function fills it in.
+  std::unique_ptr<storage::database> db;
+  std::unique_ptr<storage::column_cipher> cipher;
+  std::unique_ptr<storage::token_store> tokens;
+  static inline const char* name = "storage";
+};
+
+storage_actor::behavior_type
+storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::database_config cfg,
+        std::shared_ptr<const storage::keyring> keys);
+
+/// Spawns the storage actor detached. Fails if the key ring is missing.
+caf::expected<storage_actor> spawn_storage(caf::actor_system& sys,
+                                           const config::database_config& cfg,
+                                           std::shared_ptr<const storage::keyring> keys);
+
+} // namespace cm

@@ -1,0 +1,288 @@
+#include "app/commands.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include "actors/actor_config.hpp"
+#include "actors/front_actor.hpp"
+#include "actors/storage_actor.hpp"
+#include "common/log.hpp"
+#include "config/provider_catalog.hpp"
+#include "config/service_config.hpp"
+#include "config/yaml_schema.hpp"
+#include "http/auth.hpp"
+#include "http/server.hpp"
+#include "storage/database.hpp"
+#include "storage/keyring.hpp"
+#include "storage/migrations.hpp"
+
+namespace cm::app {
+
+namespace {
+
+constexpr const char* usage = R"(usage: connector-manager [COMMAND] [OPTIONS]
+
+Commands:
+  serve                      start the service (default)
+  migrate                    apply database migrations and exit
+  check-config               validate the service file and providers catalog
+  keygen [--out FILE] [--add]
+                             write a new key file (mode 0600), or with --add
+                             add a key to it and make that key active
+  mint-token --user U --team T [--admin] [--email E] [--ttl SECONDS]
+                             print a session JWT signed with the HS256 secret
+  hash-token                 read a service token on stdin, print its SHA-256
+                             (for auth.service_tokens[].sha256)
+
+Options:
+  --config FILE              service file (default: $CM_CONFIG or
+                             config/connector-manager.yaml)
+)";
+
+struct arguments {
+  std::string command = "serve";
+  std::map<std::string, std::string> options;
+  std::vector<std::string> flags;
+  bool has_flag(const std::string& f) const {
+    return std::find(flags.begin(), flags.end(), f) != flags.end();
+  }
+  std::string option(const std::string& name, const std::string& fallback = "") const {
+    auto it = options.find(name);
+    return it == options.end() ? fallback : it->second;
+  }
+};
+
+bool parse_arguments(int argc, char** argv, arguments& out, std::string& problem) {
+  static const std::vector<std::string> valued = {"--config", "--out", "--user", "--team",
+                                                  "--email", "--ttl"};
+  static const std::vector<std::string> switches = {"--admin", "--add", "--help"};
+  int i = 1;
+  if (i < argc && argv[i][0] != '-')
+    out.command = argv[i++];
+  for (; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (std::find(valued.begin(), valued.end(), arg) != valued.end()) {
+      if (i + 1 >= argc) {
+        problem = arg + " needs a value";
+        return false;
+      }
+      out.options[arg] = argv[++i];
+    } else if (std::find(switches.begin(), switches.end(), arg) != switches.end()) {
+      out.flags.push_back(arg);
+    } else {
+      problem = "unknown argument " + arg;
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string config_path(const arguments& args) {
+  auto path = args.option("--config");
+  if (!path.empty())
+    return path;
+  if (const char* env = std::getenv(config::config_path_variable))
+    return env;
+  return "config/connector-manager.yaml";
+}
+
+/// Keeps secrets out of core dumps and away from ptrace by other users.
+void harden_process() {
+  struct rlimit none {0, 0};
+  setrlimit(RLIMIT_CORE, &none);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+/// Applies migrations, waiting a bounded time for PostgreSQL to come up.
+int migrate_with_retry(const config::database_config& db_cfg, std::chrono::seconds patience) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  storage::database db{db_cfg};
+  while (true) {
+    try {
+      auto applied = storage::apply_migrations(db);
+      log::info("storage", "migrations are current", {{"applied_now", applied}});
+      return 0;
+    } catch (const storage::db_error& e) {
+      if (e.code != ec::unavailable || std::chrono::steady_clock::now() > deadline) {
+        log::error("storage", "migration failed", {{"error", e.what()}});
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+}
+
+int cmd_serve(const config::service_config& cfg, char**) {
+  harden_process();
+  std::shared_ptr<const storage::keyring> keys;
+  try {
+    keys = storage::keyring::load(cfg.key_file);
+  } catch (const storage::crypto_error& e) {
+    log::error("main", "refusing to start without a usable key", {{"error", e.what()}});
+    std::cerr << "connector-manager: " << e.what() << "\n"
+              << "Create one with: connector-manager keygen --out " << cfg.key_file << "\n";
+    return 2;
+  }
+  auto catalog = config::load_provider_catalog(cfg.providers_file);
+  config::apply_provider_settings(catalog, cfg.providers);
+  auto auth = std::make_shared<const http::authenticator>(cfg.auth);
+
+  if (migrate_with_retry(cfg.database, std::chrono::seconds(30)) != 0)
+    return 1;
+
+  // Block the signals we wait for before CAF starts its threads, so only
+  // sigwait below sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  actor_config actor_cfg;
+  actor_cfg.apply(cfg.scheduler);
+  caf::actor_system sys{actor_cfg};
+
+  auto storage = spawn_storage(sys, cfg.database, keys);
+  if (!storage) {
+    log::error("main", "cannot start storage", {{"error", message_of(storage.error())}});
+    return 1;
+  }
+  auto ctx = std::make_shared<front_context>();
+  ctx->cfg = cfg;
+  ctx->catalog = std::move(catalog);
+  ctx->auth = auth;
+  ctx->storage = *storage;
+  std::vector<front_actor> fronts;
+  for (int i = 0; i < cfg.listen.threads; ++i)
+    fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
+
+  http::server server{cfg.listen, fronts};
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    log::error("main", "cannot listen", {{"address", cfg.listen.address},
+                                         {"port", cfg.listen.port}, {"error", e.what()}});
+    for (auto& f : fronts)
+      caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  // One machine-readable line that tests and scripts wait for.
+  log::info("main", "ready", {{"port", server.port()}});
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log::info("main", "shutting down", {{"signal", sig}});
+  server.stop();
+  for (auto& f : fronts)
+    caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+int cmd_keygen(const arguments& args, char** env) {
+  auto out = args.option("--out");
+  if (out.empty()) {
+    auto cfg = config::load_service_config(config_path(args), env);
+    out = cfg.key_file;
+  }
+  if (args.has_flag("--add")) {
+    auto id = storage::keyring::add_key_to_file(out);
+    std::cout << "added key " << id << " to " << out << " and made it active\n";
+  } else {
+    storage::keyring::generate_file(out);
+    std::cout << "wrote " << out << " (mode 0600)\n";
+  }
+  return 0;
+}
+
+int cmd_mint(const arguments& args, const config::service_config& cfg) {
+  auto user = args.option("--user");
+  auto team = args.option("--team");
+  if (user.empty() || team.empty()) {
+    std::cerr << "mint-token needs --user and --team\n";
+    return 2;
+  }
+  long ttl = std::stol(args.option("--ttl", "3600"));
+  if (ttl <= 0 || ttl > 30L * 86400) {
+    std::cerr << "--ttl must be between 1 and 2592000 seconds\n";
+    return 2;
+  }
+  http::authenticator auth{cfg.auth};
+  std::cout << auth.mint(user, team, args.option("--email"),
+                         args.has_flag("--admin") ? "admin" : "member", ttl)
+            << "\n";
+  return 0;
+}
+
+int cmd_hash_token() {
+  std::string token{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r'))
+    token.pop_back();
+  if (token.empty()) {
+    std::cerr << "hash-token reads the token on standard input\n";
+    return 2;
+  }
+  std::cout << http::sha256_hex(token) << "\n";
+  return 0;
+}
+
+} // namespace
+
+int run(int argc, char** argv, char** env) {
+  arguments args;
+  std::string problem;
+  if (!parse_arguments(argc, argv, args, problem)) {
+    std::cerr << "connector-manager: " << problem << "\n" << usage;
+    return 2;
+  }
+  if (args.has_flag("--help") || args.command == "help") {
+    std::cout << usage;
+    return 0;
+  }
+  try {
+    storage::ensure_sodium();
+    if (args.command == "keygen")
+      return cmd_keygen(args, env);
+    if (args.command == "hash-token")
+      return cmd_hash_token();
+    auto cfg = config::load_service_config(config_path(args), env);
+    log::set_level(cfg.log_level);
+    if (args.command == "serve")
+      return cmd_serve(cfg, env);
+    if (args.command == "migrate")
+      return migrate_with_retry(cfg.database, std::chrono::seconds(10));
+    if (args.command == "mint-token")
+      return cmd_mint(args, cfg);
+    if (args.command == "check-config") {
+      auto catalog = config::load_provider_catalog(cfg.providers_file);
+      config::apply_provider_settings(catalog, cfg.providers);
+      http::authenticator auth{cfg.auth};
+      std::cout << "configuration OK: " << catalog.providers.size() << " providers\n";
+      return 0;
+    }
+    std::cerr << "connector-manager: unknown command " << args.command << "\n" << usage;
+    return 2;
+  } catch (const config::config_error& e) {
+    std::cerr << "connector-manager: configuration error: " << e.what() << "\n";
+    return 2;
+  } catch (const storage::crypto_error& e) {
+    std::cerr << "connector-manager: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "connector-manager: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+} // namespace cm::app

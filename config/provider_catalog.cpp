@@ -1,0 +1,220 @@
+#include "config/provider_catalog.hpp"
+
+#include <regex>
+
+#include "config/yaml_schema.hpp"
+
+namespace cm::config {
+
+const char* to_string(auth_mode mode) {
+  switch (mode) {
+    case auth_mode::oauth2: return "oauth2";
+    case auth_mode::api_key: return "api_key";
+    case auth_mode::service_account: return "service_account";
+  }
+  return "oauth2";
+}
+
+namespace {
+
+const std::regex& provider_name_pattern() {
+  static const std::regex re{"^[a-z][a-z0-9-]{0,39}$"};
+  return re;
+}
+
+/// Every {placeholder} in a URL must be declared in template_params.
+void check_url(const yaml_reader& reader, const YAML::Node& node, const std::string& path,
+               const std::string& url, const provider_entry& entry) {
+  if (url.empty())
+    return;
+  if (url.rfind("https://", 0) != 0 && url.rfind("http://", 0) != 0)
+    reader.fail(node, path, "expected an http(s) URL");
+  static const std::regex placeholder{"\\{([a-z_]+)\\}"};
+  for (std::sregex_iterator it(url.begin(), url.end(), placeholder), end; it != end; ++it) {
+    auto name = (*it)[1].str();
+    if (entry.template_params.count(name) == 0)
+      reader.fail(node, path, "placeholder {" + name + "} is not declared in template_params");
+  }
+}
+
+void check_pointer(const yaml_reader& reader, const YAML::Node& node, const std::string& path,
+                   const std::string& pointer) {
+  if (!pointer.empty() && pointer.front() != '/')
+    reader.fail(node, path, "expected a JSON pointer such as /name");
+}
+
+provider_entry read_entry(const yaml_reader& reader, const std::string& name,
+                          const YAML::Node& node) {
+  auto path = join_path("providers", name);
+  reader.expect_keys(node, path,
+                     {"display_name", "auth_mode", "docs", "authorization_url", "token_url",
+                      "refresh_url", "revoke_url", "revoke_style", "scopes", "scope_separator",
+                      "pkce", "client_auth", "authorization_params", "token_params",
+                      "token_style", "account", "refresh_margin_s", "default_expires_in_s",
+                      "template_params", "scope_apps", "api_key"});
+  provider_entry entry;
+  entry.name = name;
+  entry.display_name = reader.get_string(node, path, "display_name", name);
+  entry.docs = reader.get_string(node, path, "docs", "");
+  auto mode = reader.require_string(node, path, "auth_mode");
+  if (mode == "oauth2") entry.mode = auth_mode::oauth2;
+  else if (mode == "api_key") entry.mode = auth_mode::api_key;
+  else if (mode == "service_account") entry.mode = auth_mode::service_account;
+  else reader.fail(node["auth_mode"], path + ".auth_mode",
+                   "expected oauth2, api_key or service_account");
+
+  entry.template_params = reader.get_string_map(node, path, "template_params");
+  for (auto& [param, pattern] : entry.template_params) {
+    try {
+      std::regex{pattern};
+    } catch (const std::regex_error&) {
+      reader.fail(node["template_params"][param], path + ".template_params." + param,
+                  "not a valid regular expression");
+    }
+  }
+
+  auto url = [&](const char* key) {
+    auto value = reader.get_string(node, path, key, "");
+    check_url(reader, node[key], join_path(path, key), value, entry);
+    return value;
+  };
+  entry.authorization_url = url("authorization_url");
+  entry.token_url = url("token_url");
+  entry.refresh_url = url("refresh_url");
+  entry.revoke_url = url("revoke_url");
+  entry.revoke_style = reader.get_string(node, path, "revoke_style", "none");
+  static const std::vector<std::string> revoke_styles = {
+    "none", "rfc7009", "github_grant", "meta_permissions", "shopify_uninstall", "tiktok"};
+  if (std::find(revoke_styles.begin(), revoke_styles.end(), entry.revoke_style) ==
+      revoke_styles.end())
+    reader.fail(node["revoke_style"], path + ".revoke_style",
+                "expected none, rfc7009, github_grant, meta_permissions, "
+                "shopify_uninstall or tiktok");
+  if (entry.revoke_style != "none" && entry.revoke_url.empty())
+    reader.fail(node, path + ".revoke_url", "required when revoke_style is not none");
+
+  entry.scopes = reader.get_string_list(node, path, "scopes");
+  entry.scope_separator = reader.get_string(node, path, "scope_separator", " ");
+  entry.pkce = reader.get_bool(node, path, "pkce", false);
+  auto client_auth = reader.get_string(node, path, "client_auth", "post");
+  if (client_auth == "post") entry.client_auth = client_auth_style::post;
+  else if (client_auth == "basic") entry.client_auth = client_auth_style::basic;
+  else if (client_auth == "json") entry.client_auth = client_auth_style::json;
+  else reader.fail(node["client_auth"], path + ".client_auth", "expected post, basic or json");
+  entry.authorization_params = reader.get_string_map(node, path, "authorization_params");
+  entry.token_params = reader.get_string_map(node, path, "token_params");
+  entry.token_style = reader.get_string(node, path, "token_style", "standard");
+  if (entry.token_style != "standard" && entry.token_style != "tiktok_envelope" &&
+      entry.token_style != "meta_long_lived")
+    reader.fail(node["token_style"], path + ".token_style",
+                "expected standard, tiktok_envelope or meta_long_lived");
+  entry.refresh_margin_s =
+    static_cast<int>(reader.get_int(node, path, "refresh_margin_s", 300, 0, 86400));
+  entry.default_expires_in_s =
+    static_cast<int>(reader.get_int(node, path, "default_expires_in_s", 3600, 60, 400 * 86400));
+  entry.scope_apps = reader.get_string_map(node, path, "scope_apps");
+
+  auto account = node["account"];
+  if (account && !account.IsNull()) {
+    auto apath = path + ".account";
+    reader.expect_keys(account, apath, {"url", "name_pointer"});
+    account_lookup lookup;
+    lookup.url = reader.require_string(account, apath, "url");
+    check_url(reader, account["url"], apath + ".url", lookup.url, entry);
+    lookup.name_pointer = reader.require_string(account, apath, "name_pointer");
+    check_pointer(reader, account["name_pointer"], apath + ".name_pointer", lookup.name_pointer);
+    entry.account = lookup;
+  }
+
+  auto key = node["api_key"];
+  if (key && !key.IsNull()) {
+    auto kpath = path + ".api_key";
+    reader.expect_keys(key, kpath, {"validate_url", "method", "scheme", "header", "headers",
+                                    "required_fields", "key_prefixes", "account_pointer"});
+    api_key_check check;
+    check.validate_url = reader.require_string(key, kpath, "validate_url");
+    check_url(reader, key["validate_url"], kpath + ".validate_url", check.validate_url, entry);
+    check.method = reader.get_string(key, kpath, "method", "GET");
+    if (check.method != "GET" && check.method != "POST")
+      reader.fail(key["method"], kpath + ".method", "expected GET or POST");
+    check.scheme = reader.get_string(key, kpath, "scheme", "bearer");
+    if (check.scheme != "bearer" && check.scheme != "basic" && check.scheme != "header" &&
+        check.scheme != "klaviyo" && check.scheme != "basic_token")
+      reader.fail(key["scheme"], kpath + ".scheme",
+                  "expected bearer, basic, basic_token, header or klaviyo");
+    check.header = reader.get_string(key, kpath, "header", "");
+    if (check.scheme == "header" && check.header.empty())
+      reader.fail(key, kpath + ".header", "required when scheme is header");
+    check.headers = reader.get_string_map(key, kpath, "headers");
+    check.required_fields = reader.get_string_list(key, kpath, "required_fields");
+    check.key_prefixes = reader.get_string_list(key, kpath, "key_prefixes");
+    check.account_pointer = reader.get_string(key, kpath, "account_pointer", "");
+    check_pointer(reader, key["account_pointer"], kpath + ".account_pointer",
+                  check.account_pointer);
+    entry.api_key = check;
+  }
+
+  if (entry.mode == auth_mode::oauth2) {
+    if (entry.authorization_url.empty())
+      reader.fail(node, path + ".authorization_url", "required for auth_mode oauth2");
+    if (entry.token_url.empty())
+      reader.fail(node, path + ".token_url", "required for auth_mode oauth2");
+  } else if (!entry.api_key) {
+    reader.fail(node, path + ".api_key", "required for auth_mode " + mode);
+  }
+  return entry;
+}
+
+provider_catalog from_root(const YAML::Node& root, const std::string& name) {
+  yaml_reader reader{name};
+  if (!root.IsMap())
+    throw config_error(name + ": the document must be a mapping with a 'providers' key");
+  reader.expect_keys(root, "", {"providers"});
+  auto providers = root["providers"];
+  if (!providers || !providers.IsMap() || providers.size() == 0)
+    reader.fail(providers ? providers : root, "providers", "expected a non-empty mapping");
+  provider_catalog catalog;
+  for (auto it = providers.begin(); it != providers.end(); ++it) {
+    auto provider_name = it->first.Scalar();
+    if (!std::regex_match(provider_name, provider_name_pattern()))
+      reader.fail(it->first, join_path("providers", provider_name),
+                  "provider names are lower-case letters, digits and hyphens");
+    if (!it->second.IsMap())
+      reader.fail(it->second, join_path("providers", provider_name), "expected a mapping");
+    catalog.providers[provider_name] = read_entry(reader, provider_name, it->second);
+  }
+  return catalog;
+}
+
+} // namespace
+
+provider_catalog parse_provider_catalog(const std::string& text, const std::string& name) {
+  return from_root(parse_yaml(text, name), name);
+}
+
+provider_catalog load_provider_catalog(const std::string& path) {
+  return from_root(load_yaml_file(path), path);
+}
+
+void apply_provider_settings(provider_catalog& catalog,
+                             const std::map<std::string, provider_settings>& settings) {
+  for (auto& [name, s] : settings) {
+    auto it = catalog.providers.find(name);
+    if (it == catalog.providers.end())
+      throw config_error("providers." + name + ": no such provider in the catalog");
+    auto& entry = it->second;
+    for (auto& [key, url] : s.urls) {
+      if (key == "authorization_url") entry.authorization_url = url;
+      else if (key == "token_url") entry.token_url = url;
+      else if (key == "refresh_url") entry.refresh_url = url;
+      else if (key == "revoke_url") entry.revoke_url = url;
+      else if (key == "account_url" && entry.account) entry.account->url = url;
+      else if (key == "validate_url" && entry.api_key) entry.api_key->validate_url = url;
+      else
+        throw config_error("providers." + name + "." + key +
+                           ": provider has no such URL to override");
+    }
+  }
+}
+
+} // namespace cm::config

@@ -1,0 +1,110 @@
+// The providers catalog (config/providers.yaml): every provider described as
+// data — how to authorize, exchange, refresh and revoke, how to validate an
+// API key and how to name the account. Code reads behaviour from here; only
+// quirks no data can express get a named `style`.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/service_config.hpp"
+
+namespace cm::config {
+
+enum class auth_mode { oauth2, api_key, service_account };
+
+const char* to_string(auth_mode mode);
+
+/// How the client authenticates at the token endpoint.
+enum class client_auth_style {
+  /// client_id/client_secret in the form body (RFC 6749 §2.3.1).
+  post,
+  /// HTTP Basic with client_id:client_secret.
+  basic,
+  /// A JSON body carrying the credentials (TikTok, Shopify, Atlassian).
+  json,
+};
+
+/// Where and how the account name is read after connecting.
+struct account_lookup {
+  std::string url;
+  /// JSON pointer into the answer, e.g. "/login" or "/data/0/name".
+  std::string name_pointer;
+};
+
+/// How an API key is checked with a real call.
+struct api_key_check {
+  std::string validate_url;
+  std::string method = "GET";
+  /// bearer | basic | header | klaviyo
+  std::string scheme = "bearer";
+  /// Header name for scheme=header (e.g. X-Figma-Token).
+  std::string header;
+  /// Extra constant headers (e.g. Klaviyo's revision).
+  std::map<std::string, std::string> headers;
+  /// Request fields the caller must provide besides api_key.
+  std::vector<std::string> required_fields;
+  /// Accepted key prefixes; empty accepts any.
+  std::vector<std::string> key_prefixes;
+  /// JSON pointer to the account name in the answer.
+  std::string account_pointer;
+};
+
+struct provider_entry {
+  std::string name;
+  std::string display_name;
+  auth_mode mode = auth_mode::oauth2;
+  /// Public documentation the entry follows.
+  std::string docs;
+
+  // OAuth 2.0
+  std::string authorization_url;
+  std::string token_url;
+  std::string refresh_url;
+  std::string revoke_url;
+  /// rfc7009 | github_grant | meta_permissions | shopify_uninstall |
+  /// tiktok | none
+  std::string revoke_style = "none";
+  std::vector<std::string> scopes;
+  std::string scope_separator = " ";
+  bool pkce = false;
+  client_auth_style client_auth = client_auth_style::post;
+  std::map<std::string, std::string> authorization_params;
+  std::map<std::string, std::string> token_params;
+  /// standard | tiktok_envelope | meta_long_lived
+  std::string token_style = "standard";
+  std::optional<account_lookup> account;
+  int refresh_margin_s = 300;
+  /// Used when a token answer carries no usable expires_in.
+  int default_expires_in_s = 3600;
+  /// Placeholders allowed in URLs ({shop}) with the pattern each must match.
+  std::map<std::string, std::string> template_params;
+  /// Granted scope -> app name (Google Workspace: drive, gmail, calendar).
+  std::map<std::string, std::string> scope_apps;
+
+  // API keys
+  std::optional<api_key_check> api_key;
+};
+
+struct provider_catalog {
+  std::map<std::string, provider_entry> providers;
+
+  const provider_entry* find(const std::string& name) const {
+    auto it = providers.find(name);
+    return it == providers.end() ? nullptr : &it->second;
+  }
+};
+
+/// Loads and validates the catalog file. Throws config_error naming file,
+/// line and key.
+provider_catalog load_provider_catalog(const std::string& path);
+provider_catalog parse_provider_catalog(const std::string& text, const std::string& name);
+
+/// Applies a deployment's URL overrides; an override for a provider the
+/// catalog does not know is an error.
+void apply_provider_settings(provider_catalog& catalog,
+                             const std::map<std::string, provider_settings>& settings);
+
+} // namespace cm::config

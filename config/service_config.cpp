@@ -1,0 +1,279 @@
+#include "config/service_config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+
+#include "config/yaml_schema.hpp"
+
+namespace cm::config {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* env_prefix = "CM_";
+
+/// Splits CM_DATABASE__URL into {"database", "url"}.
+std::vector<std::string> env_path(std::string_view name) {
+  std::vector<std::string> parts;
+  std::string_view rest = name.substr(std::strlen(env_prefix));
+  while (true) {
+    auto pos = rest.find("__");
+    std::string part(rest.substr(0, pos));
+    std::transform(part.begin(), part.end(), part.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    parts.push_back(part);
+    if (pos == std::string_view::npos)
+      break;
+    rest = rest.substr(pos + 2);
+  }
+  return parts;
+}
+
+/// Applies every CM_* variable to the document, creating maps as needed.
+void apply_environment(YAML::Node& root, yaml_reader& reader, char** env) {
+  if (env == nullptr)
+    return;
+  for (char** it = env; *it != nullptr; ++it) {
+    std::string_view entry{*it};
+    if (entry.rfind(env_prefix, 0) != 0)
+      continue;
+    auto eq = entry.find('=');
+    if (eq == std::string_view::npos)
+      continue;
+    auto name = entry.substr(0, eq);
+    auto value = std::string(entry.substr(eq + 1));
+    if (name == config_path_variable)
+      continue;
+    auto parts = env_path(name);
+    if (std::any_of(parts.begin(), parts.end(), [](auto& p) { return p.empty(); }))
+      throw config_error("environment variable " + std::string(name) +
+                         ": malformed name (use CM_SECTION__KEY)");
+    // Provider names use hyphens, which environment names cannot carry.
+    if (parts.size() >= 2 && parts[0] == "providers")
+      std::replace(parts[1].begin(), parts[1].end(), '_', '-');
+    YAML::Node parsed;
+    if (!value.empty() && (value.front() == '[' || value.front() == '{')) {
+      try {
+        parsed = YAML::Load(value);
+      } catch (const YAML::Exception& e) {
+        throw config_error("environment variable " + std::string(name) + ": " + e.msg);
+      }
+    } else {
+      parsed = YAML::Node(value);
+    }
+    // Walk with fresh handles: yaml-cpp Node assignment would alias nodes.
+    std::vector<YAML::Node> chain{root};
+    std::string path;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      path = join_path(path, parts[i]);
+      YAML::Node child = chain.back()[parts[i]];
+      if (child && !child.IsNull() && !child.IsMap())
+        throw config_error("environment variable " + std::string(name) + ": '" + path +
+                           "' is not a mapping");
+      if (!child || child.IsNull()) {
+        chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+        child = chain.back()[parts[i]];
+      }
+      chain.push_back(child);
+    }
+    chain.back()[parts.back()] = parsed;
+    reader.note_override(join_path(path, parts.back()), std::string(name));
+  }
+}
+
+std::string resolve_path(const std::string& base_dir, const std::string& value) {
+  if (value.empty() || base_dir.empty() || fs::path(value).is_absolute())
+    return value;
+  return (fs::path(base_dir) / value).lexically_normal().string();
+}
+
+bool is_hex_sha256(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+           return std::isdigit(c) || (c >= 'a' && c <= 'f');
+         });
+}
+
+service_config build(YAML::Node root, yaml_reader& reader, const std::string& base_dir) {
+  service_config cfg;
+  if (root.IsNull())
+    root = YAML::Node(YAML::NodeType::Map);
+  reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "log",
+                                "scheduler", "providers_file", "providers"});
+
+  // listen
+  auto listen = root["listen"];
+  reader.expect_keys(listen, "listen", {"address", "port", "threads", "max_request_bytes",
+                                        "request_timeout_ms"});
+  cfg.listen.address = reader.get_string(listen, "listen", "address", cfg.listen.address);
+  cfg.listen.port = static_cast<uint16_t>(reader.get_int(listen, "listen", "port", 8080, 0, 65535));
+  cfg.listen.threads = static_cast<int>(reader.get_int(listen, "listen", "threads", 2, 1, 256));
+  cfg.listen.max_request_bytes = static_cast<size_t>(
+    reader.get_int(listen, "listen", "max_request_bytes", 1 << 20, 1024, 64 << 20));
+  cfg.listen.request_timeout = std::chrono::milliseconds(
+    reader.get_int(listen, "listen", "request_timeout_ms", 10000, 100, 600000));
+
+  // database
+  auto db = root["database"];
+  reader.expect_keys(db, "database", {"url", "connect_timeout_s", "statement_timeout_ms",
+                                      "reconnect_min_backoff_ms", "reconnect_max_backoff_ms"});
+  cfg.database.url = reader.require_string(db, "database", "url");
+  cfg.database.connect_timeout_s =
+    static_cast<int>(reader.get_int(db, "database", "connect_timeout_s", 3, 1, 60));
+  cfg.database.statement_timeout_ms =
+    static_cast<int>(reader.get_int(db, "database", "statement_timeout_ms", 5000, 100, 600000));
+  cfg.database.reconnect_min_backoff = std::chrono::milliseconds(
+    reader.get_int(db, "database", "reconnect_min_backoff_ms", 100, 1, 60000));
+  cfg.database.reconnect_max_backoff = std::chrono::milliseconds(
+    reader.get_int(db, "database", "reconnect_max_backoff_ms", 2000, 1, 600000));
+  if (cfg.database.reconnect_max_backoff < cfg.database.reconnect_min_backoff)
+    reader.fail(db["reconnect_max_backoff_ms"], "database.reconnect_max_backoff_ms",
+                "must not be smaller than reconnect_min_backoff_ms");
+
+  // crypto
+  auto crypto = root["crypto"];
+  reader.expect_keys(crypto, "crypto", {"key_file"});
+  cfg.key_file = resolve_path(base_dir, reader.require_string(crypto, "crypto", "key_file"));
+
+  // auth
+  auto auth = root["auth"];
+  reader.expect_keys(auth, "auth", {"jwt", "service_header", "service_tokens"});
+  auto jwt = auth["jwt"];
+  reader.expect_keys(jwt, "auth.jwt", {"hs256_secret_file", "rs256_public_key_file",
+                                       "issuer", "leeway_s"});
+  cfg.auth.hs256_secret_file =
+    resolve_path(base_dir, reader.get_string(jwt, "auth.jwt", "hs256_secret_file", ""));
+  cfg.auth.rs256_public_key_file =
+    resolve_path(base_dir, reader.get_string(jwt, "auth.jwt", "rs256_public_key_file", ""));
+  if (cfg.auth.hs256_secret_file.empty() && cfg.auth.rs256_public_key_file.empty())
+    reader.fail(jwt, "auth.jwt", "set hs256_secret_file or rs256_public_key_file");
+  cfg.auth.issuer = reader.get_string(jwt, "auth.jwt", "issuer", "");
+  cfg.auth.leeway_s = static_cast<int>(reader.get_int(jwt, "auth.jwt", "leeway_s", 30, 0, 600));
+  cfg.auth.service_header =
+    reader.get_string(auth, "auth", "service_header", cfg.auth.service_header);
+  auto tokens = auth["service_tokens"];
+  if (tokens && !tokens.IsNull()) {
+    if (!tokens.IsSequence())
+      reader.fail(tokens, "auth.service_tokens", "expected a list");
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      auto path = "auth.service_tokens[" + std::to_string(i) + "]";
+      auto entry = tokens[i];
+      reader.expect_keys(entry, path, {"name", "sha256", "scopes"});
+      service_token_config token;
+      token.name = reader.require_string(entry, path, "name");
+      token.sha256_hex = reader.require_string(entry, path, "sha256");
+      if (!is_hex_sha256(token.sha256_hex))
+        reader.fail(entry["sha256"], path + ".sha256",
+                    "expected 64 lower-case hex digits (connector-manager hash-token)");
+      token.scopes = reader.get_string_list(entry, path, "scopes");
+      cfg.auth.service_tokens.push_back(std::move(token));
+    }
+  }
+
+  // oauth
+  auto oauth = root["oauth"];
+  reader.expect_keys(oauth, "oauth", {"public_base_url", "allowed_redirect_uris", "state_ttl_s"});
+  cfg.oauth.public_base_url =
+    reader.get_string(oauth, "oauth", "public_base_url", cfg.oauth.public_base_url);
+  cfg.oauth.allowed_redirect_uris = reader.get_string_list(oauth, "oauth", "allowed_redirect_uris");
+  cfg.oauth.state_ttl_s =
+    static_cast<int>(reader.get_int(oauth, "oauth", "state_ttl_s", 600, 30, 3600));
+
+  // log
+  auto log_node = root["log"];
+  reader.expect_keys(log_node, "log", {"level"});
+  auto level_text = reader.get_string(log_node, "log", "level", "info");
+  if (!log::parse_level(level_text, cfg.log_level))
+    reader.fail(log_node["level"], "log.level", "expected debug, info, warn or error");
+
+  // scheduler
+  auto sched = root["scheduler"];
+  reader.expect_keys(sched, "scheduler", {"policy", "max_threads"});
+  cfg.scheduler.policy = reader.get_string(sched, "scheduler", "policy", cfg.scheduler.policy);
+  if (cfg.scheduler.policy != "stealing" && cfg.scheduler.policy != "sharing")
+    reader.fail(sched["policy"], "scheduler.policy", "expected stealing or sharing");
+  cfg.scheduler.max_threads =
+    static_cast<int>(reader.get_int(sched, "scheduler", "max_threads", 2, 1, 256));
+
+  cfg.providers_file = resolve_path(
+    base_dir, reader.get_string(root, "", "providers_file", "providers.yaml"));
+
+  // providers: per-deployment credentials and URL overrides
+  auto providers = root["providers"];
+  reader.expect_map(providers, "providers");
+  if (providers && providers.IsMap()) {
+    for (auto it = providers.begin(); it != providers.end(); ++it) {
+      auto name = it->first.Scalar();
+      std::replace(name.begin(), name.end(), '_', '-');
+      auto path = join_path("providers", name);
+      const auto& url_keys = provider_url_keys();
+      auto node = it->second;
+      reader.expect_map(node, path);
+      provider_settings settings;
+      if (node.IsMap()) {
+        for (auto kv = node.begin(); kv != node.end(); ++kv) {
+          auto key = kv->first.Scalar();
+          auto key_path = join_path(path, key);
+          bool is_url = std::find(url_keys.begin(), url_keys.end(), key) != url_keys.end();
+          if (!is_url && key != "client_id" && key != "client_secret" &&
+              key != "client_secret_file")
+            reader.fail(kv->first, key_path,
+                        "unknown key (known keys: client_id, client_secret, "
+                        "client_secret_file and the catalog's *_url keys)");
+          if (!kv->second.IsScalar())
+            reader.fail(kv->second, key_path, "expected a string");
+          auto value = kv->second.Scalar();
+          if (is_url)
+            settings.urls[key] = value;
+          else if (key == "client_id")
+            settings.client_id = value;
+          else if (key == "client_secret")
+            settings.client_secret = value;
+          else
+            settings.client_secret_file = resolve_path(base_dir, value);
+        }
+      }
+      cfg.providers[name] = std::move(settings);
+    }
+  }
+  return cfg;
+}
+
+} // namespace
+
+const std::vector<std::string>& provider_url_keys() {
+  static const std::vector<std::string> keys = {
+    "authorization_url", "token_url", "refresh_url", "revoke_url",
+    "account_url", "validate_url"};
+  return keys;
+}
+
+namespace {
+
+service_config from_root(YAML::Node root, const std::string& name, char** env) {
+  yaml_reader reader{name};
+  if (root.IsNull())
+    root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap())
+    throw config_error(name + ": the document must be a mapping");
+  apply_environment(root, reader, env);
+  auto cfg = build(root, reader, fs::path(name).parent_path().string());
+  cfg.source_file = name;
+  return cfg;
+}
+
+} // namespace
+
+service_config parse_service_config(const std::string& text, const std::string& name,
+                                    char** env) {
+  auto root = parse_yaml(text, name);
+  return from_root(root, name, env);
+}
+
+service_config load_service_config(const std::string& path, char** env) {
+  return from_root(load_yaml_file(path), path, env);
+}
+
+} // namespace cm::config

@@ -1,0 +1,102 @@
+// The service file: where to listen, which database, which keys, who may
+// call. Loaded once at start-up (and again by a hot reload), validated
+// strictly, and overridable key by key from `CM_` environment variables.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/log.hpp"
+
+namespace cm::config {
+
+struct listen_config {
+  std::string address = "127.0.0.1";
+  uint16_t port = 8080;
+  int threads = 2;
+  size_t max_request_bytes = 1 << 20;
+  std::chrono::milliseconds request_timeout{10000};
+};
+
+struct database_config {
+  /// libpq connection string or URI.
+  std::string url;
+  int connect_timeout_s = 3;
+  int statement_timeout_ms = 5000;
+  std::chrono::milliseconds reconnect_min_backoff{100};
+  std::chrono::milliseconds reconnect_max_backoff{2000};
+};
+
+struct service_token_config {
+  std::string name;
+  /// Lower-case hex SHA-256 of the token; the token itself is never stored.
+  std::string sha256_hex;
+  std::vector<std::string> scopes;
+};
+
+struct auth_config {
+  std::string hs256_secret_file;
+  std::string rs256_public_key_file;
+  /// When set, a token's `iss` must equal it.
+  std::string issuer;
+  int leeway_s = 30;
+  std::string service_header = "X-Services-Token";
+  std::vector<service_token_config> service_tokens;
+};
+
+struct oauth_config {
+  std::string public_base_url = "http://127.0.0.1:8080";
+  std::vector<std::string> allowed_redirect_uris;
+  int state_ttl_s = 600;
+};
+
+struct scheduler_config {
+  /// "stealing" or "sharing" (CAF scheduler.policy).
+  std::string policy = "sharing";
+  int max_threads = 2;
+};
+
+/// Per-provider settings of this deployment: OAuth app credentials and URL
+/// overrides (tests point these at loopback fakes).
+struct provider_settings {
+  std::string client_id;
+  std::string client_secret;
+  std::string client_secret_file;
+  /// Keys such as token_url, authorization_url; values replace the catalog's.
+  std::map<std::string, std::string> urls;
+};
+
+struct service_config {
+  /// The file this was loaded from (empty for defaults).
+  std::string source_file;
+  listen_config listen;
+  database_config database;
+  std::string key_file;
+  auth_config auth;
+  oauth_config oauth;
+  log::level log_level = log::level::info;
+  scheduler_config scheduler;
+  std::string providers_file;
+  std::map<std::string, provider_settings> providers;
+};
+
+/// URL keys a provider override may set.
+const std::vector<std::string>& provider_url_keys();
+
+/// Loads `path`, applies `CM_*` overrides from `env` (pass `environ`), and
+/// validates. Relative paths inside the file are resolved against the
+/// file's directory. Throws config_error naming file, line and key.
+service_config load_service_config(const std::string& path, char** env);
+
+/// Same, from an in-memory document (used by tests); `name` is reported as
+/// the file in errors.
+service_config parse_service_config(const std::string& text, const std::string& name,
+                                    char** env);
+
+/// The environment variable that names the service file.
+inline constexpr const char* config_path_variable = "CM_CONFIG";
+
+} // namespace cm::config

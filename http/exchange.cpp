@@ -1,0 +1,128 @@
+#include "http/exchange.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+#include <sodium.h>
+
+#include "common/log.hpp"
+
+namespace cm::http {
+
+std::string request::header(const std::string& name) const {
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  auto it = headers.find(lower);
+  return it == headers.end() ? std::string{} : it->second;
+}
+
+std::optional<std::string> request::query_param(const std::string& name) const {
+  auto it = query.find(name);
+  if (it == query.end())
+    return std::nullopt;
+  return it->second;
+}
+
+response json_response(int status, const nlohmann::json& body) {
+  response res;
+  res.status = status;
+  // Invalid UTF-8 from a provider must not turn into an exception here.
+  res.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return res;
+}
+
+response error_response(ec code, const std::string& message) {
+  auto res = json_response(http_status(code),
+                           {{"error", {{"code", to_string(code)}, {"message", message}}}});
+  if (code == ec::unavailable)
+    res.headers.emplace_back("Retry-After", "1");
+  if (code == ec::rate_limited)
+    res.headers.emplace_back("Retry-After", "1");
+  return res;
+}
+
+response error_response(const caf::error& err) {
+  return error_response(code_of(err), message_of(err));
+}
+
+exchange::exchange(request req, writer write)
+  : req_(std::move(req)), write_(std::move(write)) {}
+
+exchange::~exchange() {
+  if (!replied_.load()) {
+    log::error("http", "request finished without a response",
+               {{"request_id", req_.request_id}, {"path", req_.path}});
+    reply(error_response(ec::internal, "internal error"));
+  }
+}
+
+bool exchange::reply(response res) {
+  bool expected = false;
+  if (!replied_.compare_exchange_strong(expected, true))
+    return false;
+  res.headers.emplace_back("X-Request-Id", req_.request_id);
+  log::info("http", "request done",
+            {{"request_id", req_.request_id}, {"method", req_.method}, {"path", req_.path},
+             {"status", res.status}});
+  try {
+    write_(std::move(res));
+  } catch (const std::exception&) {
+    log::warn("http", "could not write response", {{"request_id", req_.request_id}});
+  }
+  return true;
+}
+
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '+') {
+      out.push_back(' ');
+    } else if (c == '%') {
+      if (i + 2 >= in.size() || !std::isxdigit(static_cast<unsigned char>(in[i + 1])) ||
+          !std::isxdigit(static_cast<unsigned char>(in[i + 2])))
+        return false;
+      out.push_back(static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(c);
+    }
+  }
+  return true;
+}
+
+bool parse_query(std::string_view raw, std::map<std::string, std::string>& out) {
+  if (!raw.empty() && raw.front() == '?')
+    raw.remove_prefix(1);
+  while (!raw.empty()) {
+    auto amp = raw.find('&');
+    auto pair = raw.substr(0, amp);
+    if (!pair.empty()) {
+      auto eq = pair.find('=');
+      std::string key, value;
+      if (!percent_decode(pair.substr(0, eq), key))
+        return false;
+      if (eq != std::string_view::npos && !percent_decode(pair.substr(eq + 1), value))
+        return false;
+      out[key] = value;
+    }
+    if (amp == std::string_view::npos)
+      break;
+    raw.remove_prefix(amp + 1);
+  }
+  return true;
+}
+
+std::string new_request_id() {
+  unsigned char b[8];
+  randombytes_buf(b, sizeof b);
+  char out[17];
+  for (int i = 0; i < 8; ++i)
+    std::snprintf(out + 2 * i, 3, "%02x", b[i]);
+  return out;
+}
+
+} // namespace cm::http

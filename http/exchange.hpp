@@ -1,0 +1,94 @@
+// One HTTP request and the one-shot channel its response goes through.
+//
+// The Pistache handler copies what it needs out of the request into an
+// `exchange`, hands it to a front actor and returns at once. Whoever
+// finishes the work calls `reply` — from any thread. Exactly one response
+// is written: later replies are ignored, and an exchange dropped without a
+// reply answers 500 from its destructor, so no client is ever left waiting.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+
+namespace cm::http {
+
+struct request {
+  std::string method;
+  /// Path without the query, percent-decoding not applied.
+  std::string path;
+  /// Decoded query parameters (the last value wins for repeated keys).
+  std::map<std::string, std::string> query;
+  /// Header names in lower case.
+  std::map<std::string, std::string> headers;
+  std::string body;
+  std::string remote_address;
+  /// Random id, echoed as X-Request-Id and put on every log line.
+  std::string request_id;
+
+  /// A header value by (case-insensitive) name, or "".
+  std::string header(const std::string& name) const;
+  std::optional<std::string> query_param(const std::string& name) const;
+};
+
+struct response {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+/// `{"error":{"code":…,"message":…}}` with the code's status. 503 adds
+/// Retry-After.
+response error_response(ec code, const std::string& message);
+response error_response(const caf::error& err);
+response json_response(int status, const nlohmann::json& body);
+
+class exchange {
+public:
+  using writer = std::function<void(response)>;
+
+  exchange(request req, writer write);
+  ~exchange();
+  exchange(const exchange&) = delete;
+  exchange& operator=(const exchange&) = delete;
+
+  const request& req() const { return req_; }
+
+  /// Writes the response unless one was written already; returns whether
+  /// this call wrote it. Thread-safe.
+  bool reply(response res);
+  bool reply_error(ec code, const std::string& message) {
+    return reply(error_response(code, message));
+  }
+  bool reply_error(const caf::error& err) { return reply(error_response(err)); }
+  bool reply_json(int status, const nlohmann::json& body) {
+    return reply(json_response(status, body));
+  }
+
+  bool replied() const { return replied_.load(); }
+
+private:
+  request req_;
+  writer write_;
+  std::atomic<bool> replied_{false};
+};
+
+/// Percent-decodes a query component ('+' means space); false on a bad escape.
+bool percent_decode(std::string_view in, std::string& out);
+
+/// Parses "a=1&b=2" into a map; false on a malformed escape.
+bool parse_query(std::string_view raw, std::map<std::string, std::string>& out);
+
+/// A random request id (16 hex digits).
+std::string new_request_id();
+
+} // namespace cm::http

@@ -1,0 +1,75 @@
+// Matches a method and path against route patterns such as
+// "/api/connectors/{provider}" and extracts the named segments.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cm::http {
+
+using route_params = std::map<std::string, std::string>;
+
+/// Who may call a route.
+enum class access {
+  /// Anyone (health).
+  open,
+  /// A user with a session JWT.
+  user,
+  /// A team admin.
+  admin,
+  /// A service holding the route's scope.
+  service,
+  /// A team admin or a service holding the route's scope.
+  admin_or_service,
+};
+
+template <class Handler>
+struct route {
+  std::string method;
+  std::string pattern;
+  access who;
+  /// Scope a service needs (access::service, access::admin_or_service).
+  std::string scope;
+  Handler handler;
+};
+
+/// Splits "/a/b/" into {"a", "b"}.
+inline std::vector<std::string_view> split_path(std::string_view path) {
+  std::vector<std::string_view> parts;
+  size_t pos = 0;
+  while (pos < path.size()) {
+    if (path[pos] == '/') {
+      ++pos;
+      continue;
+    }
+    auto end = path.find('/', pos);
+    parts.push_back(path.substr(pos, end - pos));
+    if (end == std::string_view::npos)
+      break;
+    pos = end;
+  }
+  return parts;
+}
+
+/// Matches `path` against `pattern`; fills `params` for {name} segments.
+inline bool match_path(std::string_view pattern, std::string_view path, route_params& params) {
+  auto want = split_path(pattern);
+  auto have = split_path(path);
+  if (want.size() != have.size())
+    return false;
+  route_params found;
+  for (size_t i = 0; i < want.size(); ++i) {
+    auto w = want[i];
+    if (w.size() > 2 && w.front() == '{' && w.back() == '}')
+      found[std::string(w.substr(1, w.size() - 2))] = std::string(have[i]);
+    else if (w != have[i])
+      return false;
+  }
+  params = std::move(found);
+  return true;
+}
+
+} // namespace cm::http

@@ -1,0 +1,143 @@
+#include "http/server.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include <caf/send.hpp>
+#include <pistache/endpoint.h>
+#include <pistache/http.h>
+#include <pistache/net.h>
+
+#include "common/log.hpp"
+#include "http/exchange.hpp"
+
+namespace cm::http {
+
+namespace {
+
+using namespace Pistache;
+
+/// Headers a response may carry: Pistache's typed registry does not know
+/// custom names, so they go in as raw headers.
+void write_response(Http::ResponseWriter& writer, response res, bool keep_alive) {
+  // Pistache 0.0.5 answers "Connection: Close" to any request without a
+  // Connection header, even HTTP/1.1, whose default is keep-alive; and its
+  // typed add() cannot replace that value. Removing it restores the default.
+  if (keep_alive && writer.headers().has<Http::Header::Connection>())
+    writer.headers().remove<Http::Header::Connection>();
+  for (auto& [name, value] : res.headers)
+    writer.headers().addRaw(Http::Header::Raw(name, value));
+  writer.headers().addRaw(Http::Header::Raw("Cache-Control", "no-store"));
+  writer.send(static_cast<Http::Code>(res.status), res.body,
+              Http::Mime::MediaType::fromString(res.content_type));
+}
+
+class handler : public Http::Handler {
+public:
+  HTTP_PROTOTYPE(handler)
+
+  handler(std::shared_ptr<const std::vector<front_actor>> fronts, size_t max_body)
+    : fronts_(std::move(fronts)), max_body_(max_body) {}
+
+  void onRequest(const Http::Request& pistache_req, Http::ResponseWriter pistache_writer) override {
+    // Pistache would put e.what() into a 500 body; nothing may escape here.
+    auto writer = std::make_shared<Http::ResponseWriter>(std::move(pistache_writer));
+    try {
+      request req;
+      req.request_id = new_request_id();
+      req.method = Http::methodString(pistache_req.method());
+      req.path = pistache_req.resource();
+      req.remote_address = pistache_req.address().host();
+      for (auto& [name, raw] : pistache_req.headers().rawList()) {
+        std::string lower = name;
+        std::transform(lower.begin(), lower.end(), lower.begin(),
+                       [](unsigned char c) { return std::tolower(c); });
+        req.headers[lower] = raw.value();
+      }
+      // HTTP/1.1 keeps the connection unless the client asked to close it.
+      auto connection = req.header("connection");
+      std::transform(connection.begin(), connection.end(), connection.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      bool keep_alive = pistache_req.version() == Http::Version::Http11
+                          ? connection.find("close") == std::string::npos
+                          : connection.find("keep-alive") != std::string::npos;
+      auto write = [writer, keep_alive](response res) {
+        write_response(*writer, std::move(res), keep_alive);
+      };
+      if (pistache_req.body().size() > max_body_) {
+        exchange ex{std::move(req), write};
+        ex.reply_error(ec::payload_too_large, "request body exceeds the size limit");
+        return;
+      }
+      std::map<std::string, std::string> query;
+      bool query_ok = true;
+      const auto& q = pistache_req.query();
+      for (auto it = q.parameters_begin(); it != q.parameters_end(); ++it) {
+        std::string key, value;
+        if (!percent_decode(it->first, key) || !percent_decode(it->second, value)) {
+          query_ok = false;
+          break;
+        }
+        query[key] = value;
+      }
+      req.query = std::move(query);
+      req.body = pistache_req.body();
+      auto ex = std::make_shared<exchange>(std::move(req), write);
+      if (!query_ok) {
+        ex->reply_error(ec::bad_request, "malformed query string");
+        return;
+      }
+      auto index = next_.fetch_add(1, std::memory_order_relaxed) % fronts_->size();
+      caf::anon_send((*fronts_)[index], http_atom_v, std::move(ex));
+    } catch (const std::exception&) {
+      log::error("http", "failed to accept a request");
+      write_response(*writer, error_response(ec::internal, "internal error"), false);
+    }
+  }
+
+private:
+  std::shared_ptr<const std::vector<front_actor>> fronts_;
+  size_t max_body_;
+  static inline std::atomic<size_t> next_{0};
+};
+
+} // namespace
+
+server::server(const config::listen_config& cfg, std::vector<front_actor> fronts)
+  : cfg_(cfg), fronts_(std::move(fronts)) {}
+
+server::~server() { stop(); }
+
+void server::start() {
+  Address addr(cfg_.address, Port(cfg_.port));
+  endpoint_ = std::make_shared<Http::Endpoint>(addr);
+  // Pistache's own limit covers request line, headers and body; our JSON
+  // 413 answers bodies over max_request_bytes below that.
+  auto opts = Http::Endpoint::options()
+                .threads(cfg_.threads)
+                .flags(Tcp::Options::ReuseAddr)
+                .maxRequestSize(cfg_.max_request_bytes + 64 * 1024)
+                // Pistache counts these from the end of parsing until the
+                // response, so they must outlast the slowest reply we send.
+                .headerTimeout(cfg_.request_timeout + std::chrono::seconds(5))
+                .bodyTimeout(cfg_.request_timeout + std::chrono::seconds(5));
+  endpoint_->init(opts);
+  endpoint_->setHandler(Http::make_handler<handler>(
+    std::make_shared<const std::vector<front_actor>>(fronts_), cfg_.max_request_bytes));
+  endpoint_->serveThreaded();
+  running_ = true;
+  log::info("http", "listening", {{"address", cfg_.address}, {"port", port()}});
+}
+
+void server::stop() {
+  if (running_ && endpoint_) {
+    endpoint_->shutdown();
+    running_ = false;
+  }
+}
+
+uint16_t server::port() const {
+  return endpoint_ ? static_cast<uint16_t>(endpoint_->getPort()) : 0;
+}
+
+} // namespace cm::http
