@@ -203,11 +203,12 @@ void apply_provider_settings(provider_catalog& catalog,
     if (it == catalog.providers.end())
       throw config_error("providers." + name + ": no such provider in the catalog");
     auto& entry = it->second;
+    bool oauth = entry.mode == auth_mode::oauth2;
     for (auto& [key, url] : s.urls) {
-      if (key == "authorization_url") entry.authorization_url = url;
-      else if (key == "token_url") entry.token_url = url;
-      else if (key == "refresh_url") entry.refresh_url = url;
-      else if (key == "revoke_url") entry.revoke_url = url;
+      if (key == "authorization_url" && oauth) entry.authorization_url = url;
+      else if (key == "token_url" && oauth) entry.token_url = url;
+      else if (key == "refresh_url" && oauth) entry.refresh_url = url;
+      else if (key == "revoke_url" && oauth) entry.revoke_url = url;
       else if (key == "account_url" && entry.account) entry.account->url = url;
       else if (key == "validate_url" && entry.api_key) entry.api_key->validate_url = url;
       else

@@ -17,8 +17,23 @@ namespace {
 
 using namespace Pistache;
 
-/// Headers a response may carry: Pistache's typed registry does not know
-/// custom names, so they go in as raw headers.
+/// A response header with a name chosen at run time. Pistache 0.0.5 writes
+/// only typed headers (raw ones are silently dropped), so every header we
+/// add goes through this class.
+class named_header : public Http::Header::Header {
+public:
+  named_header(std::string name, std::string value)
+    : name_(std::move(name)), value_(std::move(value)) {}
+  const char* name() const override { return name_.c_str(); }
+  void parse(const std::string& data) override { value_ = data; }
+  void write(std::ostream& os) const override { os << value_; }
+  uint64_t hash() const override { return std::hash<std::string>{}(name_); }
+
+private:
+  std::string name_;
+  std::string value_;
+};
+
 void write_response(Http::ResponseWriter& writer, response res, bool keep_alive) {
   // Pistache 0.0.5 answers "Connection: Close" to any request without a
   // Connection header, even HTTP/1.1, whose default is keep-alive; and its
@@ -26,8 +41,8 @@ void write_response(Http::ResponseWriter& writer, response res, bool keep_alive)
   if (keep_alive && writer.headers().has<Http::Header::Connection>())
     writer.headers().remove<Http::Header::Connection>();
   for (auto& [name, value] : res.headers)
-    writer.headers().addRaw(Http::Header::Raw(name, value));
-  writer.headers().addRaw(Http::Header::Raw("Cache-Control", "no-store"));
+    writer.headers().add(std::make_shared<named_header>(name, value));
+  writer.headers().add(std::make_shared<named_header>("Cache-Control", "no-store"));
   writer.send(static_cast<Http::Code>(res.status), res.body,
               Http::Mime::MediaType::fromString(res.content_type));
 }

@@ -1,0 +1,52 @@
+# Shared by scripts/run, scripts/test and scripts/bench. Source it; do not run it.
+# Installs what is missing (Debian 12), builds, and manages the private
+# PostgreSQL cluster.
+
+CM_ROOT=${CM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+
+# Debian packages the build, the server and the tests need.
+CM_PACKAGES=(
+  build-essential cmake ninja-build pkg-config ccache git ca-certificates curl openssl
+  libcaf-dev libpistache-dev libsodium-dev libyaml-cpp-dev libjwt-dev
+  nlohmann-json3-dev libcurl4-openssl-dev libssl-dev libpq-dev
+  libgtest-dev libgmock-dev
+  postgresql postgresql-client
+)
+
+cm_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs the packages that are not installed yet (apt-get update only when
+# something is missing, so a second run is fast and offline-safe).
+cm_install_deps() {
+  local missing=() pkg
+  for pkg in "${CM_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  cm_log "installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# cm_build BUILD_TYPE BUILD_DIR [extra cmake args...]
+cm_build() {
+  local type=$1 dir=$2
+  shift 2
+  export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+  # The precompiled header is shared; ccache must accept it.
+  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+  cm_log "building ($type) in $dir"
+  cmake -S "$CM_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
+  cmake --build "$dir" --parallel "$(nproc)"
+}
+
+# The newest installed PostgreSQL server binaries.
+cm_pg_bin() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$bin" ] || { echo "PostgreSQL server binaries not found" >&2; return 1; }
+  echo "$bin"
+}

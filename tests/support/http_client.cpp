@@ -1,0 +1,122 @@
+#include "tests/support/http_client.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <stdexcept>
+
+namespace cm::test {
+
+http_connection::http_connection(uint16_t port) {
+  fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd_ < 0)
+    throw std::runtime_error("socket failed");
+  timeval tv{15, 0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    throw std::runtime_error("connect failed");
+  }
+}
+
+http_connection::~http_connection() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+bool http_connection::open() const {
+  char c;
+  auto n = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0)
+    return false;
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK;
+  return true;
+}
+
+http_reply http_connection::request(const std::string& method, const std::string& target,
+                                    const header_map& headers, const std::string& body) {
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (auto& [k, v] : headers)
+    req += k + ": " + v + "\r\n";
+  if (!body.empty() || method == "POST" || method == "PUT")
+    req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
+  return raw(req);
+}
+
+http_reply http_connection::raw(const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    auto n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0)
+      break; // the server may answer (413) before reading everything
+    sent += static_cast<size_t>(n);
+  }
+  return read_reply();
+}
+
+http_reply http_connection::read_reply() {
+  auto fill = [&] {
+    char buf[65536];
+    auto n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0)
+      throw std::runtime_error(n == 0 ? "connection closed" : "receive timed out");
+    buffer_.append(buf, static_cast<size_t>(n));
+  };
+  size_t end;
+  while ((end = buffer_.find("\r\n\r\n")) == std::string::npos)
+    fill();
+  http_reply reply;
+  std::string head = buffer_.substr(0, end);
+  auto first_line_end = head.find("\r\n");
+  auto status_line = head.substr(0, first_line_end);
+  auto sp = status_line.find(' ');
+  reply.status = std::stoi(status_line.substr(sp + 1, 3));
+  size_t pos = first_line_end == std::string::npos ? head.size() : first_line_end + 2;
+  while (pos < head.size()) {
+    auto eol = head.find("\r\n", pos);
+    auto line = head.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    auto colon = line.find(':');
+    if (colon != std::string::npos) {
+      auto name = line.substr(0, colon);
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      auto value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      reply.headers[name] = value;
+    }
+    if (eol == std::string::npos)
+      break;
+    pos = eol + 2;
+  }
+  size_t length = 0;
+  if (auto it = reply.headers.find("content-length"); it != reply.headers.end())
+    length = std::stoul(it->second);
+  while (buffer_.size() < end + 4 + length)
+    fill();
+  reply.body = buffer_.substr(end + 4, length);
+  reply.raw = buffer_.substr(0, end + 4 + length);
+  buffer_.erase(0, end + 4 + length);
+  return reply;
+}
+
+http_reply http_call(uint16_t port, const std::string& method, const std::string& target,
+                     const header_map& headers, const std::string& body) {
+  http_connection c{port};
+  return c.request(method, target, headers, body);
+}
+
+} // namespace cm::test

@@ -1,0 +1,73 @@
+// Runs the real connector-manager executable for end-to-end tests: writes a
+// service file, key file and JWT secret into a temporary directory, starts
+// `serve` with its log captured, and waits for its "ready" line.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tests/support/test_env.hpp"
+
+namespace cm::test {
+
+struct server_options {
+  explicit server_options(std::string url = {}) : database_url(std::move(url)) {}
+  std::string database_url;
+  /// Appended to the generated service file (top-level YAML keys).
+  std::string extra_yaml;
+  /// Extra environment variables for the server process.
+  std::map<std::string, std::string> env;
+  bool create_key = true;
+  std::string log_level = "debug";
+  /// Plaintext service tokens to configure: name -> (token, scopes).
+  struct service_token {
+    std::string name;
+    std::string token;
+    std::vector<std::string> scopes;
+  };
+  std::vector<service_token> service_tokens;
+  int max_request_bytes = 1 << 20;
+  int request_timeout_ms = 5000;
+};
+
+class server_process {
+public:
+  explicit server_process(server_options opts);
+  ~server_process();
+  server_process(const server_process&) = delete;
+  server_process& operator=(const server_process&) = delete;
+
+  /// Waits for the "ready" log line; false if the process exited or the
+  /// deadline passed.
+  bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(30));
+  /// Waits for the process to exit; returns its exit code, or -1 on timeout.
+  int wait_exit(std::chrono::seconds timeout = std::chrono::seconds(30));
+  /// Sends SIGTERM and waits.
+  int stop();
+
+  uint16_t port() const { return port_; }
+  std::string log() const;
+  const std::string& config_path() const { return config_path_; }
+  const temp_dir& dir() const { return dir_; }
+
+  /// Runs `connector-manager mint-token` against this server's config.
+  std::string mint(const std::string& user, const std::string& team, bool admin = false) const;
+
+private:
+  server_options opts_;
+  temp_dir dir_;
+  std::string config_path_;
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+  int exit_code_ = -1;
+};
+
+/// The service file the harness writes (exposed for config tests).
+std::string service_yaml(const server_options& opts, const temp_dir& dir);
+
+} // namespace cm::test

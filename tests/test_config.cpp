@@ -1,0 +1,201 @@
+// The service file and providers catalog: strict keys, positions in every
+// error, environment overrides, and the files shipped in config/.
+#include <gtest/gtest.h>
+
+#include "config/provider_catalog.hpp"
+#include "config/service_config.hpp"
+#include "config/yaml_schema.hpp"
+#include "tests/support/test_env.hpp"
+
+using namespace cm::config;
+
+namespace {
+
+const std::string minimal = R"(database:
+  url: "dbname=x"
+crypto:
+  key_file: keys/master.key
+auth:
+  jwt:
+    hs256_secret_file: /etc/cm/jwt.secret
+)";
+
+std::string error_of(const std::string& text, std::vector<std::string> env = {},
+                     const std::string& name = "/etc/cm/service.yaml") {
+  std::vector<char*> envp;
+  for (auto& e : env)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  try {
+    parse_service_config(text, name, envp.data());
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+service_config parse(const std::string& text, std::vector<std::string> env = {}) {
+  std::vector<char*> envp;
+  for (auto& e : env)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  return parse_service_config(text, "/etc/cm/service.yaml", envp.data());
+}
+
+std::string catalog_error(const std::string& text) {
+  try {
+    parse_provider_catalog(text, "providers.yaml");
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+} // namespace
+
+TEST(ServiceConfig, MinimalFileGetsDocumentedDefaults) {
+  auto cfg = parse(minimal);
+  EXPECT_EQ(cfg.listen.address, "127.0.0.1");
+  EXPECT_EQ(cfg.listen.port, 8080);
+  EXPECT_EQ(cfg.listen.max_request_bytes, 1u << 20);
+  EXPECT_EQ(cfg.database.url, "dbname=x");
+  EXPECT_EQ(cfg.oauth.state_ttl_s, 600);
+  EXPECT_EQ(cfg.auth.service_header, "X-Services-Token");
+  EXPECT_EQ(cfg.scheduler.policy, "sharing");
+  // Relative paths resolve against the file's directory.
+  EXPECT_EQ(cfg.key_file, "/etc/cm/keys/master.key");
+  EXPECT_EQ(cfg.providers_file, "/etc/cm/providers.yaml");
+}
+
+TEST(ServiceConfig, UnknownKeyIsRejectedWithFileLineAndKey) {
+  auto err = error_of(minimal + "listen:\n  prot: 80\n");
+  EXPECT_NE(err.find("/etc/cm/service.yaml:9:3"), std::string::npos) << err;
+  EXPECT_NE(err.find("listen.prot"), std::string::npos) << err;
+  EXPECT_NE(err.find("unknown key"), std::string::npos) << err;
+  auto top = error_of(minimal + "colour: blue\n");
+  EXPECT_NE(top.find(":8:1"), std::string::npos) << top;
+  EXPECT_NE(top.find("'colour'"), std::string::npos) << top;
+}
+
+TEST(ServiceConfig, WrongTypesAndRangesNameTheKey) {
+  auto err = error_of(minimal + "listen:\n  port: eighty\n");
+  EXPECT_NE(err.find(":9:9"), std::string::npos) << err;
+  EXPECT_NE(err.find("listen.port"), std::string::npos) << err;
+  EXPECT_NE(error_of(minimal + "listen:\n  port: 70000\n").find("between 0 and 65535"),
+            std::string::npos);
+  EXPECT_NE(error_of(minimal + "log:\n  level: chatty\n").find("log.level"), std::string::npos);
+  EXPECT_NE(error_of(minimal + "oauth:\n  allowed_redirect_uris: http://x\n")
+              .find("oauth.allowed_redirect_uris"),
+            std::string::npos);
+}
+
+TEST(ServiceConfig, MissingRequiredKeysAreNamed) {
+  auto err = error_of("crypto:\n  key_file: k\nauth:\n  jwt:\n    hs256_secret_file: s\n");
+  EXPECT_NE(err.find("database.url"), std::string::npos) << err;
+  auto no_jwt = error_of("database:\n  url: x\ncrypto:\n  key_file: k\n");
+  EXPECT_NE(no_jwt.find("auth.jwt"), std::string::npos) << no_jwt;
+}
+
+TEST(ServiceConfig, SyntaxErrorsCarryThePosition) {
+  auto err = error_of("listen:\n  port: [1, 2\n");
+  EXPECT_NE(err.find("/etc/cm/service.yaml:"), std::string::npos) << err;
+}
+
+TEST(ServiceConfig, EnvironmentOverridesAnyKey) {
+  auto cfg = parse(minimal, {"CM_LISTEN__PORT=9999", "CM_DATABASE__URL=host=/tmp dbname=y",
+                             "CM_OAUTH__ALLOWED_REDIRECT_URIS=[https://a.example/done, https://b.example/x]",
+                             "CM_PROVIDERS__GOOGLE_WORKSPACE__TOKEN_URL=http://127.0.0.1:9/token",
+                             "CM_CONFIG=/ignored.yaml", "OTHER=1"});
+  EXPECT_EQ(cfg.listen.port, 9999);
+  EXPECT_EQ(cfg.database.url, "host=/tmp dbname=y");
+  ASSERT_EQ(cfg.oauth.allowed_redirect_uris.size(), 2u);
+  EXPECT_EQ(cfg.oauth.allowed_redirect_uris[1], "https://b.example/x");
+  ASSERT_EQ(cfg.providers.count("google-workspace"), 1u);
+  EXPECT_EQ(cfg.providers["google-workspace"].urls["token_url"], "http://127.0.0.1:9/token");
+}
+
+TEST(ServiceConfig, BadEnvironmentOverridesNameTheVariable) {
+  auto unknown = error_of(minimal, {"CM_LISTEN__PROT=1"});
+  EXPECT_NE(unknown.find("environment variable CM_LISTEN__PROT"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("unknown key"), std::string::npos) << unknown;
+  auto bad = error_of(minimal, {"CM_LISTEN__PORT=abc"});
+  EXPECT_NE(bad.find("environment variable CM_LISTEN__PORT"), std::string::npos) << bad;
+  auto shape = error_of(minimal, {"CM_DATABASE__URL__X=1"});
+  EXPECT_NE(shape.find("CM_DATABASE__URL__X"), std::string::npos) << shape;
+}
+
+TEST(ServiceConfig, ServiceTokensNeedAHexSha256) {
+  auto err = error_of(minimal.substr(0, minimal.size()) +
+                      "  service_tokens:\n    - name: reporting\n      sha256: nothex\n");
+  EXPECT_NE(err.find("auth.service_tokens[0].sha256"), std::string::npos) << err;
+  auto cfg = parse(minimal + "  service_tokens:\n    - name: r\n      sha256: " +
+                   std::string(64, 'a') + "\n      scopes: [FETCH_CONFIG]\n");
+  ASSERT_EQ(cfg.auth.service_tokens.size(), 1u);
+  EXPECT_EQ(cfg.auth.service_tokens[0].scopes.at(0), "FETCH_CONFIG");
+}
+
+TEST(ServiceConfig, ShippedServiceFileLoads) {
+  char* env[] = {nullptr};
+  auto cfg = load_service_config(cm::test::source_dir() + "/config/connector-manager.yaml", env);
+  EXPECT_EQ(cfg.listen.address, "127.0.0.1");
+  EXPECT_EQ(cfg.listen.port, 8080);
+  auto catalog = load_provider_catalog(cfg.providers_file);
+  apply_provider_settings(catalog, cfg.providers);
+  EXPECT_NE(catalog.find("github"), nullptr);
+}
+
+TEST(ProviderCatalog, ShippedCatalogLoadsWithItsEntries) {
+  auto catalog = load_provider_catalog(cm::test::source_dir() + "/config/providers.yaml");
+  auto github = catalog.find("github");
+  ASSERT_NE(github, nullptr);
+  EXPECT_EQ(github->mode, auth_mode::oauth2);
+  EXPECT_TRUE(github->pkce);
+  ASSERT_TRUE(github->account.has_value());
+  EXPECT_EQ(github->account->name_pointer, "/login");
+  auto stripe = catalog.find("stripe");
+  ASSERT_NE(stripe, nullptr);
+  ASSERT_TRUE(stripe->api_key.has_value());
+  EXPECT_EQ(stripe->api_key->scheme, "bearer");
+  auto workspace = catalog.find("google-workspace");
+  ASSERT_NE(workspace, nullptr);
+  EXPECT_EQ(workspace->authorization_params.at("access_type"), "offline");
+  EXPECT_EQ(workspace->scope_apps.at("https://www.googleapis.com/auth/drive.readonly"), "drive");
+}
+
+TEST(ProviderCatalog, SchemaErrorsNameFileLineAndKey) {
+  auto unknown = catalog_error("providers:\n  x:\n    auth_mode: oauth2\n    colour: red\n");
+  EXPECT_NE(unknown.find("providers.yaml:4:5"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("providers.x.colour"), std::string::npos) << unknown;
+  auto mode = catalog_error("providers:\n  x:\n    auth_mode: magic\n");
+  EXPECT_NE(mode.find("providers.x.auth_mode"), std::string::npos) << mode;
+  auto missing = catalog_error(
+    "providers:\n  x:\n    auth_mode: oauth2\n    authorization_url: https://a/\n");
+  EXPECT_NE(missing.find("providers.x.token_url"), std::string::npos) << missing;
+  auto placeholder = catalog_error(
+    "providers:\n  x:\n    auth_mode: oauth2\n    authorization_url: https://{shop}.a/\n"
+    "    token_url: https://a/t\n");
+  EXPECT_NE(placeholder.find("{shop}"), std::string::npos) << placeholder;
+  auto key = catalog_error("providers:\n  x:\n    auth_mode: api_key\n");
+  EXPECT_NE(key.find("providers.x.api_key"), std::string::npos) << key;
+  auto name = catalog_error("providers:\n  Bad_Name:\n    auth_mode: api_key\n");
+  EXPECT_NE(name.find("lower-case"), std::string::npos) << name;
+  auto scheme = catalog_error("providers:\n  x:\n    auth_mode: api_key\n    api_key:\n"
+                              "      validate_url: https://a/\n      scheme: telepathy\n");
+  EXPECT_NE(scheme.find("providers.x.api_key.scheme"), std::string::npos) << scheme;
+}
+
+TEST(ProviderCatalog, DeploymentOverridesReplaceUrls) {
+  auto catalog = load_provider_catalog(cm::test::source_dir() + "/config/providers.yaml");
+  std::map<std::string, provider_settings> settings;
+  settings["github"].urls["token_url"] = "http://127.0.0.1:1234/token";
+  settings["stripe"].urls["validate_url"] = "http://127.0.0.1:1234/v1/balance";
+  apply_provider_settings(catalog, settings);
+  EXPECT_EQ(catalog.find("github")->token_url, "http://127.0.0.1:1234/token");
+  EXPECT_EQ(catalog.find("stripe")->api_key->validate_url, "http://127.0.0.1:1234/v1/balance");
+  std::map<std::string, provider_settings> unknown;
+  unknown["nope"].urls["token_url"] = "http://127.0.0.1/";
+  EXPECT_THROW(apply_provider_settings(catalog, unknown), config_error);
+  std::map<std::string, provider_settings> wrong_kind;
+  wrong_kind["stripe"].urls["token_url"] = "http://127.0.0.1/";
+  EXPECT_THROW(apply_provider_settings(catalog, wrong_kind), config_error);
+}

@@ -1,0 +1,292 @@
+// The HTTP front in process: Pistache on loopback, front actors, a real
+// storage actor. Error shapes, guards, size limit, keep-alive, timeouts.
+#include <any>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <gtest/gtest.h>
+
+#include "actors/actor_config.hpp"
+#include "actors/front_actor.hpp"
+#include "actors/storage_actor.hpp"
+#include "http/exchange.hpp"
+#include "http/json_body.hpp"
+#include "http/server.hpp"
+#include "storage/migrations.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/test_env.hpp"
+
+using namespace cm;
+using namespace std::chrono_literals;
+using cm::test::http_call;
+
+namespace {
+
+const std::string keyring_text = "active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+
+/// A storage actor that accepts every request and never answers, to prove
+/// the front still answers once its request budget runs out.
+struct silent_state {
+  std::vector<std::any> held;
+  static inline const char* name = "silent-storage";
+};
+
+using silent_pointer = storage_actor::stateful_pointer<silent_state>;
+
+template <class T>
+caf::typed_response_promise<T> hold(silent_pointer self) {
+  auto promise = self->make_response_promise<T>();
+  self->state.held.emplace_back(promise);
+  return promise;
+}
+
+storage_actor::behavior_type silent_storage(silent_pointer self) {
+  return {
+    [=](ping_atom) { return hold<int64_t>(self); },
+    [=](save_atom, token_record&) { return hold<token_record>(self); },
+    [=](find_atom, const connection_key&) { return hold<token_record>(self); },
+    [=](list_atom, const std::string&, const std::string&) { return hold<token_summaries>(self); },
+    [=](remove_atom, const connection_key&) { return hold<bool>(self); },
+  };
+}
+
+enum class backend { database, unreachable_database, silent };
+
+struct http_fixture {
+  cm::test::temp_dir dir;
+  actor_config cfg;
+  caf::actor_system sys{cfg};
+  storage_actor store;
+  std::shared_ptr<front_context> ctx = std::make_shared<front_context>();
+  std::vector<front_actor> fronts;
+  std::unique_ptr<http::server> server;
+
+  explicit http_fixture(backend kind, size_t max_body = 4096,
+                        std::chrono::milliseconds timeout = 5000ms) {
+    cm::test::write_file(dir.file("jwt.secret"), "http-test-secret-0123456789abcdef0123");
+    ctx->cfg.auth.hs256_secret_file = dir.file("jwt.secret");
+    ctx->cfg.auth.service_tokens.push_back(
+      {"reporting", http::sha256_hex("service-token-1"), {"FETCH_CONFIG"}});
+    ctx->cfg.listen.port = 0;
+    ctx->cfg.listen.max_request_bytes = max_body;
+    ctx->cfg.listen.request_timeout = timeout;
+    ctx->auth = std::make_shared<const http::authenticator>(ctx->cfg.auth);
+    config::database_config db;
+    db.connect_timeout_s = 1;
+    if (kind == backend::silent) {
+      store = sys.spawn(silent_storage);
+    } else {
+      db.url = kind == backend::database ? cm::test::fresh_database("http")
+                                         : "host=" + dir.path() + " dbname=none user=none";
+      if (kind == backend::database) {
+        storage::database conn{db};
+        storage::apply_migrations(conn);
+      }
+      store = *spawn_storage(sys, db, storage::keyring::parse(keyring_text));
+    }
+    ctx->storage = store;
+    for (int i = 0; i < 2; ++i)
+      fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
+    server = std::make_unique<http::server>(ctx->cfg.listen, fronts);
+    server->start();
+  }
+  ~http_fixture() {
+    server->stop();
+    server.reset();
+    for (auto& f : fronts)
+      caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
+  }
+  uint16_t port() const { return server->port(); }
+  std::string bearer(const std::string& user, const std::string& team, bool admin = false) const {
+    return "Bearer " + ctx->auth->mint(user, team, "", admin ? "admin" : "member", 600);
+  }
+  void save(const std::string& team, const std::string& user, const std::string& provider,
+            const std::string& access) {
+    token_record r;
+    r.key = {team, user, provider};
+    r.access_token = secret{access};
+    r.refresh_token = secret{access + "-refresh"};
+    r.metadata = R"({"account_name":"acct-)" + user + R"("})";
+    caf::scoped_actor self{sys};
+    bool ok = false;
+    self->request(store, 10s, save_atom_v, r)
+      .receive([&](token_record&) { ok = true; }, [&](caf::error&) {});
+    ASSERT_TRUE(ok);
+  }
+};
+
+void expect_error_shape(const cm::test::http_reply& r, int status, const std::string& code) {
+  EXPECT_EQ(r.status, status) << r.body;
+  auto json = r.json();
+  ASSERT_TRUE(json.is_object()) << r.body;
+  ASSERT_TRUE(json.contains("error")) << r.body;
+  EXPECT_EQ(json["error"]["code"], code) << r.body;
+  EXPECT_TRUE(json["error"]["message"].is_string());
+  EXPECT_EQ(json.size(), 1u);
+  EXPECT_NE(r.header("content-type").find("application/json"), std::string::npos);
+  EXPECT_FALSE(r.header("x-request-id").empty()) << r.raw;
+}
+
+} // namespace
+
+TEST(HttpFront, HealthReportsPostgres) {
+  http_fixture f{backend::database};
+  auto r = http_call(f.port(), "GET", "/api/v1/health");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto json = r.json();
+  EXPECT_EQ(json["status"], "healthy");
+  EXPECT_EQ(json["checks"]["postgres"]["status"], "up");
+  EXPECT_TRUE(json["checks"]["postgres"]["latency_ms"].is_number());
+}
+
+TEST(HttpFront, HealthIs503WhenPostgresIsUnreachable) {
+  http_fixture f{backend::unreachable_database};
+  auto r = http_call(f.port(), "GET", "/api/v1/health");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(r.json()["status"], "unhealthy");
+  EXPECT_EQ(r.json()["checks"]["postgres"]["status"], "down");
+  EXPECT_FALSE(r.header("retry-after").empty());
+  // A data route answers 503 with Retry-After too.
+  auto list = http_call(f.port(), "GET", "/api/connectors/list",
+                        {{"Authorization", f.bearer("alice", "acme")}});
+  expect_error_shape(list, 503, "unavailable");
+  EXPECT_FALSE(list.header("retry-after").empty());
+}
+
+TEST(HttpFront, UnknownRouteIs404Json) {
+  http_fixture f{backend::database};
+  expect_error_shape(http_call(f.port(), "GET", "/nope"), 404, "not_found");
+  expect_error_shape(http_call(f.port(), "DELETE", "/api/v1/health"), 404, "not_found");
+}
+
+TEST(HttpFront, GuardsAnswer401And403) {
+  http_fixture f{backend::database};
+  expect_error_shape(http_call(f.port(), "GET", "/api/connectors/list"), 401, "unauthenticated");
+  expect_error_shape(http_call(f.port(), "GET", "/api/connectors/list",
+                               {{"Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.xx"}}),
+                     401, "unauthenticated");
+  expect_error_shape(http_call(f.port(), "GET", "/api/connectors/list",
+                               {{"X-Services-Token", "wrong"}}),
+                     401, "unauthenticated");
+  // A valid service token is authenticated but this route is for users.
+  expect_error_shape(http_call(f.port(), "GET", "/api/connectors/list",
+                               {{"X-Services-Token", "service-token-1"}}),
+                     403, "forbidden");
+}
+
+TEST(HttpFront, ListShowsOwnConnectionsOrTheTeamsWithoutSecrets) {
+  http_fixture f{backend::database};
+  f.save("acme", "alice", "github", "alice-secret-token");
+  f.save("acme", "bob", "stripe", "bob-secret-token");
+  f.save("globex", "eve", "github", "eve-secret-token");
+  auto mine = http_call(f.port(), "GET", "/api/connectors/list",
+                        {{"Authorization", f.bearer("alice", "acme")}});
+  ASSERT_EQ(mine.status, 200) << mine.body;
+  auto list = mine.json()["connections"];
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["provider"], "github");
+  EXPECT_EQ(list[0]["type"], "oauth");
+  EXPECT_EQ(list[0]["status"], "connected");
+  EXPECT_EQ(list[0]["account"], "acct-alice");
+  auto team = http_call(f.port(), "GET", "/api/connectors/list?scope=team",
+                        {{"Authorization", f.bearer("alice", "acme")}});
+  ASSERT_EQ(team.status, 200);
+  EXPECT_EQ(team.json()["connections"].size(), 2u);
+  for (auto* body : {&mine.raw, &team.raw}) {
+    EXPECT_EQ(body->find("secret-token"), std::string::npos);
+    EXPECT_EQ(body->find("eve"), std::string::npos);
+  }
+  expect_error_shape(http_call(f.port(), "GET", "/api/connectors/list?scope=world",
+                               {{"Authorization", f.bearer("alice", "acme")}}),
+                     400, "bad_request");
+  expect_error_shape(http_call(f.port(), "GET", "/api/connectors/list?scope=%zz",
+                               {{"Authorization", f.bearer("alice", "acme")}}),
+                     400, "bad_request");
+}
+
+TEST(HttpFront, OversizedBodiesAre413) {
+  http_fixture f{backend::database, 4096};
+  auto over = http_call(f.port(), "POST", "/api/connectors/list", {}, std::string(8000, 'x'));
+  expect_error_shape(over, 413, "payload_too_large");
+  // Far over the limit Pistache's own guard answers; still 413.
+  cm::test::http_connection c{f.port()};
+  auto huge = c.request("POST", "/api/connectors/list", {}, std::string(200000, 'x'));
+  EXPECT_EQ(huge.status, 413);
+  // The server keeps serving.
+  EXPECT_EQ(http_call(f.port(), "GET", "/api/v1/health").status, 200);
+}
+
+TEST(HttpFront, KeepAliveForHttp11) {
+  http_fixture f{backend::database};
+  cm::test::http_connection c{f.port()};
+  for (int i = 0; i < 3; ++i) {
+    auto r = c.request("GET", "/api/v1/health");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.header("connection"), "") << "HTTP/1.1 defaults to keep-alive";
+  }
+  EXPECT_TRUE(c.open());
+  auto explicit_close = c.request("GET", "/api/v1/health", {{"Connection", "close"}});
+  EXPECT_EQ(explicit_close.header("connection"), "Close");
+  cm::test::http_connection old{f.port()};
+  auto r10 = old.raw("GET /api/v1/health HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(r10.status, 200);
+  EXPECT_EQ(r10.header("connection"), "Close");
+}
+
+TEST(HttpFront, EveryRequestIsAnsweredWhenABackendNeverReplies) {
+  http_fixture f{backend::silent, 4096, 400ms};
+  auto start = std::chrono::steady_clock::now();
+  auto health = http_call(f.port(), "GET", "/api/v1/health");
+  EXPECT_EQ(health.status, 503);
+  auto list = http_call(f.port(), "GET", "/api/connectors/list",
+                        {{"Authorization", f.bearer("alice", "acme")}});
+  expect_error_shape(list, 503, "unavailable");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(Exchange, RepliesExactlyOnce) {
+  std::vector<http::response> written;
+  {
+    auto ex = std::make_shared<http::exchange>(http::request{},
+                                               [&](http::response r) { written.push_back(r); });
+    EXPECT_TRUE(ex->reply_json(200, {{"ok", true}}));
+    EXPECT_FALSE(ex->reply_error(ec::internal, "late"));
+  }
+  ASSERT_EQ(written.size(), 1u);
+  EXPECT_EQ(written[0].status, 200);
+}
+
+TEST(Exchange, DroppedWithoutReplyAnswers500) {
+  std::vector<http::response> written;
+  {
+    http::exchange ex{http::request{}, [&](http::response r) { written.push_back(r); }};
+  }
+  ASSERT_EQ(written.size(), 1u);
+  EXPECT_EQ(written[0].status, 500);
+  EXPECT_EQ(nlohmann::json::parse(written[0].body)["error"]["code"], "internal");
+}
+
+TEST(JsonBody, LimitsDepthAndRejectsNonObjects) {
+  nlohmann::json out;
+  std::string problem;
+  EXPECT_TRUE(http::parse_json_object(R"({"provider":"stripe"})", out, problem));
+  EXPECT_FALSE(http::parse_json_object("[1]", out, problem));
+  EXPECT_FALSE(http::parse_json_object("{bad", out, problem));
+  EXPECT_EQ(problem, "request body is not valid JSON");
+  std::string deep(10000, '[');
+  EXPECT_FALSE(http::parse_json_object("{\"a\":" + deep, out, problem));
+  EXPECT_EQ(problem, "request body is nested too deeply");
+  EXPECT_FALSE(http::parse_json_object("{\"a\":\"\xff\xfe\"}", out, problem));
+}
+
+TEST(Query, PercentDecoding) {
+  std::map<std::string, std::string> q;
+  ASSERT_TRUE(http::parse_query("?redirect_uri=http%3A%2F%2Fx%2Fy&a=b+c&flag", q));
+  EXPECT_EQ(q["redirect_uri"], "http://x/y");
+  EXPECT_EQ(q["a"], "b c");
+  EXPECT_EQ(q.count("flag"), 1u);
+  EXPECT_FALSE(http::parse_query("a=%4", q));
+  EXPECT_FALSE(http::parse_query("a=%zz", q));
+}

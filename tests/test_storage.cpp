@@ -1,0 +1,250 @@
+// The storage actor on a real PostgreSQL: migrations, encrypted rows,
+// integrity alarms, and surviving a database restart.
+#include <cstdio>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+#include <gtest/gtest.h>
+
+#include "actors/actor_config.hpp"
+#include "actors/storage_actor.hpp"
+#include "common/log.hpp"
+#include "storage/database.hpp"
+#include "storage/migrations.hpp"
+#include "tests/support/test_env.hpp"
+
+using namespace cm;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string keyring_text = "active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+
+config::database_config db_config(const std::string& url) {
+  config::database_config cfg;
+  cfg.url = url;
+  cfg.connect_timeout_s = 2;
+  cfg.reconnect_min_backoff = 50ms;
+  cfg.reconnect_max_backoff = 400ms;
+  return cfg;
+}
+
+token_record sample(const std::string& user, const std::string& provider,
+                    const std::string& access = "access-canary-1",
+                    const std::string& refresh = "refresh-canary-1") {
+  token_record r;
+  r.key = {"acme", user, provider};
+  r.kind = "oauth";
+  r.access_token = secret{access};
+  r.refresh_token = secret{refresh};
+  r.expires_at_ms = 1'900'000'000'000;
+  r.scopes = {"repo", "actions"};
+  r.metadata = R"({"account_name":"octocat"})";
+  return r;
+}
+
+/// An actor system with a storage actor on a fresh, migrated database.
+struct storage_fixture : ::testing::Test {
+  std::string url = cm::test::fresh_database("storage");
+  actor_config cfg;
+  caf::actor_system sys{cfg};
+  storage_actor store;
+
+  void SetUp() override {
+    storage::database db{db_config(url)};
+    storage::apply_migrations(db);
+    auto spawned = spawn_storage(sys, db_config(url), storage::keyring::parse(keyring_text));
+    ASSERT_TRUE(spawned);
+    store = *spawned;
+  }
+  void TearDown() override { caf::anon_send_exit(store, caf::exit_reason::user_shutdown); }
+
+  template <class T, class... Ts>
+  caf::expected<T> call(Ts&&... xs) {
+    caf::scoped_actor self{sys};
+    caf::expected<T> result = caf::make_error(caf::sec::request_timeout);
+    self->request(store, 10s, std::forward<Ts>(xs)...)
+      .receive([&](T& value) { result = std::move(value); },
+               [&](caf::error& err) { result = std::move(err); });
+    return result;
+  }
+};
+
+} // namespace
+
+TEST(Migrations, ApplyingTwiceIsANoOp) {
+  auto url = cm::test::fresh_database("migrations");
+  storage::database db{db_config(url)};
+  auto first = storage::apply_migrations(db);
+  EXPECT_EQ(first, static_cast<int>(storage::embedded_migrations().size()));
+  EXPECT_EQ(storage::apply_migrations(db), 0);
+  auto versions = storage::applied_migrations(db);
+  ASSERT_EQ(versions.size(), storage::embedded_migrations().size());
+  EXPECT_EQ(versions.front(), 1);
+  auto tables = db.exec_script(
+    "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
+    "('connector_tokens','oauth_states','connector_configs','event_outbox',"
+    "'webhook_deliveries','audit_log','schema_migrations')");
+  EXPECT_EQ(tables.integer(0, 0), 7);
+  // Every table carries team_id (the distribution column).
+  auto without_team = db.exec_script(
+    "SELECT count(*) FROM information_schema.tables t WHERE t.table_schema = 'public' "
+    "AND t.table_name <> 'schema_migrations' AND NOT EXISTS (SELECT 1 FROM "
+    "information_schema.columns c WHERE c.table_name = t.table_name AND c.column_name = 'team_id')");
+  EXPECT_EQ(without_team.integer(0, 0), 0);
+}
+
+TEST_F(storage_fixture, SaveFindListRemove) {
+  auto saved = call<token_record>(save_atom_v, sample("alice", "github"));
+  ASSERT_TRUE(saved) << to_string(saved.error());
+  EXPECT_FALSE(saved->id.empty());
+  EXPECT_EQ(saved->version, 1);
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("bob", "stripe")));
+
+  auto found = call<token_record>(find_atom_v, connection_key{"acme", "alice", "github"});
+  ASSERT_TRUE(found) << to_string(found.error());
+  EXPECT_EQ(found->access_token.reveal(), "access-canary-1");
+  EXPECT_EQ(found->refresh_token.reveal(), "refresh-canary-1");
+  EXPECT_EQ(found->expires_at_ms, 1'900'000'000'000);
+  EXPECT_EQ(found->scopes, (std::vector<std::string>{"repo", "actions"}));
+  EXPECT_EQ(nlohmann::json::parse(found->metadata)["account_name"], "octocat");
+
+  auto mine = call<token_summaries>(list_atom_v, std::string{"acme"}, std::string{"alice"});
+  ASSERT_TRUE(mine);
+  ASSERT_EQ(mine->size(), 1u);
+  EXPECT_EQ(mine->at(0).key.provider, "github");
+  auto team = call<token_summaries>(list_atom_v, std::string{"acme"}, std::string{});
+  ASSERT_TRUE(team);
+  EXPECT_EQ(team->size(), 2u);
+  auto other_team = call<token_summaries>(list_atom_v, std::string{"globex"}, std::string{});
+  ASSERT_TRUE(other_team);
+  EXPECT_TRUE(other_team->empty());
+
+  auto removed = call<bool>(remove_atom_v, connection_key{"acme", "alice", "github"});
+  ASSERT_TRUE(removed);
+  EXPECT_TRUE(*removed);
+  auto again = call<bool>(remove_atom_v, connection_key{"acme", "alice", "github"});
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(*again);
+  auto gone = call<token_record>(find_atom_v, connection_key{"acme", "alice", "github"});
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(code_of(gone.error()), ec::not_found);
+}
+
+TEST_F(storage_fixture, SecretsAreCiphertextAtRest) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  storage::database db{db_config(url)};
+  auto rows = db.exec_script("SELECT access_token, refresh_token, key_id FROM connector_tokens");
+  ASSERT_EQ(rows.rows(), 1);
+  auto access = rows.bytes(0, 0);
+  auto refresh = rows.bytes(0, 1);
+  EXPECT_EQ(access.find("access-canary-1"), std::string::npos);
+  EXPECT_EQ(refresh.find("refresh-canary-1"), std::string::npos);
+  EXPECT_EQ(storage::column_cipher::key_id_of(access), 1u);
+  EXPECT_EQ(rows.integer(0, 2), 1);
+}
+
+TEST_F(storage_fixture, ReplacingBumpsVersionAndKeepsOneRow) {
+  auto first = call<token_record>(save_atom_v, sample("alice", "github"));
+  ASSERT_TRUE(first);
+  auto second = call<token_record>(save_atom_v, sample("alice", "github", "access-2", "refresh-2"));
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->version, first->version + 1);
+  EXPECT_NE(second->id, first->id);
+  auto found = call<token_record>(find_atom_v, connection_key{"acme", "alice", "github"});
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->refresh_token.reveal(), "refresh-2");
+  auto team = call<token_summaries>(list_atom_v, std::string{"acme"}, std::string{});
+  ASSERT_TRUE(team);
+  EXPECT_EQ(team->size(), 1u);
+}
+
+TEST_F(storage_fixture, SwappedCiphertextIsDetectedNotServedAndAlarmed) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github", "alice-access", "alice-refresh")));
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("mallory", "github", "mallory-access", "m-refresh")));
+  // Someone with database access copies alice's token into mallory's row.
+  storage::database db{db_config(url)};
+  db.exec_script("UPDATE connector_tokens SET access_token = (SELECT access_token FROM "
+                 "connector_tokens WHERE user_id = 'alice') WHERE user_id = 'mallory'");
+  std::FILE* capture = std::tmpfile();
+  log::set_sink(capture);
+  auto stolen = call<token_record>(find_atom_v, connection_key{"acme", "mallory", "github"});
+  log::set_sink(nullptr);
+  ASSERT_FALSE(stolen);
+  EXPECT_EQ(code_of(stolen.error()), ec::integrity_failure);
+  std::rewind(capture);
+  std::string logged;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, capture)) > 0)
+    logged.append(buf, n);
+  std::fclose(capture);
+  EXPECT_NE(logged.find("ALARM"), std::string::npos) << logged;
+  EXPECT_EQ(logged.find("alice-access"), std::string::npos);
+  // Alice's own row is untouched.
+  auto own = call<token_record>(find_atom_v, connection_key{"acme", "alice", "github"});
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->access_token.reveal(), "alice-access");
+}
+
+TEST_F(storage_fixture, InvalidMetadataIsABadRequest) {
+  auto r = sample("alice", "github");
+  r.metadata = "[1,2]";
+  auto saved = call<token_record>(save_atom_v, r);
+  ASSERT_FALSE(saved);
+  EXPECT_EQ(code_of(saved.error()), ec::bad_request);
+}
+
+// Stops and restarts a real cluster while the storage actor is in use.
+TEST(StorageReconnect, OutageFailsFastAndRecoversByItself) {
+  auto cluster = cm::test::pg_cluster::create();
+  auto url = cluster->fresh_database("reconnect");
+  {
+    storage::database db{db_config(url)};
+    storage::apply_migrations(db);
+  }
+  actor_config cfg;
+  caf::actor_system sys{cfg};
+  auto store = spawn_storage(sys, db_config(url), storage::keyring::parse(keyring_text));
+  ASSERT_TRUE(store);
+  caf::scoped_actor self{sys};
+  auto ping = [&]() -> caf::error {
+    caf::error result = caf::make_error(caf::sec::request_timeout);
+    self->request(*store, 10s, ping_atom_v)
+      .receive([&](int64_t) { result = caf::error{}; }, [&](caf::error& e) { result = e; });
+    return result;
+  };
+  auto save = [&](const std::string& user) -> caf::error {
+    caf::error result = caf::make_error(caf::sec::request_timeout);
+    self->request(*store, 10s, save_atom_v, sample(user, "github"))
+      .receive([&](token_record&) { result = caf::error{}; }, [&](caf::error& e) { result = e; });
+    return result;
+  };
+  ASSERT_FALSE(ping());
+  ASSERT_FALSE(save("before"));
+
+  cluster->stop();
+  // During the outage every call fails quickly with `unavailable`; none hangs.
+  for (int i = 0; i < 5; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    auto err = i % 2 ? save("during") : ping();
+    auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(code_of(err), ec::unavailable) << to_string(err);
+    EXPECT_LT(took, 3s);
+  }
+
+  cluster->start();
+  // Recovery needs no intervention: poll (bounded) until a call succeeds.
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  caf::error last = cm::make_error(ec::unavailable);
+  while (std::chrono::steady_clock::now() < deadline && (last = ping()))
+    std::this_thread::sleep_for(100ms);
+  ASSERT_FALSE(last) << "storage did not recover: " << to_string(last);
+  EXPECT_FALSE(save("after"));
+  caf::expected<token_summaries> rows = caf::make_error(caf::sec::request_timeout);
+  self->request(*store, 10s, list_atom_v, std::string{"acme"}, std::string{})
+    .receive([&](token_summaries& s) { rows = s; }, [&](caf::error& e) { rows = e; });
+  ASSERT_TRUE(rows);
+  EXPECT_EQ(rows->size(), 2u); // "before" and "after"; nothing from the outage
+  caf::anon_send_exit(*store, caf::exit_reason::user_shutdown);
+}
