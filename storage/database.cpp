@@ -107,6 +107,13 @@ void database::ensure_connected() {
     mark_broken();
     throw db_error(ec::unavailable, "", "database unavailable");
   }
+  // Server notices ("relation already exists, skipping") would otherwise be
+  // printed raw on stderr, breaking the one-JSON-object-per-line log.
+  PQsetNoticeProcessor(
+    conn_, [](void*, const char* message) {
+      log::debug(component, "postgres notice", {{"notice", first_line(message)}});
+    },
+    nullptr);
   backoff_ = cfg_.reconnect_min_backoff;
   log::info(component, "connected to the database");
 }
