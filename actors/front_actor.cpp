@@ -5,6 +5,8 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "common/log.hpp"
+#include "common/time.hpp"
+#include "http/json_body.hpp"
 #include "http/exchange.hpp"
 #include "http/router.hpp"
 
@@ -96,6 +98,162 @@ void list_connections(const call& c) {
       [ex](const caf::error& err) { ex->reply_error(err); });
 }
 
+/// The route's {provider}, if the catalog knows it; replies 404 otherwise.
+std::optional<std::string> known_provider(const call& c, const std::string& name) {
+  if (c.ctx().catalog.find(name) == nullptr) {
+    c.ex->reply_error(ec::not_found, "unknown provider");
+    return std::nullopt;
+  }
+  return name;
+}
+
+nlohmann::json grant_json(const token_grant& g) {
+  auto metadata = nlohmann::json::parse(g.metadata, nullptr, false);
+  return {{"provider", g.key.provider},
+          {"user_id", g.key.user_id},
+          {"team_id", g.key.team_id},
+          {"type", g.kind == "api_key" ? "api_key" : "oauth"},
+          {"access_token", g.access_token.reveal()},
+          {"token_type", g.token_type},
+          {"expires_at", g.expires_at_ms ? nlohmann::json(rfc3339(g.expires_at_ms)) : nlohmann::json()},
+          {"scopes", g.scopes},
+          {"metadata", metadata.is_object() ? metadata : nlohmann::json::object()}};
+}
+
+void audit_token_read(const call& c, const connection_key& key) {
+  audit_entry entry;
+  entry.team_id = key.team_id;
+  entry.actor_type = "service";
+  entry.actor_id = c.who.subject;
+  entry.action = "token.read";
+  entry.target = key.provider + "/" + key.user_id;
+  entry.remote_addr = c.ex->req().remote_address;
+  entry.request_id = c.ex->req().request_id;
+  entry.details = nlohmann::json{{"via", "http"}}.dump();
+  c.self->send(c.ctx().storage, audit_atom_v, std::move(entry));
+}
+
+void serve_token(const call& c, const connection_key& key) {
+  auto ex = c.ex;
+  audit_token_read(c, key);
+  c.self->request(c.ctx().registry, budget(c), get_token_atom_v, key, false)
+    .then([ex](const token_grant& g) { ex->reply_json(200, grant_json(g)); },
+          [ex](const caf::error& err) { ex->reply_error(err); });
+}
+
+/// GET /api/internal/tokens/{provider}?user_id=…[&team_id=…] (service,
+/// FETCH_CONFIG): a valid access token or API key, never the refresh
+/// token. Without team_id the user's only team for that provider is used.
+void internal_token(const call& c) {
+  auto provider = known_provider(c, c.params.at("provider"));
+  if (!provider)
+    return;
+  auto& req = c.ex->req();
+  auto user = req.query_param("user_id").value_or("");
+  if (user.empty()) {
+    c.ex->reply_error(ec::bad_request, "user_id is required");
+    return;
+  }
+  auto team = req.query_param("team_id").value_or(req.query_param("org_id").value_or(""));
+  if (!team.empty()) {
+    serve_token(c, {team, user, *provider});
+    return;
+  }
+  auto ex = c.ex;
+  auto copy = c;
+  c.self->request(c.ctx().storage, budget(c), teams_atom_v, user, *provider)
+    .then(
+      [copy, user, provider](const std::vector<std::string>& teams) {
+        if (teams.empty()) {
+          copy.ex->reply_error(ec::not_found, "no such connection");
+        } else if (teams.size() > 1) {
+          copy.ex->reply_error(ec::bad_request,
+                               "the user has this provider in several teams; pass team_id");
+        } else {
+          serve_token(copy, {teams.front(), user, *provider});
+        }
+      },
+      [ex](const caf::error& err) { ex->reply_error(err); });
+}
+
+/// POST /api/connectors/{provider}/refresh (user): refreshes now.
+void refresh_own(const call& c) {
+  auto provider = known_provider(c, c.params.at("provider"));
+  if (!provider)
+    return;
+  auto ex = c.ex;
+  c.self->request(c.ctx().registry, budget(c), get_token_atom_v,
+                  connection_key{c.who.team, c.who.subject, *provider}, true)
+    .then(
+      [ex](const token_grant& g) {
+        ex->reply_json(200, {{"refreshed", true},
+                             {"provider", g.key.provider},
+                             {"expires_at", g.expires_at_ms ? nlohmann::json(rfc3339(g.expires_at_ms))
+                                                            : nlohmann::json()}});
+      },
+      [ex](const caf::error& err) { ex->reply_error(err); });
+}
+
+constexpr int32_t service_refresh_attempts = 3;
+
+void service_refresh_attempt(self_ptr self, const exchange_ptr& ex, const connection_key& key,
+                             int32_t attempt) {
+  self->request(self->state.ctx->registry, self->state.ctx->cfg.listen.request_timeout,
+                get_token_atom_v, key, true)
+    .then(
+      [ex, attempt](const token_grant& g) {
+        ex->reply_json(200, {{"success", true},
+                             {"provider", g.key.provider},
+                             {"userId", g.key.user_id},
+                             {"orgId", g.key.team_id},
+                             {"attempts", attempt},
+                             {"expires_at", g.expires_at_ms ? nlohmann::json(rfc3339(g.expires_at_ms))
+                                                            : nlohmann::json()}});
+      },
+      [self, ex, key, attempt](const caf::error& err) {
+        auto code = code_of(err);
+        bool transient = code == ec::unavailable || code == ec::provider_failed;
+        if (transient && attempt < service_refresh_attempts) {
+          // 250 ms, then 500 ms: exponential, short enough for one request.
+          auto delay = std::chrono::milliseconds(250 << (attempt - 1));
+          self->delayed_send(self, delay, retry_atom_v, ex, key, attempt + 1);
+          return;
+        }
+        ex->reply_error(err);
+      });
+}
+
+/// POST /api/v1/connectors/internal/refreshIndividualConnectorToken
+/// (service, FETCH_CONFIG): {"userId","connectorName","orgId"} (snake_case
+/// and "provider"/"teamId" accepted too); up to 3 attempts.
+void service_refresh(const call& c) {
+  nlohmann::json body;
+  std::string problem;
+  if (!http::parse_json_object(c.ex->req().body, body, problem)) {
+    c.ex->reply_error(ec::bad_request, problem);
+    return;
+  }
+  auto field = [&](std::initializer_list<const char*> names) -> std::string {
+    for (auto n : names)
+      if (body.contains(n) && body[n].is_string())
+        return body[n].get<std::string>();
+    return {};
+  };
+  auto user = field({"userId", "user_id"});
+  auto provider = field({"connectorName", "provider"});
+  auto team = field({"orgId", "teamId", "team_id"});
+  for (auto& [name, value] : {std::pair<const char*, std::string&>{"userId", user},
+                              {"connectorName", provider},
+                              {"orgId", team}})
+    if (value.empty()) {
+      c.ex->reply_error(ec::bad_request, std::string(name) + " is required");
+      return;
+    }
+  if (!known_provider(c, provider))
+    return;
+  service_refresh_attempt(c.self, c.ex, {team, user, provider}, 1);
+}
+
 // -- routing -------------------------------------------------------------------
 
 const std::vector<http::route<handler_fn>>& routes() {
@@ -103,6 +261,11 @@ const std::vector<http::route<handler_fn>>& routes() {
   static const std::vector<http::route<handler_fn>> table = {
     {"GET", "/api/v1/health", access::open, "", health},
     {"GET", "/api/connectors/list", access::user, "", list_connections},
+    {"POST", "/api/connectors/{provider}/refresh", access::user, "", refresh_own},
+    {"GET", "/api/internal/tokens/{provider}", access::service, http::scope_fetch_config,
+     internal_token},
+    {"POST", "/api/v1/connectors/internal/refreshIndividualConnectorToken", access::service,
+     http::scope_fetch_config, service_refresh},
   };
   return table;
 }
@@ -156,6 +319,9 @@ front_actor::behavior_type front(front_actor::stateful_pointer<front_state> self
         log::error("http", "handler failed", {{"request_id", ex->req().request_id}});
         ex->reply_error(ec::internal, "internal error");
       }
+    },
+    [=](retry_atom, const exchange_ptr& ex, const connection_key& key, int32_t attempt) {
+      service_refresh_attempt(self, ex, key, attempt);
     },
   };
 }

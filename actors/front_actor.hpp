@@ -12,6 +12,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "actors/fwd.hpp"
+#include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
@@ -21,7 +22,9 @@ namespace cm {
 
 using front_actor = caf::typed_actor<
   // Handles one HTTP request; the reply goes through the exchange.
-  caf::reacts_to<http_atom, exchange_ptr>>;
+  caf::reacts_to<http_atom, exchange_ptr>,
+  // Internal: another attempt of a service-triggered refresh (attempt no.).
+  caf::reacts_to<retry_atom, exchange_ptr, connection_key, int32_t>>;
 
 /// What every front actor reads; never mutated after start-up.
 struct front_context {
@@ -29,6 +32,7 @@ struct front_context {
   config::provider_catalog catalog;
   std::shared_ptr<const http::authenticator> auth;
   storage_actor storage;
+  registry_actor registry;
 };
 
 struct front_state {

@@ -10,6 +10,7 @@
 #include <caf/atom.hpp>
 #include <caf/type_id.hpp>
 
+#include "provider/outbound.hpp"
 #include "storage/records.hpp"
 
 namespace cm::http {
@@ -31,6 +32,15 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(connector_manager, (cm::token_summary))
   CAF_ADD_TYPE_ID(connector_manager, (cm::token_summaries))
   CAF_ADD_TYPE_ID(connector_manager, (cm::exchange_ptr))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::token_records))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::hydrate_batch))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::refreshed_tokens))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::audit_entry))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::token_grant))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::connection_status))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::outbound_request))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::outbound_response))
+  CAF_ADD_TYPE_ID(connector_manager, (std::vector<std::string>))
 
   // Atom texts are at most 10 characters (CAF 0.17).
   CAF_ADD_ATOM(connector_manager, cm, ping_atom, "ping")
@@ -39,5 +49,18 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, list_atom, "list")
   CAF_ADD_ATOM(connector_manager, cm, remove_atom, "remove")
   CAF_ADD_ATOM(connector_manager, cm, http_atom, "http")
+  CAF_ADD_ATOM(connector_manager, cm, lease_atom, "lease")
+  CAF_ADD_ATOM(connector_manager, cm, complete_atom, "complete")
+  CAF_ADD_ATOM(connector_manager, cm, release_atom, "release")
+  CAF_ADD_ATOM(connector_manager, cm, reauth_atom, "reauth")
+  CAF_ADD_ATOM(connector_manager, cm, hydrate_atom, "hydrate")
+  CAF_ADD_ATOM(connector_manager, cm, audit_atom, "audit")
+  CAF_ADD_ATOM(connector_manager, cm, teams_atom, "teams")
+  CAF_ADD_ATOM(connector_manager, cm, get_token_atom, "get_token")
+  CAF_ADD_ATOM(connector_manager, cm, status_atom, "status")
+  CAF_ADD_ATOM(connector_manager, cm, reload_atom, "reload")
+  CAF_ADD_ATOM(connector_manager, cm, tick_atom, "tick")
+  CAF_ADD_ATOM(connector_manager, cm, fetched_atom, "fetched")
+  CAF_ADD_ATOM(connector_manager, cm, retry_atom, "retry")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

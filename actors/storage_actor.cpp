@@ -7,6 +7,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 
 namespace cm {
 
@@ -21,6 +22,7 @@ caf::error to_caller_error(const storage::db_error& e) {
     case ec::integrity_failure:
       return make_error(ec::integrity_failure, "stored credentials failed integrity check");
     case ec::bad_request: return make_error(ec::bad_request, e.what());
+    case ec::not_found: return make_error(ec::not_found, "no such connection");
     default: return make_error(ec::internal, "storage error");
   }
 }
@@ -83,6 +85,45 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
     },
     [=](remove_atom, const connection_key& key) -> caf::result<bool> {
       return guarded([&] { return self->state.tokens->remove(key); });
+    },
+    [=](lease_atom, const connection_key& key, const std::string& owner,
+        int64_t lease_ms) -> caf::result<token_record> {
+      try {
+        auto leased = self->state.tokens->acquire_lease(key, owner, lease_ms);
+        if (!leased)
+          return make_error(ec::conflict, "refresh lease held by another instance");
+        return std::move(*leased);
+      } catch (const storage::db_error& e) {
+        return to_caller_error(e);
+      }
+    },
+    [=](complete_atom, const connection_key& key, int64_t fence, const std::string& owner,
+        const refreshed_tokens& tokens) -> caf::result<token_record> {
+      return guarded([&] { return self->state.tokens->complete_refresh(key, fence, owner, tokens); });
+    },
+    [=](release_atom, const connection_key& key, int64_t fence, const std::string& owner,
+        const std::string& reason) -> caf::result<bool> {
+      return guarded([&] { return self->state.tokens->release_lease(key, fence, owner, reason); });
+    },
+    [=](reauth_atom, const connection_key& key, int64_t fence, const std::string& owner,
+        const std::string& reason) -> caf::result<token_record> {
+      return guarded([&] { return self->state.tokens->mark_needs_reauth(key, fence, owner, reason); });
+    },
+    [=](hydrate_atom, const std::string& after_team, const std::string& after_id,
+        int32_t limit) -> caf::result<hydrate_batch> {
+      return guarded([&] { return self->state.tokens->load_batch(after_team, after_id, limit); });
+    },
+    [=](teams_atom, const std::string& user, const std::string& provider)
+      -> caf::result<std::vector<std::string>> {
+      return guarded([&] { return self->state.tokens->teams_of(user, provider); });
+    },
+    [=](audit_atom, const audit_entry& entry) {
+      try {
+        self->state.tokens->audit(entry);
+      } catch (const std::exception&) {
+        log::error("storage", "could not write an audit row",
+                   {{"action", entry.action}, {"request_id", entry.request_id}});
+      }
     },
   };
 }

@@ -20,18 +20,40 @@
 
 namespace cm {
 
-using storage_actor = caf::typed_actor<
+/// What a connection actor needs from storage: its row, the refresh lease
+/// and fenced writes. Tests implement this subset in memory.
+using token_repository_actor = caf::typed_actor<
+  // Loads one connection with decrypted secrets; not_found if absent.
+  caf::replies_to<find_atom, connection_key>::with<token_record>,
+  // Takes the refresh lease (owner, lease ms); answers the row with its new
+  // version (the fence). conflict: another owner holds a live lease.
+  caf::replies_to<lease_atom, connection_key, std::string, int64_t>::with<token_record>,
+  // Writes refreshed tokens under (fence, owner) plus TOKEN_REFRESHED, in
+  // one transaction. conflict: stale fence.
+  caf::replies_to<complete_atom, connection_key, int64_t, std::string, refreshed_tokens>::with<
+    token_record>,
+  // Releases the lease (fence, owner, failure reason or "").
+  caf::replies_to<release_atom, connection_key, int64_t, std::string, std::string>::with<bool>,
+  // Marks needs_reauth (fence, owner, reason) plus TOKEN_EXPIRED.
+  caf::replies_to<reauth_atom, connection_key, int64_t, std::string, std::string>::with<
+    token_record>>;
+
+using storage_actor = token_repository_actor::extend<
   // Round trip to PostgreSQL; answers the latency in microseconds.
   caf::replies_to<ping_atom>::with<int64_t>,
   // Inserts or replaces a connection (secrets encrypted); answers the
   // stored record with its id, version and timestamps.
   caf::replies_to<save_atom, token_record>::with<token_record>,
-  // Loads one connection with decrypted secrets; not_found if absent.
-  caf::replies_to<find_atom, connection_key>::with<token_record>,
   // Lists the connections of (team, user), or of the team for user "".
   caf::replies_to<list_atom, std::string, std::string>::with<token_summaries>,
   // Deletes one connection; answers whether it existed.
-  caf::replies_to<remove_atom, connection_key>::with<bool>>;
+  caf::replies_to<remove_atom, connection_key>::with<bool>,
+  // One page of live connections after (team, id), at most `limit`.
+  caf::replies_to<hydrate_atom, std::string, std::string, int32_t>::with<hydrate_batch>,
+  // Teams in which (user, provider) has a connection.
+  caf::replies_to<teams_atom, std::string, std::string>::with<std::vector<std::string>>,
+  // Appends to the audit log (failures are logged, not answered).
+  caf::reacts_to<audit_atom, audit_entry>>;
 
 struct storage_state {
   // CAF 0.17 default-constructs state; the behavior function fills it in.

@@ -11,10 +11,14 @@
 #include <thread>
 
 #include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
 
 #include "actors/actor_config.hpp"
 #include "actors/front_actor.hpp"
+#include "actors/provider_client_actor.hpp"
+#include "actors/registry_actor.hpp"
+#include "actors/token_service_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
 #include "config/provider_catalog.hpp"
@@ -157,11 +161,56 @@ int cmd_serve(const config::service_config& cfg, char**) {
     log::error("main", "cannot start storage", {{"error", message_of(storage.error())}});
     return 1;
   }
+  auto provider_client_handle = sys.spawn(provider_client);
+  auto deps = make_registry_deps(cfg, catalog);
+  deps.storage = *storage;
+  deps.provider_client = provider_client_handle;
+  auto registry_handle = sys.spawn(registry, std::move(deps));
+  token_service_actor service;
+  auto stop_actors = [&](const std::vector<front_actor>& fronts) {
+    if (service)
+      caf::anon_send_exit(service, caf::exit_reason::user_shutdown);
+    for (auto& f : fronts)
+      caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+  };
+  {
+    // Every live connection gets its actor and refresh timer before the
+    // first request is served.
+    caf::scoped_actor self{sys};
+    bool hydrated = false;
+    self->request(registry_handle, std::chrono::minutes(10), hydrate_atom_v)
+      .receive([&](int64_t) { hydrated = true; },
+               [&](caf::error& err) {
+                 log::error("main", "could not load connections", {{"error", message_of(err)}});
+               });
+    if (!hydrated) {
+      stop_actors({});
+      return 1;
+    }
+  }
+  uint16_t token_service_port = 0;
+  if (cfg.token_service.enabled) {
+    service = sys.spawn(token_service, registry_handle, *storage, auth);
+    auto port = sys.middleman().publish(service, cfg.token_service.port,
+                                        cfg.token_service.address.c_str(), true);
+    if (!port) {
+      log::error("main", "cannot publish the token service",
+                 {{"address", cfg.token_service.address}, {"port", cfg.token_service.port}});
+      stop_actors({});
+      return 1;
+    }
+    token_service_port = *port;
+  }
+
   auto ctx = std::make_shared<front_context>();
   ctx->cfg = cfg;
   ctx->catalog = std::move(catalog);
   ctx->auth = auth;
   ctx->storage = *storage;
+  ctx->registry = registry_handle;
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
@@ -172,21 +221,17 @@ int cmd_serve(const config::service_config& cfg, char**) {
   } catch (const std::exception& e) {
     log::error("main", "cannot listen", {{"address", cfg.listen.address},
                                          {"port", cfg.listen.port}, {"error", e.what()}});
-    for (auto& f : fronts)
-      caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+    stop_actors(fronts);
     return 1;
   }
   // One machine-readable line that tests and scripts wait for.
-  log::info("main", "ready", {{"port", server.port()}});
+  log::info("main", "ready", {{"port", server.port()}, {"token_service_port", token_service_port}});
 
   int sig = 0;
   sigwait(&signals, &sig);
   log::info("main", "shutting down", {{"signal", sig}});
   server.stop();
-  for (auto& f : fronts)
-    caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+  stop_actors(fronts);
   return 0;
 }
 

@@ -20,6 +20,7 @@ const char* to_string(ec code) {
     case ec::unavailable: return "unavailable";
     case ec::internal: return "internal";
     case ec::integrity_failure: return "internal";
+    case ec::needs_reauth: return "needs_reauth";
   }
   return "internal";
 }
@@ -39,6 +40,7 @@ int http_status(ec code) {
     case ec::unavailable: return 503;
     case ec::internal: return 500;
     case ec::integrity_failure: return 500;
+    case ec::needs_reauth: return 409;
   }
   return 500;
 }

@@ -38,6 +38,8 @@ enum class ec : uint8_t {
   internal,
   /// The decrypted data does not authenticate: tampering or a wrong key.
   integrity_failure,
+  /// The connection must be authorized again by its user (409).
+  needs_reauth,
 };
 
 /// The snake_case name used in error bodies, e.g. "bad_request".

@@ -1,10 +1,10 @@
 #include "common/log.hpp"
 
+#include "common/time.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <chrono>
-#include <ctime>
 #include <mutex>
 
 namespace cm::log {
@@ -14,20 +14,6 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(level::info)};
 std::atomic<std::FILE*> g_sink{nullptr};
 std::mutex g_write_mutex;
-
-std::string utc_timestamp() {
-  auto now = std::chrono::system_clock::now();
-  auto secs = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-              now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
-}
 
 void redact(nlohmann::json& fields) {
   if (!fields.is_object())
@@ -90,7 +76,7 @@ void write(level lvl, std::string_view component, std::string_view message,
   if (static_cast<int>(lvl) < g_level.load())
     return;
   nlohmann::json line = nlohmann::json::object();
-  line["time"] = utc_timestamp();
+  line["time"] = rfc3339(unix_now_ms());
   line["level"] = to_string(lvl);
   line["component"] = std::string(component);
   line["msg"] = std::string(message);

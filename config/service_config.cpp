@@ -101,7 +101,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "log",
-                                "scheduler", "providers_file", "providers"});
+                                "scheduler", "refresh", "token_service", "providers_file",
+                                "providers"});
 
   // listen
   auto listen = root["listen"];
@@ -196,6 +197,40 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.fail(sched["policy"], "scheduler.policy", "expected stealing or sharing");
   cfg.scheduler.max_threads =
     static_cast<int>(reader.get_int(sched, "scheduler", "max_threads", 2, 1, 256));
+
+  // refresh
+  auto refresh = root["refresh"];
+  reader.expect_keys(refresh, "refresh", {"margin_s", "lease_ms", "provider_timeout_ms",
+                                          "max_failures", "backoff_base_ms", "backoff_cap_ms",
+                                          "lease_poll_ms", "storage_timeout_ms"});
+  auto& r = cfg.refresh;
+  auto margin_s = reader.get_int(refresh, "refresh", "margin_s", -1, -1, 86400);
+  r.margin_override_ms = margin_s < 0 ? -1 : margin_s * 1000;
+  r.provider_timeout_ms =
+    reader.get_int(refresh, "refresh", "provider_timeout_ms", r.provider_timeout_ms, 100, 120000);
+  r.lease_ms = reader.get_int(refresh, "refresh", "lease_ms", r.lease_ms, 1000, 600000);
+  if (r.lease_ms < 2 * r.provider_timeout_ms + 2000)
+    reader.fail(refresh["lease_ms"] ? refresh["lease_ms"] : refresh, "refresh.lease_ms",
+                "must be at least 2 * provider_timeout_ms + 2000 (the guarded retry runs "
+                "under the same lease)");
+  r.max_failures =
+    static_cast<int32_t>(reader.get_int(refresh, "refresh", "max_failures", r.max_failures, 1, 1000));
+  r.backoff_base_ms =
+    reader.get_int(refresh, "refresh", "backoff_base_ms", r.backoff_base_ms, 1, 3600000);
+  r.backoff_cap_ms =
+    reader.get_int(refresh, "refresh", "backoff_cap_ms", r.backoff_cap_ms, 1, 86400000);
+  r.lease_poll_ms = reader.get_int(refresh, "refresh", "lease_poll_ms", r.lease_poll_ms, 10, 10000);
+  r.storage_timeout_ms =
+    reader.get_int(refresh, "refresh", "storage_timeout_ms", r.storage_timeout_ms, 100, 120000);
+
+  // token_service
+  auto ts = root["token_service"];
+  reader.expect_keys(ts, "token_service", {"enabled", "address", "port"});
+  cfg.token_service.enabled = reader.get_bool(ts, "token_service", "enabled", true);
+  cfg.token_service.address =
+    reader.get_string(ts, "token_service", "address", cfg.token_service.address);
+  cfg.token_service.port =
+    static_cast<uint16_t>(reader.get_int(ts, "token_service", "port", 8081, 0, 65535));
 
   cfg.providers_file = resolve_path(
     base_dir, reader.get_string(root, "", "providers_file", "providers.yaml"));

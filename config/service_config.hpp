@@ -59,6 +59,32 @@ struct scheduler_config {
   int max_threads = 2;
 };
 
+/// How connections refresh (see actors/connection_actor.hpp).
+struct refresh_config {
+  /// Overrides every provider's refresh_margin_s when >= 0.
+  int64_t margin_override_ms = -1;
+  /// Lease length; must outlast two provider calls (the guarded retry).
+  int64_t lease_ms = 30000;
+  int64_t provider_timeout_ms = 10000;
+  /// Consecutive transient failures before a connection is marked
+  /// needs_reauth and stops calling the provider.
+  int32_t max_failures = 8;
+  int64_t backoff_base_ms = 1000;
+  int64_t backoff_cap_ms = 300000;
+  /// How often a requester re-checks while another instance holds the lease.
+  int64_t lease_poll_ms = 100;
+  /// Budget for storage calls made by connection actors.
+  int64_t storage_timeout_ms = 10000;
+};
+
+/// The token service published to other CAF programs.
+struct token_service_config {
+  bool enabled = true;
+  std::string address = "127.0.0.1";
+  /// 0 picks a free port (logged in the `ready` line).
+  uint16_t port = 8081;
+};
+
 /// Per-provider settings of this deployment: OAuth app credentials and URL
 /// overrides (tests point these at loopback fakes).
 struct provider_settings {
@@ -79,6 +105,8 @@ struct service_config {
   oauth_config oauth;
   log::level log_level = log::level::info;
   scheduler_config scheduler;
+  refresh_config refresh;
+  token_service_config token_service;
   std::string providers_file;
   std::map<std::string, provider_settings> providers;
 };

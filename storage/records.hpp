@@ -81,5 +81,95 @@ struct token_summary {
 };
 
 using token_summaries = std::vector<token_summary>;
+using token_records = std::vector<token_record>;
+
+/// One page of start-up hydration, with the keyset cursor to continue from
+/// (rows failing their integrity check are skipped but still advance it).
+struct hydrate_batch {
+  token_records rows;
+  std::string last_team;
+  std::string last_id;
+  /// True when the table has no more rows.
+  bool done = false;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, hydrate_batch& x) {
+    return f(caf::meta::type_name("hydrate_batch"), x.rows, x.last_team, x.last_id, x.done);
+  }
+};
+
+/// A token handed to a caller: never the refresh token.
+struct token_grant {
+  connection_key key;
+  /// "oauth" or "api_key".
+  std::string kind;
+  secret access_token;
+  std::string token_type = "Bearer";
+  /// Unix milliseconds; 0 when it does not expire.
+  int64_t expires_at_ms = 0;
+  std::vector<std::string> scopes;
+  /// JSON object text.
+  std::string metadata = "{}";
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, token_grant& x) {
+    return f(caf::meta::type_name("token_grant"), x.key, x.kind, x.access_token, x.token_type,
+             x.expires_at_ms, x.scopes, x.metadata);
+  }
+};
+
+/// A connection actor's view of itself (tests, diagnostics).
+struct connection_status {
+  std::string status;
+  std::string reason;
+  int64_t expires_at_ms = 0;
+  /// When the refresh timer fires (unix ms); 0 when none is armed.
+  int64_t next_refresh_at_ms = 0;
+  int32_t failures = 0;
+  bool refreshing = false;
+  int64_t version = 0;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, connection_status& x) {
+    return f(caf::meta::type_name("connection_status"), x.status, x.reason, x.expires_at_ms,
+             x.next_refresh_at_ms, x.failures, x.refreshing, x.version);
+  }
+};
+
+/// New tokens from a refresh, to be written under a lease.
+struct refreshed_tokens {
+  secret access_token;
+  /// Empty: the provider returned none, keep the stored one.
+  secret refresh_token;
+  int64_t expires_at_ms = 0;
+  /// Empty: keep the stored scopes.
+  std::vector<std::string> scopes;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, refreshed_tokens& x) {
+    return f(caf::meta::type_name("refreshed_tokens"), x.access_token, x.refresh_token,
+             x.expires_at_ms, x.scopes);
+  }
+};
+
+/// One row of the audit log. Never a secret.
+struct audit_entry {
+  std::string team_id;
+  /// "user", "service" or "system".
+  std::string actor_type;
+  std::string actor_id;
+  std::string action;
+  std::string target;
+  std::string remote_addr;
+  std::string request_id;
+  /// JSON object text.
+  std::string details = "{}";
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, audit_entry& x) {
+    return f(caf::meta::type_name("audit_entry"), x.team_id, x.actor_type, x.actor_id, x.action,
+             x.target, x.remote_addr, x.request_id, x.details);
+  }
+};
 
 } // namespace cm

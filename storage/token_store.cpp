@@ -6,6 +6,7 @@
 #include <sodium.h>
 
 #include "common/log.hpp"
+#include "storage/events.hpp"
 
 namespace cm::storage {
 
@@ -29,12 +30,62 @@ ON CONFLICT (team_id, user_id, provider) DO UPDATE SET
 RETURNING version, (extract(epoch from created_at) * 1000)::bigint,
           (extract(epoch from updated_at) * 1000)::bigint)"};
 
-const statement select_token{"tokens_select", R"(
-SELECT id::text, kind, status, coalesce(reason, ''), access_token, refresh_token,
-       coalesce((extract(epoch from expires_at) * 1000)::bigint, 0), scopes::text,
-       metadata::text, version, (extract(epoch from created_at) * 1000)::bigint,
-       (extract(epoch from updated_at) * 1000)::bigint
-FROM connector_tokens WHERE team_id = $1 AND user_id = $2 AND provider = $3)"};
+// Every statement that returns whole rows returns these columns, in this
+// order, read by token_store::read_row.
+#define CM_TOKEN_COLUMNS                                                                     \
+  "team_id, user_id, provider, id::text, kind, status, coalesce(reason, ''), access_token, " \
+  "refresh_token, coalesce((extract(epoch from expires_at) * 1000)::bigint, 0), "            \
+  "scopes::text, metadata::text, version, (extract(epoch from created_at) * 1000)::bigint, " \
+  "(extract(epoch from updated_at) * 1000)::bigint"
+
+const statement select_token{"tokens_select",
+  "SELECT " CM_TOKEN_COLUMNS " FROM connector_tokens "
+  "WHERE team_id = $1 AND user_id = $2 AND provider = $3"};
+
+const statement acquire_lease_stmt{"tokens_acquire_lease",
+  "UPDATE connector_tokens SET lease_owner = $4, "
+  "lease_expires_at = now() + ($5::bigint * interval '1 millisecond'), version = version + 1 "
+  "WHERE team_id = $1 AND user_id = $2 AND provider = $3 "
+  "AND (lease_owner IS NULL OR lease_expires_at < now() OR lease_owner = $4) "
+  "RETURNING " CM_TOKEN_COLUMNS};
+
+const statement complete_refresh_stmt{"tokens_complete_refresh",
+  "UPDATE connector_tokens SET access_token = $6, refresh_token = coalesce($7, refresh_token), "
+  "expires_at = CASE WHEN $8::bigint = 0 THEN NULL ELSE to_timestamp($8::bigint / 1000.0) END, "
+  "scopes = coalesce($9::jsonb, scopes), key_id = $10::integer, status = 'connected', "
+  "reason = NULL, version = version + 1, lease_owner = NULL, lease_expires_at = NULL, "
+  "refresh_failures = 0, last_refresh_at = now(), updated_at = now() "
+  "WHERE team_id = $1 AND user_id = $2 AND provider = $3 AND version = $4 AND lease_owner = $5 "
+  "RETURNING " CM_TOKEN_COLUMNS};
+
+const statement release_lease_stmt{"tokens_release_lease",
+  "UPDATE connector_tokens SET lease_owner = NULL, lease_expires_at = NULL, "
+  "refresh_failures = refresh_failures + CASE WHEN $6 = '' THEN 0 ELSE 1 END, "
+  "last_error_at = CASE WHEN $6 = '' THEN last_error_at ELSE now() END "
+  "WHERE team_id = $1 AND user_id = $2 AND provider = $3 AND version = $4 AND lease_owner = $5"};
+
+const statement mark_reauth_stmt{"tokens_mark_reauth",
+  "UPDATE connector_tokens SET status = 'needs_reauth', reason = $6, version = version + 1, "
+  "lease_owner = NULL, lease_expires_at = NULL, last_error_at = now(), updated_at = now() "
+  "WHERE team_id = $1 AND user_id = $2 AND provider = $3 AND version = $4 AND lease_owner = $5 "
+  "RETURNING " CM_TOKEN_COLUMNS};
+
+const statement load_batch_stmt{"tokens_load_batch",
+  "SELECT " CM_TOKEN_COLUMNS " FROM connector_tokens "
+  "WHERE (team_id, id) > ($1, $2::uuid) AND status <> 'disconnected' "
+  "ORDER BY team_id, id LIMIT $3"};
+
+const statement teams_of_stmt{"tokens_teams_of",
+  "SELECT team_id FROM connector_tokens WHERE user_id = $1 AND provider = $2 ORDER BY team_id"};
+
+const statement insert_event_stmt{"outbox_insert",
+  "INSERT INTO event_outbox (team_id, event_id, topic, event_type, payload) "
+  "VALUES ($1, $2::uuid, $3, $4, $5::jsonb)"};
+
+const statement insert_audit_stmt{"audit_insert",
+  "INSERT INTO audit_log (team_id, actor_type, actor_id, action, target, remote_addr, "
+  "request_id, details) VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6, ''), "
+  "NULLIF($7, ''), $8::jsonb)"};
 
 const statement list_tokens{"tokens_list", R"(
 SELECT user_id, provider, kind, status, coalesce(reason, ''),
@@ -106,30 +157,35 @@ std::optional<token_record> token_store::find(const connection_key& key) {
                                      param::text(key.provider)});
   if (res.rows() == 0)
     return std::nullopt;
+  return read_row(res, 0);
+}
+
+token_record token_store::read_row(const result& res, int row) {
   token_record r;
-  r.key = key;
-  r.id = std::string(res.text(0, 0));
-  r.kind = std::string(res.text(0, 1));
-  r.status = std::string(res.text(0, 2));
-  r.reason = std::string(res.text(0, 3));
+  r.key = {std::string(res.text(row, 0)), std::string(res.text(row, 1)),
+           std::string(res.text(row, 2))};
+  r.id = std::string(res.text(row, 3));
+  r.kind = std::string(res.text(row, 4));
+  r.status = std::string(res.text(row, 5));
+  r.reason = std::string(res.text(row, 6));
   try {
-    if (!res.is_null(0, 4))
-      r.access_token = cipher_.decrypt(res.bytes(0, 4), binding(r.id, key, "access_token"));
-    if (!res.is_null(0, 5))
-      r.refresh_token = cipher_.decrypt(res.bytes(0, 5), binding(r.id, key, "refresh_token"));
+    if (!res.is_null(row, 7))
+      r.access_token = cipher_.decrypt(res.bytes(row, 7), binding(r.id, r.key, "access_token"));
+    if (!res.is_null(row, 8))
+      r.refresh_token = cipher_.decrypt(res.bytes(row, 8), binding(r.id, r.key, "refresh_token"));
   } catch (const crypto_error& e) {
     // Tampering, a row copied elsewhere, or a missing key: never serve it.
     log::error("storage", "ALARM: stored ciphertext failed to decrypt",
-               {{"team_id", key.team_id}, {"user_id", key.user_id},
-                {"provider", key.provider}, {"row_id", r.id}, {"error", e.what()}});
+               {{"team_id", r.key.team_id}, {"user_id", r.key.user_id},
+                {"provider", r.key.provider}, {"row_id", r.id}, {"error", e.what()}});
     throw db_error(ec::integrity_failure, "", "stored credentials failed integrity check");
   }
-  r.expires_at_ms = res.integer(0, 6);
-  r.scopes = parse_scopes(res.text(0, 7));
-  r.metadata = std::string(res.text(0, 8));
-  r.version = res.integer(0, 9);
-  r.created_at_ms = res.integer(0, 10);
-  r.updated_at_ms = res.integer(0, 11);
+  r.expires_at_ms = res.integer(row, 9);
+  r.scopes = parse_scopes(res.text(row, 10));
+  r.metadata = std::string(res.text(row, 11));
+  r.version = res.integer(row, 12);
+  r.created_at_ms = res.integer(row, 13);
+  r.updated_at_ms = res.integer(row, 14);
   return r;
 }
 
@@ -156,6 +212,124 @@ bool token_store::remove(const connection_key& key) {
   auto res = db_.exec(delete_token, {param::text(key.team_id), param::text(key.user_id),
                                      param::text(key.provider)});
   return res.affected() > 0;
+}
+
+std::optional<token_record> token_store::acquire_lease(const connection_key& key,
+                                                      const std::string& owner,
+                                                      int64_t lease_ms) {
+  auto res = db_.exec(acquire_lease_stmt,
+                      {param::text(key.team_id), param::text(key.user_id),
+                       param::text(key.provider), param::text(owner),
+                       param::text(std::to_string(lease_ms))});
+  if (res.rows() == 1)
+    return read_row(res, 0);
+  if (!find(key))
+    throw db_error(ec::not_found, "", "no such connection");
+  return std::nullopt;
+}
+
+void token_store::insert_event(const std::string& type, const std::string& connection_id,
+                               const connection_key& key, const std::string& reason) {
+  auto event_id = random_uuid();
+  auto payload = token_event(event_id, type, connection_id, key, reason);
+  db_.exec(insert_event_stmt, {param::text(key.team_id), param::text(event_id),
+                               param::text(topic_token_events), param::text(type),
+                               param::text(payload.dump())});
+}
+
+token_record token_store::complete_refresh(const connection_key& key, int64_t fence,
+                                           const std::string& owner,
+                                           const refreshed_tokens& tokens) {
+  // The row id binds the ciphertexts; it does not change while leased.
+  auto current = find(key);
+  if (!current)
+    throw db_error(ec::not_found, "", "no such connection");
+  auto access = cipher_.encrypt(tokens.access_token.view(),
+                                binding(current->id, key, "access_token"));
+  param refresh = param::null();
+  if (!tokens.refresh_token.empty())
+    refresh = param::bytes(cipher_.encrypt(tokens.refresh_token.view(),
+                                           binding(current->id, key, "refresh_token")));
+  param scopes = tokens.scopes.empty() ? param::null()
+                                       : param::text(nlohmann::json(tokens.scopes).dump());
+  database::transaction tx{db_};
+  auto res = db_.exec(complete_refresh_stmt,
+                      {param::text(key.team_id), param::text(key.user_id),
+                       param::text(key.provider), param::text(std::to_string(fence)),
+                       param::text(owner), param::bytes(access), refresh,
+                       param::text(std::to_string(tokens.expires_at_ms)), scopes,
+                       param::text(std::to_string(cipher_.keys().active_id()))});
+  if (res.rows() != 1)
+    throw db_error(ec::conflict, "", "stale fencing token: the row changed under the lease");
+  auto stored = read_row(res, 0);
+  insert_event("TOKEN_REFRESHED", stored.id, key, "");
+  tx.commit();
+  return stored;
+}
+
+bool token_store::release_lease(const connection_key& key, int64_t fence,
+                                const std::string& owner, const std::string& failure_reason) {
+  auto res = db_.exec(release_lease_stmt,
+                      {param::text(key.team_id), param::text(key.user_id),
+                       param::text(key.provider), param::text(std::to_string(fence)),
+                       param::text(owner), param::text(failure_reason)});
+  return res.affected() == 1;
+}
+
+token_record token_store::mark_needs_reauth(const connection_key& key, int64_t fence,
+                                            const std::string& owner, const std::string& reason) {
+  database::transaction tx{db_};
+  auto res = db_.exec(mark_reauth_stmt,
+                      {param::text(key.team_id), param::text(key.user_id),
+                       param::text(key.provider), param::text(std::to_string(fence)),
+                       param::text(owner), param::text(reason)});
+  if (res.rows() != 1)
+    throw db_error(ec::conflict, "", "stale fencing token: the row changed under the lease");
+  auto stored = read_row(res, 0);
+  insert_event("TOKEN_EXPIRED", stored.id, key, reason);
+  tx.commit();
+  return stored;
+}
+
+hydrate_batch token_store::load_batch(const std::string& after_team, const std::string& after_id,
+                                      int limit) {
+  auto res = db_.exec(load_batch_stmt,
+                      {param::text(after_team),
+                       param::text(after_id.empty() ? "00000000-0000-0000-0000-000000000000"
+                                                    : after_id),
+                       param::text(std::to_string(limit))});
+  hydrate_batch out;
+  out.rows.reserve(static_cast<size_t>(res.rows()));
+  for (int i = 0; i < res.rows(); ++i) {
+    out.last_team = std::string(res.text(i, 0));
+    out.last_id = std::string(res.text(i, 3));
+    try {
+      out.rows.push_back(read_row(res, i));
+    } catch (const db_error&) {
+      // An integrity alarm was logged; the other rows still load.
+    }
+  }
+  out.done = res.rows() < limit;
+  return out;
+}
+
+std::vector<std::string> token_store::teams_of(const std::string& user_id,
+                                               const std::string& provider) {
+  auto res = db_.exec(teams_of_stmt, {param::text(user_id), param::text(provider)});
+  std::vector<std::string> teams;
+  for (int i = 0; i < res.rows(); ++i)
+    teams.emplace_back(res.text(i, 0));
+  return teams;
+}
+
+void token_store::audit(const audit_entry& e) {
+  auto details = nlohmann::json::parse(e.details, nullptr, false);
+  if (!details.is_object())
+    details = nlohmann::json::object();
+  db_.exec(insert_audit_stmt,
+           {param::text(e.team_id), param::text(e.actor_type), param::text(e.actor_id),
+            param::text(e.action), param::text(e.target), param::text(e.remote_addr),
+            param::text(e.request_id), param::text(details.dump())});
 }
 
 } // namespace cm::storage

@@ -30,7 +30,46 @@ public:
   /// Deletes one connection; false when there was none.
   bool remove(const connection_key& key);
 
+  /// Takes the refresh lease for `owner` when it is free, expired or already
+  /// ours, bumping the version (the fencing token), and returns the row as
+  /// it is now. nullopt: another owner holds a live lease. Throws
+  /// db_error(not_found) when there is no such connection.
+  std::optional<token_record> acquire_lease(const connection_key& key, const std::string& owner,
+                                            int64_t lease_ms);
+
+  /// Stores refreshed tokens if the row still carries `fence` and `owner`'s
+  /// lease, and writes TOKEN_REFRESHED to the outbox in the same
+  /// transaction. A rotated refresh token replaces the old one; none keeps
+  /// it. Throws db_error(conflict) on a stale fence.
+  token_record complete_refresh(const connection_key& key, int64_t fence, const std::string& owner,
+                                const refreshed_tokens& tokens);
+
+  /// Releases `owner`'s lease after an attempt; a non-empty reason counts a
+  /// failure. False when the fence is stale.
+  bool release_lease(const connection_key& key, int64_t fence, const std::string& owner,
+                     const std::string& failure_reason);
+
+  /// Marks the connection needs_reauth with a reason and writes
+  /// TOKEN_EXPIRED in the same transaction. Throws db_error(conflict) on a
+  /// stale fence.
+  token_record mark_needs_reauth(const connection_key& key, int64_t fence,
+                                 const std::string& owner, const std::string& reason);
+
+  /// Live connections after (team_id, id) in key order, at most `limit`:
+  /// start-up hydration streams the table in such batches.
+  hydrate_batch load_batch(const std::string& after_team, const std::string& after_id, int limit);
+
+  /// Teams in which `user_id` has a connection to `provider` (for callers
+  /// that do not name the team).
+  std::vector<std::string> teams_of(const std::string& user_id, const std::string& provider);
+
+  void audit(const audit_entry& entry);
+
 private:
+  token_record read_row(const result& res, int row);
+  void insert_event(const std::string& type, const std::string& connection_id,
+                    const connection_key& key, const std::string& reason);
+
   database& db_;
   const column_cipher& cipher_;
 };

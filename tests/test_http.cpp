@@ -48,6 +48,24 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
     [=](find_atom, const connection_key&) { return hold<token_record>(self); },
     [=](list_atom, const std::string&, const std::string&) { return hold<token_summaries>(self); },
     [=](remove_atom, const connection_key&) { return hold<bool>(self); },
+    [=](lease_atom, const connection_key&, const std::string&, int64_t) {
+      return hold<token_record>(self);
+    },
+    [=](complete_atom, const connection_key&, int64_t, const std::string&,
+        const refreshed_tokens&) { return hold<token_record>(self); },
+    [=](release_atom, const connection_key&, int64_t, const std::string&, const std::string&) {
+      return hold<bool>(self);
+    },
+    [=](reauth_atom, const connection_key&, int64_t, const std::string&, const std::string&) {
+      return hold<token_record>(self);
+    },
+    [=](hydrate_atom, const std::string&, const std::string&, int32_t) {
+      return hold<hydrate_batch>(self);
+    },
+    [=](teams_atom, const std::string&, const std::string&) {
+      return hold<std::vector<std::string>>(self);
+    },
+    [=](audit_atom, const audit_entry&) {},
   };
 }
 

@@ -36,7 +36,8 @@ std::string service_yaml(const server_options& opts, const temp_dir& dir) {
   }
   if (opts.service_tokens.empty())
     y << "    []\n";
-  y << "log:\n  level: " << opts.log_level << "\n"
+  y << "token_service:\n  port: 0\n"
+    << "log:\n  level: " << opts.log_level << "\n"
     << "providers_file: " << source_dir() << "/config/providers.yaml\n"
     << opts.extra_yaml;
   return y.str();

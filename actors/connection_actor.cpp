@@ -1,0 +1,498 @@
+#include "actors/connection_actor.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "common/error.hpp"
+#include "common/log.hpp"
+
+namespace cm {
+
+int64_t planned_refresh_ms(int64_t expires_at_ms, int64_t margin_ms, int64_t jitter_ms) {
+  if (expires_at_ms <= 0)
+    return 0;
+  return expires_at_ms - margin_ms - jitter_ms;
+}
+
+int64_t backoff_bound_ms(int32_t failures, int64_t base_ms, int64_t cap_ms) {
+  int64_t bound = base_ms;
+  for (int32_t i = 1; i < failures && bound < cap_ms; ++i)
+    bound *= 2;
+  return std::min(bound, cap_ms);
+}
+
+namespace {
+
+using self_ptr = connection_actor::stateful_pointer<connection_state>;
+using ms = std::chrono::milliseconds;
+
+constexpr const char* component = "connection";
+
+/// What a refresh attempt is for.
+enum class mode { refresh, force, expire };
+
+int64_t now_ms(self_ptr self) {
+  auto since_epoch = self->clock().now().time_since_epoch();
+  return std::chrono::duration_cast<ms>(since_epoch).count() + self->state.deps.wall_offset_ms;
+}
+
+const refresh_settings& settings(self_ptr self) { return self->state.deps.settings; }
+
+ms storage_timeout(self_ptr self) { return ms{settings(self).storage_timeout_ms}; }
+
+nlohmann::json log_fields(self_ptr self) {
+  auto& k = self->state.key;
+  return {{"team_id", k.team_id}, {"user_id", k.user_id}, {"provider", k.provider}};
+}
+
+int64_t margin_ms(self_ptr self) {
+  auto& s = self->state;
+  if (s.deps.settings.margin_override_ms >= 0)
+    return s.deps.settings.margin_override_ms;
+  if (s.deps.provider)
+    return int64_t{s.deps.provider->refresh_margin_s} * 1000;
+  return 300000;
+}
+
+/// Whether this service can refresh the connection at all.
+bool can_refresh(self_ptr self) {
+  auto& s = self->state;
+  return s.record && s.record->kind == "oauth" && !s.record->refresh_token.empty() &&
+         s.deps.provider && s.deps.client;
+}
+
+/// When the timer should fire: before expiry for refreshable tokens, at
+/// expiry for tokens that cannot be refreshed (to mark them expired).
+int64_t planned_time(self_ptr self) {
+  auto& s = self->state;
+  if (!s.record || s.record->status != "connected" || s.record->kind != "oauth" ||
+      s.record->expires_at_ms <= 0)
+    return 0;
+  if (!can_refresh(self))
+    return s.record->expires_at_ms;
+  auto margin = margin_ms(self);
+  if (s.jitter_for_expiry_ms != s.record->expires_at_ms) {
+    // Spread equal expiries over the margin instead of one instant.
+    std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(margin - 1, 0));
+    s.jitter_ms = dist(s.rng);
+    s.jitter_for_expiry_ms = s.record->expires_at_ms;
+  }
+  return planned_refresh_ms(s.record->expires_at_ms, margin, s.jitter_ms);
+}
+
+void schedule_tick(self_ptr self, int64_t at_ms) {
+  auto& s = self->state;
+  ++s.timer_generation;
+  s.next_refresh_at_ms = at_ms;
+  if (at_ms <= 0)
+    return;
+  auto delay = std::max<int64_t>(at_ms - now_ms(self), 0);
+  self->delayed_send(self, ms{delay}, tick_atom_v, s.timer_generation);
+}
+
+void arm_timer(self_ptr self) { schedule_tick(self, planned_time(self)); }
+
+bool usable(self_ptr self) {
+  auto& s = self->state;
+  return s.record && s.record->status == "connected" &&
+         (s.record->expires_at_ms == 0 || now_ms(self) < s.record->expires_at_ms);
+}
+
+bool in_refresh_window(self_ptr self) {
+  auto planned = planned_time(self);
+  return planned > 0 && now_ms(self) >= planned;
+}
+
+token_grant make_grant(self_ptr self) {
+  auto& r = *self->state.record;
+  token_grant g;
+  g.key = r.key;
+  g.kind = r.kind;
+  g.access_token = r.access_token;
+  g.token_type = r.kind == "api_key" ? "api_key" : "Bearer";
+  g.expires_at_ms = r.expires_at_ms;
+  g.scopes = r.scopes;
+  g.metadata = r.metadata;
+  return g;
+}
+
+caf::error not_connected_error(self_ptr self) {
+  auto& r = *self->state.record;
+  return make_error(ec::needs_reauth, "connection needs re-authorization" +
+                                        (r.reason.empty() ? std::string{} : ": " + r.reason));
+}
+
+void answer_waiters(self_ptr self) {
+  auto waiters = std::move(self->state.waiters);
+  self->state.waiters.clear();
+  if (usable(self)) {
+    auto grant = make_grant(self);
+    for (auto& w : waiters)
+      w.deliver(grant);
+  } else {
+    auto err = self->state.record && self->state.record->status != "connected"
+                 ? not_connected_error(self)
+                 : make_error(ec::provider_failed, "token expired and could not be refreshed");
+    for (auto& w : waiters)
+      w.deliver(err);
+  }
+}
+
+void fail_waiters(self_ptr self, const caf::error& err) {
+  auto waiters = std::move(self->state.waiters);
+  self->state.waiters.clear();
+  for (auto& w : waiters)
+    w.deliver(err);
+}
+
+/// A refresh ended with usable state (new, adopted or unchanged tokens).
+void finish(self_ptr self) {
+  // A forced request that joined this refresh is served by its result.
+  self->state.refreshing = false;
+  self->state.force_requested = false;
+  answer_waiters(self);
+  arm_timer(self);
+}
+
+void start_refresh(self_ptr self, mode m);
+
+/// A transient failure: count it, back off, and answer waiters with the
+/// old token while it is still valid.
+void transient_failure(self_ptr self, const std::string& reason, int64_t retry_after_s,
+                       std::optional<int64_t> fence) {
+  auto& s = self->state;
+  ++s.failures;
+  auto fields = log_fields(self);
+  fields["reason"] = reason;
+  fields["failures"] = s.failures;
+  log::warn(component, "refresh failed", fields);
+  auto& cfg = settings(self);
+  if (s.failures >= cfg.max_failures && fence) {
+    // Stop hammering the provider; the refresh token is kept, so a manual
+    // refresh can revive the connection without a new consent.
+    auto why = "refresh failing: " + reason;
+    self->request(s.deps.repository, storage_timeout(self), reauth_atom_v, s.key, *fence,
+                  s.deps.instance_id, why)
+      .then(
+        [=](token_record& stored) {
+          self->state.record = std::move(stored);
+          self->state.refreshing = false;
+          fail_waiters(self, not_connected_error(self));
+          schedule_tick(self, 0);
+        },
+        [=](caf::error&) {
+          self->state.refreshing = false;
+          answer_waiters(self);
+        });
+    return;
+  }
+  if (fence)
+    self->request(s.deps.repository, storage_timeout(self), release_atom_v, s.key, *fence,
+                  s.deps.instance_id, reason)
+      .then([](bool) {}, [](caf::error&) {});
+  auto bound = backoff_bound_ms(s.failures, cfg.backoff_base_ms, cfg.backoff_cap_ms);
+  std::uniform_int_distribution<int64_t> dist(0, bound);
+  auto delay = std::max(dist(s.rng), retry_after_s * 1000);
+  s.refreshing = false;
+  answer_waiters(self);
+  schedule_tick(self, now_ms(self) + std::max<int64_t>(delay, 1));
+}
+
+/// The provider says the grant is dead. Another instance may have rotated
+/// the refresh token since we read it: re-read before concluding.
+void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fence,
+                          const std::string& reason) {
+  auto& s = self->state;
+  self->request(s.deps.repository, storage_timeout(self), find_atom_v, s.key)
+    .then(
+      [=](token_record& row) {
+        if (row.refresh_token != leased.refresh_token) {
+          // Rotated elsewhere: our attempt used a stale token. Adopt.
+          self->state.record = std::move(row);
+          finish(self);
+          return;
+        }
+        auto& st = self->state;
+        self->request(st.deps.repository, storage_timeout(self), reauth_atom_v, st.key, fence,
+                      st.deps.instance_id, reason)
+          .then(
+            [=](token_record& stored) {
+              self->state.record = std::move(stored);
+              self->state.refreshing = false;
+              auto fields = log_fields(self);
+              fields["reason"] = reason;
+              log::warn(component, "connection needs re-authorization", fields);
+              fail_waiters(self, not_connected_error(self));
+              schedule_tick(self, 0);
+            },
+            [=](caf::error& err) { transient_failure(self, message_of(err), 0, std::nullopt); });
+      },
+      [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence); });
+}
+
+/// Writes refreshed tokens; retried briefly while the database hiccups,
+/// because the provider may already have retired the old refresh token.
+void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t attempt) {
+  auto& s = self->state;
+  self->request(s.deps.repository, storage_timeout(self), complete_atom_v, s.key, fence,
+                s.deps.instance_id, tokens)
+    .then(
+      [=](token_record& stored) {
+        self->state.record = std::move(stored);
+        self->state.failures = 0;
+        log::info(component, "token refreshed", log_fields(self));
+        finish(self);
+      },
+      [=](caf::error& err) {
+        if (code_of(err) == ec::unavailable && attempt < 5) {
+          // Still inside our lease; try again shortly.
+          self->delayed_send(self, ms{200 * (attempt + 1)}, complete_atom_v, tokens, fence,
+                             attempt + 1);
+          return;
+        }
+        auto fields = log_fields(self);
+        fields["error"] = message_of(err);
+        log::error(component, "refreshed tokens could not be stored", fields);
+        transient_failure(self, "could not store refreshed tokens", 0, std::nullopt);
+      });
+}
+
+void call_provider(self_ptr self, token_record leased, int64_t fence, bool retried) {
+  auto& s = self->state;
+  auto metadata = nlohmann::json::parse(leased.metadata, nullptr, false);
+  auto req = oauth::refresh_request(*s.deps.provider, *s.deps.client, leased.refresh_token,
+                                    metadata, settings(self).provider_timeout_ms);
+  if (!req) {
+    transient_failure(self, "refresh URL cannot be built from the connection", 0, fence);
+    return;
+  }
+  auto budget = ms{settings(self).provider_timeout_ms + 2000};
+  self->request(s.deps.provider_client, budget, std::move(*req))
+    .then(
+      [=](outbound_response& res) {
+        auto& st = self->state;
+        auto answer = oauth::read_token_answer(*st.deps.provider, res);
+        switch (answer.result) {
+          case oauth::outcome::ok: {
+            refreshed_tokens tokens;
+            tokens.access_token = std::move(answer.access_token);
+            tokens.refresh_token = std::move(answer.refresh_token);
+            tokens.expires_at_ms = now_ms(self) + answer.expires_in_s * 1000;
+            tokens.scopes = std::move(answer.scopes);
+            store_tokens(self, std::move(tokens), fence, 0);
+            return;
+          }
+          case oauth::outcome::invalid_grant:
+            handle_invalid_grant(self, leased, fence, answer.reason);
+            return;
+          case oauth::outcome::possibly_consumed:
+            if (!retried) {
+              // The provider may have rotated the token without telling us.
+              // One retry with the same token, still under our lease.
+              call_provider(self, leased, fence, true);
+              return;
+            }
+            [[fallthrough]];
+          default:
+            transient_failure(self, answer.reason, answer.retry_after_s, fence);
+            return;
+        }
+      },
+      [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence); });
+}
+
+void take_lease(self_ptr self, mode m, int32_t polls) {
+  auto& s = self->state;
+  self->request(s.deps.repository, storage_timeout(self), lease_atom_v, s.key, s.deps.instance_id,
+                settings(self).lease_ms)
+    .then(
+      [=](token_record& leased) {
+        auto& st = self->state;
+        auto fence = leased.version;
+        auto previous_expiry = st.record ? st.record->expires_at_ms : 0;
+        bool newer = leased.expires_at_ms > previous_expiry ||
+                     leased.status != "connected";
+        if ((m != mode::force && newer) || leased.status != "connected") {
+          // Another instance refreshed (or re-connected, or gave up) while
+          // we waited: adopt the row, give the lease back.
+          st.record = std::move(leased);
+          self->request(st.deps.repository, storage_timeout(self), release_atom_v, st.key, fence,
+                        st.deps.instance_id, std::string{})
+            .then([](bool) {}, [](caf::error&) {});
+          finish(self);
+          return;
+        }
+        st.record = leased;
+        if (m == mode::expire || !can_refresh(self)) {
+          auto why = std::string{"token expired; the provider issued no refresh token"};
+          self->request(st.deps.repository, storage_timeout(self), reauth_atom_v, st.key, fence,
+                        st.deps.instance_id, why)
+            .then(
+              [=](token_record& stored) {
+                self->state.record = std::move(stored);
+                self->state.refreshing = false;
+                fail_waiters(self, not_connected_error(self));
+                schedule_tick(self, 0);
+              },
+              [=](caf::error& err) { transient_failure(self, message_of(err), 0, std::nullopt); });
+          return;
+        }
+        call_provider(self, std::move(leased), fence, false);
+      },
+      [=](caf::error& err) {
+        auto code = code_of(err);
+        if (code == ec::conflict) {
+          // Another instance is refreshing: wait for its outcome instead of
+          // refreshing again, for at most about two lease lengths.
+          auto& cfg = settings(self);
+          if (polls * cfg.lease_poll_ms < 2 * cfg.lease_ms) {
+            self->delayed_send(self, ms{cfg.lease_poll_ms}, retry_atom_v, m == mode::force,
+                               polls + 1);
+            return;
+          }
+          transient_failure(self, "refresh lease never became free", 0, std::nullopt);
+          return;
+        }
+        if (code == ec::not_found) {
+          fail_waiters(self, make_error(ec::not_found, "no such connection"));
+          self->quit();
+          return;
+        }
+        transient_failure(self, message_of(err), 0, std::nullopt);
+      });
+}
+
+void start_refresh(self_ptr self, mode m) {
+  auto& s = self->state;
+  if (s.refreshing) {
+    if (m == mode::force)
+      s.force_requested = true;
+    return;
+  }
+  s.refreshing = true;
+  take_lease(self, m, 0);
+}
+
+/// Called once the record is known: serve or refresh for queued requesters.
+void serve_waiters(self_ptr self) {
+  auto& s = self->state;
+  if (s.waiters.empty())
+    return;
+  if (s.record->status != "connected") {
+    fail_waiters(self, not_connected_error(self));
+    return;
+  }
+  bool force = s.force_requested;
+  s.force_requested = false;
+  if (!force && usable(self) && !in_refresh_window(self)) {
+    answer_waiters(self);
+    return;
+  }
+  start_refresh(self, force ? mode::force : mode::refresh);
+}
+
+void load(self_ptr self) {
+  auto& s = self->state;
+  self->request(s.deps.repository, storage_timeout(self), find_atom_v, s.key)
+    .then(
+      [=](token_record& row) {
+        self->state.record = std::move(row);
+        arm_timer(self);
+        serve_waiters(self);
+      },
+      [=](caf::error& err) {
+        fail_waiters(self, err);
+        // Not found, or storage down: let the registry spawn afresh next time.
+        self->quit();
+      });
+}
+
+} // namespace
+
+connection_actor::behavior_type
+connection(connection_actor::stateful_pointer<connection_state> self, connection_key key,
+           std::optional<token_record> initial, connection_deps deps) {
+  auto& s = self->state;
+  s.key = std::move(key);
+  s.rng.seed(static_cast<std::minstd_rand::result_type>(
+    deps.seed ^ std::hash<std::string>{}(s.key.team_id + '/' + s.key.user_id + '/' +
+                                         s.key.provider)));
+  s.deps = std::move(deps);
+  if (initial) {
+    s.record = std::move(initial);
+    arm_timer(self);
+  } else {
+    load(self);
+  }
+  return {
+    [=](get_token_atom, bool force) -> caf::result<token_grant> {
+      auto& st = self->state;
+      if (!st.record) {
+        // Still loading: wait with everyone else.
+        st.force_requested = st.force_requested || force;
+        st.waiters.push_back(self->make_response_promise<token_grant>());
+        return st.waiters.back();
+      }
+      if (st.record->status != "connected")
+        return not_connected_error(self);
+      if (st.record->kind != "oauth")
+        return make_grant(self);
+      if (!force && usable(self) && !in_refresh_window(self))
+        return make_grant(self);
+      if (!force && !can_refresh(self)) {
+        if (usable(self))
+          return make_grant(self);
+        // Expired and not refreshable: mark it (once) and report.
+        st.waiters.push_back(self->make_response_promise<token_grant>());
+        start_refresh(self, mode::expire);
+        return st.waiters.back();
+      }
+      if (force && !can_refresh(self))
+        return make_error(ec::bad_request, "this connection cannot be refreshed");
+      st.waiters.push_back(self->make_response_promise<token_grant>());
+      start_refresh(self, force ? mode::force : mode::refresh);
+      return st.waiters.back();
+    },
+    [=](status_atom) -> connection_status {
+      auto& st = self->state;
+      connection_status out;
+      if (st.record) {
+        out.status = st.record->status;
+        out.reason = st.record->reason;
+        out.expires_at_ms = st.record->expires_at_ms;
+        out.version = st.record->version;
+      } else {
+        out.status = "loading";
+      }
+      out.next_refresh_at_ms = st.next_refresh_at_ms;
+      out.failures = st.failures;
+      out.refreshing = st.refreshing;
+      return out;
+    },
+    [=](reload_atom) {
+      if (self->state.refreshing)
+        return; // the refresh in flight re-reads the row anyway
+      self->state.failures = 0;
+      load(self);
+    },
+    [=](tick_atom, uint64_t generation) {
+      auto& st = self->state;
+      if (generation != st.timer_generation || st.refreshing || !st.record)
+        return;
+      if (st.record->status != "connected")
+        return;
+      start_refresh(self, can_refresh(self) ? mode::refresh : mode::expire);
+    },
+    [=](retry_atom, bool force, int32_t polls) {
+      take_lease(self, force ? mode::force : mode::refresh, polls);
+    },
+    [=](complete_atom, refreshed_tokens& tokens, int64_t fence, int32_t attempt) {
+      store_tokens(self, std::move(tokens), fence, attempt);
+    },
+  };
+}
+
+} // namespace cm

@@ -1,0 +1,108 @@
+// The connection actor: one per (team, user, provider). Holds the decrypted
+// token state in memory, serves get_token from it, and refreshes ahead of
+// expiry on a timer of the actor clock (so tests drive it deterministically).
+//
+// Refresh protocol, safe across instances sharing one PostgreSQL:
+//   1. take the row's lease (bumps the version, which becomes the fence) and
+//      re-read the row; if another instance already refreshed, adopt its
+//      tokens instead of calling the provider;
+//   2. call the provider's token endpoint;
+//   3. store the new tokens under the fence, with TOKEN_REFRESHED, in one
+//      transaction, and only then answer every waiting requester.
+// invalid_grant re-reads the row first (another instance may have rotated
+// it) and only then marks needs_reauth with TOKEN_EXPIRED. Transient
+// failures back off exponentially with full jitter, honouring Retry-After;
+// after `max_failures` the connection is marked needs_reauth and stops
+// calling the provider. An answer lost after the request was sent may mean
+// the refresh token was consumed: exactly one guarded retry, under the same
+// lease, never two in parallel.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/fwd.hpp"
+#include "actors/provider_client_actor.hpp"
+#include "actors/storage_actor.hpp"
+#include "config/provider_catalog.hpp"
+#include "config/service_config.hpp"
+#include "provider/oauth_protocol.hpp"
+
+namespace cm {
+
+/// Tunables of refreshing, from the service file's `refresh` section.
+using refresh_settings = config::refresh_config;
+
+/// Everything a connection actor talks to.
+struct connection_deps {
+  token_repository_actor repository;
+  provider_client_actor provider_client;
+  /// Null when the catalog no longer knows the provider (tokens are still
+  /// served until they expire, but never refreshed).
+  std::shared_ptr<const config::provider_entry> provider;
+  /// Null when no OAuth app is configured for the provider.
+  std::shared_ptr<const oauth::client_credentials> client;
+  /// Names this process in lease rows.
+  std::string instance_id;
+  refresh_settings settings;
+  /// Wall clock (unix ms) = actor clock (ms since its epoch) + this offset.
+  int64_t wall_offset_ms = 0;
+  /// Seeds the jitter generator (tests pin it).
+  uint64_t seed = 0;
+};
+
+using connection_actor = caf::typed_actor<
+  // A valid token (force: refresh first). Errors: needs_reauth, not_found,
+  // provider_failed, unavailable.
+  caf::replies_to<get_token_atom, bool>::with<token_grant>,
+  // The actor's view of itself: status, planned refresh time, failures.
+  caf::replies_to<status_atom>::with<connection_status>,
+  // Re-read the row (created, replaced or changed elsewhere).
+  caf::reacts_to<reload_atom>,
+  // Internal: a refresh timer fired (its generation).
+  caf::reacts_to<tick_atom, uint64_t>,
+  // Internal: try the lease again (force, polls so far).
+  caf::reacts_to<retry_atom, bool, int32_t>,
+  // Internal: store refreshed tokens again after a database hiccup.
+  caf::reacts_to<complete_atom, refreshed_tokens, int64_t, int32_t>>;
+
+struct connection_state {
+  connection_key key;
+  connection_deps deps;
+  /// nullopt until loaded from storage.
+  std::optional<token_record> record;
+  std::vector<caf::typed_response_promise<token_grant>> waiters;
+  bool refreshing = false;
+  bool force_requested = false;
+  int32_t failures = 0;
+  int64_t next_refresh_at_ms = 0;
+  /// Jitter drawn once per expiry, so re-arming does not move the plan.
+  int64_t jitter_ms = 0;
+  int64_t jitter_for_expiry_ms = -1;
+  uint64_t timer_generation = 0;
+  std::minstd_rand rng;
+  static inline const char* name = "connection";
+};
+
+connection_actor::behavior_type
+connection(connection_actor::stateful_pointer<connection_state> self, connection_key key,
+           std::optional<token_record> initial, connection_deps deps);
+
+/// The refresh time planned for `record`: expires_at - margin - jitter, with
+/// jitter in [0, margin). 0 when nothing needs refreshing.
+int64_t planned_refresh_ms(int64_t expires_at_ms, int64_t margin_ms, int64_t jitter_ms);
+
+/// Full-jitter exponential backoff bound for the n-th consecutive failure
+/// (n >= 1): min(cap, base * 2^(n-1)).
+int64_t backoff_bound_ms(int32_t failures, int64_t base_ms, int64_t cap_ms);
+
+} // namespace cm

@@ -1,0 +1,170 @@
+#include "actors/registry_actor.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iterator>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/system_messages.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <sodium.h>
+
+#include "common/log.hpp"
+#include "config/yaml_schema.hpp"
+#include "http/exchange.hpp"
+
+namespace cm {
+
+namespace {
+
+using self_ptr = registry_actor::stateful_pointer<registry_state>;
+
+connection_actor spawn_connection(self_ptr self, const connection_key& key,
+                                  std::optional<token_record> initial) {
+  auto& s = self->state;
+  connection_deps deps;
+  deps.repository = s.deps.storage;
+  deps.provider_client = s.deps.provider_client;
+  if (auto it = s.deps.providers.find(key.provider); it != s.deps.providers.end())
+    deps.provider = it->second;
+  if (auto it = s.deps.clients.find(key.provider); it != s.deps.clients.end())
+    deps.client = it->second;
+  deps.instance_id = s.deps.instance_id;
+  deps.settings = s.deps.settings;
+  deps.wall_offset_ms = s.deps.wall_offset_ms;
+  deps.seed = s.deps.seed;
+  auto actor = self->spawn(connection, key, std::move(initial), std::move(deps));
+  self->monitor(actor);
+  s.connections[key] = actor;
+  s.keys[actor.address()] = key;
+  return actor;
+}
+
+connection_actor find_or_spawn(self_ptr self, const connection_key& key) {
+  auto it = self->state.connections.find(key);
+  if (it != self->state.connections.end())
+    return it->second;
+  return spawn_connection(self, key, std::nullopt);
+}
+
+void hydrate_page(self_ptr self, std::string after_team, std::string after_id, int64_t count,
+                  caf::typed_response_promise<int64_t> promise) {
+  auto& s = self->state;
+  self->request(s.deps.storage, std::chrono::seconds(60), hydrate_atom_v, after_team, after_id,
+                s.deps.hydrate_page)
+    .then(
+      [=](hydrate_batch& batch) mutable {
+        auto total = count;
+        for (auto& row : batch.rows) {
+          auto key = row.key;
+          if (self->state.connections.count(key) == 0) {
+            spawn_connection(self, key, std::move(row));
+            ++total;
+          }
+        }
+        if (batch.done) {
+          log::info("registry", "hydrated connections", {{"count", total}});
+          promise.deliver(total);
+          return;
+        }
+        hydrate_page(self, batch.last_team, batch.last_id, total, promise);
+      },
+      [=](caf::error& err) mutable { promise.deliver(err); });
+}
+
+} // namespace
+
+int64_t steady_to_wall_offset_ms() {
+  using namespace std::chrono;
+  auto wall = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  auto steady = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+  return wall - steady;
+}
+
+std::string new_instance_id() {
+  char host[64] = {0};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + ":" + std::to_string(getpid()) + ":" + http::new_request_id();
+}
+
+registry_deps make_registry_deps(const config::service_config& cfg,
+                                 const config::provider_catalog& catalog) {
+  registry_deps deps;
+  for (auto& [name, entry] : catalog.providers)
+    deps.providers[name] = std::make_shared<const config::provider_entry>(entry);
+  for (auto& [name, settings] : cfg.providers) {
+    if (settings.client_id.empty())
+      continue;
+    auto client = std::make_shared<oauth::client_credentials>();
+    client->client_id = settings.client_id;
+    std::string secret_text = settings.client_secret;
+    if (!settings.client_secret_file.empty()) {
+      std::ifstream in(settings.client_secret_file, std::ios::binary);
+      if (!in)
+        throw config::config_error(settings.client_secret_file + ": cannot open client secret file");
+      secret_text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      while (!secret_text.empty() && (secret_text.back() == '\n' || secret_text.back() == '\r'))
+        secret_text.pop_back();
+    }
+    client->client_secret = secret{std::move(secret_text)};
+    deps.clients[name] = client;
+  }
+  deps.instance_id = new_instance_id();
+  deps.settings = cfg.refresh;
+  deps.wall_offset_ms = steady_to_wall_offset_ms();
+  deps.seed = randombytes_random();
+  return deps;
+}
+
+registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry_state> self,
+                                       registry_deps deps) {
+  self->state.deps = std::move(deps);
+  // Connection actors are monitored, not linked (one that finds no row must
+  // not take the registry down), so shutting down stops them explicitly.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    for (auto& [key, actor] : self->state.connections)
+      self->send_exit(actor, msg.reason);
+    self->quit(msg.reason);
+  });
+  self->set_down_handler([=](const caf::down_msg& msg) {
+    auto& s = self->state;
+    auto it = s.keys.find(msg.source);
+    if (it == s.keys.end())
+      return;
+    auto conn = s.connections.find(it->second);
+    if (conn != s.connections.end() && conn->second.address() == msg.source)
+      s.connections.erase(conn);
+    s.keys.erase(it);
+  });
+  return {
+    [=](get_token_atom, const connection_key& key, bool force) {
+      return self->delegate(find_or_spawn(self, key), get_token_atom_v, force);
+    },
+    [=](status_atom, const connection_key& key) {
+      return self->delegate(find_or_spawn(self, key), status_atom_v);
+    },
+    [=](reload_atom, const connection_key& key) {
+      auto it = self->state.connections.find(key);
+      if (it == self->state.connections.end())
+        spawn_connection(self, key, std::nullopt);
+      else
+        self->send(it->second, reload_atom_v);
+    },
+    [=](remove_atom, const connection_key& key) {
+      auto it = self->state.connections.find(key);
+      if (it == self->state.connections.end())
+        return;
+      self->send_exit(it->second, caf::exit_reason::user_shutdown);
+    },
+    [=](hydrate_atom) -> caf::typed_response_promise<int64_t> {
+      auto promise = self->make_response_promise<int64_t>();
+      hydrate_page(self, std::string{}, std::string{}, 0, promise);
+      return promise;
+    },
+  };
+}
+
+} // namespace cm

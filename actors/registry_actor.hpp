@@ -1,0 +1,70 @@
+// The registry: maps (team, user, provider) to its connection actor,
+// spawning one on demand (it loads its own row) and, at start-up, for every
+// live connection, streamed from storage in keyset pages. Monitors its
+// actors and forgets those that go down.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include <caf/actor_addr.hpp>
+#include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/connection_actor.hpp"
+#include "actors/fwd.hpp"
+#include "actors/provider_client_actor.hpp"
+#include "actors/storage_actor.hpp"
+#include "config/provider_catalog.hpp"
+#include "config/service_config.hpp"
+
+namespace cm {
+
+using registry_actor = caf::typed_actor<
+  // A valid token for a connection (force: refresh first).
+  caf::replies_to<get_token_atom, connection_key, bool>::with<token_grant>,
+  // The connection actor's status (spawning it if needed).
+  caf::replies_to<status_atom, connection_key>::with<connection_status>,
+  // A connection was created, replaced or changed: (re)load its actor.
+  caf::reacts_to<reload_atom, connection_key>,
+  // A connection was deleted: stop its actor.
+  caf::reacts_to<remove_atom, connection_key>,
+  // Spawns an actor for every live connection; answers how many.
+  caf::replies_to<hydrate_atom>::with<int64_t>>;
+
+/// What the registry hands each connection actor.
+struct registry_deps {
+  storage_actor storage;
+  provider_client_actor provider_client;
+  std::map<std::string, std::shared_ptr<const config::provider_entry>> providers;
+  std::map<std::string, std::shared_ptr<const oauth::client_credentials>> clients;
+  std::string instance_id;
+  refresh_settings settings;
+  int64_t wall_offset_ms = 0;
+  uint64_t seed = 0;
+  int32_t hydrate_page = 1000;
+};
+
+/// Builds the provider and client maps from the configuration.
+registry_deps make_registry_deps(const config::service_config& cfg,
+                                 const config::provider_catalog& catalog);
+
+struct registry_state {
+  registry_deps deps;
+  std::map<connection_key, connection_actor> connections;
+  std::map<caf::actor_addr, connection_key> keys;
+  static inline const char* name = "registry";
+};
+
+registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry_state> self,
+                                       registry_deps deps);
+
+/// Wall-clock offset for the real actor clock: unix ms minus steady ms.
+int64_t steady_to_wall_offset_ms();
+
+/// A random name for this process in lease rows.
+std::string new_instance_id();
+
+} // namespace cm

@@ -1,0 +1,38 @@
+#include "actors/token_service_actor.hpp"
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "common/log.hpp"
+
+namespace cm {
+
+token_service_actor::behavior_type
+token_service(token_service_actor::stateful_pointer<token_service_state> self,
+              registry_actor registry, storage_actor storage,
+              std::shared_ptr<const http::authenticator> auth) {
+  return {
+    [=](get_token_atom, const std::string& service_token,
+        const connection_key& key) -> caf::result<token_grant> {
+      auto who = auth->verify_service_token(service_token);
+      if (!who)
+        return who.error();
+      if (auto denied = http::require_service(*who, http::scope_fetch_config))
+        return denied;
+      if (key.team_id.empty() || key.user_id.empty() || key.provider.empty())
+        return make_error(ec::bad_request, "team_id, user_id and provider are required");
+      audit_entry entry;
+      entry.team_id = key.team_id;
+      entry.actor_type = "service";
+      entry.actor_id = who->subject;
+      entry.action = "token.read";
+      entry.target = key.provider + "/" + key.user_id;
+      entry.remote_addr = "caf-middleman";
+      entry.details = nlohmann::json{{"via", "actor"}}.dump();
+      self->send(storage, audit_atom_v, std::move(entry));
+      return self->delegate(registry, get_token_atom_v, key, false);
+    },
+  };
+}
+
+} // namespace cm

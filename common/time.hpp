@@ -1,0 +1,14 @@
+// Wall-clock helpers: unix milliseconds and their RFC 3339 rendering.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace cm {
+
+int64_t unix_now_ms();
+
+/// "2026-11-21T22:10:00.123Z".
+std::string rfc3339(int64_t unix_ms);
+
+} // namespace cm

@@ -1,0 +1,21 @@
+// Lifecycle event payloads. Built in one place so no caller can put a
+// secret into one: they carry references and names only.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "storage/records.hpp"
+
+namespace cm::storage {
+
+inline constexpr const char* topic_token_events = "token-events";
+inline constexpr const char* topic_entity_events = "entity-events";
+
+/// TOKEN_CREATED | TOKEN_REFRESHED | TOKEN_REVOKED | TOKEN_EXPIRED.
+nlohmann::json token_event(const std::string& event_id, const std::string& type,
+                           const std::string& connection_id, const connection_key& key,
+                           const std::string& reason = "");
+
+} // namespace cm::storage
