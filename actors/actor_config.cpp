@@ -7,11 +7,12 @@
 
 namespace cm {
 
-actor_config::actor_config() {
+actor_config::actor_config(bool with_middleman) {
   add_message_types<caf::id_block::connector_manager>();
   add_error_category(error_category(), render_error);
   // The token service is published to other CAF programs.
-  load<caf::io::middleman>();
+  if (with_middleman)
+    load<caf::io::middleman>();
   // No console noise from CAF itself; the project logs JSON lines.
   set("logger.console", caf::atom("none"));
 }

@@ -11,7 +11,9 @@ namespace cm {
 
 class actor_config : public caf::actor_system_config {
 public:
-  actor_config();
+  /// `with_middleman`: load CAF's network layer (the token service needs it;
+  /// deterministic tests do without).
+  explicit actor_config(bool with_middleman = true);
 
   /// Applies scheduler policy and thread count from the service file.
   void apply(const config::scheduler_config& sched);

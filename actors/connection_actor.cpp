@@ -256,6 +256,19 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
         auto fields = log_fields(self);
         fields["error"] = message_of(err);
         log::error(component, "refreshed tokens could not be stored", fields);
+        if (code_of(err) == ec::conflict) {
+          // Our lease was lost and another writer changed the row: its
+          // tokens are the stored truth. Adopt them; never hand out ours.
+          auto& st = self->state;
+          self->request(st.deps.repository, storage_timeout(self), find_atom_v, st.key)
+            .then(
+              [=](token_record& row) {
+                self->state.record = std::move(row);
+                finish(self);
+              },
+              [=](caf::error& e) { transient_failure(self, message_of(e), 0, std::nullopt); });
+          return;
+        }
         transient_failure(self, "could not store refreshed tokens", 0, std::nullopt);
       });
 }

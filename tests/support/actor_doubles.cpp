@@ -1,0 +1,134 @@
+#include "tests/support/actor_doubles.hpp"
+
+#include <caf/stateful_actor.hpp>
+
+#include "common/error.hpp"
+
+namespace cm::test {
+
+token_repository_actor::behavior_type
+memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
+                  std::shared_ptr<repo_data> data) {
+  self->state.data = data;
+  auto now = [self] { return self->clock().now(); };
+  auto fenced = [data](const connection_key& key, int64_t fence,
+                       const std::string& owner) -> repo_data::row* {
+    auto it = data->rows.find(key);
+    if (it == data->rows.end() || it->second.record.version != fence ||
+        it->second.lease_owner != owner)
+      return nullptr;
+    return &it->second;
+  };
+  return {
+    [=](find_atom, const connection_key& key) -> caf::result<token_record> {
+      auto it = data->rows.find(key);
+      if (it == data->rows.end())
+        return make_error(ec::not_found, "no such connection");
+      return it->second.record;
+    },
+    [=](lease_atom, const connection_key& key, const std::string& owner,
+        int64_t lease_ms) -> caf::result<token_record> {
+      auto it = data->rows.find(key);
+      if (it == data->rows.end())
+        return make_error(ec::not_found, "no such connection");
+      auto& row = it->second;
+      if (!row.lease_owner.empty() && row.lease_owner != owner && row.lease_until > now())
+        return make_error(ec::conflict, "refresh lease held by another instance");
+      row.lease_owner = owner;
+      row.lease_until = now() + std::chrono::milliseconds(lease_ms);
+      ++row.record.version;
+      ++data->leases_granted;
+      return row.record;
+    },
+    [=](complete_atom, const connection_key& key, int64_t fence, const std::string& owner,
+        const refreshed_tokens& tokens) -> caf::result<token_record> {
+      auto* row = fenced(key, fence, owner);
+      if (row == nullptr)
+        return make_error(ec::conflict, "stale fencing token");
+      auto& r = row->record;
+      r.access_token = tokens.access_token;
+      if (!tokens.refresh_token.empty())
+        r.refresh_token = tokens.refresh_token;
+      r.expires_at_ms = tokens.expires_at_ms;
+      if (!tokens.scopes.empty())
+        r.scopes = tokens.scopes;
+      r.status = "connected";
+      r.reason.clear();
+      ++r.version;
+      row->lease_owner.clear();
+      row->failures = 0;
+      data->events.emplace_back("TOKEN_REFRESHED", "");
+      return r;
+    },
+    [=](release_atom, const connection_key& key, int64_t fence, const std::string& owner,
+        const std::string& reason) -> caf::result<bool> {
+      auto* row = fenced(key, fence, owner);
+      if (row == nullptr)
+        return false;
+      row->lease_owner.clear();
+      if (!reason.empty())
+        ++row->failures;
+      return true;
+    },
+    [=](reauth_atom, const connection_key& key, int64_t fence, const std::string& owner,
+        const std::string& reason) -> caf::result<token_record> {
+      auto* row = fenced(key, fence, owner);
+      if (row == nullptr)
+        return make_error(ec::conflict, "stale fencing token");
+      row->record.status = "needs_reauth";
+      row->record.reason = reason;
+      ++row->record.version;
+      row->lease_owner.clear();
+      data->events.emplace_back("TOKEN_EXPIRED", reason);
+      return row->record;
+    },
+  };
+}
+
+provider_client_actor::behavior_type
+scripted_provider(provider_client_actor::stateful_pointer<provider_state> self,
+                  std::shared_ptr<provider_script> script) {
+  self->state.script = script;
+  return {
+    [=](outbound_request& req) -> outbound_response {
+      script->requests.push_back(req);
+      if (script->on_request)
+        script->on_request();
+      if (script->answers.empty())
+        return script->fallback;
+      auto answer = script->answers.front();
+      script->answers.pop_front();
+      return answer;
+    },
+    [=](fetched_atom, uint64_t, outbound_response&) {},
+  };
+}
+
+outbound_response token_ok(const std::string& access, const std::string& refresh,
+                           int64_t expires_in) {
+  outbound_response r;
+  r.status = 200;
+  nlohmann::json body = {{"access_token", access}, {"token_type", "bearer"},
+                         {"expires_in", expires_in}};
+  if (!refresh.empty())
+    body["refresh_token"] = refresh;
+  r.body = body.dump();
+  return r;
+}
+
+outbound_response token_error(int status, const std::string& code, const std::string& retry_after) {
+  outbound_response r;
+  r.status = status;
+  r.body = nlohmann::json{{"error", code}}.dump();
+  if (!retry_after.empty())
+    r.headers["retry-after"] = retry_after;
+  return r;
+}
+
+outbound_response transport_failure(transport_error e) {
+  outbound_response r;
+  r.error = e;
+  return r;
+}
+
+} // namespace cm::test

@@ -1,0 +1,426 @@
+// Connection actors under CAF's test coordinator: simulated time, in-memory
+// repository and scripted provider. Every step is deterministic; no sleeps.
+#include <algorithm>
+#include <set>
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <gtest/gtest.h>
+
+#include "actors/actor_config.hpp"
+#include "actors/connection_actor.hpp"
+#include "tests/support/actor_doubles.hpp"
+
+using namespace cm;
+using namespace cm::test;
+using namespace std::chrono_literals;
+using std::chrono::milliseconds;
+
+namespace {
+
+struct testing_config : actor_config {
+  testing_config() : actor_config(false) {
+    set("scheduler.policy", caf::atom("testing"));
+  }
+};
+
+constexpr int64_t base_ms = 1'800'000'000'000;
+
+struct deterministic : ::testing::Test {
+  testing_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scheduler::test_coordinator& sched =
+    dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  std::shared_ptr<repo_data> repo = std::make_shared<repo_data>();
+  std::shared_ptr<provider_script> script = std::make_shared<provider_script>();
+  token_repository_actor repository = sys.spawn(memory_repository, repo);
+  provider_client_actor provider = sys.spawn(scripted_provider, script);
+  std::shared_ptr<config::provider_entry> entry = std::make_shared<config::provider_entry>();
+  refresh_settings settings;
+  int64_t offset_ms = 0;
+  connection_key key{"acme", "alice", "github"};
+
+  deterministic() {
+    // Actors here never exit by themselves; the test coordinator does not
+    // run them once the test is over.
+    sys.await_actors_before_shutdown(false);
+    entry->name = "github";
+    entry->token_url = "https://provider.test/token";
+    entry->refresh_margin_s = 300;
+    offset_ms = base_ms - std::chrono::duration_cast<milliseconds>(
+                            sched.clock().now().time_since_epoch()).count();
+    script->fallback = token_error(500, "server_error");
+    sched.run();
+  }
+
+  int64_t now() {
+    return std::chrono::duration_cast<milliseconds>(sched.clock().now().time_since_epoch())
+             .count() + offset_ms;
+  }
+
+  void advance(milliseconds d) {
+    sched.advance_time(d);
+    sched.run();
+  }
+
+  /// Advances to the wall time `at_ms` (ms) and runs everything due.
+  void advance_to(int64_t at_ms) {
+    if (at_ms > now())
+      advance(milliseconds(at_ms - now()));
+  }
+
+  token_record seed(const connection_key& k, int64_t expires_in_ms,
+                    const std::string& refresh = "rt-0") {
+    token_record r;
+    r.id = "row-" + k.user_id;
+    r.key = k;
+    r.access_token = secret{"at-0"};
+    r.refresh_token = secret{refresh};
+    r.expires_at_ms = now() + expires_in_ms;
+    r.version = 1;
+    repo->rows[k].record = r;
+    return r;
+  }
+
+  connection_deps deps(const std::string& instance = "instance-a", uint64_t seed = 42) {
+    connection_deps d;
+    d.repository = repository;
+    d.provider_client = provider;
+    d.provider = entry;
+    auto client = std::make_shared<oauth::client_credentials>();
+    client->client_id = "client-1";
+    client->client_secret = secret{"client-secret-1"};
+    d.client = client;
+    d.instance_id = instance;
+    d.settings = settings;
+    d.wall_offset_ms = offset_ms;
+    d.seed = seed;
+    return d;
+  }
+
+  connection_actor spawn(const token_record& r, const std::string& instance = "instance-a",
+                         uint64_t seed = 42) {
+    auto actor = sys.spawn(connection, r.key, std::optional<token_record>{r}, deps(instance, seed));
+    sched.run();
+    return actor;
+  }
+
+  using results = std::shared_ptr<std::vector<caf::expected<token_grant>>>;
+
+  /// `n` independent requesters ask at once; results arrive as the
+  /// scheduler runs.
+  results ask(const connection_actor& conn, int n = 1, bool force = false) {
+    auto out = std::make_shared<std::vector<caf::expected<token_grant>>>();
+    for (int i = 0; i < n; ++i)
+      sys.spawn([=](caf::event_based_actor* self) {
+        self->request(conn, caf::infinite, get_token_atom_v, force)
+          .then([=](token_grant& g) { out->push_back(std::move(g)); },
+                [=](caf::error& e) { out->push_back(std::move(e)); });
+      });
+    sched.run();
+    return out;
+  }
+
+  connection_status status(const connection_actor& conn) {
+    auto out = std::make_shared<connection_status>();
+    sys.spawn([=](caf::event_based_actor* self) {
+      self->request(conn, caf::infinite, status_atom_v)
+        .then([=](connection_status& s) { *out = s; });
+    });
+    sched.run();
+    return *out;
+  }
+
+  std::string stored_refresh() { return repo->rows[key].record.refresh_token.reveal(); }
+};
+
+} // namespace
+
+TEST_F(deterministic, ValidTokenIsServedFromMemory) {
+  auto conn = spawn(seed(key, 3600'000));
+  auto got = ask(conn, 3);
+  ASSERT_EQ(got->size(), 3u);
+  for (auto& g : *got) {
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->access_token.reveal(), "at-0");
+  }
+  EXPECT_TRUE(script->requests.empty());
+  EXPECT_EQ(repo->leases_granted, 0);
+}
+
+TEST_F(deterministic, TimerFiresAtThePlannedSimulatedTime) {
+  auto record = seed(key, 3600'000);
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto conn = spawn(record);
+  auto planned = status(conn).next_refresh_at_ms;
+  // expires_at - margin - jitter, jitter in [0, margin).
+  EXPECT_LE(planned, record.expires_at_ms - 300'000);
+  EXPECT_GT(planned, record.expires_at_ms - 600'000);
+  advance_to(planned - 1);
+  EXPECT_TRUE(script->requests.empty()) << "fired early";
+  advance(1ms);
+  ASSERT_EQ(script->requests.size(), 1u) << "did not fire at the planned time";
+  EXPECT_NE(script->requests[0].body.find("grant_type=refresh_token"), std::string::npos);
+  EXPECT_NE(script->requests[0].body.find("refresh_token=rt-0"), std::string::npos);
+  EXPECT_EQ(stored_refresh(), "rt-1");
+  auto after = status(conn);
+  EXPECT_EQ(after.expires_at_ms, planned + 3600'000);
+  EXPECT_GT(after.next_refresh_at_ms, planned) << "timer re-armed for the new expiry";
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
+}
+
+TEST_F(deterministic, JitterSpreadsEqualExpiriesOverTheMargin) {
+  constexpr int n = 2000;
+  std::vector<int64_t> planned;
+  int64_t expiry = 0;
+  for (int i = 0; i < n; ++i) {
+    connection_key k{"acme", "user-" + std::to_string(i), "github"};
+    auto r = seed(k, 3600'000);
+    expiry = r.expires_at_ms;
+    auto conn = spawn(r, "instance-a", 1000 + static_cast<uint64_t>(i));
+    planned.push_back(status(conn).next_refresh_at_ms);
+  }
+  // Ten buckets of 30 s across the 300 s margin: each gets roughly n/10.
+  std::vector<int> buckets(10, 0);
+  for (auto p : planned) {
+    auto offset = (expiry - 300'000) - p; // in [0, 300 000)
+    ASSERT_GE(offset, 0);
+    ASSERT_LT(offset, 300'000);
+    ++buckets[static_cast<size_t>(offset / 30'000)];
+  }
+  for (auto b : buckets) {
+    EXPECT_GT(b, n / 10 / 2);
+    EXPECT_LT(b, n / 10 * 3 / 2);
+  }
+  std::set<int64_t> distinct(planned.begin(), planned.end());
+  EXPECT_GT(distinct.size(), static_cast<size_t>(n * 9 / 10)) << "not one instant";
+}
+
+TEST_F(deterministic, SingleFlightHundredWaitersOneProviderCall) {
+  // Inside the refresh window already: every request needs the refresh.
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto got = ask(conn, 100);
+  ASSERT_EQ(got->size(), 100u);
+  for (auto& g : *got) {
+    ASSERT_TRUE(g) << to_string(g.error());
+    EXPECT_EQ(g->access_token.reveal(), "at-1");
+  }
+  EXPECT_EQ(script->requests.size(), 1u);
+  EXPECT_EQ(repo->leases_granted, 1);
+  ASSERT_EQ(repo->events.size(), 1u);
+  EXPECT_EQ(repo->events[0].first, "TOKEN_REFRESHED");
+  EXPECT_EQ(stored_refresh(), "rt-1") << "rotated refresh token persisted";
+}
+
+TEST_F(deterministic, RefreshTokenIsStoredBeforeAnyoneIsAnswered) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  bool stored_when_answered = false;
+  sys.spawn([&, conn](caf::event_based_actor* self) {
+    self->request(conn, caf::infinite, get_token_atom_v, false).then([&](token_grant&) {
+      stored_when_answered = stored_refresh() == "rt-1";
+    });
+  });
+  sched.run();
+  EXPECT_TRUE(stored_when_answered);
+}
+
+TEST_F(deterministic, NoRefreshTokenReturnedKeepsTheOldOne) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_ok("at-1", "", 3600));
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
+  EXPECT_EQ(stored_refresh(), "rt-0");
+}
+
+TEST_F(deterministic, BackoffScheduleIsExponentialWithJitterAndCap) {
+  settings.max_failures = 6;
+  settings.backoff_base_ms = 1000;
+  settings.backoff_cap_ms = 8000;
+  auto conn = spawn(seed(key, 3600'000));
+  // Refresh when the timer fires; the provider keeps failing with 503.
+  advance_to(status(conn).next_refresh_at_ms);
+  ASSERT_EQ(script->requests.size(), 1u);
+  for (int failures = 1; failures < settings.max_failures; ++failures) {
+    auto st = status(conn);
+    EXPECT_EQ(st.failures, failures);
+    auto delay = st.next_refresh_at_ms - now();
+    EXPECT_GE(delay, 1);
+    EXPECT_LE(delay, backoff_bound_ms(failures, 1000, 8000)) << "attempt " << failures;
+    advance_to(st.next_refresh_at_ms);
+    EXPECT_EQ(script->requests.size(), static_cast<size_t>(failures + 1));
+  }
+  // After max_failures the connection is marked and stops calling.
+  auto final_status = status(conn);
+  EXPECT_EQ(final_status.status, "needs_reauth");
+  EXPECT_NE(final_status.reason.find("refresh failing"), std::string::npos);
+  advance(24h);
+  EXPECT_EQ(script->requests.size(), static_cast<size_t>(settings.max_failures));
+  EXPECT_EQ(stored_refresh(), "rt-0") << "the refresh token is kept for a manual retry";
+  EXPECT_EQ(backoff_bound_ms(1, 1000, 8000), 1000);
+  EXPECT_EQ(backoff_bound_ms(3, 1000, 8000), 4000);
+  EXPECT_EQ(backoff_bound_ms(10, 1000, 8000), 8000);
+}
+
+TEST_F(deterministic, RetryAfterIsHonoured) {
+  auto conn = spawn(seed(key, 3600'000));
+  script->answers.push_back(token_error(429, "rate_limited", "120"));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  advance_to(status(conn).next_refresh_at_ms);
+  ASSERT_EQ(script->requests.size(), 1u);
+  auto st = status(conn);
+  EXPECT_GE(st.next_refresh_at_ms - now(), 120'000);
+  advance(119s);
+  EXPECT_EQ(script->requests.size(), 1u);
+  advance_to(st.next_refresh_at_ms);
+  EXPECT_EQ(script->requests.size(), 2u);
+  EXPECT_EQ(stored_refresh(), "rt-1");
+}
+
+TEST_F(deterministic, TransientFailureServesTheStillValidToken) {
+  auto conn = spawn(seed(key, 60'000));
+  auto got = ask(conn, 2);
+  ASSERT_EQ(got->size(), 2u);
+  for (auto& g : *got) {
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->access_token.reveal(), "at-0");
+  }
+  EXPECT_EQ(script->requests.size(), 1u);
+}
+
+TEST_F(deterministic, InvalidGrantMarksNeedsReauthAndEmitsTokenExpired) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_error(400, "invalid_grant"));
+  auto got = ask(conn, 3);
+  ASSERT_EQ(got->size(), 3u);
+  for (auto& g : *got) {
+    ASSERT_FALSE(g);
+    EXPECT_EQ(code_of(g.error()), ec::needs_reauth);
+  }
+  EXPECT_EQ(repo->rows[key].record.status, "needs_reauth");
+  ASSERT_EQ(repo->events.size(), 1u);
+  EXPECT_EQ(repo->events[0].first, "TOKEN_EXPIRED");
+  EXPECT_EQ(status(conn).next_refresh_at_ms, 0) << "no more refresh attempts";
+  advance(24h);
+  EXPECT_EQ(script->requests.size(), 1u);
+  auto later = ask(conn);
+  EXPECT_EQ(code_of(later->at(0).error()), ec::needs_reauth);
+}
+
+TEST_F(deterministic, InvalidGrantAfterRotationElsewhereAdoptsInsteadOfGivingUp) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_error(400, "invalid_grant"));
+  // While our call is in flight another instance rotates the row.
+  script->on_request = [this] {
+    auto& r = repo->rows[key].record;
+    r.access_token = secret{"at-other"};
+    r.refresh_token = secret{"rt-other"};
+    r.expires_at_ms = now() + 3600'000;
+  };
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0)) << to_string(got->at(0).error());
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-other");
+  EXPECT_EQ(repo->rows[key].record.status, "connected");
+  EXPECT_TRUE(repo->events.empty());
+}
+
+TEST_F(deterministic, StaleFenceRefusesTheWriteAndLosesNeitherToken) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_ok("at-mine", "rt-mine"));
+  // A concurrent writer takes over the row while our provider call runs.
+  script->on_request = [this] {
+    auto& row = repo->rows[key];
+    row.record.access_token = secret{"at-theirs"};
+    row.record.refresh_token = secret{"rt-theirs"};
+    row.record.expires_at_ms = now() + 3600'000;
+    ++row.record.version;
+  };
+  auto got = ask(conn);
+  EXPECT_EQ(stored_refresh(), "rt-theirs") << "the concurrent writer's token survives";
+  EXPECT_TRUE(repo->events.empty()) << "our stale write was refused";
+  // The actor never hands out tokens it could not store: it adopts theirs.
+  ASSERT_EQ(got->size(), 1u);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-theirs");
+}
+
+TEST_F(deterministic, PossiblyConsumedGetsExactlyOneGuardedRetry) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(transport_failure(transport_error::timeout_after_send));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  ASSERT_EQ(script->requests.size(), 2u);
+  EXPECT_EQ(script->requests[0].body, script->requests[1].body) << "same refresh token";
+  EXPECT_EQ(repo->leases_granted, 1) << "both calls under one lease";
+  EXPECT_EQ(stored_refresh(), "rt-1");
+}
+
+TEST_F(deterministic, PossiblyConsumedTwiceBacksOffInsteadOfRetryingAgain) {
+  auto conn = spawn(seed(key, 60'000));
+  script->fallback = transport_failure(transport_error::timeout_after_send);
+  ask(conn);
+  EXPECT_EQ(script->requests.size(), 2u);
+  EXPECT_EQ(status(conn).failures, 1);
+}
+
+TEST_F(deterministic, LeaseHeldElsewhereWaitsAndAdoptsTheOutcome) {
+  auto record = seed(key, 60'000);
+  auto conn = spawn(record);
+  // Another instance holds the lease and will finish in 300 ms.
+  repo->rows[key].lease_owner = "instance-b";
+  repo->rows[key].lease_until = sched.clock().now() + 30s;
+  auto got = ask(conn);
+  EXPECT_TRUE(got->empty()) << "waits instead of refreshing";
+  advance(300ms);
+  auto& row = repo->rows[key];
+  row.record.access_token = secret{"at-b"};
+  row.record.refresh_token = secret{"rt-b"};
+  row.record.expires_at_ms = now() + 3600'000;
+  row.lease_owner.clear();
+  advance(settings.lease_poll_ms * 1ms);
+  ASSERT_EQ(got->size(), 1u);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-b");
+  EXPECT_TRUE(script->requests.empty()) << "no second provider refresh";
+}
+
+TEST_F(deterministic, ForceRefreshesEvenAValidToken) {
+  auto conn = spawn(seed(key, 3600'000));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  auto got = ask(conn, 1, true);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
+  EXPECT_EQ(script->requests.size(), 1u);
+}
+
+TEST_F(deterministic, TokenWithoutRefreshTokenExpiresIntoNeedsReauth) {
+  auto conn = spawn(seed(key, 60'000, ""));
+  EXPECT_EQ(status(conn).next_refresh_at_ms, now() + 60'000) << "timer at expiry itself";
+  auto early = ask(conn);
+  ASSERT_TRUE(early->at(0)) << "still valid: served";
+  advance(60s);
+  EXPECT_EQ(repo->rows[key].record.status, "needs_reauth");
+  ASSERT_EQ(repo->events.size(), 1u);
+  EXPECT_EQ(repo->events[0].first, "TOKEN_EXPIRED");
+  EXPECT_TRUE(script->requests.empty());
+}
+
+TEST_F(deterministic, ClientAuthStylesShapeTheRequest) {
+  entry->client_auth = config::client_auth_style::basic;
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  ask(conn);
+  ASSERT_EQ(script->requests.size(), 1u);
+  auto& req = script->requests[0];
+  auto auth = std::find_if(req.headers.begin(), req.headers.end(),
+                           [](auto& h) { return h.first == "Authorization"; });
+  ASSERT_NE(auth, req.headers.end());
+  EXPECT_EQ(auth->second.rfind("Basic ", 0), 0u);
+  EXPECT_EQ(req.body.find("client_secret"), std::string::npos);
+}
