@@ -10,29 +10,13 @@
 
 #include "common/log.hpp"
 #include "http/exchange.hpp"
+#include "http/pistache_headers.hpp"
 
 namespace cm::http {
 
 namespace {
 
 using namespace Pistache;
-
-/// A response header with a name chosen at run time. Pistache 0.0.5 writes
-/// only typed headers (raw ones are silently dropped), so every header we
-/// add goes through this class.
-class named_header : public Http::Header::Header {
-public:
-  named_header(std::string name, std::string value)
-    : name_(std::move(name)), value_(std::move(value)) {}
-  const char* name() const override { return name_.c_str(); }
-  void parse(const std::string& data) override { value_ = data; }
-  void write(std::ostream& os) const override { os << value_; }
-  uint64_t hash() const override { return std::hash<std::string>{}(name_); }
-
-private:
-  std::string name_;
-  std::string value_;
-};
 
 void write_response(Http::ResponseWriter& writer, response res, bool keep_alive) {
   // Pistache 0.0.5 answers "Connection: Close" to any request without a

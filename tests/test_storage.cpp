@@ -1,6 +1,7 @@
 // The storage actor on a real PostgreSQL: migrations, encrypted rows,
 // integrity alarms, and surviving a database restart.
 #include <cstdio>
+#include <set>
 
 #include <caf/actor_system.hpp>
 #include <caf/scoped_actor.hpp>
@@ -247,4 +248,189 @@ TEST(StorageReconnect, OutageFailsFastAndRecoversByItself) {
   ASSERT_TRUE(rows);
   EXPECT_EQ(rows->size(), 2u); // "before" and "after"; nothing from the outage
   caf::anon_send_exit(*store, caf::exit_reason::user_shutdown);
+}
+
+// -- refresh support: leases, fences, outbox, hydration ----------------------
+
+namespace {
+
+template <class T, class... Ts>
+caf::expected<T> ask_store(caf::actor_system& sys, const storage_actor& store, Ts&&... xs) {
+  caf::scoped_actor self{sys};
+  caf::expected<T> result = caf::make_error(caf::sec::request_timeout);
+  self->request(store, 10s, std::forward<Ts>(xs)...)
+    .receive([&](T& value) { result = std::move(value); },
+             [&](caf::error& err) { result = std::move(err); });
+  return result;
+}
+
+int64_t count_events(const std::string& url, const std::string& type) {
+  storage::database db{db_config(url)};
+  return db.exec_script("SELECT count(*) FROM event_outbox WHERE event_type = '" + type + "'")
+    .integer(0, 0);
+}
+
+} // namespace
+
+TEST_F(storage_fixture, LeaseIsExclusiveAndBumpsTheFence) {
+  auto saved = call<token_record>(save_atom_v, sample("alice", "github"));
+  ASSERT_TRUE(saved);
+  connection_key key{"acme", "alice", "github"};
+  auto a = call<token_record>(lease_atom_v, key, std::string{"instance-a"}, int64_t{30000});
+  ASSERT_TRUE(a) << to_string(a.error());
+  EXPECT_EQ(a->version, saved->version + 1);
+  EXPECT_EQ(a->refresh_token.reveal(), "refresh-canary-1") << "the lease re-reads the row";
+  auto b = call<token_record>(lease_atom_v, key, std::string{"instance-b"}, int64_t{30000});
+  ASSERT_FALSE(b);
+  EXPECT_EQ(code_of(b.error()), ec::conflict);
+  // The holder may take it again (a guarded retry renews it).
+  EXPECT_TRUE(call<token_record>(lease_atom_v, key, std::string{"instance-a"}, int64_t{30000}));
+  auto missing = call<token_record>(lease_atom_v, connection_key{"acme", "nobody", "github"},
+                                    std::string{"instance-a"}, int64_t{30000});
+  EXPECT_EQ(code_of(missing.error()), ec::not_found);
+}
+
+TEST_F(storage_fixture, ExpiredLeaseCanBeTakenOver) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  connection_key key{"acme", "alice", "github"};
+  ASSERT_TRUE(call<token_record>(lease_atom_v, key, std::string{"instance-a"}, int64_t{1000}));
+  storage::database db{db_config(url)};
+  db.exec_script("UPDATE connector_tokens SET lease_expires_at = now() - interval '1 second'");
+  EXPECT_TRUE(call<token_record>(lease_atom_v, key, std::string{"instance-b"}, int64_t{1000}));
+}
+
+TEST_F(storage_fixture, CompleteStoresRotatedTokensAndTheEventTogether) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  connection_key key{"acme", "alice", "github"};
+  auto leased = call<token_record>(lease_atom_v, key, std::string{"instance-a"}, int64_t{30000});
+  ASSERT_TRUE(leased);
+  refreshed_tokens fresh;
+  fresh.access_token = secret{"access-2"};
+  fresh.refresh_token = secret{"refresh-2"};
+  fresh.expires_at_ms = 1'900'000'360'000;
+  auto stored = call<token_record>(complete_atom_v, key, leased->version,
+                                   std::string{"instance-a"}, fresh);
+  ASSERT_TRUE(stored) << to_string(stored.error());
+  EXPECT_EQ(stored->version, leased->version + 1);
+  auto found = call<token_record>(find_atom_v, key);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->access_token.reveal(), "access-2");
+  EXPECT_EQ(found->refresh_token.reveal(), "refresh-2");
+  EXPECT_EQ(found->expires_at_ms, 1'900'000'360'000);
+  EXPECT_EQ(count_events(url, "TOKEN_REFRESHED"), 1);
+  // Events name the connection, never a secret.
+  storage::database db{db_config(url)};
+  auto payload = std::string(db.exec_script("SELECT payload::text FROM event_outbox").text(0, 0));
+  EXPECT_EQ(payload.find("access-2"), std::string::npos);
+  EXPECT_EQ(payload.find("refresh-2"), std::string::npos);
+  auto json = nlohmann::json::parse(payload);
+  EXPECT_EQ(json["eventType"], "TOKEN_REFRESHED");
+  EXPECT_EQ(json["userId"], "alice");
+  EXPECT_EQ(json["orgId"], "acme");
+  EXPECT_EQ(json["connectionId"], found->id);
+  // The lease is released: another instance can take it at once.
+  EXPECT_TRUE(call<token_record>(lease_atom_v, key, std::string{"instance-b"}, int64_t{30000}));
+}
+
+TEST_F(storage_fixture, NoRefreshTokenReturnedKeepsTheStoredOne) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  connection_key key{"acme", "alice", "github"};
+  auto leased = call<token_record>(lease_atom_v, key, std::string{"a"}, int64_t{30000});
+  refreshed_tokens fresh;
+  fresh.access_token = secret{"access-2"};
+  fresh.expires_at_ms = 1'900'000'360'000;
+  ASSERT_TRUE(call<token_record>(complete_atom_v, key, leased->version, std::string{"a"}, fresh));
+  EXPECT_EQ(call<token_record>(find_atom_v, key)->refresh_token.reveal(), "refresh-canary-1");
+}
+
+TEST_F(storage_fixture, StaleFenceIsRefusedAndBothTokensSurvive) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  connection_key key{"acme", "alice", "github"};
+  auto mine = call<token_record>(lease_atom_v, key, std::string{"a"}, int64_t{30000});
+  ASSERT_TRUE(mine);
+  // Our lease lapses; another instance takes it and stores its tokens.
+  storage::database db{db_config(url)};
+  db.exec_script("UPDATE connector_tokens SET lease_expires_at = now() - interval '1 second'");
+  auto theirs = call<token_record>(lease_atom_v, key, std::string{"b"}, int64_t{30000});
+  ASSERT_TRUE(theirs);
+  refreshed_tokens b_tokens;
+  b_tokens.access_token = secret{"access-b"};
+  b_tokens.refresh_token = secret{"refresh-b"};
+  b_tokens.expires_at_ms = 1'900'000'360'000;
+  ASSERT_TRUE(call<token_record>(complete_atom_v, key, theirs->version, std::string{"b"}, b_tokens));
+  // Our late write with the old fence is refused...
+  refreshed_tokens a_tokens;
+  a_tokens.access_token = secret{"access-a"};
+  a_tokens.refresh_token = secret{"refresh-a"};
+  a_tokens.expires_at_ms = 1'900'000'999'000;
+  auto late = call<token_record>(complete_atom_v, key, mine->version, std::string{"a"}, a_tokens);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(code_of(late.error()), ec::conflict);
+  // ...and the row still holds the other writer's tokens, intact.
+  auto found = call<token_record>(find_atom_v, key);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->refresh_token.reveal(), "refresh-b");
+  EXPECT_EQ(found->access_token.reveal(), "access-b");
+  EXPECT_EQ(count_events(url, "TOKEN_REFRESHED"), 1);
+}
+
+TEST_F(storage_fixture, ReauthMarksTheRowAndWritesTokenExpired) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  connection_key key{"acme", "alice", "github"};
+  auto leased = call<token_record>(lease_atom_v, key, std::string{"a"}, int64_t{30000});
+  auto marked = call<token_record>(reauth_atom_v, key, leased->version, std::string{"a"},
+                                   std::string{"HTTP 400 invalid_grant"});
+  ASSERT_TRUE(marked);
+  EXPECT_EQ(marked->status, "needs_reauth");
+  EXPECT_EQ(marked->reason, "HTTP 400 invalid_grant");
+  EXPECT_EQ(count_events(url, "TOKEN_EXPIRED"), 1);
+  EXPECT_EQ(marked->refresh_token.reveal(), "refresh-canary-1") << "kept for a manual retry";
+  auto stale = call<token_record>(reauth_atom_v, key, leased->version, std::string{"a"},
+                                  std::string{"again"});
+  EXPECT_EQ(code_of(stale.error()), ec::conflict);
+}
+
+TEST_F(storage_fixture, HydrationStreamsEveryLiveRowInPages) {
+  for (int i = 0; i < 25; ++i)
+    ASSERT_TRUE(call<token_record>(save_atom_v, sample("user-" + std::to_string(i), "github")));
+  std::set<std::string> seen;
+  std::string team, id;
+  int pages = 0;
+  while (true) {
+    auto batch = call<hydrate_batch>(hydrate_atom_v, team, id, int32_t{10});
+    ASSERT_TRUE(batch);
+    ++pages;
+    for (auto& r : batch->rows) {
+      EXPECT_EQ(r.access_token.reveal(), "access-canary-1");
+      seen.insert(r.key.user_id);
+    }
+    if (batch->done)
+      break;
+    team = batch->last_team;
+    id = batch->last_id;
+  }
+  EXPECT_EQ(seen.size(), 25u);
+  EXPECT_EQ(pages, 3);
+}
+
+TEST_F(storage_fixture, TeamsOfAndAudit) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  auto teams = call<std::vector<std::string>>(teams_atom_v, std::string{"alice"},
+                                              std::string{"github"});
+  ASSERT_TRUE(teams);
+  EXPECT_EQ(*teams, std::vector<std::string>{"acme"});
+  audit_entry entry;
+  entry.team_id = "acme";
+  entry.actor_type = "service";
+  entry.actor_id = "reporting";
+  entry.action = "token.read";
+  entry.target = "github/alice";
+  caf::anon_send(store, audit_atom_v, entry);
+  // The audit message is fire-and-forget; a ping after it proves it ran.
+  ASSERT_TRUE(call<int64_t>(ping_atom_v));
+  storage::database db{db_config(url)};
+  auto rows = db.exec_script("SELECT actor_id, action, target FROM audit_log");
+  ASSERT_EQ(rows.rows(), 1);
+  EXPECT_EQ(rows.text(0, 0), "reporting");
+  EXPECT_EQ(rows.text(0, 1), "token.read");
 }

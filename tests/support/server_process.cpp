@@ -1,15 +1,7 @@
 #include "tests/support/server_process.hpp"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char** environ;
-
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -48,32 +40,17 @@ server_process::server_process(server_options opts) : opts_(std::move(opts)) {
   write_file(config_path_, service_yaml(opts_, dir_));
   write_file(dir_.file("jwt.secret"), "test-secret-" + random_hex(24));
   if (opts_.create_key) {
-    if (run_command(server_binary() + " keygen --out " + dir_.file("master.key") +
-                    " >/dev/null") != 0)
-      throw std::runtime_error("keygen failed");
+    if (opts_.key_file.empty()) {
+      if (run_command(server_binary() + " keygen --out " + dir_.file("master.key") +
+                      " >/dev/null") != 0)
+        throw std::runtime_error("keygen failed");
+    } else {
+      run_command("cp -p '" + opts_.key_file + "' '" + dir_.file("master.key") + "'");
+    }
   }
-  auto log_path = dir_.file("server.log");
-  pid_ = fork();
-  if (pid_ < 0)
-    throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    // Only the overrides this test asks for: drop inherited CM_* variables.
-    std::vector<std::string> inherited;
-    for (char** e = environ; *e != nullptr; ++e)
-      if (std::string_view(*e).rfind("CM_", 0) == 0)
-        inherited.emplace_back(std::string_view(*e).substr(0, std::string_view(*e).find('=')));
-    for (auto& name : inherited)
-      unsetenv(name.c_str());
-    for (auto& [k, v] : opts_.env)
-      setenv(k.c_str(), v.c_str(), 1);
-    auto bin = server_binary();
-    execl(bin.c_str(), bin.c_str(), "serve", "--config", config_path_.c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  child_ = std::make_unique<child_process>(
+    std::vector<std::string>{server_binary(), "serve", "--config", config_path_},
+    dir_.file("server.log"), opts_.env);
 }
 
 server_process::~server_process() { stop(); }
@@ -81,53 +58,23 @@ server_process::~server_process() { stop(); }
 std::string server_process::log() const { return read_file(dir_.file("server.log")); }
 
 bool server_process::wait_ready(std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::istringstream lines(log());
-    std::string line;
-    while (std::getline(lines, line)) {
+  return child_->wait_for_line(
+    [this](const std::string& line) {
       auto json = nlohmann::json::parse(line, nullptr, false);
-      if (json.is_object() && json.value("msg", "") == "ready" && json.contains("port")) {
-        port_ = json["port"].get<uint16_t>();
-        return true;
-      }
-    }
-    int status = 0;
-    if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-      pid_ = -1;
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+      if (!json.is_object() || json.value("msg", "") != "ready" || !json.contains("port"))
+        return false;
+      port_ = json["port"].get<uint16_t>();
+      token_service_port_ = json.value("token_service_port", uint16_t{0});
+      return true;
+    },
+    timeout);
 }
 
-int server_process::wait_exit(std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      pid_ = -1;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pid_ > 0 ? -1 : exit_code_;
-}
+int server_process::wait_exit(std::chrono::seconds timeout) { return child_->wait_exit(timeout); }
 
-int server_process::stop() {
-  if (pid_ > 0) {
-    kill(pid_, SIGTERM);
-    if (wait_exit(std::chrono::seconds(15)) == -1) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  return exit_code_;
-}
+int server_process::stop() { return child_->stop(); }
+
+void server_process::kill_now() { child_->kill_now(); }
 
 std::string server_process::mint(const std::string& user, const std::string& team,
                                  bool admin) const {

@@ -8,9 +8,11 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "tests/support/child_process.hpp"
 #include "tests/support/test_env.hpp"
 
 namespace cm::test {
@@ -31,6 +33,9 @@ struct server_options {
     std::vector<std::string> scopes;
   };
   std::vector<service_token> service_tokens;
+  /// Copy this key file instead of generating one (several instances
+  /// sharing one database must share the key).
+  std::string key_file;
   int max_request_bytes = 1 << 20;
   int request_timeout_ms = 5000;
 };
@@ -49,8 +54,11 @@ public:
   int wait_exit(std::chrono::seconds timeout = std::chrono::seconds(30));
   /// Sends SIGTERM and waits.
   int stop();
+  /// SIGKILL, no shutdown.
+  void kill_now();
 
   uint16_t port() const { return port_; }
+  uint16_t token_service_port() const { return token_service_port_; }
   std::string log() const;
   const std::string& config_path() const { return config_path_; }
   const temp_dir& dir() const { return dir_; }
@@ -62,9 +70,9 @@ private:
   server_options opts_;
   temp_dir dir_;
   std::string config_path_;
-  pid_t pid_ = -1;
+  std::unique_ptr<child_process> child_;
   uint16_t port_ = 0;
-  int exit_code_ = -1;
+  uint16_t token_service_port_ = 0;
 };
 
 /// The service file the harness writes (exposed for config tests).

@@ -1,0 +1,265 @@
+// A stand-in OAuth token endpoint for tests, with behaviours a real
+// authorization server will not show on demand.
+//
+//   fake_provider [--port N]     prints "listening <port>" and serves:
+//
+//   POST /token           grant_type=refresh_token (form or JSON body,
+//                         client_secret_post or Basic); rotates refresh
+//                         tokens; presenting a used refresh token again
+//                         revokes the whole family (RFC 9700 §4.14.2)
+//   GET  /userinfo        Bearer access token -> 200 {"login":…} or 401
+//   POST /__seed          {"refresh_token","access_token"} starts a family
+//   POST /__behavior      {"mode": normal|rate_limit|error500|slow|
+//                         invalid_grant|malformed|no_expires_in|hang,
+//                         "count": N (then back to normal; -1 forever),
+//                         "delay_ms", "retry_after", "expires_in",
+//                         "rotate": bool, "reuse_detection": bool}
+//   GET  /__stats         {"refresh_calls", "families": {...}}
+//
+// Client credentials must be client_id "cm-test-client" and secret
+// "cm-test-secret".
+#include <pistache/endpoint.h>
+#include <pistache/http.h>
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "http/exchange.hpp"
+#include "http/pistache_headers.hpp"
+
+using namespace Pistache;
+
+namespace {
+
+struct family {
+  std::string current_refresh;
+  std::string current_access;
+  std::set<std::string> used_refresh;
+  bool revoked = false;
+  int generation = 0;
+};
+
+struct behaviour {
+  std::string mode = "normal";
+  int count = -1;
+  int delay_ms = 0;
+  int retry_after = 0;
+  int expires_in = 3600;
+  bool rotate = true;
+  bool reuse_detection = true;
+};
+
+std::mutex mutex;
+std::map<std::string, family> families;          // by family id
+std::map<std::string, std::string> by_refresh;   // refresh token -> family id
+std::map<std::string, std::string> by_access;    // access token -> family id
+behaviour current;
+long refresh_calls = 0;
+int next_family = 0;
+
+void reply(Http::ResponseWriter& w, Http::Code code, const nlohmann::json& body,
+           int retry_after = 0) {
+  if (retry_after > 0)
+    w.headers().add(std::make_shared<cm::http::named_header>("Retry-After",
+                                                            std::to_string(retry_after)));
+  w.send(code, body.dump(), MIME(Application, Json));
+}
+
+std::map<std::string, std::string> form(const std::string& body) {
+  std::map<std::string, std::string> out;
+  cm::http::parse_query(body, out);
+  return out;
+}
+
+class handler : public Http::Handler {
+public:
+  HTTP_PROTOTYPE(handler)
+
+  void onRequest(const Http::Request& req, Http::ResponseWriter w) override {
+    try {
+      route(req, w);
+    } catch (const std::exception&) {
+      reply(w, Http::Code::Internal_Server_Error, {{"error", "fake_failure"}});
+    }
+  }
+
+private:
+  void route(const Http::Request& req, Http::ResponseWriter& w) {
+    auto path = req.resource();
+    if (path == "/__seed") {
+      auto body = nlohmann::json::parse(req.body());
+      std::lock_guard<std::mutex> g{mutex};
+      auto id = "f" + std::to_string(++next_family);
+      family f;
+      f.current_refresh = body.at("refresh_token").get<std::string>();
+      f.current_access = body.value("access_token", "");
+      by_refresh[f.current_refresh] = id;
+      if (!f.current_access.empty())
+        by_access[f.current_access] = id;
+      families[id] = f;
+      reply(w, Http::Code::Ok, {{"family", id}});
+      return;
+    }
+    if (path == "/__behavior") {
+      auto body = nlohmann::json::parse(req.body());
+      std::lock_guard<std::mutex> g{mutex};
+      behaviour b;
+      b.mode = body.value("mode", "normal");
+      b.count = body.value("count", -1);
+      b.delay_ms = body.value("delay_ms", 0);
+      b.retry_after = body.value("retry_after", 0);
+      b.expires_in = body.value("expires_in", 3600);
+      b.rotate = body.value("rotate", true);
+      b.reuse_detection = body.value("reuse_detection", true);
+      current = b;
+      reply(w, Http::Code::Ok, {{"ok", true}});
+      return;
+    }
+    if (path == "/__stats") {
+      std::lock_guard<std::mutex> g{mutex};
+      nlohmann::json fams = nlohmann::json::object();
+      for (auto& [id, f] : families)
+        fams[id] = {{"current_refresh", f.current_refresh}, {"current_access", f.current_access},
+                    {"revoked", f.revoked}, {"generation", f.generation}};
+      reply(w, Http::Code::Ok, {{"refresh_calls", refresh_calls}, {"families", fams}});
+      return;
+    }
+    if (path == "/userinfo") {
+      auto auth = req.headers().tryGetRaw("Authorization");
+      std::string token = auth ? auth->value() : "";
+      if (token.rfind("Bearer ", 0) == 0)
+        token = token.substr(7);
+      std::lock_guard<std::mutex> g{mutex};
+      auto it = by_access.find(token);
+      if (it == by_access.end() || families[it->second].revoked ||
+          families[it->second].current_access != token) {
+        reply(w, Http::Code::Unauthorized, {{"error", "invalid_token"}});
+        return;
+      }
+      reply(w, Http::Code::Ok, {{"login", "octocat"}, {"id", 1}});
+      return;
+    }
+    if (path == "/token") {
+      token(req, w);
+      return;
+    }
+    reply(w, Http::Code::Not_Found, {{"error", "not_found"}});
+  }
+
+  void token(const Http::Request& req, Http::ResponseWriter& w) {
+    std::map<std::string, std::string> params;
+    auto type = req.headers().tryGetRaw("Content-Type");
+    if (type && type->value().find("json") != std::string::npos) {
+      auto body = nlohmann::json::parse(req.body());
+      for (auto& [k, v] : body.items())
+        if (v.is_string())
+          params[k] = v.get<std::string>();
+    } else {
+      params = form(req.body());
+    }
+    auto basic = req.headers().tryGetRaw("Authorization");
+    bool client_ok = (params["client_id"] == "cm-test-client" &&
+                      params["client_secret"] == "cm-test-secret") ||
+                     (basic && basic->value() == "Basic Y20tdGVzdC1jbGllbnQ6Y20tdGVzdC1zZWNyZXQ=");
+    behaviour b;
+    {
+      std::lock_guard<std::mutex> g{mutex};
+      ++refresh_calls;
+      b = current;
+      if (current.count > 0 && --current.count == 0)
+        current = behaviour{};
+    }
+    if (b.delay_ms > 0 || b.mode == "slow")
+      std::this_thread::sleep_for(std::chrono::milliseconds(b.delay_ms > 0 ? b.delay_ms : 2000));
+    if (b.mode == "hang")
+      std::this_thread::sleep_for(std::chrono::seconds(30));
+    if (b.mode == "rate_limit") {
+      reply(w, Http::Code::Too_Many_Requests, {{"error", "rate_limited"}}, b.retry_after);
+      return;
+    }
+    if (b.mode == "error500") {
+      reply(w, Http::Code::Internal_Server_Error, {{"error", "server_error"}}, b.retry_after);
+      return;
+    }
+    if (b.mode == "malformed") {
+      w.send(Http::Code::Ok, "{not json", MIME(Application, Json));
+      return;
+    }
+    if (b.mode == "invalid_grant") {
+      reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+      return;
+    }
+    if (!client_ok) {
+      reply(w, Http::Code::Unauthorized, {{"error", "invalid_client"}});
+      return;
+    }
+    if (params["grant_type"] != "refresh_token") {
+      reply(w, Http::Code::Bad_Request, {{"error", "unsupported_grant_type"}});
+      return;
+    }
+    std::lock_guard<std::mutex> g{mutex};
+    auto presented = params["refresh_token"];
+    auto it = by_refresh.find(presented);
+    if (it == by_refresh.end()) {
+      reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+      return;
+    }
+    auto& f = families[it->second];
+    if (f.revoked) {
+      reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+      return;
+    }
+    if (f.used_refresh.count(presented) && b.reuse_detection) {
+      // Reuse of a rotated refresh token: assume theft, revoke everything.
+      f.revoked = true;
+      reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+      return;
+    }
+    ++f.generation;
+    auto suffix = std::to_string(f.generation);
+    f.current_access = "at-" + it->second + "-" + suffix;
+    by_access[f.current_access] = it->second;
+    nlohmann::json body = {{"access_token", f.current_access}, {"token_type", "bearer"},
+                           {"scope", "repo actions"}};
+    if (b.mode != "no_expires_in")
+      body["expires_in"] = b.expires_in;
+    if (b.rotate) {
+      f.used_refresh.insert(presented);
+      f.current_refresh = "rt-" + it->second + "-" + suffix;
+      by_refresh[f.current_refresh] = it->second;
+      body["refresh_token"] = f.current_refresh;
+    }
+    reply(w, Http::Code::Ok, body);
+  }
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+  uint16_t port = 0;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--port")
+      port = static_cast<uint16_t>(std::stoi(argv[i + 1]));
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  Http::Endpoint endpoint(Address("127.0.0.1", Port(port)));
+  endpoint.init(Http::Endpoint::options().threads(4).maxRequestSize(1 << 20));
+  endpoint.setHandler(Http::make_handler<handler>());
+  endpoint.serveThreaded();
+  std::cout << "listening " << endpoint.getPort() << std::endl;
+  int sig = 0;
+  sigwait(&signals, &sig);
+  endpoint.shutdown();
+  return 0;
+}
