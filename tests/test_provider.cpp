@@ -1,0 +1,271 @@
+// The OAuth wire protocol (pure functions) and the libcurl provider client
+// against the fake provider on loopback.
+#include <atomic>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+#include <gtest/gtest.h>
+
+#include "actors/actor_config.hpp"
+#include "actors/provider_client_actor.hpp"
+#include "provider/oauth_protocol.hpp"
+#include "tests/support/actor_doubles.hpp"
+#include "tests/support/child_process.hpp"
+
+using namespace cm;
+using namespace std::chrono_literals;
+
+namespace {
+
+config::provider_entry entry(config::client_auth_style style = config::client_auth_style::post) {
+  config::provider_entry e;
+  e.name = "github";
+  e.token_url = "https://provider.test/token";
+  e.client_auth = style;
+  e.default_expires_in_s = 3600;
+  e.token_params = {{"audience", "api.example"}};
+  return e;
+}
+
+oauth::client_credentials client() {
+  oauth::client_credentials c;
+  c.client_id = "client 1";
+  c.client_secret = secret{"s3cr&t"};
+  return c;
+}
+
+std::string header(const outbound_request& r, const std::string& name) {
+  for (auto& [k, v] : r.headers)
+    if (k == name)
+      return v;
+  return {};
+}
+
+outbound_response answer(int status, const std::string& body) {
+  outbound_response r;
+  r.status = status;
+  r.body = body;
+  return r;
+}
+
+} // namespace
+
+TEST(OAuthProtocol, RefreshRequestForEachClientAuthStyle) {
+  auto post = oauth::refresh_request(entry(), client(), secret{"rt/1+2"}, {}, 5000);
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->method, "POST");
+  EXPECT_EQ(post->url, "https://provider.test/token");
+  EXPECT_EQ(post->timeout_ms, 5000);
+  EXPECT_EQ(post->body, "grant_type=refresh_token&refresh_token=rt%2F1%2B2&client_id=client%201"
+                        "&client_secret=s3cr%26t&audience=api.example");
+  EXPECT_EQ(header(*post, "Accept"), "application/json");
+  EXPECT_EQ(header(*post, "Content-Type"), "application/x-www-form-urlencoded");
+
+  auto basic = oauth::refresh_request(entry(config::client_auth_style::basic), client(),
+                                      secret{"rt"}, {}, 5000);
+  ASSERT_TRUE(basic);
+  // base64("client%201:s3cr%26t")
+  EXPECT_EQ(header(*basic, "Authorization"), "Basic Y2xpZW50JTIwMTpzM2NyJTI2dA==");
+  EXPECT_EQ(basic->body.find("client_secret"), std::string::npos);
+
+  auto json = oauth::refresh_request(entry(config::client_auth_style::json), client(),
+                                     secret{"rt"}, {}, 5000);
+  ASSERT_TRUE(json);
+  auto body = nlohmann::json::parse(json->body);
+  EXPECT_EQ(body["grant_type"], "refresh_token");
+  EXPECT_EQ(body["client_secret"], "s3cr&t");
+  EXPECT_EQ(body["audience"], "api.example");
+  EXPECT_EQ(header(*json, "Content-Type"), "application/json");
+}
+
+TEST(OAuthProtocol, UrlTemplatesAreFilledOnlyWithValidValues) {
+  auto e = entry();
+  e.token_url = "https://{shop}.myshopify.com/admin/oauth/access_token";
+  e.template_params = {{"shop", "^[a-zA-Z0-9][a-zA-Z0-9-]*$"}};
+  EXPECT_EQ(*oauth::expand_url(e, e.token_url, {{"shop", "acme-store"}}),
+            "https://acme-store.myshopify.com/admin/oauth/access_token");
+  EXPECT_FALSE(oauth::expand_url(e, e.token_url, {{"shop", "evil.com/x"}}));
+  EXPECT_FALSE(oauth::expand_url(e, e.token_url, nlohmann::json::object()));
+  EXPECT_FALSE(oauth::refresh_request(e, client(), secret{"rt"}, {{"shop", "a b"}}, 5000));
+}
+
+TEST(OAuthProtocol, ReadsTokensAndKeepsMissingRefreshTokenEmpty) {
+  auto ok = oauth::read_token_answer(
+    entry(), answer(200, R"({"access_token":"at","refresh_token":"rt","expires_in":120,
+                             "token_type":"bearer","scope":"repo actions"})"));
+  EXPECT_EQ(ok.result, oauth::outcome::ok);
+  EXPECT_EQ(ok.access_token.reveal(), "at");
+  EXPECT_EQ(ok.refresh_token.reveal(), "rt");
+  EXPECT_EQ(ok.expires_in_s, 120);
+  EXPECT_EQ(ok.scopes, (std::vector<std::string>{"repo", "actions"}));
+  auto no_refresh = oauth::read_token_answer(entry(), answer(200, R"({"access_token":"at"})"));
+  EXPECT_EQ(no_refresh.result, oauth::outcome::ok);
+  EXPECT_TRUE(no_refresh.refresh_token.empty());
+  EXPECT_EQ(no_refresh.expires_in_s, 3600) << "missing expires_in -> provider default";
+}
+
+TEST(OAuthProtocol, ExpiresInIsClamped) {
+  EXPECT_EQ(oauth::clamp_expires_in(nlohmann::json(), 3600), 3600);
+  EXPECT_EQ(oauth::clamp_expires_in(0, 3600), 3600);
+  EXPECT_EQ(oauth::clamp_expires_in(-5, 3600), 3600);
+  EXPECT_EQ(oauth::clamp_expires_in("abc", 3600), 3600);
+  EXPECT_EQ(oauth::clamp_expires_in("7200", 3600), 7200);
+  EXPECT_EQ(oauth::clamp_expires_in(1e12, 3600), oauth::max_expires_in_s);
+  EXPECT_EQ(oauth::clamp_expires_in(59.9, 3600), 59);
+}
+
+TEST(OAuthProtocol, ClassifiesFailures) {
+  auto e = entry();
+  EXPECT_EQ(oauth::read_token_answer(e, answer(400, R"({"error":"invalid_grant"})")).result,
+            oauth::outcome::invalid_grant);
+  EXPECT_EQ(oauth::read_token_answer(e, answer(403, R"({"error":"invalid_grant"})")).result,
+            oauth::outcome::invalid_grant) << "Atlassian answers 403";
+  EXPECT_EQ(oauth::read_token_answer(e, answer(200, R"({"error":"bad_refresh_token"})")).result,
+            oauth::outcome::invalid_grant) << "GitHub answers 200";
+  EXPECT_EQ(oauth::read_token_answer(e, answer(401, R"({"error":"invalid_client"})")).result,
+            oauth::outcome::rejected);
+  auto limited = answer(429, "{}");
+  limited.headers["retry-after"] = "30";
+  auto rl = oauth::read_token_answer(e, limited);
+  EXPECT_EQ(rl.result, oauth::outcome::rate_limited);
+  EXPECT_EQ(rl.retry_after_s, 30);
+  EXPECT_EQ(oauth::read_token_answer(e, answer(503, "<html>down</html>")).result,
+            oauth::outcome::unavailable);
+  EXPECT_EQ(oauth::read_token_answer(e, answer(200, "{not json")).result,
+            oauth::outcome::malformed);
+  EXPECT_EQ(oauth::read_token_answer(e, answer(200, R"({"token":"x"})")).result,
+            oauth::outcome::malformed);
+  EXPECT_EQ(oauth::read_token_answer(e, test::transport_failure(transport_error::timeout_after_send))
+              .result,
+            oauth::outcome::possibly_consumed);
+  EXPECT_EQ(oauth::read_token_answer(e, test::transport_failure(transport_error::connect_failed))
+              .result,
+            oauth::outcome::unavailable);
+}
+
+TEST(OAuthProtocol, ReasonsNeverQuoteTheAnswer) {
+  auto r = oauth::read_token_answer(
+    entry(), answer(400, R"({"error":"invalid_grant refresh_token=SECRET-rt","error_description":"SECRET-rt"})"));
+  EXPECT_EQ(r.reason.find("SECRET"), std::string::npos) << r.reason;
+}
+
+TEST(OAuthProtocol, TikTokEnvelopeIsUnwrapped) {
+  auto e = entry();
+  e.token_style = "tiktok_envelope";
+  auto ok = oauth::read_token_answer(
+    e, answer(200, R"({"code":0,"message":"OK","data":{"access_token":"tt-at"}})"));
+  EXPECT_EQ(ok.result, oauth::outcome::ok);
+  EXPECT_EQ(ok.access_token.reveal(), "tt-at");
+  auto bad = oauth::read_token_answer(e, answer(200, R"({"code":40105,"message":"bad"})"));
+  EXPECT_EQ(bad.result, oauth::outcome::rejected);
+}
+
+TEST(OAuthProtocol, RetryAfterFormats) {
+  EXPECT_EQ(oauth::parse_retry_after(""), 0);
+  EXPECT_EQ(oauth::parse_retry_after("17"), 17);
+  EXPECT_EQ(oauth::parse_retry_after("999999"), 3600);
+  EXPECT_EQ(oauth::parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), 0) << "in the past";
+  EXPECT_EQ(oauth::parse_retry_after("soon"), 0);
+}
+
+// -- the libcurl client against a real loopback server -----------------------
+
+namespace {
+
+struct client_fixture : ::testing::Test {
+  actor_config cfg{false};
+  caf::actor_system sys{cfg};
+  provider_client_actor client_actor = sys.spawn(provider_client);
+  test::fake_provider_process fake;
+
+  outbound_response fetch(outbound_request req) {
+    caf::scoped_actor self{sys};
+    outbound_response out;
+    out.error = transport_error::cancelled;
+    self->request(client_actor, 30s, std::move(req))
+      .receive([&](outbound_response& r) { out = std::move(r); }, [&](caf::error&) {});
+    return out;
+  }
+  ~client_fixture() override { caf::anon_send_exit(client_actor, caf::exit_reason::user_shutdown); }
+};
+
+outbound_request get(const std::string& url, int64_t timeout_ms = 5000) {
+  outbound_request r;
+  r.url = url;
+  r.timeout_ms = timeout_ms;
+  return r;
+}
+
+} // namespace
+
+TEST_F(client_fixture, RefreshAgainstTheFakeRotates) {
+  fake.admin("/__seed", R"({"refresh_token":"rt-0","access_token":"at-0"})");
+  oauth::client_credentials creds;
+  creds.client_id = "cm-test-client";
+  creds.client_secret = secret{"cm-test-secret"};
+  auto e = entry();
+  e.token_url = fake.url("/token");
+  e.token_params.clear();
+  auto res = fetch(*oauth::refresh_request(e, creds, secret{"rt-0"}, {}, 5000));
+  auto tokens = oauth::read_token_answer(e, res);
+  ASSERT_EQ(tokens.result, oauth::outcome::ok) << res.body;
+  EXPECT_EQ(tokens.refresh_token.reveal(), "rt-f1-1");
+  // The used refresh token presented again revokes the family.
+  auto reuse = oauth::read_token_answer(e, fetch(*oauth::refresh_request(e, creds, secret{"rt-0"}, {}, 5000)));
+  EXPECT_EQ(reuse.result, oauth::outcome::invalid_grant);
+  auto after = oauth::read_token_answer(e, fetch(*oauth::refresh_request(e, creds, tokens.refresh_token, {}, 5000)));
+  EXPECT_EQ(after.result, oauth::outcome::invalid_grant) << "family revoked";
+  EXPECT_EQ(fake.refresh_calls(), 3);
+}
+
+TEST_F(client_fixture, ConnectionRefusedIsConnectFailed) {
+  auto res = fetch(get("http://127.0.0.1:1/token"));
+  EXPECT_EQ(res.error, transport_error::connect_failed);
+}
+
+TEST_F(client_fixture, SlowAnswerAfterSendingIsTimeoutAfterSend) {
+  fake.admin("/__behavior", R"({"mode":"slow","delay_ms":1500})");
+  outbound_request req = get(fake.url("/token"), 300);
+  req.method = "POST";
+  req.body = "grant_type=refresh_token";
+  auto start = std::chrono::steady_clock::now();
+  auto res = fetch(req);
+  EXPECT_EQ(res.error, transport_error::timeout_after_send);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1400ms) << "bounded by the timeout";
+}
+
+TEST_F(client_fixture, OversizedAnswerIsCutOff) {
+  auto req = get(fake.url("/__stats"));
+  req.max_response_bytes = 8;
+  EXPECT_EQ(fetch(req).error, transport_error::too_large);
+}
+
+TEST_F(client_fixture, HeadersAndStatusArrive) {
+  fake.admin("/__behavior", R"({"mode":"rate_limit","retry_after":42,"count":1})");
+  outbound_request req = get(fake.url("/token"));
+  req.method = "POST";
+  auto res = fetch(req);
+  EXPECT_EQ(res.error, transport_error::none);
+  EXPECT_EQ(res.status, 429);
+  EXPECT_EQ(res.header("retry-after"), "42");
+}
+
+TEST_F(client_fixture, ManyRequestsInFlightAtOnce) {
+  fake.admin("/__behavior", R"({"mode":"slow","delay_ms":300})");
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> callers;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i)
+    callers.emplace_back([&] {
+      outbound_request req = get(fake.url("/token"));
+      req.method = "POST";
+      if (fetch(req).error == transport_error::none)
+        ++ok;
+    });
+  for (auto& t : callers)
+    t.join();
+  EXPECT_EQ(ok.load(), 4);
+  // Four 300 ms answers in parallel (the fake runs 4 threads): well under 4 x 300 ms.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1100ms);
+}
