@@ -162,7 +162,7 @@ void start_refresh(self_ptr self, mode m);
 /// A transient failure: count it, back off, and answer waiters with the
 /// old token while it is still valid.
 void transient_failure(self_ptr self, const std::string& reason, int64_t retry_after_s,
-                       std::optional<int64_t> fence) {
+                       std::optional<int64_t> fence, ec cause = ec::provider_failed) {
   auto& s = self->state;
   ++s.failures;
   auto fields = log_fields(self);
@@ -197,7 +197,13 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
   std::uniform_int_distribution<int64_t> dist(0, bound);
   auto delay = std::max(dist(s.rng), retry_after_s * 1000);
   s.refreshing = false;
-  answer_waiters(self);
+  if (s.forced) {
+    // Whoever asked for a refresh now learns that it failed, rather than
+    // silently getting the old token.
+    fail_waiters(self, make_error(cause, "refresh failed: " + reason));
+  } else {
+    answer_waiters(self);
+  }
   schedule_tick(self, now_ms(self) + std::max<int64_t>(delay, 1));
 }
 
@@ -228,9 +234,11 @@ void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fen
               fail_waiters(self, not_connected_error(self));
               schedule_tick(self, 0);
             },
-            [=](caf::error& err) { transient_failure(self, message_of(err), 0, std::nullopt); });
+            [=](caf::error& err) {
+              transient_failure(self, message_of(err), 0, std::nullopt, code_of(err));
+            });
       },
-      [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence); });
+      [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence, code_of(err)); });
 }
 
 /// Writes refreshed tokens; retried briefly while the database hiccups,
@@ -266,10 +274,13 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
                 self->state.record = std::move(row);
                 finish(self);
               },
-              [=](caf::error& e) { transient_failure(self, message_of(e), 0, std::nullopt); });
+              [=](caf::error& e) {
+                transient_failure(self, message_of(e), 0, std::nullopt, code_of(e));
+              });
           return;
         }
-        transient_failure(self, "could not store refreshed tokens", 0, std::nullopt);
+        transient_failure(self, "could not store refreshed tokens", 0, std::nullopt,
+                          ec::unavailable);
       });
 }
 
@@ -350,7 +361,9 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
                 fail_waiters(self, not_connected_error(self));
                 schedule_tick(self, 0);
               },
-              [=](caf::error& err) { transient_failure(self, message_of(err), 0, std::nullopt); });
+              [=](caf::error& err) {
+                transient_failure(self, message_of(err), 0, std::nullopt, code_of(err));
+              });
           return;
         }
         call_provider(self, std::move(leased), fence, false);
@@ -366,7 +379,8 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
                                polls + 1);
             return;
           }
-          transient_failure(self, "refresh lease never became free", 0, std::nullopt);
+          transient_failure(self, "refresh lease never became free", 0, std::nullopt,
+                            ec::unavailable);
           return;
         }
         if (code == ec::not_found) {
@@ -374,7 +388,7 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
           self->quit();
           return;
         }
-        transient_failure(self, message_of(err), 0, std::nullopt);
+        transient_failure(self, message_of(err), 0, std::nullopt, code_of(err));
       });
 }
 
@@ -386,6 +400,7 @@ void start_refresh(self_ptr self, mode m) {
     return;
   }
   s.refreshing = true;
+  s.forced = m == mode::force;
   take_lease(self, m, 0);
 }
 

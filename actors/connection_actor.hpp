@@ -82,6 +82,8 @@ struct connection_state {
   std::optional<token_record> record;
   std::vector<caf::typed_response_promise<token_grant>> waiters;
   bool refreshing = false;
+  /// The refresh in flight was asked for explicitly (force).
+  bool forced = false;
   bool force_requested = false;
   int32_t failures = 0;
   int64_t next_refresh_at_ms = 0;

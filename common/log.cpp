@@ -19,7 +19,8 @@ void redact(nlohmann::json& fields) {
   if (!fields.is_object())
     return;
   for (auto& [key, value] : fields.items()) {
-    if (is_sensitive_field(key))
+    // Numbers and booleans (ports, counts) cannot carry a credential.
+    if (is_sensitive_field(key) && !value.is_number() && !value.is_boolean())
       value = "[redacted]";
     else if (value.is_object())
       redact(value);

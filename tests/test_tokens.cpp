@@ -1,0 +1,333 @@
+// Tokens end to end: real server processes, a real PostgreSQL, the fake
+// provider on loopback. Internal token endpoint, manual and service
+// refreshes, several instances refreshing one connection at expiry, and a
+// second CAF program fetching a token by actor message.
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+#include <gtest/gtest.h>
+
+#include "actors/actor_config.hpp"
+#include "actors/storage_actor.hpp"
+#include "common/time.hpp"
+#include "storage/keyring.hpp"
+#include "storage/migrations.hpp"
+#include "tests/support/child_process.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/server_process.hpp"
+
+using namespace cm;
+using namespace cm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string service_token = "svc-token-fetch-config-0001";
+const std::string weak_token = "svc-token-without-scope-0002";
+
+/// A database, a shared key, the fake provider, and servers configured to
+/// use them.
+struct token_world {
+  temp_dir dir;
+  std::string db = fresh_database("tokens");
+  std::string key_file = dir.file("master.key");
+  fake_provider_process fake;
+
+  token_world() {
+    storage::keyring::generate_file(key_file);
+    config::database_config dbc;
+    dbc.url = db;
+    storage::database conn{dbc};
+    storage::apply_migrations(conn);
+  }
+
+  server_options options(const std::string& extra_refresh = "") const {
+    server_options o{db};
+    o.key_file = key_file;
+    o.log_level = "info";
+    o.service_tokens.push_back({"reporting", service_token, {"FETCH_CONFIG"}});
+    o.service_tokens.push_back({"metrics", weak_token, {}});
+    o.extra_yaml = "providers:\n  github:\n    client_id: cm-test-client\n"
+                   "    client_secret: cm-test-secret\n    token_url: " +
+                   fake.url("/token") + "\n" +
+                   "refresh:\n  provider_timeout_ms: 3000\n  lease_ms: 10000\n"
+                   "  lease_poll_ms: 50\n" + extra_refresh;
+    return o;
+  }
+
+  /// Stores a connection the way the OAuth flow would, and seeds the fake
+  /// provider with the same token family.
+  void seed(const std::string& user, int64_t expires_in_ms, const std::string& team = "acme") {
+    auto refresh = "rt-seed-" + user;
+    auto access = "at-seed-" + user;
+    fake.admin("/__seed", nlohmann::json{{"refresh_token", refresh}, {"access_token", access}}.dump());
+    actor_config cfg{false};
+    caf::actor_system sys{cfg};
+    config::database_config dbc;
+    dbc.url = db;
+    auto store = spawn_storage(sys, dbc, storage::keyring::load(key_file));
+    token_record r;
+    r.key = {team, user, "github"};
+    r.access_token = secret{access};
+    r.refresh_token = secret{refresh};
+    r.expires_at_ms = unix_now_ms() + expires_in_ms;
+    r.scopes = {"repo"};
+    r.metadata = R"({"account_name":"octocat"})";
+    caf::scoped_actor self{sys};
+    bool ok = false;
+    self->request(*store, 10s, save_atom_v, r)
+      .receive([&](token_record&) { ok = true; }, [&](caf::error&) {});
+    caf::anon_send_exit(*store, caf::exit_reason::user_shutdown);
+    if (!ok)
+      throw std::runtime_error("seeding failed");
+  }
+
+  std::string stored_refresh(const std::string& user) {
+    actor_config cfg{false};
+    caf::actor_system sys{cfg};
+    config::database_config dbc;
+    dbc.url = db;
+    auto store = spawn_storage(sys, dbc, storage::keyring::load(key_file));
+    caf::scoped_actor self{sys};
+    std::string out;
+    self->request(*store, 10s, find_atom_v, connection_key{"acme", user, "github"})
+      .receive([&](token_record& r) { out = r.refresh_token.reveal(); }, [&](caf::error&) {});
+    caf::anon_send_exit(*store, caf::exit_reason::user_shutdown);
+    return out;
+  }
+
+  int64_t count(const std::string& sql) {
+    return std::stoll(command_output("psql '" + db + "' -Atc \"" + sql + "\""));
+  }
+};
+
+http_reply token_call(uint16_t port, const std::string& query,
+                      const std::string& token = service_token) {
+  return http_call(port, "GET", "/api/internal/tokens/github?" + query,
+                   {{"X-Services-Token", token}});
+}
+
+} // namespace
+
+TEST(Tokens, InternalEndpointServesTheAccessTokenNeverTheRefreshToken) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto r = token_call(server.port(), "user_id=alice&team_id=acme");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto json = r.json();
+  EXPECT_EQ(json["access_token"], "at-seed-alice");
+  EXPECT_EQ(json["token_type"], "Bearer");
+  EXPECT_TRUE(json["expires_at"].is_string());
+  EXPECT_EQ(json["scopes"], nlohmann::json::array({"repo"}));
+  EXPECT_EQ(json["metadata"]["account_name"], "octocat");
+  EXPECT_EQ(r.raw.find("rt-seed-alice"), std::string::npos);
+  // Without team_id the user's only team is used.
+  EXPECT_EQ(token_call(server.port(), "user_id=alice").json()["access_token"], "at-seed-alice");
+  // Audited: who, what, from where.
+  server.stop();
+  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE action = 'token.read' AND "
+                    "actor_id = 'reporting' AND target = 'github/alice'"),
+            2);
+  EXPECT_EQ(w.fake.refresh_calls(), 0) << "valid tokens come from memory";
+}
+
+TEST(Tokens, InternalEndpointRefusesTheWrongCallersAndInputs) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto port = server.port();
+  EXPECT_EQ(http_call(port, "GET", "/api/internal/tokens/github?user_id=alice").status, 401);
+  EXPECT_EQ(token_call(port, "user_id=alice", "not-a-token").status, 401);
+  EXPECT_EQ(token_call(port, "user_id=alice", weak_token).status, 403);
+  EXPECT_EQ(http_call(port, "GET", "/api/internal/tokens/github?user_id=alice",
+                      {{"Authorization", "Bearer " + server.mint("alice", "acme", true)}})
+              .status,
+            403) << "users, even admins, do not get raw tokens";
+  EXPECT_EQ(token_call(port, "team_id=acme").status, 400);
+  EXPECT_EQ(token_call(port, "user_id=bob&team_id=acme").status, 404);
+  EXPECT_EQ(token_call(port, "user_id=alice&team_id=globex").status, 404);
+  EXPECT_EQ(http_call(port, "GET", "/api/internal/tokens/nosuch?user_id=alice",
+                      {{"X-Services-Token", service_token}})
+              .status,
+            404);
+}
+
+TEST(Tokens, ManualRefreshRotatesAndPersists) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto user = "Bearer " + server.mint("alice", "acme");
+  auto r = http_call(server.port(), "POST", "/api/connectors/github/refresh",
+                     {{"Authorization", user}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["refreshed"], true);
+  EXPECT_EQ(r.raw.find("at-"), std::string::npos) << "no token in the answer";
+  EXPECT_EQ(w.fake.refresh_calls(), 1);
+  EXPECT_EQ(w.stored_refresh("alice"), "rt-f1-1");
+  EXPECT_EQ(token_call(server.port(), "user_id=alice").json()["access_token"], "at-f1-1");
+  // Another user's connection cannot be refreshed: it is simply not theirs.
+  auto bob = "Bearer " + server.mint("bob", "acme");
+  EXPECT_EQ(http_call(server.port(), "POST", "/api/connectors/github/refresh",
+                      {{"Authorization", bob}}).status,
+            404);
+  server.stop();
+  EXPECT_EQ(w.count("SELECT count(*) FROM event_outbox WHERE event_type = 'TOKEN_REFRESHED'"), 1);
+}
+
+TEST(Tokens, ServiceRefreshMakesThreeAttemptsWithBackoff) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  // Automatic retries far away, so the three attempts are the service's own.
+  server_process server{w.options("  backoff_base_ms: 60000\n  backoff_cap_ms: 60000\n")};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto refresh = [&] {
+    return http_call(server.port(), "POST",
+                     "/api/v1/connectors/internal/refreshIndividualConnectorToken",
+                     {{"X-Services-Token", service_token}, {"Content-Type", "application/json"}},
+                     R"({"userId":"alice","connectorName":"github","orgId":"acme"})");
+  };
+  // Two failures, then success: answered 200 after the third attempt.
+  w.fake.admin("/__behavior", R"({"mode":"error500","count":2})");
+  auto r = refresh();
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["attempts"], 3);
+  EXPECT_EQ(w.fake.refresh_calls(), 3);
+  // Always failing: three attempts, then 502.
+  w.fake.admin("/__behavior", R"({"mode":"error500","count":-1})");
+  auto failed = refresh();
+  EXPECT_EQ(failed.status, 502) << failed.body;
+  EXPECT_EQ(w.fake.refresh_calls(), 6);
+  auto bad = http_call(server.port(), "POST",
+                       "/api/v1/connectors/internal/refreshIndividualConnectorToken",
+                       {{"X-Services-Token", service_token}}, R"({"userId":"alice"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.json()["error"]["message"].get<std::string>().find("connectorName"),
+            std::string::npos);
+  EXPECT_EQ(http_call(server.port(), "POST",
+                      "/api/v1/connectors/internal/refreshIndividualConnectorToken",
+                      {{"X-Services-Token", weak_token}},
+                      R"({"userId":"alice","connectorName":"github","orgId":"acme"})")
+              .status,
+            403);
+}
+
+TEST(Tokens, InvalidGrantMakesTheConnectionNeedReauth) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  w.fake.admin("/__behavior", R"({"mode":"invalid_grant"})");
+  auto r = http_call(server.port(), "POST", "/api/connectors/github/refresh",
+                     {{"Authorization", "Bearer " + server.mint("alice", "acme")}});
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_EQ(r.json()["error"]["code"], "needs_reauth");
+  EXPECT_EQ(token_call(server.port(), "user_id=alice").status, 409);
+  auto list = http_call(server.port(), "GET", "/api/connectors/list",
+                        {{"Authorization", "Bearer " + server.mint("alice", "acme")}});
+  EXPECT_EQ(list.json()["connections"][0]["status"], "needs_reauth");
+  server.stop();
+  EXPECT_EQ(w.count("SELECT count(*) FROM event_outbox WHERE event_type = 'TOKEN_EXPIRED'"), 1);
+}
+
+// Several server processes share one PostgreSQL. At expiry, requests on all
+// of them must cause exactly one provider refresh; the fake provider
+// revokes the whole token family if a rotated refresh token is ever reused.
+TEST(Tokens, ManyInstancesRefreshOnceAtExpiry) {
+  token_world w;
+  // Already inside the refresh window (margin 2 s): every request must wait
+  // for the refresh; the provider takes 300 ms so requests pile up.
+  w.seed("alice", 1500);
+  w.fake.admin("/__behavior", R"({"mode":"normal","delay_ms":300})");
+  std::vector<std::unique_ptr<server_process>> servers;
+  for (int i = 0; i < 3; ++i)
+    servers.push_back(std::make_unique<server_process>(w.options("  margin_s: 2\n")));
+  for (auto& s : servers)
+    ASSERT_TRUE(s->wait_ready()) << s->log();
+
+  constexpr int requests = 200;
+  std::vector<std::string> tokens(requests);
+  std::vector<int> statuses(requests, 0);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < requests; ++i)
+    callers.emplace_back([&, i] {
+      auto port = servers[static_cast<size_t>(i % 3)]->port();
+      ++ready;
+      while (ready.load() < requests)
+        std::this_thread::yield();
+      try {
+        auto r = token_call(port, "user_id=alice&team_id=acme");
+        statuses[static_cast<size_t>(i)] = r.status;
+        tokens[static_cast<size_t>(i)] = r.json().value("access_token", "");
+      } catch (const std::exception&) {
+        statuses[static_cast<size_t>(i)] = -1;
+      }
+    });
+  for (auto& t : callers)
+    t.join();
+
+  std::set<std::string> distinct(tokens.begin(), tokens.end());
+  auto calls = w.fake.refresh_calls();
+  std::cout << "provider refresh calls: " << calls << "\n"
+            << "distinct tokens handed out: " << distinct.size() << "\n";
+  for (int i = 0; i < requests; ++i)
+    ASSERT_EQ(statuses[static_cast<size_t>(i)], 200) << "request " << i;
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(distinct.size(), 1u);
+  EXPECT_EQ(*distinct.begin(), "at-f1-1");
+  EXPECT_EQ(w.stored_refresh("alice"), "rt-f1-1") << "the provider's latest is stored";
+  auto stats = nlohmann::json::parse(w.fake.admin("/__stats", ""));
+  EXPECT_FALSE(stats["families"]["f1"]["revoked"].get<bool>()) << "no refresh token was reused";
+}
+
+TEST(Tokens, RestartHydratesAndRefreshesOnTime) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  w.seed("bob", 3600'000);
+  {
+    server_process first{w.options()};
+    ASSERT_TRUE(first.wait_ready()) << first.log();
+    EXPECT_NE(first.log().find("\"count\":2"), std::string::npos) << "hydrated both";
+  }
+  // Expiring soon: the restarted server's timers refresh without a request.
+  w.seed("carol", 2500);
+  server_process second{w.options("  margin_s: 2\n")};
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline && w.fake.refresh_calls() < 1)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(w.fake.refresh_calls(), 1);
+  deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline && w.stored_refresh("carol") != "rt-f3-1")
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(w.stored_refresh("carol"), "rt-f3-1");
+}
+
+TEST(Tokens, AnotherCafProgramGetsATokenByMessage) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  ASSERT_NE(server.token_service_port(), 0);
+  auto run_client = [&](const std::string& token) {
+    return command_output("echo '" + token + "' | " + std::string(CM_TOKEN_CLIENT_BINARY) +
+                          " 127.0.0.1 " + std::to_string(server.token_service_port()) +
+                          " acme alice github 2>/dev/null");
+  };
+  auto ok = nlohmann::json::parse(run_client(service_token), nullptr, false);
+  ASSERT_TRUE(ok.is_object()) << run_client(service_token);
+  EXPECT_EQ(ok["access_token"], "at-seed-alice");
+  auto bad = nlohmann::json::parse(run_client("wrong-token"), nullptr, false);
+  EXPECT_EQ(bad["error"], "unauthenticated");
+  auto weak = nlohmann::json::parse(run_client(weak_token), nullptr, false);
+  EXPECT_EQ(weak["error"], "forbidden");
+  server.stop();
+  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE details->>'via' = 'actor'"), 1);
+}
