@@ -158,11 +158,15 @@ void finish(self_ptr self) {
 }
 
 void start_refresh(self_ptr self, mode m);
+void transient_failure(self_ptr self, const std::string& reason, int64_t retry_after_s,
+                       std::optional<int64_t> fence, ec cause = ec::provider_failed);
 
 /// A transient failure: count it, back off, and answer waiters with the
 /// old token while it is still valid.
+void give_up(self_ptr self, int64_t fence, const std::string& reason);
+
 void transient_failure(self_ptr self, const std::string& reason, int64_t retry_after_s,
-                       std::optional<int64_t> fence, ec cause = ec::provider_failed) {
+                       std::optional<int64_t> fence, ec cause) {
   auto& s = self->state;
   ++s.failures;
   auto fields = log_fields(self);
@@ -173,20 +177,7 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
   if (s.failures >= cfg.max_failures && fence) {
     // Stop hammering the provider; the refresh token is kept, so a manual
     // refresh can revive the connection without a new consent.
-    auto why = "refresh failing: " + reason;
-    self->request(s.deps.repository, storage_timeout(self), reauth_atom_v, s.key, *fence,
-                  s.deps.instance_id, why)
-      .then(
-        [=](token_record& stored) {
-          self->state.record = std::move(stored);
-          self->state.refreshing = false;
-          fail_waiters(self, not_connected_error(self));
-          schedule_tick(self, 0);
-        },
-        [=](caf::error&) {
-          self->state.refreshing = false;
-          answer_waiters(self);
-        });
+    give_up(self, *fence, "refresh failing: " + reason);
     return;
   }
   if (fence)
@@ -207,6 +198,27 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
   schedule_tick(self, now_ms(self) + std::max<int64_t>(delay, 1));
 }
 
+/// Marks the row needs_reauth (with TOKEN_EXPIRED) under our fence and
+/// tells every waiter; no timer stays armed.
+void give_up(self_ptr self, int64_t fence, const std::string& reason) {
+  auto& s = self->state;
+  auto fields = log_fields(self);
+  fields["reason"] = reason;
+  log::warn(component, "connection needs re-authorization", fields);
+  self->request(s.deps.repository, storage_timeout(self), reauth_atom_v, s.key, fence,
+                s.deps.instance_id, reason)
+    .then(
+      [=](token_record& stored) {
+        self->state.record = std::move(stored);
+        self->state.refreshing = false;
+        fail_waiters(self, not_connected_error(self));
+        schedule_tick(self, 0);
+      },
+      [=](caf::error& err) {
+        transient_failure(self, message_of(err), 0, std::nullopt, code_of(err));
+      });
+}
+
 /// The provider says the grant is dead. Another instance may have rotated
 /// the refresh token since we read it: re-read before concluding.
 void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fence,
@@ -221,22 +233,7 @@ void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fen
           finish(self);
           return;
         }
-        auto& st = self->state;
-        self->request(st.deps.repository, storage_timeout(self), reauth_atom_v, st.key, fence,
-                      st.deps.instance_id, reason)
-          .then(
-            [=](token_record& stored) {
-              self->state.record = std::move(stored);
-              self->state.refreshing = false;
-              auto fields = log_fields(self);
-              fields["reason"] = reason;
-              log::warn(component, "connection needs re-authorization", fields);
-              fail_waiters(self, not_connected_error(self));
-              schedule_tick(self, 0);
-            },
-            [=](caf::error& err) {
-              transient_failure(self, message_of(err), 0, std::nullopt, code_of(err));
-            });
+        give_up(self, fence, reason);
       },
       [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence, code_of(err)); });
 }
@@ -351,19 +348,7 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
         }
         st.record = leased;
         if (m == mode::expire || !can_refresh(self)) {
-          auto why = std::string{"token expired; the provider issued no refresh token"};
-          self->request(st.deps.repository, storage_timeout(self), reauth_atom_v, st.key, fence,
-                        st.deps.instance_id, why)
-            .then(
-              [=](token_record& stored) {
-                self->state.record = std::move(stored);
-                self->state.refreshing = false;
-                fail_waiters(self, not_connected_error(self));
-                schedule_tick(self, 0);
-              },
-              [=](caf::error& err) {
-                transient_failure(self, message_of(err), 0, std::nullopt, code_of(err));
-              });
+          give_up(self, fence, "token expired; the provider issued no refresh token");
           return;
         }
         call_provider(self, std::move(leased), fence, false);

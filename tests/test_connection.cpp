@@ -58,6 +58,19 @@ struct deterministic : ::testing::Test {
     sched.run();
   }
 
+  std::vector<connection_actor> spawned;
+
+  ~deterministic() override {
+    // Stop every actor before the coordinator shuts down: shutting down
+    // fires pending timers, and a connection that keeps retrying against a
+    // vanished repository would re-arm forever.
+    for (auto& a : spawned)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(repository, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(provider, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+
   int64_t now() {
     return std::chrono::duration_cast<milliseconds>(sched.clock().now().time_since_epoch())
              .count() + offset_ms;
@@ -106,6 +119,7 @@ struct deterministic : ::testing::Test {
   connection_actor spawn(const token_record& r, const std::string& instance = "instance-a",
                          uint64_t seed = 42) {
     auto actor = sys.spawn(connection, r.key, std::optional<token_record>{r}, deps(instance, seed));
+    spawned.push_back(actor);
     sched.run();
     return actor;
   }

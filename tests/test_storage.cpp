@@ -254,16 +254,6 @@ TEST(StorageReconnect, OutageFailsFastAndRecoversByItself) {
 
 namespace {
 
-template <class T, class... Ts>
-caf::expected<T> ask_store(caf::actor_system& sys, const storage_actor& store, Ts&&... xs) {
-  caf::scoped_actor self{sys};
-  caf::expected<T> result = caf::make_error(caf::sec::request_timeout);
-  self->request(store, 10s, std::forward<Ts>(xs)...)
-    .receive([&](T& value) { result = std::move(value); },
-             [&](caf::error& err) { result = std::move(err); });
-  return result;
-}
-
 int64_t count_events(const std::string& url, const std::string& type) {
   storage::database db{db_config(url)};
   return db.exec_script("SELECT count(*) FROM event_outbox WHERE event_type = '" + type + "'")
