@@ -195,7 +195,9 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
   } else {
     answer_waiters(self);
   }
-  schedule_tick(self, now_ms(self) + std::max<int64_t>(delay, 1));
+  // A forced refresh that failed early, outside the refresh window, is not
+  // retried before the regular plan: nothing is urgent yet.
+  schedule_tick(self, std::max(now_ms(self) + std::max<int64_t>(delay, 1), planned_time(self)));
 }
 
 /// Marks the row needs_reauth (with TOKEN_EXPIRED) under our fence and

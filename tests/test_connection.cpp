@@ -408,6 +408,18 @@ TEST_F(deterministic, LeaseHeldElsewhereWaitsAndAdoptsTheOutcome) {
   EXPECT_TRUE(script->requests.empty()) << "no second provider refresh";
 }
 
+TEST_F(deterministic, FailedForcedRefreshWaitsForTheRegularPlan) {
+  auto record = seed(key, 3600'000);
+  auto conn = spawn(record);
+  auto planned = status(conn).next_refresh_at_ms;
+  auto got = ask(conn, 1, true);
+  ASSERT_FALSE(got->at(0));
+  EXPECT_EQ(code_of(got->at(0).error()), ec::provider_failed);
+  EXPECT_EQ(status(conn).next_refresh_at_ms, planned) << "no early automatic retry";
+  advance_to(planned - 1);
+  EXPECT_EQ(script->requests.size(), 1u);
+}
+
 TEST_F(deterministic, ForceRefreshesEvenAValidToken) {
   auto conn = spawn(seed(key, 3600'000));
   script->answers.push_back(token_ok("at-1", "rt-1"));
