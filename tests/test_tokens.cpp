@@ -277,8 +277,8 @@ TEST(Tokens, ManyInstancesRefreshOnceAtExpiry) {
 
   std::set<std::string> distinct(tokens.begin(), tokens.end());
   auto calls = w.fake.refresh_calls();
-  std::cout << "provider refresh calls: " << calls << "\n"
-            << "distinct tokens handed out: " << distinct.size() << "\n";
+  report_figure("multi-instance: provider refresh calls", std::to_string(calls));
+  report_figure("multi-instance: distinct tokens handed out", std::to_string(distinct.size()));
   for (int i = 0; i < requests; ++i)
     ASSERT_EQ(statuses[static_cast<size_t>(i)], 200) << "request " << i;
   EXPECT_EQ(calls, 1);

@@ -61,6 +61,14 @@ std::string read_file(const std::string& path) {
   return std::string{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+void report_figure(const std::string& name, const std::string& value) {
+  std::printf("%s: %s\n", name.c_str(), value.c_str());
+  if (const char* path = std::getenv("CONNECTOR_TEST_FIGURES"); path && *path) {
+    std::ofstream out(path, std::ios::app);
+    out << name << ": " << value << "\n";
+  }
+}
+
 std::string random_hex(size_t bytes) {
   static const char* hex = "0123456789abcdef";
   std::string out;

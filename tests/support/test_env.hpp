@@ -61,6 +61,10 @@ pg_cluster& shared_cluster();
 /// A fresh empty database in the shared cluster.
 std::string fresh_database(const std::string& prefix);
 
+/// Prints a measured figure and, when $CONNECTOR_TEST_FIGURES names a file,
+/// appends it there so scripts/test can show it after the run.
+void report_figure(const std::string& name, const std::string& value);
+
 /// A random lower-case hex string of `bytes` random bytes.
 std::string random_hex(size_t bytes);
 
