@@ -1,5 +1,8 @@
 #include "actors/front_actor.hpp"
 
+#include "actors/front_call.hpp"
+#include "actors/oauth_routes.hpp"
+
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -13,24 +16,6 @@
 namespace cm {
 
 namespace {
-
-using self_ptr = front_actor::stateful_pointer<front_state>;
-
-/// What a handler receives besides the exchange.
-struct call {
-  self_ptr self;
-  exchange_ptr ex;
-  http::route_params params;
-  http::identity who;
-  const front_context& ctx() const { return *self->state.ctx; }
-};
-
-using handler_fn = void (*)(const call&);
-
-/// Budget for a single internal request on behalf of an HTTP call.
-std::chrono::milliseconds budget(const call& c) {
-  return c.ctx().cfg.listen.request_timeout;
-}
 
 // -- handlers ----------------------------------------------------------------
 
@@ -98,15 +83,6 @@ void list_connections(const call& c) {
       [ex](const caf::error& err) { ex->reply_error(err); });
 }
 
-/// The route's {provider}, if the catalog knows it; replies 404 otherwise.
-std::optional<std::string> known_provider(const call& c, const std::string& name) {
-  if (c.ctx().catalog.find(name) == nullptr) {
-    c.ex->reply_error(ec::not_found, "unknown provider");
-    return std::nullopt;
-  }
-  return name;
-}
-
 nlohmann::json grant_json(const token_grant& g) {
   auto metadata = nlohmann::json::parse(g.metadata, nullptr, false);
   return {{"provider", g.key.provider},
@@ -145,9 +121,10 @@ void serve_token(const call& c, const connection_key& key) {
 /// FETCH_CONFIG): a valid access token or API key, never the refresh
 /// token. Without team_id the user's only team for that provider is used.
 void internal_token(const call& c) {
-  auto provider = known_provider(c, c.params.at("provider"));
-  if (!provider)
+  auto entry = known_provider(c, c.params.at("provider"));
+  if (!entry)
     return;
+  auto provider = std::make_shared<const std::string>(entry->name);
   auto& req = c.ex->req();
   auto user = req.query_param("user_id").value_or("");
   if (user.empty()) {
@@ -178,12 +155,12 @@ void internal_token(const call& c) {
 
 /// POST /api/connectors/{provider}/refresh (user): refreshes now.
 void refresh_own(const call& c) {
-  auto provider = known_provider(c, c.params.at("provider"));
-  if (!provider)
+  auto entry = known_provider(c, c.params.at("provider"));
+  if (!entry)
     return;
   auto ex = c.ex;
   c.self->request(c.ctx().registry, budget(c), get_token_atom_v,
-                  connection_key{c.who.team, c.who.subject, *provider}, true)
+                  connection_key{c.who.team, c.who.subject, entry->name}, true)
     .then(
       [ex](const token_grant& g) {
         ex->reply_json(200, {{"refreshed", true},
@@ -196,7 +173,7 @@ void refresh_own(const call& c) {
 
 constexpr int32_t service_refresh_attempts = 3;
 
-void service_refresh_attempt(self_ptr self, const exchange_ptr& ex, const connection_key& key,
+void service_refresh_attempt(front_self self, const exchange_ptr& ex, const connection_key& key,
                              int32_t attempt) {
   self->request(self->state.ctx->registry, self->state.ctx->cfg.listen.request_timeout,
                 get_token_atom_v, key, true)
@@ -249,7 +226,7 @@ void service_refresh(const call& c) {
       c.ex->reply_error(ec::bad_request, std::string(name) + " is required");
       return;
     }
-  if (!known_provider(c, provider))
+  if (known_provider(c, provider) == nullptr)
     return;
   service_refresh_attempt(c.self, c.ex, {team, user, provider}, 1);
 }
@@ -264,6 +241,13 @@ const std::vector<http::route<handler_fn>>& routes() {
     {"POST", "/api/connectors/{provider}/refresh", access::user, "", refresh_own},
     {"GET", "/api/internal/tokens/{provider}", access::service, http::scope_fetch_config,
      internal_token},
+    {"GET", "/api/oauth/{provider}/authorize", access::user, "", oauth_authorize},
+    {"GET", "/api/oauth/{provider}/callback", access::open, "", oauth_callback},
+    {"GET", "/api/v1/connectors/{connectorName}/oauth/authorize", access::admin, "",
+     oauth_authorize},
+    {"GET", "/api/v1/connectors/{connectorName}/oauth/callback", access::open, "",
+     oauth_callback},
+    {"DELETE", "/api/connectors/{provider}", access::user, "", disconnect},
     {"POST", "/api/v1/connectors/internal/refreshIndividualConnectorToken", access::service,
      http::scope_fetch_config, service_refresh},
   };
@@ -281,7 +265,7 @@ caf::error check_access(const http::route<handler_fn>& r, const http::identity& 
   return make_error(ec::forbidden, "forbidden");
 }
 
-void dispatch(self_ptr self, const exchange_ptr& ex) {
+void dispatch(front_self self, const exchange_ptr& ex) {
   const auto& req = ex->req();
   for (auto& r : routes()) {
     http::route_params params;

@@ -12,6 +12,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "actors/fwd.hpp"
+#include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
@@ -33,6 +34,11 @@ struct front_context {
   std::shared_ptr<const http::authenticator> auth;
   storage_actor storage;
   registry_actor registry;
+  provider_client_actor provider_client;
+  /// Keys for hashing OAuth states.
+  std::shared_ptr<const storage::keyring> keys;
+  /// This deployment's OAuth apps by provider.
+  std::map<std::string, std::shared_ptr<const oauth::client_credentials>> clients;
 };
 
 struct front_state {

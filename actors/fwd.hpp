@@ -41,6 +41,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(connector_manager, (cm::outbound_request))
   CAF_ADD_TYPE_ID(connector_manager, (cm::outbound_response))
   CAF_ADD_TYPE_ID(connector_manager, (std::vector<std::string>))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::oauth_state_record))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::connect_result))
 
   // Atom texts are at most 10 characters (CAF 0.17).
   CAF_ADD_ATOM(connector_manager, cm, ping_atom, "ping")
@@ -62,5 +64,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, tick_atom, "tick")
   CAF_ADD_ATOM(connector_manager, cm, fetched_atom, "fetched")
   CAF_ADD_ATOM(connector_manager, cm, retry_atom, "retry")
+  CAF_ADD_ATOM(connector_manager, cm, state_put_atom, "state_put")
+  CAF_ADD_ATOM(connector_manager, cm, state_take_atom, "state_take")
+  CAF_ADD_ATOM(connector_manager, cm, connect_atom, "connect")
+  CAF_ADD_ATOM(connector_manager, cm, disconnect_atom, "disconnect")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

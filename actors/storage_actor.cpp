@@ -117,6 +117,29 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       -> caf::result<std::vector<std::string>> {
       return guarded([&] { return self->state.tokens->teams_of(user, provider); });
     },
+    [=](state_put_atom, const oauth_state_record& st) -> caf::result<bool> {
+      return guarded([&] {
+        self->state.tokens->put_state(st);
+        return true;
+      });
+    },
+    [=](state_take_atom, const std::string& hash) -> caf::result<oauth_state_record> {
+      try {
+        auto st = self->state.tokens->take_state(hash);
+        if (!st)
+          return make_error(ec::bad_request, "unknown or already used state");
+        return std::move(*st);
+      } catch (const storage::db_error& e) {
+        return to_caller_error(e);
+      }
+    },
+    [=](connect_atom, token_record& record) -> caf::result<connect_result> {
+      return guarded([&] { return self->state.tokens->connect(std::move(record)); });
+    },
+    [=](disconnect_atom, const connection_key& key, const std::string& reason)
+      -> caf::result<token_record> {
+      return guarded([&] { return self->state.tokens->disconnect(key, reason); });
+    },
     [=](audit_atom, const audit_entry& entry) {
       try {
         self->state.tokens->audit(entry);

@@ -53,7 +53,15 @@ using storage_actor = token_repository_actor::extend<
   // Teams in which (user, provider) has a connection.
   caf::replies_to<teams_atom, std::string, std::string>::with<std::vector<std::string>>,
   // Appends to the audit log (failures are logged, not answered).
-  caf::reacts_to<audit_atom, audit_entry>>;
+  caf::reacts_to<audit_atom, audit_entry>,
+  // Stores a pending OAuth authorization.
+  caf::replies_to<state_put_atom, oauth_state_record>::with<bool>,
+  // Consumes a state by its hash (exactly once); not_found if unknown.
+  caf::replies_to<state_take_atom, std::string>::with<oauth_state_record>,
+  // Stores a new grant plus TOKEN_CREATED; answers what it replaced.
+  caf::replies_to<connect_atom, token_record>::with<connect_result>,
+  // Deletes a connection plus TOKEN_REVOKED (reason); answers the row.
+  caf::replies_to<disconnect_atom, connection_key, std::string>::with<token_record>>;
 
 struct storage_state {
   // CAF 0.17 default-constructs state; the behavior function fills it in.

@@ -163,6 +163,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   }
   auto provider_client_handle = sys.spawn(provider_client);
   auto deps = make_registry_deps(cfg, catalog);
+  auto clients = deps.clients;
   deps.storage = *storage;
   deps.provider_client = provider_client_handle;
   auto registry_handle = sys.spawn(registry, std::move(deps));
@@ -211,6 +212,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->auth = auth;
   ctx->storage = *storage;
   ctx->registry = registry_handle;
+  ctx->provider_client = provider_client_handle;
+  ctx->keys = keys;
+  ctx->clients = std::move(clients);
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));

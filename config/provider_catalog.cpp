@@ -51,7 +51,9 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
                       "refresh_url", "revoke_url", "revoke_style", "scopes", "scope_separator",
                       "pkce", "client_auth", "authorization_params", "token_params",
                       "token_style", "account", "refresh_margin_s", "default_expires_in_s",
-                      "template_params", "scope_apps", "api_key"});
+                      "template_params", "scope_apps", "api_key", "template_defaults",
+                      "client_id_param", "client_secret_param", "code_param", "token_method",
+                      "token_metadata", "callback_verification", "issuer"});
   provider_entry entry;
   entry.name = name;
   entry.display_name = reader.get_string(node, path, "display_name", name);
@@ -113,16 +115,46 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
   entry.default_expires_in_s =
     static_cast<int>(reader.get_int(node, path, "default_expires_in_s", 3600, 60, 400 * 86400));
   entry.scope_apps = reader.get_string_map(node, path, "scope_apps");
+  entry.template_defaults = reader.get_string_map(node, path, "template_defaults");
+  for (auto& [param, value] : entry.template_defaults)
+    if (entry.template_params.count(param) == 0 ||
+        !std::regex_match(value, std::regex{entry.template_params.at(param)}))
+      reader.fail(node["template_defaults"][param], path + ".template_defaults." + param,
+                  "must be a declared template parameter matching its pattern");
+  entry.client_id_param = reader.get_string(node, path, "client_id_param", "client_id");
+  entry.client_secret_param = reader.get_string(node, path, "client_secret_param", "client_secret");
+  entry.code_param = reader.get_string(node, path, "code_param", "code");
+  entry.token_method = reader.get_string(node, path, "token_method", "POST");
+  if (entry.token_method != "POST" && entry.token_method != "GET")
+    reader.fail(node["token_method"], path + ".token_method", "expected GET or POST");
+  entry.token_metadata = reader.get_string_map(node, path, "token_metadata");
+  for (auto& [key, pointer] : entry.token_metadata)
+    check_pointer(reader, node["token_metadata"][key], path + ".token_metadata." + key, pointer);
+  entry.callback_verification = reader.get_string(node, path, "callback_verification", "none");
+  if (entry.callback_verification != "none" && entry.callback_verification != "shopify_hmac")
+    reader.fail(node["callback_verification"], path + ".callback_verification",
+                "expected none or shopify_hmac");
+  entry.issuer = reader.get_string(node, path, "issuer", "");
 
   auto account = node["account"];
   if (account && !account.IsNull()) {
     auto apath = path + ".account";
-    reader.expect_keys(account, apath, {"url", "name_pointer"});
+    reader.expect_keys(account, apath, {"url", "name_pointer", "auth", "list_pointer",
+                                        "list_name_pointer"});
     account_lookup lookup;
     lookup.url = reader.require_string(account, apath, "url");
     check_url(reader, account["url"], apath + ".url", lookup.url, entry);
     lookup.name_pointer = reader.require_string(account, apath, "name_pointer");
     check_pointer(reader, account["name_pointer"], apath + ".name_pointer", lookup.name_pointer);
+    lookup.auth = reader.get_string(account, apath, "auth", "bearer");
+    if (lookup.auth != "bearer" && lookup.auth.rfind("header:", 0) != 0 &&
+        lookup.auth.rfind("query:", 0) != 0)
+      reader.fail(account["auth"], apath + ".auth", "expected bearer, header:<Name> or query:<param>");
+    lookup.list_pointer = reader.get_string(account, apath, "list_pointer", "");
+    check_pointer(reader, account["list_pointer"], apath + ".list_pointer", lookup.list_pointer);
+    lookup.list_name_pointer = reader.get_string(account, apath, "list_name_pointer", "/name");
+    check_pointer(reader, account["list_name_pointer"], apath + ".list_name_pointer",
+                  lookup.list_name_pointer);
     entry.account = lookup;
   }
 

@@ -32,6 +32,14 @@ struct account_lookup {
   std::string url;
   /// JSON pointer into the answer, e.g. "/login" or "/data/0/name".
   std::string name_pointer;
+  /// How the token is presented: "bearer", "header:<Name>" or
+  /// "query:<param>".
+  std::string auth = "bearer";
+  /// Optional: a JSON pointer to an array ("/" for the answer itself) whose
+  /// items' `list_name_pointer` values go into metadata.accounts (Atlassian
+  /// sites, Meta ad accounts).
+  std::string list_pointer;
+  std::string list_name_pointer = "/name";
 };
 
 /// How an API key is checked with a real call.
@@ -83,6 +91,23 @@ struct provider_entry {
   std::map<std::string, std::string> template_params;
   /// Granted scope -> app name (Google Workspace: drive, gmail, calendar).
   std::map<std::string, std::string> scope_apps;
+  /// Values for placeholders the caller does not give (Microsoft tenant).
+  std::map<std::string, std::string> template_defaults;
+  /// Parameter names where a provider departs from RFC 6749 (TikTok:
+  /// app_id, secret, auth_code).
+  std::string client_id_param = "client_id";
+  std::string client_secret_param = "client_secret";
+  std::string code_param = "code";
+  /// GET (Meta) or POST.
+  std::string token_method = "POST";
+  /// Metadata key -> JSON pointer into the token answer (TikTok
+  /// advertiser_ids).
+  std::map<std::string, std::string> token_metadata;
+  /// "none" or "shopify_hmac": how a callback proves it came from the provider.
+  std::string callback_verification = "none";
+  /// Expected `iss` in callbacks (RFC 9207); defaults to the origin of the
+  /// authorization URL.
+  std::string issuer;
 
   // API keys
   std::optional<api_key_check> api_key;

@@ -101,8 +101,6 @@ std::optional<std::string> expand_url(const config::provider_entry& entry, const
   return out;
 }
 
-namespace {
-
 std::string basic_credentials(const client_credentials& client) {
   // RFC 6749 §2.3.1: both parts form-encoded before base64.
   auto id = form_encode({{"", client.client_id}}).substr(1);
@@ -115,6 +113,8 @@ std::string basic_credentials(const client_credentials& client) {
   sodium_memzero(plain.data(), plain.size());
   return "Basic " + b64;
 }
+
+namespace {
 
 std::vector<std::string> split_scopes(const std::string& text, const std::string& separator) {
   std::vector<std::string> out;
@@ -269,8 +269,14 @@ token_answer read_token_answer(const config::provider_entry& entry, const outbou
   answer.access_token = secret{json["access_token"].get<std::string>()};
   if (json.contains("refresh_token") && json["refresh_token"].is_string())
     answer.refresh_token = secret{json["refresh_token"].get<std::string>()};
-  answer.expires_in_s = clamp_expires_in(json.value("expires_in", nlohmann::json{}),
-                                         entry.default_expires_in_s);
+  auto expires_in = json.value("expires_in", nlohmann::json{});
+  answer.expires_in_s = clamp_expires_in(expires_in, entry.default_expires_in_s);
+  answer.expires_in_given = clamp_expires_in(expires_in, -1) > 0;
+  for (auto& [key, pointer] : entry.token_metadata) {
+    nlohmann::json::json_pointer ptr{pointer};
+    if (json.contains(ptr))
+      answer.metadata[key] = json[ptr];
+  }
   if (json.contains("token_type") && json["token_type"].is_string())
     answer.token_type = json["token_type"].get<std::string>();
   if (json.contains("scope") && json["scope"].is_string())

@@ -57,6 +57,11 @@ struct token_answer {
   std::string token_type = "Bearer";
   /// Granted scopes when the answer lists them.
   std::vector<std::string> scopes;
+  /// Whether the answer carried a usable expires_in (a code exchange
+  /// without one and without a refresh token yields a non-expiring grant).
+  bool expires_in_given = false;
+  /// Values picked from the answer by the entry's token_metadata pointers.
+  nlohmann::json metadata = nlohmann::json::object();
   /// Seconds the provider asked us to wait (429/503), capped at one hour.
   int64_t retry_after_s = 0;
   /// Safe to log and show: HTTP status and OAuth error code, never a token.
@@ -72,6 +77,9 @@ int64_t clamp_expires_in(const nlohmann::json& value, int64_t fallback);
 
 /// Parses Retry-After (seconds or HTTP-date), capped at one hour; 0 if absent.
 int64_t parse_retry_after(const std::string& value);
+
+/// "Basic base64(urlencode(id):urlencode(secret))" (RFC 6749 §2.3.1).
+std::string basic_credentials(const client_credentials& client);
 
 /// application/x-www-form-urlencoded.
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields);

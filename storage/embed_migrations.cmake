@@ -1,5 +1,6 @@
 # Writes a C++ source that holds every migration file as a string constant.
-# Invoked by CMakeLists.txt with -DOUT=<file> -DFILES=<list of .sql files>.
+# Invoked by CMakeLists.txt with -DOUT=<file> -DFILES=<.sql files separated by |>.
+string(REPLACE "|" ";" FILES "${FILES}")
 set(content "// Generated from storage/migrations/*.sql; do not edit.\n#include \"storage/migrations.hpp\"\nnamespace cm::storage {\nconst std::vector<migration>& embedded_migrations() {\n  static const std::vector<migration> all = {\n")
 foreach(f IN LISTS FILES)
   get_filename_component(name ${f} NAME_WE)

@@ -136,6 +136,44 @@ struct connection_status {
   }
 };
 
+/// A pending OAuth authorization (the state itself is never stored, only
+/// its keyed hash).
+struct oauth_state_record {
+  /// Hex of the keyed BLAKE2b hash of the state value.
+  std::string state_hash;
+  std::string team_id;
+  std::string user_id;
+  std::string provider;
+  /// Set for team flows (/api/v1/connectors/:connectorName/oauth/…).
+  std::string connector_name;
+  secret code_verifier;
+  /// Where the user's browser goes after the callback.
+  std::string redirect_uri;
+  /// JSON object: template values such as the Shopify shop.
+  std::string params = "{}";
+  int64_t expires_at_ms = 0;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, oauth_state_record& x) {
+    return f(caf::meta::type_name("oauth_state_record"), x.state_hash, x.team_id, x.user_id,
+             x.provider, x.connector_name, x.code_verifier, x.redirect_uri, x.params,
+             x.expires_at_ms);
+  }
+};
+
+/// What storing a new grant changed.
+struct connect_result {
+  token_record stored;
+  /// The grant it replaced, with its secrets, so it can be revoked.
+  bool replaced_existing = false;
+  token_record replaced;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, connect_result& x) {
+    return f(caf::meta::type_name("connect_result"), x.stored, x.replaced_existing, x.replaced);
+  }
+};
+
 /// New tokens from a refresh, to be written under a lease.
 struct refreshed_tokens {
   secret access_token;

@@ -82,6 +82,23 @@ const statement insert_event_stmt{"outbox_insert",
   "INSERT INTO event_outbox (team_id, event_id, topic, event_type, payload) "
   "VALUES ($1, $2::uuid, $3, $4, $5::jsonb)"};
 
+const statement insert_state_stmt{"states_insert",
+  "INSERT INTO oauth_states (team_id, state_hash, user_id, provider, connector_name, "
+  "code_verifier, redirect_uri, params, key_id, expires_at) VALUES ($1, decode($2, 'hex'), $3, "
+  "$4, NULLIF($5, ''), $6, $7, $8::jsonb, $9::integer, to_timestamp($10::bigint / 1000.0))"};
+
+const statement take_state_stmt{"states_take",
+  "DELETE FROM oauth_states WHERE state_hash = decode($1, 'hex') RETURNING team_id, user_id, "
+  "provider, coalesce(connector_name, ''), code_verifier, redirect_uri, params::text, "
+  "(extract(epoch from expires_at) * 1000)::bigint"};
+
+const statement purge_states_stmt{"states_purge",
+  "DELETE FROM oauth_states WHERE expires_at < now() - interval '1 hour'"};
+
+const statement delete_returning_stmt{"tokens_delete_returning",
+  "DELETE FROM connector_tokens WHERE team_id = $1 AND user_id = $2 AND provider = $3 "
+  "RETURNING " CM_TOKEN_COLUMNS};
+
 const statement insert_audit_stmt{"audit_insert",
   "INSERT INTO audit_log (team_id, actor_type, actor_id, action, target, remote_addr, "
   "request_id, details) VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6, ''), "
@@ -330,6 +347,76 @@ void token_store::audit(const audit_entry& e) {
            {param::text(e.team_id), param::text(e.actor_type), param::text(e.actor_id),
             param::text(e.action), param::text(e.target), param::text(e.remote_addr),
             param::text(e.request_id), param::text(details.dump())});
+}
+
+void token_store::put_state(const oauth_state_record& st) {
+  // Expired states are swept as new ones arrive; the table stays small.
+  db_.exec(purge_states_stmt);
+  auto verifier = st.code_verifier.empty()
+                    ? param::null()
+                    : param::bytes(cipher_.encrypt(
+                        st.code_verifier.view(),
+                        {"oauth_states", st.state_hash, st.user_id, st.provider, "code_verifier"}));
+  db_.exec(insert_state_stmt,
+           {param::text(st.team_id), param::text(st.state_hash), param::text(st.user_id),
+            param::text(st.provider), param::text(st.connector_name), verifier,
+            param::text(st.redirect_uri), param::text(st.params),
+            param::text(std::to_string(cipher_.keys().active_id())),
+            param::text(std::to_string(st.expires_at_ms))});
+}
+
+std::optional<oauth_state_record> token_store::take_state(const std::string& state_hash) {
+  auto res = db_.exec(take_state_stmt, {param::text(state_hash)});
+  if (res.rows() == 0)
+    return std::nullopt;
+  oauth_state_record st;
+  st.state_hash = state_hash;
+  st.team_id = std::string(res.text(0, 0));
+  st.user_id = std::string(res.text(0, 1));
+  st.provider = std::string(res.text(0, 2));
+  st.connector_name = std::string(res.text(0, 3));
+  if (!res.is_null(0, 4)) {
+    try {
+      st.code_verifier = cipher_.decrypt(
+        res.bytes(0, 4), {"oauth_states", state_hash, st.user_id, st.provider, "code_verifier"});
+    } catch (const crypto_error& e) {
+      log::error("storage", "ALARM: stored OAuth verifier failed to decrypt",
+                 {{"team_id", st.team_id}, {"error", e.what()}});
+      throw db_error(ec::integrity_failure, "", "stored state failed integrity check");
+    }
+  }
+  st.redirect_uri = std::string(res.text(0, 5));
+  st.params = std::string(res.text(0, 6));
+  st.expires_at_ms = res.integer(0, 7);
+  return st;
+}
+
+connect_result token_store::connect(token_record record) {
+  connect_result out;
+  database::transaction tx{db_};
+  if (auto previous = find(record.key)) {
+    out.replaced_existing = true;
+    out.replaced = std::move(*previous);
+  }
+  // A new grant is a new row id: ciphertexts of the old grant stop
+  // decrypting even if a copy of them survives somewhere.
+  record.id = random_uuid();
+  out.stored = save(std::move(record));
+  insert_event("TOKEN_CREATED", out.stored.id, out.stored.key, "");
+  tx.commit();
+  return out;
+}
+
+token_record token_store::disconnect(const connection_key& key, const std::string& reason) {
+  database::transaction tx{db_};
+  auto res = db_.exec(delete_returning_stmt, {param::text(key.team_id), param::text(key.user_id),
+                                              param::text(key.provider)});
+  if (res.rows() == 0)
+    throw db_error(ec::not_found, "", "no such connection");
+  auto removed = read_row(res, 0);
+  insert_event("TOKEN_REVOKED", removed.id, key, reason);
+  tx.commit();
+  return removed;
 }
 
 } // namespace cm::storage

@@ -65,6 +65,21 @@ public:
 
   void audit(const audit_entry& entry);
 
+  /// Stores a pending authorization (verifier encrypted).
+  void put_state(const oauth_state_record& state);
+
+  /// Consumes a state atomically: exactly one caller gets it, expired or
+  /// not (the caller checks expires_at_ms). nullopt when unknown or used.
+  std::optional<oauth_state_record> take_state(const std::string& state_hash);
+
+  /// Stores a newly authorized grant (inserting or replacing) and writes
+  /// TOKEN_CREATED in the same transaction; returns the grant it replaced.
+  connect_result connect(token_record record);
+
+  /// Deletes a connection and writes TOKEN_REVOKED in the same transaction;
+  /// the row (with secrets) is returned for the record. not_found if absent.
+  token_record disconnect(const connection_key& key, const std::string& reason);
+
 private:
   token_record read_row(const result& res, int row);
   void insert_event(const std::string& type, const std::string& connection_id,

@@ -1,0 +1,41 @@
+// What every HTTP route handler of the front actor receives, shared by the
+// files that implement routes (front_actor.cpp, oauth_routes.cpp).
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "actors/front_actor.hpp"
+#include "http/exchange.hpp"
+#include "http/router.hpp"
+
+namespace cm {
+
+using front_self = front_actor::stateful_pointer<front_state>;
+
+/// One routed request.
+struct call {
+  front_self self;
+  exchange_ptr ex;
+  http::route_params params;
+  http::identity who;
+  const front_context& ctx() const { return *self->state.ctx; }
+};
+
+using handler_fn = void (*)(const call&);
+
+/// Budget for a single internal request on behalf of an HTTP call.
+inline std::chrono::milliseconds budget(const call& c) {
+  return c.ctx().cfg.listen.request_timeout;
+}
+
+/// The catalog entry named by the route, or a 404 reply and nullptr.
+inline const config::provider_entry* known_provider(const call& c, const std::string& name) {
+  auto entry = c.ctx().catalog.find(name);
+  if (entry == nullptr)
+    c.ex->reply_error(ec::not_found, "unknown provider");
+  return entry;
+}
+
+} // namespace cm

@@ -1,0 +1,431 @@
+#include "actors/oauth_routes.hpp"
+
+#include <algorithm>
+
+#include <caf/event_based_actor.hpp>
+
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "provider/oauth_flow.hpp"
+
+namespace cm {
+
+namespace {
+
+constexpr const char* component = "oauth";
+
+/// Provider error codes are echoed only when they look like codes.
+std::string safe_error_code(const std::string& code) {
+  if (code.empty() || code.size() > 64 ||
+      !std::all_of(code.begin(), code.end(),
+                   [](unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch == '.'; }))
+    return "error";
+  return code;
+}
+
+/// The provider or connector named by either route family.
+std::string route_provider(const call& c) {
+  auto it = c.params.find("provider");
+  return it != c.params.end() ? it->second : c.params.at("connectorName");
+}
+
+bool team_flow(const call& c) { return c.params.count("connectorName") != 0; }
+
+std::string callback_uri(const call& c, const std::string& name) {
+  auto& base = c.ctx().cfg.oauth.public_base_url;
+  return team_flow(c) ? base + "/api/v1/connectors/" + name + "/oauth/callback"
+                      : base + "/api/oauth/" + name + "/callback";
+}
+
+std::shared_ptr<const oauth::client_credentials> client_for(const call& c,
+                                                            const std::string& provider) {
+  auto it = c.ctx().clients.find(provider);
+  return it == c.ctx().clients.end() ? nullptr : it->second;
+}
+
+bool wants_html(const call& c) {
+  return c.ex->req().header("accept").find("text/html") != std::string::npos;
+}
+
+/// Ends a callback: JSON for programs, a redirect to the recorded
+/// redirect_uri for browsers (when the flow's state was genuine).
+void finish_callback(const call& c, const std::string& redirect_uri, int status,
+                     const nlohmann::json& body, std::vector<std::pair<std::string, std::string>> outcome) {
+  if (wants_html(c) && !redirect_uri.empty()) {
+    http::response res = http::json_response(302, body);
+    auto location = redirect_uri + (redirect_uri.find('?') == std::string::npos ? "?" : "&") +
+                    oauth::form_encode(outcome);
+    res.headers.emplace_back("Location", location);
+    c.ex->reply(std::move(res));
+    return;
+  }
+  c.ex->reply_json(status, body);
+}
+
+void fail_callback(const call& c, const std::string& redirect_uri, ec code,
+                   const std::string& message) {
+  if (wants_html(c) && !redirect_uri.empty()) {
+    finish_callback(c, redirect_uri, http_status(code),
+                    {{"error", {{"code", to_string(code)}, {"message", message}}}},
+                    {{"connected", "false"}, {"error", to_string(code)}});
+    return;
+  }
+  c.ex->reply_error(code, message);
+}
+
+/// Revokes a grant that was just replaced; the outcome is only logged.
+void revoke_replaced(const call& c, const config::provider_entry& entry,
+                     const oauth::client_credentials& client, const token_record& old) {
+  auto req = oauth::revoke_request(entry, client, old, c.ctx().cfg.refresh.provider_timeout_ms);
+  if (!req)
+    return;
+  nlohmann::json fields = {{"provider", entry.name}, {"team_id", old.key.team_id},
+                           {"user_id", old.key.user_id}};
+  c.self->request(c.ctx().provider_client, budget(c), std::move(*req))
+    .then(
+      [fields](const outbound_response& res) mutable {
+        fields["status"] = res.status;
+        log::info(component, res.ok() ? "replaced grant revoked" : "replaced grant not revoked",
+                  fields);
+      },
+      [fields](const caf::error&) {
+        log::warn(component, "replaced grant not revoked", fields);
+      });
+}
+
+struct exchange_result {
+  oauth::token_answer answer;
+  nlohmann::json metadata;
+};
+
+/// Step 3 of the callback: store the grant, revoke what it replaced, start
+/// its actor, answer.
+void store_grant(const call& c, const config::provider_entry& entry,
+                 std::shared_ptr<const oauth::client_credentials> client,
+                 const oauth_state_record& st, std::shared_ptr<exchange_result> got) {
+  auto& answer = got->answer;
+  token_record record;
+  record.key = {st.team_id, st.user_id, entry.name};
+  record.kind = "oauth";
+  record.access_token = answer.access_token;
+  record.refresh_token = answer.refresh_token;
+  // No expiry given and nothing to refresh with: a long-lived grant
+  // (Shopify offline, TikTok advertiser, GitHub OAuth app tokens).
+  bool expires = answer.expires_in_given || !answer.refresh_token.empty();
+  record.expires_at_ms = expires ? unix_now_ms() + answer.expires_in_s * 1000 : 0;
+  record.scopes = answer.scopes.empty() ? entry.scopes : answer.scopes;
+  auto apps = oauth::granted_apps(entry, record.scopes);
+  if (!apps.empty())
+    got->metadata["apps"] = apps;
+  if (!st.connector_name.empty())
+    got->metadata["connector"] = st.connector_name;
+  record.metadata = got->metadata.dump();
+  auto redirect = st.redirect_uri;
+  auto copy = c;
+  c.self->request(c.ctx().storage, budget(c), connect_atom_v, std::move(record))
+    .then(
+      [copy, &entry, client, redirect](connect_result& result) {
+        auto& stored = result.stored;
+        if (result.replaced_existing &&
+            result.replaced.access_token != stored.access_token && client)
+          revoke_replaced(copy, entry, *client, result.replaced);
+        copy.self->send(copy.ctx().registry, reload_atom_v, stored.key);
+        auto metadata = nlohmann::json::parse(stored.metadata, nullptr, false);
+        auto account = metadata.is_object() ? metadata.value("account_name", "") : "";
+        log::info(component, "connected",
+                  {{"provider", stored.key.provider}, {"team_id", stored.key.team_id},
+                   {"user_id", stored.key.user_id}, {"request_id", copy.ex->req().request_id}});
+        finish_callback(copy, redirect, 200,
+                        {{"connected", true}, {"provider", stored.key.provider},
+                         {"account_name", account}},
+                        {{"connected", "true"}, {"provider", stored.key.provider}});
+      },
+      [copy, redirect](const caf::error& err) {
+        fail_callback(copy, redirect, code_of(err), message_of(err));
+      });
+}
+
+/// Step 2b: look up the account name (a failure only leaves it empty).
+void lookup_account(const call& c, const config::provider_entry& entry,
+                    std::shared_ptr<const oauth::client_credentials> client,
+                    const oauth_state_record& st, std::shared_ptr<exchange_result> got) {
+  auto req = oauth::account_request(entry, got->answer.access_token, got->metadata,
+                                    c.ctx().cfg.refresh.provider_timeout_ms);
+  if (!req) {
+    store_grant(c, entry, client, st, got);
+    return;
+  }
+  auto copy = c;
+  c.self->request(c.ctx().provider_client, budget(c), std::move(*req))
+    .then(
+      [copy, &entry, client, st, got](const outbound_response& res) {
+        if (!oauth::read_account(entry, res, got->metadata))
+          log::warn(component, "account lookup failed",
+                    {{"provider", entry.name}, {"status", res.status}});
+        store_grant(copy, entry, client, st, got);
+      },
+      [copy, &entry, client, st, got](const caf::error&) {
+        log::warn(component, "account lookup failed", {{"provider", entry.name}});
+        store_grant(copy, entry, client, st, got);
+      });
+}
+
+/// Maps a token endpoint failure during the flow to the caller's error.
+void token_failure(const call& c, const std::string& redirect, const oauth::token_answer& a) {
+  if (a.result == oauth::outcome::invalid_grant)
+    fail_callback(c, redirect, ec::bad_request,
+                  "the authorization code was rejected (" + a.reason + ")");
+  else
+    fail_callback(c, redirect, ec::provider_failed, "the token endpoint failed: " + a.reason);
+}
+
+/// Step 2: exchange the code (and, for Meta, for a long-lived token).
+void exchange_code(const call& c, const config::provider_entry& entry,
+                   std::shared_ptr<const oauth::client_credentials> client,
+                   const oauth_state_record& st, const std::string& code) {
+  auto values = nlohmann::json::parse(st.params, nullptr, false);
+  if (!values.is_object())
+    values = nlohmann::json::object();
+  auto req = oauth::code_request(entry, *client, code, callback_uri(c, entry.name),
+                                 st.code_verifier.reveal(), values,
+                                 c.ctx().cfg.refresh.provider_timeout_ms);
+  if (!req) {
+    fail_callback(c, st.redirect_uri, ec::bad_request, "the flow's parameters are incomplete");
+    return;
+  }
+  auto copy = c;
+  c.self->request(c.ctx().provider_client, budget(c), std::move(*req))
+    .then(
+      [copy, &entry, client, st, values](const outbound_response& res) {
+        auto got = std::make_shared<exchange_result>();
+        got->answer = oauth::read_token_answer(entry, res);
+        got->metadata = values;
+        for (auto& [k, v] : got->answer.metadata.items())
+          got->metadata[k] = v;
+        if (got->answer.result != oauth::outcome::ok) {
+          token_failure(copy, st.redirect_uri, got->answer);
+          return;
+        }
+        if (entry.token_style != "meta_long_lived") {
+          lookup_account(copy, entry, client, st, got);
+          return;
+        }
+        auto long_lived = oauth::long_lived_request(entry, *client, got->answer.access_token,
+                                                    values, copy.ctx().cfg.refresh.provider_timeout_ms);
+        copy.self->request(copy.ctx().provider_client, budget(copy), std::move(*long_lived))
+          .then(
+            [copy, &entry, client, st, got](const outbound_response& res2) {
+              auto answer = oauth::read_token_answer(entry, res2);
+              if (answer.result != oauth::outcome::ok) {
+                token_failure(copy, st.redirect_uri, answer);
+                return;
+              }
+              got->answer = std::move(answer);
+              lookup_account(copy, entry, client, st, got);
+            },
+            [copy, st](const caf::error&) {
+              fail_callback(copy, st.redirect_uri, ec::provider_failed,
+                            "the token endpoint did not answer");
+            });
+      },
+      [copy, st](const caf::error&) {
+        fail_callback(copy, st.redirect_uri, ec::provider_failed, "the token endpoint did not answer");
+      });
+}
+
+} // namespace
+
+void oauth_authorize(const call& c) {
+  auto name = route_provider(c);
+  auto entry = known_provider(c, name);
+  if (entry == nullptr)
+    return;
+  if (entry->mode != config::auth_mode::oauth2) {
+    c.ex->reply_error(ec::bad_request, "this provider is connected with an API key");
+    return;
+  }
+  auto client = client_for(c, name);
+  if (!client) {
+    c.ex->reply_error(ec::bad_request, "no OAuth app is configured for this provider");
+    return;
+  }
+  auto& req = c.ex->req();
+  auto redirect = req.query_param("redirect_uri").value_or("");
+  if (redirect.empty()) {
+    c.ex->reply_error(ec::bad_request, "redirect_uri is required");
+    return;
+  }
+  auto& allowed = c.ctx().cfg.oauth.allowed_redirect_uris;
+  // Exact comparison: no prefix, case or trailing-slash leniency.
+  if (std::find(allowed.begin(), allowed.end(), redirect) == allowed.end()) {
+    c.ex->reply_error(ec::bad_request, "redirect_uri is not on the allowlist");
+    return;
+  }
+  std::string problem;
+  auto values = oauth::template_values(*entry, req.query, problem);
+  if (!values) {
+    c.ex->reply_error(ec::bad_request, problem);
+    return;
+  }
+  auto state = oauth::new_state();
+  auto verifier = entry->pkce ? oauth::new_code_verifier() : std::string{};
+  auto url = oauth::authorization_url(*entry, client->client_id, callback_uri(c, name), state,
+                                      entry->pkce ? oauth::code_challenge_s256(verifier) : "",
+                                      *values);
+  if (!url) {
+    std::string missing;
+    for (auto& [param, pattern] : entry->template_params)
+      if (!values->contains(param))
+        missing += (missing.empty() ? "" : ", ") + param;
+    c.ex->reply_error(ec::bad_request, "missing or invalid parameter: " + missing);
+    return;
+  }
+  oauth_state_record st;
+  st.state_hash = oauth::state_hash(*c.ctx().keys, state);
+  st.team_id = c.who.team;
+  st.user_id = c.who.subject;
+  st.provider = name;
+  st.connector_name = team_flow(c) ? name : "";
+  st.code_verifier = secret{verifier};
+  st.redirect_uri = redirect;
+  st.params = values->dump();
+  st.expires_at_ms = unix_now_ms() + int64_t{c.ctx().cfg.oauth.state_ttl_s} * 1000;
+  auto ex = c.ex;
+  auto auth_url = *url;
+  c.self->request(c.ctx().storage, budget(c), state_put_atom_v, std::move(st))
+    .then([ex, auth_url](bool) { ex->reply_json(200, {{"auth_url", auth_url}}); },
+          [ex](const caf::error& err) { ex->reply_error(err); });
+}
+
+void oauth_callback(const call& c) {
+  auto name = route_provider(c);
+  auto entry = known_provider(c, name);
+  if (entry == nullptr)
+    return;
+  auto& q = c.ex->req().query;
+  auto get = [&](const std::string& key) {
+    auto it = q.find(key);
+    return it == q.end() ? std::string{} : it->second;
+  };
+  auto state = get("state");
+  if (state.empty()) {
+    c.ex->reply_error(ec::bad_request, "state is missing");
+    return;
+  }
+  auto provider_error = get("error");
+  auto code = get(entry->code_param);
+  if (code.empty())
+    code = get("code");
+  auto iss = get("iss");
+  auto hash = oauth::state_hash(*c.ctx().keys, state);
+  auto copy = c;
+  auto entry_ptr = entry;
+  // Consumed before anything else: a state works once, whatever happens.
+  c.self->request(c.ctx().storage, budget(c), state_take_atom_v, hash)
+    .then(
+      [copy, entry_ptr, name, provider_error, code, iss](oauth_state_record& st) {
+        auto& entry = *entry_ptr;
+        auto& redirect = st.redirect_uri;
+        if (st.provider != name || st.connector_name != (team_flow(copy) ? name : "")) {
+          copy.ex->reply_error(ec::bad_request, "the state belongs to another flow");
+          return;
+        }
+        if (unix_now_ms() > st.expires_at_ms) {
+          fail_callback(copy, redirect, ec::bad_request, "the state has expired; start again");
+          return;
+        }
+        if (!provider_error.empty()) {
+          fail_callback(copy, redirect, ec::bad_request,
+                        "the provider refused the authorization: " + safe_error_code(provider_error));
+          return;
+        }
+        if (!iss.empty()) {
+          auto expected = entry.issuer.empty() ? oauth::origin_of(entry.authorization_url)
+                                               : entry.issuer;
+          if (iss != expected) {
+            fail_callback(copy, redirect, ec::bad_request, "the callback's issuer does not match");
+            return;
+          }
+        }
+        if (code.empty()) {
+          fail_callback(copy, redirect, ec::bad_request, "the authorization code is missing");
+          return;
+        }
+        auto client = client_for(copy, name);
+        if (!client) {
+          fail_callback(copy, redirect, ec::bad_request,
+                        "no OAuth app is configured for this provider");
+          return;
+        }
+        if (entry.callback_verification == "shopify_hmac") {
+          auto& query = copy.ex->req().query;
+          if (!oauth::verify_shopify_hmac(query, client->client_secret.reveal())) {
+            fail_callback(copy, redirect, ec::bad_request, "the callback signature is invalid");
+            return;
+          }
+          auto values = nlohmann::json::parse(st.params, nullptr, false);
+          auto shop = query.count("shop") ? oauth::normalize_shop(query.at("shop")) : "";
+          if (!values.is_object() || values.value("shop", "") != shop) {
+            fail_callback(copy, redirect, ec::bad_request, "the callback names another shop");
+            return;
+          }
+        }
+        exchange_code(copy, entry, client, st, code);
+      },
+      [copy](const caf::error& err) {
+        auto code = code_of(err);
+        copy.ex->reply_error(code, code == ec::bad_request ? "unknown or already used state"
+                                                           : message_of(err));
+      });
+}
+
+void disconnect(const call& c) {
+  auto name = c.params.at("provider");
+  auto entry = known_provider(c, name);
+  if (entry == nullptr)
+    return;
+  connection_key key{c.who.team, c.who.subject, name};
+  auto copy = c;
+  c.self->request(c.ctx().storage, budget(c), find_atom_v, key)
+    .then(
+      [copy, entry, key](token_record& grant) {
+        auto client = client_for(copy, key.provider);
+        auto finish = [copy, key](bool revoked, std::string reason) {
+          copy.self->request(copy.ctx().storage, budget(copy), disconnect_atom_v, key,
+                             revoked ? std::string{"revoked at the provider"} : reason)
+            .then(
+              [copy, key, revoked, reason](const token_record&) {
+                copy.self->send(copy.ctx().registry, remove_atom_v, key);
+                nlohmann::json body = {{"deleted", true}, {"provider", key.provider},
+                                       {"revoked", revoked}};
+                if (!revoked)
+                  body["reason"] = reason;
+                copy.ex->reply_json(200, body);
+              },
+              [copy](const caf::error& err) { copy.ex->reply_error(err); });
+        };
+        std::optional<outbound_request> req;
+        if (grant.kind == "oauth" && client)
+          req = oauth::revoke_request(*entry, *client, grant, copy.ctx().cfg.refresh.provider_timeout_ms);
+        if (!req) {
+          finish(false, entry->revoke_style == "none" || grant.kind != "oauth"
+                          ? "the provider has no revocation endpoint"
+                          : "no OAuth app is configured for this provider");
+          return;
+        }
+        copy.self->request(copy.ctx().provider_client, budget(copy), std::move(*req))
+          .then(
+            [finish](const outbound_response& res) {
+              if (res.ok())
+                finish(true, "");
+              else
+                finish(false, res.error != transport_error::none
+                                ? std::string("revocation failed: ") + to_string(res.error)
+                                : "revocation failed: HTTP " + std::to_string(res.status));
+            },
+            [finish](const caf::error&) { finish(false, "revocation did not answer"); });
+      },
+      [copy](const caf::error& err) { copy.ex->reply_error(err); });
+}
+
+} // namespace cm

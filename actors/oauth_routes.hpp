@@ -1,0 +1,21 @@
+// OAuth 2.0 authorization-code routes of the front actor: authorize,
+// callback and disconnect (both route families of DESIGN.md).
+#pragma once
+
+#include "actors/front_call.hpp"
+
+namespace cm {
+
+/// GET /api/oauth/{provider}/authorize?redirect_uri=… (user) and
+/// GET /api/v1/connectors/{connectorName}/oauth/authorize (admin).
+void oauth_authorize(const call& c);
+
+/// GET /api/oauth/{provider}/callback and
+/// GET /api/v1/connectors/{connectorName}/oauth/callback (no session: the
+/// state proves who started the flow).
+void oauth_callback(const call& c);
+
+/// DELETE /api/connectors/{provider} (user): revoke at the provider, delete.
+void disconnect(const call& c);
+
+} // namespace cm
