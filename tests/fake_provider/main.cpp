@@ -8,9 +8,16 @@
 //                         tokens; presenting a used refresh token again
 //                         revokes the whole family (RFC 9700 §4.14.2)
 //   GET  /userinfo        Bearer access token -> 200 {"login":…} or 401
+//   GET  /authorize       auto-approves: 302 to redirect_uri?code=…&state=…
+//                         (remembers redirect_uri and the PKCE challenge)
+//   POST /token, …/access_token   grant_type=authorization_code too: checks
+//                         redirect_uri and code_verifier (S256); a code works
+//                         once, its reuse revokes what it issued
+//   POST /revoke          RFC 7009: revokes the token's whole family
+//   DELETE /applications/{client_id}/grant   GitHub style, JSON access_token
 //   POST /__seed          {"refresh_token","access_token"} starts a family
 //   POST /__behavior      {"mode": normal|rate_limit|error500|slow|
-//                         invalid_grant|malformed|no_expires_in|hang,
+//                         invalid_grant|malformed|no_expires_in|hang (5 s),
 //                         "count": N (then back to normal; -1 forever),
 //                         "delay_ms", "retry_after", "expires_in",
 //                         "rotate": bool, "reuse_detection": bool}
@@ -21,6 +28,7 @@
 #include <pistache/endpoint.h>
 #include <pistache/http.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <iostream>
@@ -31,6 +39,8 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <openssl/sha.h>
+#include <sodium.h>
 
 #include "http/exchange.hpp"
 #include "http/pistache_headers.hpp"
@@ -61,9 +71,40 @@ std::mutex mutex;
 std::map<std::string, family> families;          // by family id
 std::map<std::string, std::string> by_refresh;   // refresh token -> family id
 std::map<std::string, std::string> by_access;    // access token -> family id
+struct pending_code {
+  std::string redirect_uri;
+  std::string challenge;
+  std::string scope;
+  bool used = false;
+  std::string family;
+};
+std::map<std::string, pending_code> codes;
+int next_family = 0;
+long revocations = 0;
+int next_code = 0;
+
+std::string s256(const std::string& verifier) {
+  unsigned char digest[32];
+  SHA256(reinterpret_cast<const unsigned char*>(verifier.data()), verifier.size(), digest);
+  char b64[64];
+  sodium_bin2base64(b64, sizeof b64, digest, sizeof digest, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  return b64;
+}
+
+/// Starts a token family; the caller holds the mutex.
+std::string start_family(const std::string& refresh, const std::string& access) {
+  auto id = "f" + std::to_string(++next_family);
+  family f;
+  f.current_refresh = refresh;
+  f.current_access = access;
+  by_refresh[refresh] = id;
+  if (!access.empty())
+    by_access[access] = id;
+  families[id] = f;
+  return id;
+}
 behaviour current;
 long refresh_calls = 0;
-int next_family = 0;
 
 void reply(Http::ResponseWriter& w, Http::Code code, const nlohmann::json& body,
            int retry_after = 0) {
@@ -97,14 +138,8 @@ private:
     if (path == "/__seed") {
       auto body = nlohmann::json::parse(req.body());
       std::lock_guard<std::mutex> g{mutex};
-      auto id = "f" + std::to_string(++next_family);
-      family f;
-      f.current_refresh = body.at("refresh_token").get<std::string>();
-      f.current_access = body.value("access_token", "");
-      by_refresh[f.current_refresh] = id;
-      if (!f.current_access.empty())
-        by_access[f.current_access] = id;
-      families[id] = f;
+      auto id = start_family(body.at("refresh_token").get<std::string>(),
+                             body.value("access_token", ""));
       reply(w, Http::Code::Ok, {{"family", id}});
       return;
     }
@@ -129,10 +164,44 @@ private:
       for (auto& [id, f] : families)
         fams[id] = {{"current_refresh", f.current_refresh}, {"current_access", f.current_access},
                     {"revoked", f.revoked}, {"generation", f.generation}};
-      reply(w, Http::Code::Ok, {{"refresh_calls", refresh_calls}, {"families", fams}});
+      reply(w, Http::Code::Ok, {{"refresh_calls", refresh_calls}, {"families", fams},
+                                {"revocations", revocations}});
       return;
     }
-    if (path == "/userinfo") {
+    if (path.size() >= 10 && path.compare(path.size() - 10, 10, "/authorize") == 0) {
+      std::map<std::string, std::string> q;
+      cm::http::parse_query(req.query().as_str(), q);
+      std::lock_guard<std::mutex> g{mutex};
+      auto code = "code-" + std::to_string(++next_code);
+      codes[code] = {q["redirect_uri"], q["code_challenge"], q["scope"], false, ""};
+      auto location = q["redirect_uri"] + "?code=" + code + "&state=" + q["state"];
+      w.headers().add<Http::Header::Location>(location);
+      w.send(Http::Code::Found, "");
+      return;
+    }
+    if (path == "/revoke" || path.rfind("/applications/", 0) == 0) {
+      std::string token;
+      if (path == "/revoke") {
+        token = form(req.body())["token"];
+      } else {
+        auto body = nlohmann::json::parse(req.body(), nullptr, false);
+        token = body.is_object() ? body.value("access_token", "") : "";
+      }
+      std::lock_guard<std::mutex> g{mutex};
+      std::string id;
+      if (by_refresh.count(token)) id = by_refresh[token];
+      if (by_access.count(token)) id = by_access[token];
+      if (!id.empty()) {
+        families[id].revoked = true;
+        ++revocations;
+      }
+      if (path == "/revoke")
+        reply(w, Http::Code::Ok, nlohmann::json::object());
+      else
+        w.send(id.empty() ? Http::Code::Not_Found : Http::Code::No_Content, "");
+      return;
+    }
+    if (path == "/userinfo" || path == "/me") {
       auto auth = req.headers().tryGetRaw("Authorization");
       std::string token = auth ? auth->value() : "";
       if (token.rfind("Bearer ", 0) == 0)
@@ -147,7 +216,11 @@ private:
       reply(w, Http::Code::Ok, {{"login", "octocat"}, {"id", 1}});
       return;
     }
-    if (path == "/token") {
+    auto ends_with = [&](const std::string& suffix) {
+      return path.size() >= suffix.size() &&
+             path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (ends_with("/token") || ends_with("/access_token")) {
       token(req, w);
       return;
     }
@@ -180,7 +253,7 @@ private:
     if (b.delay_ms > 0 || b.mode == "slow")
       std::this_thread::sleep_for(std::chrono::milliseconds(b.delay_ms > 0 ? b.delay_ms : 2000));
     if (b.mode == "hang")
-      std::this_thread::sleep_for(std::chrono::seconds(30));
+      std::this_thread::sleep_for(std::chrono::seconds(5));
     if (b.mode == "rate_limit") {
       reply(w, Http::Code::Too_Many_Requests, {{"error", "rate_limited"}}, b.retry_after);
       return;
@@ -201,11 +274,46 @@ private:
       reply(w, Http::Code::Unauthorized, {{"error", "invalid_client"}});
       return;
     }
+    std::lock_guard<std::mutex> g{mutex};
+    if (params["grant_type"] == "authorization_code" || params.count("auth_code")) {
+      auto code = params.count("code") ? params["code"] : params["auth_code"];
+      auto it = codes.find(code);
+      if (it == codes.end()) {
+        reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+        return;
+      }
+      auto& pc = it->second;
+      if (pc.used) {
+        // RFC 6749 §4.1.2: a reused code revokes what it issued.
+        if (!pc.family.empty())
+          families[pc.family].revoked = true;
+        reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+        return;
+      }
+      pc.used = true;
+      if (params.count("redirect_uri") && params["redirect_uri"] != pc.redirect_uri) {
+        reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+        return;
+      }
+      if (!pc.challenge.empty() && s256(params["code_verifier"]) != pc.challenge) {
+        reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+        return;
+      }
+      pc.family = start_family("rt-" + code, "at-" + code);
+      // Grants what was asked (comma-separated scopes come back spaced).
+      auto scope = pc.scope.empty() ? std::string{"repo actions"} : pc.scope;
+      std::replace(scope.begin(), scope.end(), ',', ' ');
+      nlohmann::json body = {{"access_token", "at-" + code}, {"token_type", "bearer"},
+                             {"scope", scope}, {"refresh_token", "rt-" + code}};
+      if (b.mode != "no_expires_in")
+        body["expires_in"] = b.expires_in;
+      reply(w, Http::Code::Ok, body);
+      return;
+    }
     if (params["grant_type"] != "refresh_token") {
       reply(w, Http::Code::Bad_Request, {{"error", "unsupported_grant_type"}});
       return;
     }
-    std::lock_guard<std::mutex> g{mutex};
     auto presented = params["refresh_token"];
     auto it = by_refresh.find(presented);
     if (it == by_refresh.end()) {

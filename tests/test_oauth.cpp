@@ -1,0 +1,377 @@
+// OAuth authorization-code flows end to end against the fake provider acting
+// as an auto-approving authorization server: connect, list, serve, revoke,
+// and every abuse the flow must refuse before anything is stored.
+#include <gtest/gtest.h>
+
+#include <openssl/hmac.h>
+
+#include "http/exchange.hpp"
+#include "provider/oauth_flow.hpp"
+#include "tests/support/child_process.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/server_process.hpp"
+
+using namespace cm;
+using namespace cm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string allowed = "https://app.example/integrations/done";
+const std::string service_token = "svc-token-oauth-tests-0001";
+
+std::map<std::string, std::string> query_of(const std::string& url) {
+  std::map<std::string, std::string> q;
+  auto pos = url.find('?');
+  if (pos != std::string::npos)
+    http::parse_query(url.substr(pos + 1), q);
+  return q;
+}
+
+std::string path_and_query(const std::string& url) {
+  auto scheme = url.find("://");
+  auto slash = url.find('/', scheme + 3);
+  return url.substr(slash);
+}
+
+struct oauth_world {
+  std::string db = fresh_database("oauth");
+  fake_provider_process fake;
+  std::unique_ptr<server_process> server;
+  std::string alice, bob;
+
+  explicit oauth_world(const std::string& extra = "") {
+    server_options o{db};
+    o.log_level = "info";
+    o.service_tokens.push_back({"reporting", service_token, {"FETCH_CONFIG"}});
+    auto base = "http://127.0.0.1:" + std::to_string(fake.port());
+    o.extra_yaml = "oauth:\n  public_base_url: https://cm.example\n  allowed_redirect_uris: [" +
+                   allowed + "]\n" +
+                   "refresh:\n  provider_timeout_ms: 1000\n  lease_ms: 5000\n" +
+                   "providers:\n"
+                   "  github:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
+                   "    authorization_url: " + base + "/authorize\n"
+                   "    token_url: " + base + "/token\n"
+                   "    account_url: " + base + "/me\n"
+                   "    revoke_url: " + base + "/applications/{client_id}/grant\n"
+                   "  google-workspace:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
+                   "    authorization_url: " + base + "/authorize\n"
+                   "    token_url: " + base + "/token\n"
+                   "    account_url: " + base + "/me\n"
+                   "    revoke_url: " + base + "/revoke\n"
+                   "  shopify:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
+                   "    authorization_url: " + base + "/{shop}/admin/oauth/authorize\n"
+                   "    token_url: " + base + "/{shop}/admin/oauth/access_token\n"
+                   "    account_url: " + base + "/me\n"
+                   "    revoke_url: " + base + "/revoke\n" + extra;
+    server = std::make_unique<server_process>(o);
+    if (!server->wait_ready())
+      throw std::runtime_error("server did not start: " + server->log());
+    alice = "Bearer " + server->mint("alice", "acme");
+    bob = "Bearer " + server->mint("bob", "acme");
+  }
+
+  uint16_t port() const { return server->port(); }
+
+  http_reply authorize(const std::string& provider, const std::string& user,
+                       const std::string& redirect = allowed, const std::string& extra = "") {
+    return http_call(port(), "GET",
+                     "/api/oauth/" + provider + "/authorize?redirect_uri=" +
+                       oauth::form_encode({{"", redirect}}).substr(1) + extra,
+                     {{"Authorization", user}});
+  }
+
+  /// Follows auth_url at the fake (which approves at once) and returns the
+  /// callback's query: code and state.
+  std::map<std::string, std::string> approve(const http_reply& authorized) {
+    auto url = authorized.json()["auth_url"].get<std::string>();
+    auto reply = http_call(fake.port(), "GET", path_and_query(url));
+    if (reply.status != 302)
+      throw std::runtime_error("fake did not redirect: " + reply.body);
+    return query_of(reply.header("location"));
+  }
+
+  http_reply callback(const std::string& provider, const std::map<std::string, std::string>& q,
+                      const header_map& headers = {}) {
+    std::vector<std::pair<std::string, std::string>> fields(q.begin(), q.end());
+    return http_call(port(), "GET", "/api/oauth/" + provider + "/callback?" + oauth::form_encode(fields),
+                     headers);
+  }
+
+  int64_t rows() {
+    return std::stoll(command_output("psql '" + db + "' -Atc 'SELECT count(*) FROM connector_tokens'"));
+  }
+  int64_t events(const std::string& type) {
+    return std::stoll(command_output("psql '" + db + "' -Atc \"SELECT count(*) FROM event_outbox "
+                                     "WHERE event_type = '" + type + "'\""));
+  }
+};
+
+void expect_refused(const http_reply& r, int status, const std::string& fragment) {
+  EXPECT_EQ(r.status, status) << r.body;
+  auto message = r.json()["error"]["message"];
+  ASSERT_TRUE(message.is_string()) << r.body;
+  EXPECT_NE(message.get<std::string>().find(fragment), std::string::npos) << r.body;
+}
+
+} // namespace
+
+TEST(OAuth, AuthorizeBuildsAPkceUrlAndKeepsOnlyAHashOfTheState) {
+  oauth_world w;
+  auto r = w.authorize("github", w.alice);
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto url = r.json()["auth_url"].get<std::string>();
+  auto q = query_of(url);
+  EXPECT_EQ(q["client_id"], "cm-test-client");
+  EXPECT_EQ(q["redirect_uri"], "https://cm.example/api/oauth/github/callback");
+  EXPECT_EQ(q["response_type"], "code");
+  EXPECT_EQ(q["scope"], "repo actions");
+  EXPECT_EQ(q["code_challenge_method"], "S256");
+  EXPECT_EQ(q["code_challenge"].size(), 43u);
+  EXPECT_GE(q["state"].size(), 43u) << "at least 256 bits, base64url";
+  auto stored = command_output("psql '" + w.db + "' -Atc \"SELECT encode(state_hash, 'hex'), "
+                               "redirect_uri, user_id FROM oauth_states\"");
+  EXPECT_EQ(stored.find(q["state"]), std::string::npos) << "the state itself is not stored";
+  EXPECT_NE(stored.find(allowed), std::string::npos);
+  EXPECT_NE(stored.find("alice"), std::string::npos);
+}
+
+TEST(OAuth, FullFlowConnectsListsServesAndDisconnects) {
+  oauth_world w;
+  auto q = w.approve(w.authorize("github", w.alice));
+  auto done = w.callback("github", q);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(done.json()["connected"], true);
+  EXPECT_EQ(done.json()["provider"], "github");
+  EXPECT_EQ(done.json()["account_name"], "octocat");
+  EXPECT_EQ(done.raw.find("at-code"), std::string::npos) << "no token in the answer";
+
+  auto list = http_call(w.port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
+  ASSERT_EQ(list.json()["connections"].size(), 1u);
+  EXPECT_EQ(list.json()["connections"][0]["account"], "octocat");
+  EXPECT_EQ(list.json()["connections"][0]["status"], "connected");
+
+  auto token = http_call(w.port(), "GET", "/api/internal/tokens/github?user_id=alice",
+                         {{"X-Services-Token", service_token}});
+  ASSERT_EQ(token.status, 200) << token.body;
+  EXPECT_EQ(token.json()["access_token"], "at-" + q["code"]);
+
+  auto del = http_call(w.port(), "DELETE", "/api/connectors/github", {{"Authorization", w.alice}});
+  ASSERT_EQ(del.status, 200) << del.body;
+  EXPECT_EQ(del.json()["deleted"], true);
+  EXPECT_EQ(del.json()["revoked"], true);
+  auto stats = nlohmann::json::parse(w.fake.admin("/__stats", ""));
+  EXPECT_EQ(stats["revocations"], 1);
+  EXPECT_EQ(w.rows(), 0);
+  EXPECT_EQ(http_call(w.port(), "GET", "/api/internal/tokens/github?user_id=alice&team_id=acme",
+                      {{"X-Services-Token", service_token}}).status,
+            404);
+  EXPECT_EQ(w.events("TOKEN_CREATED"), 1);
+  EXPECT_EQ(w.events("TOKEN_REVOKED"), 1);
+  EXPECT_EQ(http_call(w.port(), "DELETE", "/api/connectors/github", {{"Authorization", w.alice}})
+              .status,
+            404);
+}
+
+TEST(OAuth, BrowsersAreRedirectedToTheRecordedRedirectUri) {
+  oauth_world w;
+  auto q = w.approve(w.authorize("github", w.alice));
+  auto done = w.callback("github", q, {{"Accept", "text/html,application/xhtml+xml"}});
+  EXPECT_EQ(done.status, 302);
+  EXPECT_EQ(done.header("location"), allowed + "?connected=true&provider=github");
+  auto denied_state = w.approve(w.authorize("github", w.alice));
+  denied_state["error"] = "access_denied";
+  denied_state.erase("code");
+  auto denied = w.callback("github", denied_state, {{"Accept", "text/html"}});
+  EXPECT_EQ(denied.status, 302);
+  EXPECT_EQ(denied.header("location"), allowed + "?connected=false&error=bad_request");
+}
+
+TEST(OAuth, ReconnectingReplacesAndRevokesTheOldGrant) {
+  oauth_world w;
+  ASSERT_EQ(w.callback("github", w.approve(w.authorize("github", w.alice))).status, 200);
+  auto second = w.approve(w.authorize("github", w.alice));
+  ASSERT_EQ(w.callback("github", second).status, 200);
+  EXPECT_EQ(w.rows(), 1);
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         nlohmann::json::parse(w.fake.admin("/__stats", ""))["revocations"] != 1)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(nlohmann::json::parse(w.fake.admin("/__stats", ""))["revocations"], 1);
+  auto token = http_call(w.port(), "GET", "/api/internal/tokens/github?user_id=alice",
+                         {{"X-Services-Token", service_token}});
+  EXPECT_EQ(token.json()["access_token"], "at-" + second["code"]);
+}
+
+TEST(OAuth, WorkspaceScopesMapToApps) {
+  oauth_world w;
+  ASSERT_EQ(w.callback("google-workspace", w.approve(w.authorize("google-workspace", w.alice))).status,
+            200);
+  auto list = http_call(w.port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
+  auto metadata = list.json()["connections"][0]["metadata"];
+  EXPECT_EQ(metadata["apps"], nlohmann::json::array({"calendar", "drive", "gmail"}));
+}
+
+TEST(OAuth, RedirectUriMustBeOnTheAllowlistExactly) {
+  oauth_world w;
+  expect_refused(w.authorize("github", w.alice, "https://evil.example/done"), 400, "allowlist");
+  expect_refused(w.authorize("github", w.alice, allowed + "/"), 400, "allowlist");
+  expect_refused(w.authorize("github", w.alice, "https://app.example/integrations/donE"), 400,
+                 "allowlist");
+  expect_refused(http_call(w.port(), "GET", "/api/oauth/github/authorize",
+                           {{"Authorization", w.alice}}),
+                 400, "redirect_uri");
+  EXPECT_EQ(http_call(w.port(), "GET", "/api/oauth/github/authorize?redirect_uri=x").status, 401);
+  expect_refused(w.authorize("nosuch", w.alice), 404, "unknown provider");
+  expect_refused(w.authorize("stripe", w.alice), 400, "API key");
+  EXPECT_EQ(command_output("psql '" + w.db + "' -Atc 'SELECT count(*) FROM oauth_states'"), "0\n");
+}
+
+TEST(OAuth, StateAbuseIsRefusedAndNothingIsStored) {
+  oauth_world w;
+  // Missing state.
+  expect_refused(w.callback("github", {{"code", "whatever"}}), 400, "state is missing");
+  // A made-up state.
+  expect_refused(w.callback("github", {{"code", "x"}, {"state", oauth::new_state()}}), 400,
+                 "unknown or already used state");
+  // A state of another provider's flow.
+  auto for_github = w.approve(w.authorize("github", w.alice));
+  expect_refused(w.callback("google-workspace", for_github), 400, "another flow");
+  // ... which also consumed it: single use, whatever happened.
+  expect_refused(w.callback("github", for_github), 400, "unknown or already used state");
+  // An expired state.
+  auto stale = w.approve(w.authorize("github", w.alice));
+  command_output("psql '" + w.db + "' -Atc \"UPDATE oauth_states SET expires_at = now() - "
+                 "interval '1 minute'\"");
+  expect_refused(w.callback("github", stale), 400, "expired");
+  // The provider's refusal.
+  auto denied = w.approve(w.authorize("github", w.alice));
+  denied.erase("code");
+  denied["error"] = "access_denied";
+  denied["error_description"] = "The user said no <script>";
+  auto refused = w.callback("github", denied);
+  expect_refused(refused, 400, "access_denied");
+  EXPECT_EQ(refused.body.find("<script>"), std::string::npos);
+  // A wrong issuer.
+  auto iss = w.approve(w.authorize("github", w.alice));
+  iss["iss"] = "https://evil.example";
+  expect_refused(w.callback("github", iss), 400, "issuer");
+  EXPECT_EQ(w.rows(), 0);
+  EXPECT_EQ(w.fake.refresh_calls(), 0) << "no code was ever sent to the token endpoint";
+}
+
+TEST(OAuth, ReplayedStateAndReusedCodeAreRefused) {
+  oauth_world w;
+  auto first = w.approve(w.authorize("github", w.alice));
+  ASSERT_EQ(w.callback("github", first).status, 200);
+  auto rows = w.rows();
+  expect_refused(w.callback("github", first), 400, "unknown or already used state");
+  // A fresh state with the already used code: the provider refuses it.
+  auto fresh = w.approve(w.authorize("github", w.alice));
+  fresh["code"] = first["code"];
+  expect_refused(w.callback("github", fresh), 400, "authorization code was rejected");
+  EXPECT_EQ(w.rows(), rows);
+}
+
+TEST(OAuth, TokenEndpointErrorsAndHangsAreBounded) {
+  oauth_world w;
+  w.fake.admin("/__behavior", R"({"mode":"error500","count":1})");
+  expect_refused(w.callback("github", w.approve(w.authorize("github", w.alice))), 502,
+                 "token endpoint failed");
+  w.fake.admin("/__behavior", R"({"mode":"malformed","count":1})");
+  expect_refused(w.callback("github", w.approve(w.authorize("github", w.alice))), 502,
+                 "token endpoint failed");
+  w.fake.admin("/__behavior", R"({"mode":"hang","count":1})");
+  auto start = std::chrono::steady_clock::now();
+  expect_refused(w.callback("github", w.approve(w.authorize("github", w.alice))), 502,
+                 "token endpoint");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << "provider_timeout_ms bounds it";
+  EXPECT_EQ(w.rows(), 0);
+}
+
+TEST(OAuth, ShopifyShopAndHmacAreCheckedBeforeTheCodeIsUsed) {
+  oauth_world w;
+  expect_refused(w.authorize("shopify", w.alice, allowed, "&shop=evil.com/x"), 400, "shop");
+  expect_refused(w.authorize("shopify", w.alice, allowed), 400, "shop");
+  auto r = w.authorize("shopify", w.alice, allowed, "&shop=acme-store.myshopify.com");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto url = r.json()["auth_url"].get<std::string>();
+  EXPECT_NE(url.find("/acme-store/admin/oauth/authorize"), std::string::npos) << url;
+  auto q = w.approve(r);
+  q["shop"] = "acme-store.myshopify.com";
+  q["timestamp"] = std::to_string(std::time(nullptr));
+  auto sign = [](std::map<std::string, std::string> query) {
+    std::string message;
+    for (auto& [k, v] : query)
+      if (k != "hmac")
+        message += (message.empty() ? "" : "&") + k + "=" + v;
+    unsigned char digest[32];
+    unsigned int len = 0;
+    std::string key = "cm-test-secret";
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &len);
+    char hex[65];
+    for (unsigned i = 0; i < len; ++i)
+      std::snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    return std::string(hex);
+  };
+  // Tampered: signed, then the shop changed.
+  auto tampered = q;
+  tampered["hmac"] = sign(q);
+  tampered["shop"] = "other-store.myshopify.com";
+  expect_refused(w.callback("shopify", tampered), 400, "signature");
+  // Signed correctly but for another shop than the flow started with.
+  auto r2 = w.authorize("shopify", w.alice, allowed, "&shop=acme-store");
+  auto q2 = w.approve(r2);
+  q2["shop"] = "other-store.myshopify.com";
+  q2["timestamp"] = std::to_string(std::time(nullptr));
+  q2["hmac"] = sign(q2);
+  expect_refused(w.callback("shopify", q2), 400, "another shop");
+  EXPECT_EQ(w.rows(), 0);
+  EXPECT_EQ(w.fake.refresh_calls(), 0);
+  // Correct: connects.
+  auto r3 = w.authorize("shopify", w.alice, allowed, "&shop=acme-store");
+  auto q3 = w.approve(r3);
+  q3["shop"] = "acme-store.myshopify.com";
+  q3["timestamp"] = std::to_string(std::time(nullptr));
+  q3["hmac"] = sign(q3);
+  auto ok = w.callback("shopify", q3);
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(w.rows(), 1);
+}
+
+TEST(OAuth, TeamFlowNeedsAnAdmin) {
+  oauth_world w;
+  auto path = "/api/v1/connectors/github/oauth/authorize?redirect_uri=" +
+              oauth::form_encode({{"", allowed}}).substr(1);
+  EXPECT_EQ(http_call(w.port(), "GET", path, {{"Authorization", w.alice}}).status, 403);
+  auto admin = "Bearer " + w.server->mint("carol", "acme", true);
+  auto r = http_call(w.port(), "GET", path, {{"Authorization", admin}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto q = w.approve(r);
+  EXPECT_EQ(query_of(r.json()["auth_url"].get<std::string>())["redirect_uri"],
+            "https://cm.example/api/v1/connectors/github/oauth/callback");
+  // The team flow's state does not work on the user route.
+  expect_refused(w.callback("github", q), 400, "another flow");
+}
+
+TEST(OAuth, DisconnectStillDeletesWhenRevocationFails) {
+  oauth_world w;
+  ASSERT_EQ(w.callback("google-workspace", w.approve(w.authorize("google-workspace", w.alice))).status,
+            200);
+  w.server->stop();
+  // Point revocation at a closed port by restarting with another URL.
+  server_options o{w.db};
+  o.key_file = w.server->dir().file("master.key");
+  o.extra_yaml = "providers:\n  google-workspace:\n    client_id: cm-test-client\n"
+                 "    client_secret: cm-test-secret\n    revoke_url: http://127.0.0.1:1/revoke\n";
+  server_process second{o};
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  auto user = "Bearer " + second.mint("alice", "acme");
+  auto del = http_call(second.port(), "DELETE", "/api/connectors/google-workspace",
+                       {{"Authorization", user}});
+  ASSERT_EQ(del.status, 200) << del.body;
+  EXPECT_EQ(del.json()["revoked"], false);
+  EXPECT_NE(del.json()["reason"].get<std::string>().find("revocation failed"), std::string::npos);
+  EXPECT_EQ(w.rows(), 0);
+}
