@@ -13,6 +13,12 @@ CM_PACKAGES=(
   postgresql postgresql-client
 )
 
+# Node.js runs the OAuth end-to-end test's authorization server
+# (oidc-provider). Debian's nodejs is enough; an existing node is kept.
+cm_node_packages() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || echo "nodejs npm"
+}
+
 cm_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Installs the packages that are not installed yet (apt-get update only when

@@ -1,0 +1,55 @@
+// oidc-provider configured as the stand-in authorization server: PKCE
+// required, refresh tokens rotate, revocation and introspection enabled, the
+// development login and consent pages on. Every token response is recorded
+// so the test can check which tokens the provider still considers active.
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+export async function startAuthorizationServer({ clientId, clientSecret, redirectUri }) {
+  const server = http.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const provider = new Provider(issuer, {
+    clients: [{
+      client_id: clientId,
+      client_secret: clientSecret,
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_post',
+    }],
+    pkce: { required: () => true },
+    rotateRefreshToken: true,
+    features: {
+      devInteractions: { enabled: true },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+    },
+    claims: { openid: ['sub'], email: ['email'] },
+    findAccount: (ctx, id) => ({
+      accountId: id,
+      claims: () => ({ sub: id, email: `${id}@example.test` }),
+    }),
+    cookies: { keys: ['e2e-cookie-key-0123456789abcdef'] },
+    ttl: { AccessToken: 3600, RefreshToken: 86400, Grant: 86400, Session: 3600, Interaction: 600 },
+  });
+  const issued = [];
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.path === '/token' && ctx.status === 200 && ctx.body && ctx.body.access_token)
+      issued.push({ access_token: ctx.body.access_token, refresh_token: ctx.body.refresh_token });
+  });
+  provider.on('server_error', (ctx, err) => console.error('oidc-provider server_error:', err));
+  server.on('request', provider.callback());
+
+  async function introspect(token) {
+    const res = await fetch(`${issuer}/token/introspection`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token, client_id: clientId, client_secret: clientSecret }),
+    });
+    return (await res.json()).active === true;
+  }
+
+  return { issuer, issued, introspect, close: () => new Promise((r) => server.close(r)) };
+}

@@ -1,0 +1,214 @@
+// The whole authorization-code flow against a real OAuth 2.0 server:
+// authorize -> login page -> consent page -> callback -> stored -> token
+// served to a service -> refresh with rotation -> the old refresh token is
+// dead at the provider -> disconnect -> the provider reports the grant
+// revoked. Run by ctest (scripts/test) with CONNECTOR_TEST_PG_DIR set.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startAuthorizationServer } from './authorization_server.mjs';
+
+const source = process.env.CONNECTOR_SOURCE_DIR;
+const binary = process.env.CONNECTOR_SERVER_BINARY;
+const clusterDir = process.env.CONNECTOR_TEST_PG_DIR;
+const clientId = 'cm-e2e-client';
+const clientSecret = 'cm-e2e-secret-0123456789';
+const publicBase = 'http://cm.e2e.test';
+const callbackPath = '/api/oauth/oidc-test/callback';
+const landing = 'https://app.example/integrations/done';
+const serviceToken = 'svc-e2e-token-0001';
+
+function sha256Hex(text) {
+  return execFileSync(binary, ['hash-token'], { input: text }).toString().trim();
+}
+
+async function startServer(dir, as) {
+  const db = `cm_e2e_${Date.now()}`;
+  execFileSync(path.join(source, 'scripts/pg-cluster'), ['createdb', clusterDir, db]);
+  const dbUrl = execFileSync(path.join(source, 'scripts/pg-cluster'), ['url', clusterDir, db])
+    .toString().trim();
+  execFileSync(binary, ['keygen', '--out', path.join(dir, 'master.key')]);
+  writeFileSync(path.join(dir, 'jwt.secret'), 'e2e-jwt-secret-0123456789abcdef0123456789');
+  chmodSync(path.join(dir, 'jwt.secret'), 0o600);
+  const config = `
+listen: {address: 127.0.0.1, port: 0}
+database: {url: "${dbUrl}"}
+crypto: {key_file: ${path.join(dir, 'master.key')}}
+auth:
+  jwt: {hs256_secret_file: ${path.join(dir, 'jwt.secret')}}
+  service_tokens:
+    - {name: e2e, sha256: ${sha256Hex(serviceToken)}, scopes: [FETCH_CONFIG]}
+oauth: {public_base_url: "${publicBase}", allowed_redirect_uris: ["${landing}"]}
+token_service: {port: 0}
+providers_file: ${path.join(source, 'tests/e2e/providers.yaml')}
+providers:
+  oidc-test:
+    client_id: ${clientId}
+    client_secret: ${clientSecret}
+    authorization_url: ${as.issuer}/auth
+    token_url: ${as.issuer}/token
+    revoke_url: ${as.issuer}/token/revocation
+    account_url: ${as.issuer}/me
+`;
+  const configPath = path.join(dir, 'service.yaml');
+  writeFileSync(configPath, config);
+  const child = spawn(binary, ['serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 30000);
+    const onData = (chunk) => {
+      log += chunk;
+      for (const line of log.split('\n')) {
+        try {
+          const json = JSON.parse(line);
+          if (json.msg === 'ready') { clearTimeout(timer); resolve(json.port); }
+        } catch { /* not a complete line yet */ }
+      }
+    };
+    child.stderr.on('data', onData);
+    child.stdout.on('data', onData);
+    child.on('exit', () => reject(new Error(`server exited:\n${log}`)));
+  });
+  const mint = (user) => execFileSync(binary, ['mint-token', '--config', configPath, '--user', user,
+    '--team', 'acme']).toString().trim();
+  return { port, mint, child, log: () => log };
+}
+
+/// A minimal browser: follows redirects by hand, keeps cookies per host.
+class Browser {
+  constructor() { this.cookies = new Map(); }
+  cookieHeader(url) {
+    const jar = this.cookies.get(new URL(url).host) || new Map();
+    return [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
+  remember(url, res) {
+    const host = new URL(url).host;
+    const jar = this.cookies.get(host) || new Map();
+    // getSetCookie() is missing on older Node releases.
+    const setCookies = res.headers.getSetCookie ? res.headers.getSetCookie()
+      : (res.headers.get('set-cookie') || '').split(/,(?=\s*[^;,=\s]+=)/).filter(Boolean);
+    for (const c of setCookies) {
+      const [pair] = c.split(';');
+      const eq = pair.indexOf('=');
+      jar.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+    }
+    this.cookies.set(host, jar);
+  }
+  async request(url, { method = 'GET', form } = {}) {
+    const res = await fetch(url, {
+      method,
+      redirect: 'manual',
+      headers: {
+        cookie: this.cookieHeader(url),
+        accept: 'text/html',
+        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
+      },
+      body: form ? new URLSearchParams(form) : undefined,
+    });
+    this.remember(url, res);
+    return res;
+  }
+  /// Follows redirects until one leaves for `stopPrefix`; fills the login
+  /// and consent forms on the way.
+  async walk(start, stopPrefix) {
+    let url = start;
+    let method = 'GET';
+    let form;
+    for (let step = 0; step < 20; ++step) {
+      const res = await this.request(url, { method, form });
+      method = 'GET';
+      form = undefined;
+      if (res.status >= 300 && res.status < 400) {
+        url = new URL(res.headers.get('location'), url).toString();
+        if (url.startsWith(stopPrefix)) return url;
+        continue;
+      }
+      const html = await res.text();
+      const action = html.match(/<form[^>]*action="([^"]+)"/);
+      assert.ok(action, `no form on ${url} (status ${res.status}): ${html.replace(/<style[\s\S]*<\/style>/, "").slice(0, 1500)}`);
+      const fields = {};
+      for (const [tag] of html.matchAll(/<input[^>]*>/g)) {
+        const name = tag.match(/name="([^"]+)"/);
+        const value = tag.match(/value="([^"]*)"/);
+        if (name) fields[name[1]] = value ? value[1] : '';
+      }
+      if ('login' in fields) fields.login = 'alice';
+      if ('password' in fields) fields.password = 'any-password';
+      url = new URL(action[1], url).toString();
+      method = 'POST';
+      form = fields;
+    }
+    throw new Error('too many steps');
+  }
+}
+
+test('authorization code flow end to end against oidc-provider', { timeout: 120000 }, async () => {
+  assert.ok(source && binary && clusterDir, 'CONNECTOR_SOURCE_DIR, CONNECTOR_SERVER_BINARY and CONNECTOR_TEST_PG_DIR');
+  const dir = mkdtempSync(path.join(tmpdir(), 'cm-e2e-'));
+  const as = await startAuthorizationServer({
+    clientId, clientSecret, redirectUri: publicBase + callbackPath,
+  });
+  const cm = await startServer(dir, as);
+  const base = `http://127.0.0.1:${cm.port}`;
+  try {
+    const user = { authorization: `Bearer ${cm.mint('alice')}` };
+    const service = { 'x-services-token': serviceToken };
+
+    // authorize -> the provider's login and consent pages -> back to us
+    const authorize = await fetch(`${base}/api/oauth/oidc-test/authorize?redirect_uri=${encodeURIComponent(landing)}`,
+      { headers: user });
+    assert.equal(authorize.status, 200);
+    const { auth_url: authUrl } = await authorize.json();
+    assert.match(authUrl, /code_challenge_method=S256/);
+    const browser = new Browser();
+    const back = await browser.walk(authUrl, publicBase);
+    const callback = new URL(back);
+    assert.ok(callback.searchParams.get('code'), back);
+    assert.equal(callback.searchParams.get('iss'), as.issuer);
+
+    // callback -> stored
+    const done = await fetch(`${base}${callbackPath}${callback.search}`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+    assert.equal(done.status, 302, await done.text());
+    assert.equal(done.headers.get('location'), `${landing}?connected=true&provider=oidc-test`);
+    const list = await (await fetch(`${base}/api/connectors/list`, { headers: user })).json();
+    assert.equal(list.connections.length, 1);
+    assert.equal(list.connections[0].account, 'alice@example.test');
+
+    // the token served to a service is the one the provider issued
+    const first = await (await fetch(`${base}/api/internal/tokens/oidc-test?user_id=alice`, { headers: service })).json();
+    assert.equal(as.issued.length, 1);
+    assert.equal(first.access_token, as.issued[0].access_token);
+    assert.ok(await as.introspect(first.access_token));
+
+    // refresh with rotation
+    const refreshed = await fetch(`${base}/api/connectors/oidc-test/refresh`, { method: 'POST', headers: user });
+    assert.equal(refreshed.status, 200, await refreshed.text());
+    assert.equal(as.issued.length, 2);
+    assert.notEqual(as.issued[1].refresh_token, as.issued[0].refresh_token, 'refresh token rotated');
+    const second = await (await fetch(`${base}/api/internal/tokens/oidc-test?user_id=alice`, { headers: service })).json();
+    assert.equal(second.access_token, as.issued[1].access_token);
+    assert.equal(await as.introspect(as.issued[0].refresh_token), false, 'old refresh token refused');
+    assert.ok(await as.introspect(as.issued[1].refresh_token), 'new refresh token active');
+
+    // disconnect -> revoked at the provider
+    const removed = await fetch(`${base}/api/connectors/oidc-test`, { method: 'DELETE', headers: user });
+    const body = await removed.json();
+    assert.equal(removed.status, 200, JSON.stringify(body));
+    assert.equal(body.revoked, true);
+    assert.equal(await as.introspect(as.issued[1].refresh_token), false, 'refresh token revoked');
+    assert.equal(await as.introspect(as.issued[1].access_token), false, 'access token revoked with its grant');
+    const gone = await fetch(`${base}/api/internal/tokens/oidc-test?user_id=alice&team_id=acme`, { headers: service });
+    assert.equal(gone.status, 404);
+    // No token the provider issued ever reached the server's log.
+    for (const t of as.issued) {
+      assert.ok(!cm.log().includes(t.access_token));
+      assert.ok(!cm.log().includes(t.refresh_token));
+    }
+  } finally {
+    cm.child.kill('SIGTERM');
+    await as.close();
+  }
+});
