@@ -179,7 +179,8 @@ std::optional<outbound_request> code_request(const config::provider_entry& entry
                                              const std::string& code_verifier,
                                              const nlohmann::json& values, int64_t timeout_ms) {
   std::vector<std::pair<std::string, std::string>> fields;
-  if (entry.token_style != "tiktok_envelope")
+  // TikTok and Meta's manual flow take no grant_type.
+  if (entry.token_style == "standard")
     fields.emplace_back("grant_type", "authorization_code");
   fields.emplace_back(entry.code_param, code);
   if (entry.token_style != "tiktok_envelope" && entry.callback_verification != "shopify_hmac")

@@ -63,7 +63,21 @@ struct oauth_world {
                    "    authorization_url: " + base + "/{shop}/admin/oauth/authorize\n"
                    "    token_url: " + base + "/{shop}/admin/oauth/access_token\n"
                    "    account_url: " + base + "/me\n"
-                   "    revoke_url: " + base + "/revoke\n" + extra;
+                   "    revoke_url: " + base + "/revoke\n"
+                   "  tiktok-ads:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
+                   "    authorization_url: " + base + "/tiktok/authorize\n"
+                   "    token_url: " + base + "/open_api/v1.3/oauth2/access_token/\n"
+                   "    account_url: " + base + "/open_api/v1.3/oauth2/advertiser/get/\n"
+                   "    revoke_url: " + base + "/open_api/v1.3/oauth2/revoke_token/\n"
+                   "  meta:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
+                   "    authorization_url: " + base + "/meta/authorize\n"
+                   "    token_url: " + base + "/v22.0/oauth/access_token\n"
+                   "    account_url: " + base + "/v22.0/me/adaccounts?fields=name,account_id\n"
+                   "    revoke_url: " + base + "/v22.0/me/permissions\n"
+                   "  atlassian:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
+                   "    authorization_url: " + base + "/atlassian/authorize\n"
+                   "    token_url: " + base + "/oauth/token\n"
+                   "    account_url: " + base + "/oauth/token/accessible-resources\n" + extra;
     server = std::make_unique<server_process>(o);
     if (!server->wait_ready())
       throw std::runtime_error("server did not start: " + server->log());
@@ -374,4 +388,97 @@ TEST(OAuth, DisconnectStillDeletesWhenRevocationFails) {
   EXPECT_EQ(del.json()["revoked"], false);
   EXPECT_NE(del.json()["reason"].get<std::string>().find("revocation failed"), std::string::npos);
   EXPECT_EQ(w.rows(), 0);
+}
+
+TEST(OAuth, TikTokEnvelopeAuthCodeAndAdvertisers) {
+  oauth_world w;
+  auto r = w.authorize("tiktok-ads", w.alice);
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto q = query_of(r.json()["auth_url"].get<std::string>());
+  EXPECT_EQ(q["app_id"], "cm-test-client") << "TikTok's name for client_id";
+  EXPECT_EQ(q.count("client_id"), 0u);
+  auto back = w.approve(r);
+  back.erase("code"); // TikTok sends auth_code
+  ASSERT_EQ(back.count("auth_code"), 1u);
+  auto done = w.callback("tiktok-ads", back);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(done.json()["account_name"], "Acme TikTok");
+  auto token = http_call(w.port(), "GET", "/api/internal/tokens/tiktok-ads?user_id=alice",
+                         {{"X-Services-Token", service_token}});
+  ASSERT_EQ(token.status, 200) << token.body;
+  EXPECT_EQ(token.json()["access_token"], "tt-" + back["auth_code"]);
+  EXPECT_TRUE(token.json()["expires_at"].is_null()) << "long-term token, no expiry";
+  EXPECT_EQ(token.json()["metadata"]["advertiser_ids"], nlohmann::json::array({"7001", "7002"}));
+  EXPECT_EQ(token.json()["metadata"]["accounts"], nlohmann::json::array({"Acme TikTok", "Acme EU"}));
+  auto del = http_call(w.port(), "DELETE", "/api/connectors/tiktok-ads", {{"Authorization", w.alice}});
+  EXPECT_EQ(del.json()["revoked"], true) << del.body;
+}
+
+TEST(OAuth, TikTokEnvelopeErrorIsAFailureEvenWithHttp200) {
+  oauth_world w;
+  auto back = w.approve(w.authorize("tiktok-ads", w.alice));
+  back["auth_code"] = "code-unknown";
+  back.erase("code");
+  auto done = w.callback("tiktok-ads", back);
+  EXPECT_EQ(done.status, 502) << done.body;
+  EXPECT_NE(done.json()["error"]["message"].get<std::string>().find("code 40110"),
+            std::string::npos) << done.body;
+  EXPECT_EQ(w.rows(), 0);
+}
+
+TEST(OAuth, MetaExchangesForALongLivedToken) {
+  oauth_world w;
+  auto r = w.authorize("meta", w.alice);
+  auto q = query_of(r.json()["auth_url"].get<std::string>());
+  EXPECT_EQ(q["scope"], "ads_management,pages_read_engagement");
+  auto back = w.approve(r);
+  auto done = w.callback("meta", back);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(done.json()["account_name"], "Acme Ads");
+  auto token = http_call(w.port(), "GET", "/api/internal/tokens/meta?user_id=alice",
+                         {{"X-Services-Token", service_token}});
+  ASSERT_EQ(token.status, 200) << token.body;
+  EXPECT_EQ(token.json()["access_token"], "ll-sl-" + back["code"]) << "the long-lived token";
+  // About 60 days from now.
+  auto list = http_call(w.port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
+  auto expires = list.json()["connections"][0]["expires_at"].get<int64_t>();
+  auto days = (expires - std::time(nullptr) * 1000LL) / 86400000LL;
+  EXPECT_GE(days, 59);
+  EXPECT_LE(days, 60);
+  auto del = http_call(w.port(), "DELETE", "/api/connectors/meta", {{"Authorization", w.alice}});
+  EXPECT_EQ(del.json()["revoked"], true) << del.body;
+}
+
+TEST(OAuth, AtlassianSitesComeFromAccessibleResources) {
+  oauth_world w;
+  auto r = w.authorize("atlassian", w.alice);
+  auto q = query_of(r.json()["auth_url"].get<std::string>());
+  EXPECT_EQ(q["audience"], "api.atlassian.com");
+  EXPECT_EQ(q["prompt"], "consent");
+  auto done = w.callback("atlassian", w.approve(r));
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(done.json()["account_name"], "acme");
+  auto list = http_call(w.port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
+  EXPECT_EQ(list.json()["connections"][0]["metadata"]["accounts"],
+            nlohmann::json::array({"acme", "acme-eu"}));
+  auto del = http_call(w.port(), "DELETE", "/api/connectors/atlassian", {{"Authorization", w.alice}});
+  EXPECT_EQ(del.json()["revoked"], false);
+  EXPECT_EQ(del.json()["reason"], "the provider has no revocation endpoint");
+  EXPECT_EQ(w.rows(), 0);
+}
+
+TEST(OAuth, GitHubExpiringTokensRefreshWithRotation) {
+  oauth_world w;
+  auto back = w.approve(w.authorize("github", w.alice));
+  ASSERT_EQ(w.callback("github", back).status, 200);
+  auto r = http_call(w.port(), "POST", "/api/connectors/github/refresh", {{"Authorization", w.alice}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto token = http_call(w.port(), "GET", "/api/internal/tokens/github?user_id=alice",
+                         {{"X-Services-Token", service_token}});
+  EXPECT_NE(token.json()["access_token"], "at-" + back["code"]) << "rotated";
+  auto stats = nlohmann::json::parse(w.fake.admin("/__stats", ""));
+  bool any_revoked = false;
+  for (auto& [id, f] : stats["families"].items())
+    any_revoked = any_revoked || f["revoked"].get<bool>();
+  EXPECT_FALSE(any_revoked) << "the rotated refresh token was never reused";
 }

@@ -15,6 +15,11 @@
 //                         once, its reuse revokes what it issued
 //   POST /revoke          RFC 7009: revokes the token's whole family
 //   DELETE /applications/{client_id}/grant   GitHub style, JSON access_token
+//   Quirks: TikTok (…/oauth2/access_token/ JSON app_id/secret/auth_code in a
+//   {code,message,data} envelope; …/oauth2/advertiser/get/ with Access-Token),
+//   Meta (GET …/oauth/access_token, fb_exchange_token, …/me/adaccounts and
+//   DELETE …/me/permissions with access_token in the query), Atlassian
+//   (…/accessible-resources).
 //   POST /__seed          {"refresh_token","access_token"} starts a family
 //   POST /__behavior      {"mode": normal|rate_limit|error500|slow|
 //                         invalid_grant|malformed|no_expires_in|hang (5 s),
@@ -120,6 +125,10 @@ std::map<std::string, std::string> form(const std::string& body) {
   return out;
 }
 
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
 class handler : public Http::Handler {
 public:
   HTTP_PROTOTYPE(handler)
@@ -175,6 +184,8 @@ private:
       auto code = "code-" + std::to_string(++next_code);
       codes[code] = {q["redirect_uri"], q["code_challenge"], q["scope"], false, ""};
       auto location = q["redirect_uri"] + "?code=" + code + "&state=" + q["state"];
+      if (q.count("app_id"))
+        location += "&auth_code=" + code; // TikTok names it auth_code
       w.headers().add<Http::Header::Location>(location);
       w.send(Http::Code::Found, "");
       return;
@@ -201,6 +212,57 @@ private:
         w.send(id.empty() ? Http::Code::Not_Found : Http::Code::No_Content, "");
       return;
     }
+    if (contains(path, "/oauth2/advertiser/get")) {
+      auto token = req.headers().tryGetRaw("Access-Token");
+      std::lock_guard<std::mutex> g{mutex};
+      if (!token || !by_access.count(token->value())) {
+        reply(w, Http::Code::Ok, {{"code", 40105}, {"message", "access token invalid"}});
+        return;
+      }
+      reply(w, Http::Code::Ok,
+            {{"code", 0}, {"message", "OK"},
+             {"data", {{"list", {{{"advertiser_id", "7001"}, {"advertiser_name", "Acme TikTok"}},
+                                 {{"advertiser_id", "7002"}, {"advertiser_name", "Acme EU"}}}}}}});
+      return;
+    }
+    if (contains(path, "/me/adaccounts") || contains(path, "/me/permissions")) {
+      std::map<std::string, std::string> q;
+      cm::http::parse_query(req.query().as_str(), q);
+      std::lock_guard<std::mutex> g{mutex};
+      auto it = by_access.find(q["access_token"]);
+      if (it == by_access.end() || families[it->second].revoked) {
+        reply(w, Http::Code::Bad_Request, {{"error", {{"message", "Invalid OAuth access token"}}}});
+        return;
+      }
+      if (contains(path, "/me/permissions")) {
+        families[it->second].revoked = true;
+        ++revocations;
+        reply(w, Http::Code::Ok, {{"success", true}});
+        return;
+      }
+      reply(w, Http::Code::Ok, {{"data", {{{"name", "Acme Ads"}, {"account_id", "act_1"}},
+                                          {{"name", "Acme Brand"}, {"account_id", "act_2"}}}}});
+      return;
+    }
+    if (contains(path, "/accessible-resources")) {
+      reply(w, Http::Code::Ok,
+            nlohmann::json::array({{{"id", "cloud-1"}, {"url", "https://acme.atlassian.net"},
+                                    {"name", "acme"}, {"scopes", {"read:jira-work"}}},
+                                   {{"id", "cloud-2"}, {"url", "https://acme-eu.atlassian.net"},
+                                    {"name", "acme-eu"}, {"scopes", {"read:jira-work"}}}}));
+      return;
+    }
+    if (contains(path, "/oauth2/revoke_token")) {
+      auto body = nlohmann::json::parse(req.body(), nullptr, false);
+      std::lock_guard<std::mutex> g{mutex};
+      auto token = body.is_object() ? body.value("access_token", "") : "";
+      if (by_access.count(token)) {
+        families[by_access[token]].revoked = true;
+        ++revocations;
+      }
+      reply(w, Http::Code::Ok, {{"code", 0}, {"message", "OK"}});
+      return;
+    }
     if (path == "/userinfo" || path == "/me") {
       auto auth = req.headers().tryGetRaw("Authorization");
       std::string token = auth ? auth->value() : "";
@@ -220,7 +282,8 @@ private:
       return path.size() >= suffix.size() &&
              path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
     };
-    if (ends_with("/token") || ends_with("/access_token")) {
+    if (ends_with("/token") || ends_with("/access_token") ||
+        contains(path, "/oauth2/access_token")) {
       token(req, w);
       return;
     }
@@ -237,6 +300,16 @@ private:
           params[k] = v.get<std::string>();
     } else {
       params = form(req.body());
+    }
+    // Meta sends everything in the query of a GET.
+    std::map<std::string, std::string> query;
+    cm::http::parse_query(req.query().as_str(), query);
+    for (auto& [k, v] : query)
+      params.insert({k, v});
+    bool tiktok = contains(req.resource(), "/oauth2/access_token");
+    if (tiktok) {
+      params["client_id"] = params["app_id"];
+      params["client_secret"] = params["secret"];
     }
     auto basic = req.headers().tryGetRaw("Authorization");
     bool client_ok = (params["client_id"] == "cm-test-client" &&
@@ -275,9 +348,28 @@ private:
       return;
     }
     std::lock_guard<std::mutex> g{mutex};
-    if (params["grant_type"] == "authorization_code" || params.count("auth_code")) {
+    if (params["grant_type"] == "fb_exchange_token") {
+      auto it = by_access.find(params["fb_exchange_token"]);
+      if (it == by_access.end()) {
+        reply(w, Http::Code::Bad_Request, {{"error", {{"message", "Invalid OAuth access token"}}}});
+        return;
+      }
+      auto long_lived = "ll-" + params["fb_exchange_token"];
+      families[it->second].current_access = long_lived;
+      by_access[long_lived] = it->second;
+      reply(w, Http::Code::Ok, {{"access_token", long_lived}, {"token_type", "bearer"},
+                                {"expires_in", 5183944}});
+      return;
+    }
+    if (params["grant_type"] == "authorization_code" || params.count("auth_code") ||
+        (params.count("code") && params["grant_type"].empty())) {
       auto code = params.count("code") ? params["code"] : params["auth_code"];
       auto it = codes.find(code);
+      if (it == codes.end() && tiktok) {
+        // TikTok reports failures inside a 200 envelope.
+        reply(w, Http::Code::Ok, {{"code", 40110}, {"message", "auth_code is invalid"}});
+        return;
+      }
       if (it == codes.end()) {
         reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
         return;
@@ -300,6 +392,22 @@ private:
         return;
       }
       pc.family = start_family("rt-" + code, "at-" + code);
+      if (tiktok) {
+        // Long-term advertiser token, no refresh token, inside an envelope.
+        pc.family = start_family("unused-" + code, "tt-" + code);
+        reply(w, Http::Code::Ok,
+              {{"code", 0}, {"message", "OK"}, {"request_id", "r-1"},
+               {"data", {{"access_token", "tt-" + code}, {"advertiser_ids", {"7001", "7002"}},
+                         {"scope", {4, 5}}}}});
+        return;
+      }
+      if (params.count("grant_type") == 0 || params["grant_type"].empty()) {
+        // Meta's short-lived user token: no refresh token.
+        pc.family = start_family("unused-" + code, "sl-" + code);
+        reply(w, Http::Code::Ok, {{"access_token", "sl-" + code}, {"token_type", "bearer"},
+                                  {"expires_in", 5183}});
+        return;
+      }
       // Grants what was asked (comma-separated scopes come back spaced).
       auto scope = pc.scope.empty() ? std::string{"repo actions"} : pc.scope;
       std::replace(scope.begin(), scope.end(), ',', ' ');
