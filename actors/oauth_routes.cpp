@@ -330,6 +330,16 @@ void oauth_callback(const call& c) {
           copy.ex->reply_error(ec::bad_request, "the state belongs to another flow");
           return;
         }
+        // Browsers arrive without a session; a caller that brings one must
+        // be the user who started the flow.
+        auto& req = copy.ex->req();
+        if (!req.header("authorization").empty()) {
+          auto who = copy.ctx().auth->authenticate(req);
+          if (!who || !who->is_user() || who->subject != st.user_id || who->team != st.team_id) {
+            copy.ex->reply_error(ec::forbidden, "the state belongs to another user");
+            return;
+          }
+        }
         if (unix_now_ms() > st.expires_at_ms) {
           fail_callback(copy, redirect, ec::bad_request, "the state has expired; start again");
           return;

@@ -274,6 +274,17 @@ TEST(OAuth, StateAbuseIsRefusedAndNothingIsStored) {
   EXPECT_EQ(w.fake.refresh_calls(), 0) << "no code was ever sent to the token endpoint";
 }
 
+TEST(OAuth, AnotherUsersStateIsRefused) {
+  oauth_world w;
+  auto alices = w.approve(w.authorize("github", w.alice));
+  expect_refused(w.callback("github", alices, {{"Authorization", w.bob}}), 403, "another user");
+  EXPECT_EQ(w.rows(), 0);
+  EXPECT_EQ(w.fake.refresh_calls(), 0);
+  // With her own session, or none (a browser), the flow completes.
+  auto again = w.approve(w.authorize("github", w.alice));
+  EXPECT_EQ(w.callback("github", again, {{"Authorization", w.alice}}).status, 200);
+}
+
 TEST(OAuth, ReplayedStateAndReusedCodeAreRefused) {
   oauth_world w;
   auto first = w.approve(w.authorize("github", w.alice));

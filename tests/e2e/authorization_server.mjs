@@ -5,9 +5,9 @@
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
-export async function startAuthorizationServer({ clientId, clientSecret, redirectUri }) {
+export async function startAuthorizationServer({ clientId, clientSecret, redirectUri, port = 0 }) {
   const server = http.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   const issuer = `http://127.0.0.1:${server.address().port}`;
   const provider = new Provider(issuer, {
     clients: [{
