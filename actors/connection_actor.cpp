@@ -8,6 +8,7 @@
 
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "provider/api_key_check.hpp"
 
 namespace cm {
 
@@ -93,7 +94,22 @@ void schedule_tick(self_ptr self, int64_t at_ms) {
   self->delayed_send(self, ms{delay}, tick_atom_v, s.timer_generation);
 }
 
-void arm_timer(self_ptr self) { schedule_tick(self, planned_time(self)); }
+/// API keys: the next re-validation, `interval` plus up to a tenth of it.
+int64_t revalidation_time(self_ptr self) {
+  auto& s = self->state;
+  auto interval = s.deps.settings.key_revalidation_ms;
+  if (interval <= 0 || !s.record || s.record->kind != "api_key" ||
+      s.record->status != "connected" || !s.deps.provider || !s.deps.provider->api_key)
+    return 0;
+  std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(interval / 10, 1));
+  return now_ms(self) + interval + dist(s.rng);
+}
+
+void arm_timer(self_ptr self) {
+  auto& s = self->state;
+  schedule_tick(self, s.record && s.record->kind == "api_key" ? revalidation_time(self)
+                                                              : planned_time(self));
+}
 
 bool usable(self_ptr self) {
   auto& s = self->state;
@@ -379,6 +395,46 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
       });
 }
 
+/// Checks a stored API key with the provider again. Only a clear refusal
+/// marks it needs_reauth; anything transient leaves it alone.
+void revalidate(self_ptr self) {
+  auto& s = self->state;
+  auto fields = nlohmann::json::parse(s.record->metadata, nullptr, false);
+  auto req = api_key::validation_request(*s.deps.provider, s.record->access_token.reveal(), fields,
+                                         settings(self).provider_timeout_ms);
+  if (!req)
+    return;
+  s.refreshing = true;
+  self->request(s.deps.provider_client, ms{settings(self).provider_timeout_ms + 2000}, std::move(*req))
+    .then(
+      [=](outbound_response& res) {
+        auto verdict = api_key::read_validation(*self->state.deps.provider, res);
+        if (verdict.result != api_key::verdict::rejected) {
+          if (verdict.result == api_key::verdict::unavailable) {
+            auto fields = log_fields(self);
+            fields["reason"] = verdict.reason;
+            log::warn(component, "key re-validation inconclusive", fields);
+          }
+          self->state.refreshing = false;
+          arm_timer(self);
+          return;
+        }
+        auto reason = "the provider rejected the key (" + verdict.reason + ")";
+        auto& st = self->state;
+        self->request(st.deps.repository, storage_timeout(self), lease_atom_v, st.key,
+                      st.deps.instance_id, settings(self).lease_ms)
+          .then([=](token_record& leased) { give_up(self, leased.version, reason); },
+                [=](caf::error&) {
+                  self->state.refreshing = false;
+                  arm_timer(self);
+                });
+      },
+      [=](caf::error&) {
+        self->state.refreshing = false;
+        arm_timer(self);
+      });
+}
+
 void start_refresh(self_ptr self, mode m) {
   auto& s = self->state;
   if (s.refreshing) {
@@ -499,6 +555,10 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         return;
       if (st.record->status != "connected")
         return;
+      if (st.record->kind == "api_key") {
+        revalidate(self);
+        return;
+      }
       start_refresh(self, can_refresh(self) ? mode::refresh : mode::expire);
     },
     [=](retry_atom, bool force, int32_t polls) {

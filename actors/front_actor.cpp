@@ -1,6 +1,7 @@
 #include "actors/front_actor.hpp"
 
 #include "actors/front_call.hpp"
+#include "actors/api_key_routes.hpp"
 #include "actors/oauth_routes.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -248,6 +249,7 @@ const std::vector<http::route<handler_fn>>& routes() {
     {"GET", "/api/v1/connectors/{connectorName}/oauth/callback", access::open, "",
      oauth_callback},
     {"DELETE", "/api/connectors/{provider}", access::user, "", disconnect},
+    {"POST", "/api/connectors/connect", access::user, "", connect_api_key},
     {"POST", "/api/v1/connectors/internal/refreshIndividualConnectorToken", access::service,
      http::scope_fetch_config, service_refresh},
   };

@@ -162,7 +162,8 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
   if (key && !key.IsNull()) {
     auto kpath = path + ".api_key";
     reader.expect_keys(key, kpath, {"validate_url", "method", "scheme", "header", "headers",
-                                    "required_fields", "key_prefixes", "account_pointer"});
+                                    "required_fields", "optional_fields", "key_prefixes",
+                                    "account_pointer", "body"});
     api_key_check check;
     check.validate_url = reader.require_string(key, kpath, "validate_url");
     check_url(reader, key["validate_url"], kpath + ".validate_url", check.validate_url, entry);
@@ -170,15 +171,18 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
     if (check.method != "GET" && check.method != "POST")
       reader.fail(key["method"], kpath + ".method", "expected GET or POST");
     check.scheme = reader.get_string(key, kpath, "scheme", "bearer");
-    if (check.scheme != "bearer" && check.scheme != "basic" && check.scheme != "header" &&
-        check.scheme != "klaviyo" && check.scheme != "basic_token")
+    static const std::vector<std::string> schemes = {"bearer", "basic", "basic_email",
+                                                     "basic_token", "header", "klaviyo"};
+    if (std::find(schemes.begin(), schemes.end(), check.scheme) == schemes.end())
       reader.fail(key["scheme"], kpath + ".scheme",
-                  "expected bearer, basic, basic_token, header or klaviyo");
+                  "expected bearer, basic, basic_email, basic_token, header or klaviyo");
     check.header = reader.get_string(key, kpath, "header", "");
     if (check.scheme == "header" && check.header.empty())
       reader.fail(key, kpath + ".header", "required when scheme is header");
     check.headers = reader.get_string_map(key, kpath, "headers");
     check.required_fields = reader.get_string_list(key, kpath, "required_fields");
+    check.optional_fields = reader.get_string_list(key, kpath, "optional_fields");
+    check.body = reader.get_string(key, kpath, "body", "");
     check.key_prefixes = reader.get_string_list(key, kpath, "key_prefixes");
     check.account_pointer = reader.get_string(key, kpath, "account_pointer", "");
     check_pointer(reader, key["account_pointer"], kpath + ".account_pointer",

@@ -46,14 +46,19 @@ struct account_lookup {
 struct api_key_check {
   std::string validate_url;
   std::string method = "GET";
-  /// bearer | basic | header | klaviyo
+  /// bearer | basic (key as user, empty password) | basic_email
+  /// (email:key) | basic_token (email/token:key) | header | klaviyo
   std::string scheme = "bearer";
+  /// Request body for POST checks (Railway's GraphQL query).
+  std::string body;
   /// Header name for scheme=header (e.g. X-Figma-Token).
   std::string header;
   /// Extra constant headers (e.g. Klaviyo's revision).
   std::map<std::string, std::string> headers;
   /// Request fields the caller must provide besides api_key.
   std::vector<std::string> required_fields;
+  /// Optional fields the caller may provide (PostHog host).
+  std::vector<std::string> optional_fields;
   /// Accepted key prefixes; empty accepts any.
   std::vector<std::string> key_prefixes;
   /// JSON pointer to the account name in the answer.

@@ -75,6 +75,9 @@ struct refresh_config {
   int64_t lease_poll_ms = 100;
   /// Budget for storage calls made by connection actors.
   int64_t storage_timeout_ms = 10000;
+  /// How often a stored API key is checked again with the provider (plus up
+  /// to a tenth of it as jitter); 0 turns re-validation off.
+  int64_t key_revalidation_ms = 86400000;
 };
 
 /// The token service published to other CAF programs.

@@ -454,3 +454,76 @@ TEST_F(deterministic, ClientAuthStylesShapeTheRequest) {
   EXPECT_EQ(auth->second.rfind("Basic ", 0), 0u);
   EXPECT_EQ(req.body.find("client_secret"), std::string::npos);
 }
+
+namespace {
+
+struct api_keys : deterministic {
+  token_record seed_key() {
+    entry->mode = config::auth_mode::api_key;
+    config::api_key_check check;
+    check.validate_url = "https://provider.test/v1/balance";
+    check.scheme = "bearer";
+    entry->api_key = check;
+    settings.key_revalidation_ms = 86400'000;
+    token_record r;
+    r.id = "row-key";
+    r.key = key;
+    r.kind = "api_key";
+    r.access_token = secret{"sk_test_abc"};
+    r.metadata = R"({"account_name":"acme"})";
+    r.version = 1;
+    repo->rows[key].record = r;
+    return r;
+  }
+};
+
+outbound_response http_status(int status, const std::string& body = "{}") {
+  outbound_response r;
+  r.status = status;
+  r.body = body;
+  return r;
+}
+
+} // namespace
+
+TEST_F(api_keys, KeysAreServedAndRevalidatedDaily) {
+  auto conn = spawn(seed_key());
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->token_type, "api_key");
+  auto planned = status(conn).next_refresh_at_ms;
+  EXPECT_GE(planned, now() + 86400'000);
+  EXPECT_LE(planned, now() + 86400'000 + 8640'000 + 1);
+  script->answers.push_back(http_status(200, R"({"object":"balance"})"));
+  advance_to(planned);
+  ASSERT_EQ(script->requests.size(), 1u);
+  auto& headers = script->requests[0].headers;
+  EXPECT_NE(std::find(headers.begin(), headers.end(),
+                      std::pair<std::string, std::string>{"Authorization", "Bearer sk_test_abc"}),
+            headers.end());
+  EXPECT_EQ(status(conn).status, "connected");
+  EXPECT_GT(status(conn).next_refresh_at_ms, planned) << "re-armed";
+}
+
+TEST_F(api_keys, ARejectedKeyNeedsReauthAndEmitsTokenExpired) {
+  auto conn = spawn(seed_key());
+  script->answers.push_back(http_status(401));
+  advance_to(status(conn).next_refresh_at_ms);
+  EXPECT_EQ(repo->rows[key].record.status, "needs_reauth");
+  EXPECT_NE(repo->rows[key].record.reason.find("HTTP 401"), std::string::npos);
+  ASSERT_EQ(repo->events.size(), 1u);
+  EXPECT_EQ(repo->events[0].first, "TOKEN_EXPIRED");
+  EXPECT_EQ(code_of(ask(conn)->at(0).error()), ec::needs_reauth);
+}
+
+TEST_F(api_keys, TransientFailuresDoNotFlipTheStatus) {
+  auto conn = spawn(seed_key());
+  script->answers.push_back(http_status(500));
+  script->answers.push_back(transport_failure(transport_error::timeout_after_send));
+  script->answers.push_back(http_status(200, "<html>maintenance</html>"));
+  for (int i = 0; i < 3; ++i)
+    advance_to(status(conn).next_refresh_at_ms);
+  EXPECT_EQ(script->requests.size(), 3u);
+  EXPECT_EQ(repo->rows[key].record.status, "connected");
+  EXPECT_TRUE(repo->events.empty());
+}

@@ -1,0 +1,149 @@
+#include "actors/api_key_routes.hpp"
+
+#include <algorithm>
+#include <regex>
+
+#include <caf/event_based_actor.hpp>
+
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "http/json_body.hpp"
+#include "provider/api_key_check.hpp"
+
+namespace cm {
+
+namespace {
+
+constexpr size_t max_key_bytes = 4096;
+
+bool printable(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](unsigned char ch) { return ch > 0x20 && ch < 0x7f; });
+}
+
+/// The caller's non-secret fields, checked against the catalog; sets
+/// `problem` (naming the field) on the first bad one.
+std::optional<nlohmann::json> read_fields(const config::provider_entry& entry,
+                                          const nlohmann::json& body, std::string& problem) {
+  auto& check = *entry.api_key;
+  nlohmann::json fields = nlohmann::json::object();
+  auto take = [&](const std::string& name, bool required) {
+    if (!body.contains(name) || body[name].is_null() ||
+        (body[name].is_string() && body[name].get<std::string>().empty())) {
+      if (required)
+        problem = name + " is required";
+      return required ? false : true;
+    }
+    if (!body[name].is_string() || body[name].get<std::string>().size() > 512) {
+      problem = name + " must be a string of at most 512 characters";
+      return false;
+    }
+    auto value = body[name].get<std::string>();
+    if (auto pattern = entry.template_params.find(name); pattern != entry.template_params.end() &&
+                                                         !std::regex_match(value, std::regex{pattern->second})) {
+      problem = name + " is not valid";
+      return false;
+    }
+    static const std::regex email{R"(^[^@\s]+@[^@\s]+\.[^@\s]+$)"};
+    if (name == "email" && !std::regex_match(value, email)) {
+      problem = "email is not valid";
+      return false;
+    }
+    fields[name] = value;
+    return true;
+  };
+  for (auto& name : check.required_fields)
+    if (!take(name, true))
+      return std::nullopt;
+  for (auto& name : check.optional_fields)
+    if (!take(name, false))
+      return std::nullopt;
+  return fields;
+}
+
+} // namespace
+
+void connect_api_key(const call& c) {
+  nlohmann::json body;
+  std::string problem;
+  if (!http::parse_json_object(c.ex->req().body, body, problem)) {
+    c.ex->reply_error(ec::bad_request, problem);
+    return;
+  }
+  if (!body.contains("provider") || !body["provider"].is_string()) {
+    c.ex->reply_error(ec::bad_request, "provider is required");
+    return;
+  }
+  auto entry = known_provider(c, body["provider"].get<std::string>());
+  if (entry == nullptr)
+    return;
+  if (entry->mode == config::auth_mode::oauth2 || !entry->api_key) {
+    c.ex->reply_error(ec::bad_request, "this provider is connected through OAuth");
+    return;
+  }
+  if (!body.contains("api_key") || !body["api_key"].is_string() ||
+      body["api_key"].get<std::string>().empty()) {
+    c.ex->reply_error(ec::bad_request, "api_key is required");
+    return;
+  }
+  auto key = body["api_key"].get<std::string>();
+  if (key.size() > max_key_bytes || !printable(key)) {
+    c.ex->reply_error(ec::bad_request, "api_key is malformed");
+    return;
+  }
+  auto& prefixes = entry->api_key->key_prefixes;
+  if (!prefixes.empty() && std::none_of(prefixes.begin(), prefixes.end(), [&](auto& p) {
+        return key.rfind(p, 0) == 0;
+      })) {
+    c.ex->reply_error(ec::bad_request, "api_key does not look like a " + entry->display_name + " key");
+    return;
+  }
+  auto fields = read_fields(*entry, body, problem);
+  if (!fields) {
+    c.ex->reply_error(ec::bad_request, problem);
+    return;
+  }
+  auto req = api_key::validation_request(*entry, key, *fields, c.ctx().cfg.refresh.provider_timeout_ms);
+  if (!req) {
+    c.ex->reply_error(ec::bad_request, "the provider's fields are incomplete");
+    return;
+  }
+  auto copy = c;
+  auto values = *fields;
+  auto secret_key = std::make_shared<secret>(std::move(key));
+  c.self->request(c.ctx().provider_client, budget(c), std::move(*req))
+    .then(
+      [copy, entry, values, secret_key](const outbound_response& res) mutable {
+        auto verdict = api_key::read_validation(*entry, res);
+        if (verdict.result == api_key::verdict::rejected) {
+          copy.ex->reply_error(ec::invalid_credentials,
+                               "the provider rejected the key (" + verdict.reason + ")");
+          return;
+        }
+        if (verdict.result != api_key::verdict::valid) {
+          copy.ex->reply_error(ec::provider_failed,
+                               "the key could not be validated: " + verdict.reason);
+          return;
+        }
+        token_record record;
+        record.key = {copy.who.team, copy.who.subject, entry->name};
+        record.kind = "api_key";
+        record.access_token = *secret_key;
+        values["account_name"] = verdict.account_name;
+        record.metadata = values.dump();
+        copy.self->request(copy.ctx().storage, budget(copy), connect_atom_v, std::move(record))
+          .then(
+            [copy](const connect_result& result) {
+              copy.self->send(copy.ctx().registry, reload_atom_v, result.stored.key);
+              auto metadata = nlohmann::json::parse(result.stored.metadata, nullptr, false);
+              copy.ex->reply_json(200, {{"connected", true},
+                                        {"provider", result.stored.key.provider},
+                                        {"account_name", metadata.value("account_name", "")}});
+            },
+            [copy](const caf::error& err) { copy.ex->reply_error(err); });
+      },
+      [copy](const caf::error&) {
+        copy.ex->reply_error(ec::provider_failed, "the key could not be validated: no answer");
+      });
+}
+
+} // namespace cm
