@@ -20,6 +20,11 @@
 //   Meta (GET …/oauth/access_token, fb_exchange_token, …/me/adaccounts and
 //   DELETE …/me/permissions with access_token in the query), Atlassian
 //   (…/accessible-resources).
+//   API-key checks, each accepting exactly one header shape (see key_checks):
+//   Stripe /v1/balance, PostHog /api/users/@me/, Klaviyo /api/accounts/ (needs
+//   the revision header), Gorgias /api/account, Zendesk /api/v2/users/me.json,
+//   Vercel /v2/user, Railway /graphql/v2, Figma /v1/me. Behaviours html (an
+//   HTML 200 page) and big (2 MiB) apply to them too.
 //   POST /__seed          {"refresh_token","access_token"} starts a family
 //   POST /__behavior      {"mode": normal|rate_limit|error500|slow|
 //                         invalid_grant|malformed|no_expires_in|hang (5 s),
@@ -125,6 +130,38 @@ std::map<std::string, std::string> form(const std::string& body) {
   return out;
 }
 
+std::string basic(const std::string& user, const std::string& password) {
+  auto plain = user + ":" + password;
+  char b64[512];
+  sodium_bin2base64(b64, sizeof b64, reinterpret_cast<const unsigned char*>(plain.data()),
+                    plain.size(), sodium_base64_VARIANT_ORIGINAL);
+  return std::string("Basic ") + b64;
+}
+
+struct key_check {
+  std::string path;
+  std::string header;
+  std::string expected;
+  nlohmann::json ok_body;
+};
+
+const std::vector<key_check>& key_checks() {
+  static const std::vector<key_check> checks = {
+    {"/v1/balance", "Authorization", "Bearer sk_test_good", {{"object", "balance"}}},
+    {"/api/users/@me/", "Authorization", "Bearer phx_good", {{"email", "ops@acme.test"}}},
+    {"/api/accounts/", "Authorization", "Klaviyo-API-Key pk_good",
+     {{"data", {{{"attributes", {{"contact_information", {{"organization_name", "Acme"}}}}}}}}}},
+    {"/api/account", "Authorization", basic("ops@acme.test", "gorgias_good"), {{"domain", "acme"}}},
+    {"/api/v2/users/me.json", "Authorization", basic("ops@acme.test/token", "zd_good"),
+     {{"user", {{"id", 1}, {"name", "Ops Agent"}}}}},
+    {"/v2/user", "Authorization", "Bearer vcp_good", {{"user", {{"username", "acme-vercel"}}}}},
+    {"/graphql/v2", "Authorization", "Bearer rw_good",
+     {{"data", {{"me", {{"name", "Acme Ops"}, {"email", "ops@acme.test"}}}}}}},
+    {"/v1/me", "X-Figma-Token", "figd_good", {{"handle", "acme-figma"}}},
+  };
+  return checks;
+}
+
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
@@ -210,6 +247,52 @@ private:
         reply(w, Http::Code::Ok, nlohmann::json::object());
       else
         w.send(id.empty() ? Http::Code::Not_Found : Http::Code::No_Content, "");
+      return;
+    }
+    for (auto& check : key_checks()) {
+      if (path.size() < check.path.size() ||
+          path.compare(path.size() - check.path.size(), check.path.size(), check.path) != 0)
+        continue;
+      behaviour b;
+      {
+        std::lock_guard<std::mutex> g{mutex};
+        b = current;
+        if (current.count > 0 && --current.count == 0)
+          current = behaviour{};
+      }
+      if (b.delay_ms > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(b.delay_ms));
+      if (b.mode == "error500") {
+        reply(w, Http::Code::Internal_Server_Error, {{"error", "server_error"}});
+        return;
+      }
+      if (b.mode == "html") {
+        w.send(Http::Code::Ok, "<html><body>Maintenance</body></html>", MIME(Text, Html));
+        return;
+      }
+      if (b.mode == "big") {
+        w.send(Http::Code::Ok, "{\"pad\":\"" + std::string(2 << 20, 'x') + "\"}",
+               MIME(Application, Json));
+        return;
+      }
+      auto given = req.headers().tryGetRaw(check.header);
+      bool ok = given && given->value() == check.expected;
+      if (check.path == "/api/accounts/" && !req.headers().tryGetRaw("revision")) {
+        reply(w, Http::Code::Bad_Request, {{"errors", {{{"detail", "missing revision"}}}}});
+        return;
+      }
+      if (check.path == "/graphql/v2") {
+        // GraphQL: HTTP 200 either way, errors without data when refused.
+        if (ok && contains(req.body(), "me"))
+          reply(w, Http::Code::Ok, check.ok_body);
+        else
+          reply(w, Http::Code::Ok, {{"data", nullptr}, {"errors", {{{"message", "Not Authorized"}}}}});
+        return;
+      }
+      if (ok)
+        reply(w, Http::Code::Ok, check.ok_body);
+      else
+        reply(w, Http::Code::Unauthorized, {{"error", "unauthorized"}});
       return;
     }
     if (contains(path, "/oauth2/advertiser/get")) {

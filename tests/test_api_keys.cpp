@@ -1,0 +1,163 @@
+// API-key connectors end to end: POST /api/connectors/connect against the
+// fake provider, whose endpoints accept exactly the header shape each real
+// provider requires. Nothing is stored unless the provider accepted the key.
+#include <gtest/gtest.h>
+
+#include "tests/support/child_process.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/server_process.hpp"
+
+using namespace cm;
+using namespace cm::test;
+
+namespace {
+
+const std::string service_token = "svc-token-api-keys-0001";
+
+struct key_world {
+  std::string db = fresh_database("apikeys");
+  fake_provider_process fake;
+  std::unique_ptr<server_process> server;
+  std::string alice;
+
+  key_world() {
+    server_options o{db};
+    o.log_level = "info";
+    o.service_tokens.push_back({"reporting", service_token, {"FETCH_CONFIG"}});
+    auto base = "http://127.0.0.1:" + std::to_string(fake.port());
+    auto url = [&](const std::string& provider, const std::string& path) {
+      return "  " + provider + ":\n    validate_url: " + base + path + "\n";
+    };
+    o.extra_yaml = "refresh:\n  provider_timeout_ms: 1000\n  lease_ms: 5000\nproviders:\n" +
+                   url("stripe", "/v1/balance") + url("posthog", "/api/users/@me/") +
+                   url("klaviyo", "/api/accounts/") + url("gorgias", "/{domain}/api/account") +
+                   url("zendesk", "/{subdomain}/api/v2/users/me.json") + url("vercel", "/v2/user") +
+                   url("railway", "/graphql/v2") + url("figma", "/v1/me");
+    server = std::make_unique<server_process>(o);
+    if (!server->wait_ready())
+      throw std::runtime_error("server did not start: " + server->log());
+    alice = "Bearer " + server->mint("alice", "acme");
+  }
+
+  http_reply connect(const nlohmann::json& body) {
+    return http_call(server->port(), "POST", "/api/connectors/connect",
+                     {{"Authorization", alice}, {"Content-Type", "application/json"}}, body.dump());
+  }
+  int64_t rows() {
+    return std::stoll(command_output("psql '" + db + "' -Atc 'SELECT count(*) FROM connector_tokens'"));
+  }
+};
+
+void expect_error(const http_reply& r, int status, const std::string& code,
+                  const std::string& fragment = "") {
+  EXPECT_EQ(r.status, status) << r.body;
+  EXPECT_EQ(r.json()["error"]["code"], code) << r.body;
+  if (!fragment.empty()) {
+    EXPECT_NE(r.json()["error"]["message"].get<std::string>().find(fragment), std::string::npos)
+      << r.body;
+  }
+}
+
+} // namespace
+
+TEST(ApiKeys, EachProvidersHeaderShapeIsAccepted) {
+  key_world w;
+  struct good {
+    nlohmann::json body;
+    std::string account;
+  };
+  std::vector<good> cases = {
+    {{{"provider", "stripe"}, {"api_key", "sk_test_good"}}, ""},
+    {{{"provider", "posthog"}, {"api_key", "phx_good"}}, "ops@acme.test"},
+    {{{"provider", "klaviyo"}, {"api_key", "pk_good"}}, "Acme"},
+    {{{"provider", "gorgias"}, {"api_key", "gorgias_good"}, {"domain", "acme"}, {"email", "ops@acme.test"}},
+     "acme"},
+    {{{"provider", "zendesk"}, {"api_key", "zd_good"}, {"subdomain", "acme"}, {"email", "ops@acme.test"}},
+     "Ops Agent"},
+    {{{"provider", "vercel"}, {"api_key", "vcp_good"}}, "acme-vercel"},
+    {{{"provider", "railway"}, {"api_key", "rw_good"}}, "Acme Ops"},
+    {{{"provider", "figma"}, {"api_key", "figd_good"}}, "acme-figma"},
+  };
+  for (auto& c : cases) {
+    auto r = w.connect(c.body);
+    EXPECT_EQ(r.status, 200) << c.body["provider"] << ": " << r.body;
+    EXPECT_EQ(r.json()["account_name"], c.account) << c.body["provider"];
+    EXPECT_EQ(r.raw.find(c.body["api_key"].get<std::string>()), std::string::npos);
+  }
+  EXPECT_EQ(w.rows(), static_cast<int64_t>(cases.size()));
+  auto list = http_call(w.server->port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
+  ASSERT_EQ(list.json()["connections"].size(), cases.size());
+  for (auto& c : list.json()["connections"])
+    EXPECT_EQ(c["type"], "api_key");
+  auto token = http_call(w.server->port(), "GET", "/api/internal/tokens/zendesk?user_id=alice",
+                         {{"X-Services-Token", service_token}});
+  ASSERT_EQ(token.status, 200) << token.body;
+  EXPECT_EQ(token.json()["access_token"], "zd_good");
+  EXPECT_EQ(token.json()["token_type"], "api_key");
+  EXPECT_EQ(token.json()["metadata"]["subdomain"], "acme");
+  auto del = http_call(w.server->port(), "DELETE", "/api/connectors/zendesk", {{"Authorization", w.alice}});
+  ASSERT_EQ(del.status, 200) << del.body;
+  EXPECT_EQ(del.json()["revoked"], false);
+  EXPECT_EQ(w.rows(), static_cast<int64_t>(cases.size()) - 1);
+  EXPECT_EQ(std::stoll(command_output("psql '" + w.db + "' -Atc \"SELECT count(*) FROM event_outbox "
+                                      "WHERE event_type = 'TOKEN_CREATED'\"")),
+            static_cast<int64_t>(cases.size()));
+}
+
+TEST(ApiKeys, RejectedKeysAre422AndNothingIsStored) {
+  key_world w;
+  expect_error(w.connect({{"provider", "stripe"}, {"api_key", "sk_test_revoked"}}), 422,
+               "invalid_credentials", "HTTP 401");
+  expect_error(w.connect({{"provider", "figma"}, {"api_key", "figd_revoked"}}), 422,
+               "invalid_credentials");
+  expect_error(w.connect({{"provider", "railway"}, {"api_key", "rw_revoked"}}), 422,
+               "invalid_credentials", "GraphQL");
+  expect_error(w.connect({{"provider", "zendesk"}, {"api_key", "zd_good"}, {"subdomain", "acme"},
+                          {"email", "other@acme.test"}}),
+               422, "invalid_credentials");
+  EXPECT_EQ(w.rows(), 0);
+}
+
+TEST(ApiKeys, MissingAndMalformedFieldsAre400NamingTheField) {
+  key_world w;
+  expect_error(w.connect({{"api_key", "x"}}), 400, "bad_request", "provider");
+  expect_error(w.connect({{"provider", "stripe"}}), 400, "bad_request", "api_key");
+  expect_error(w.connect({{"provider", "stripe"}, {"api_key", "pk_live_publishable"}}), 400,
+               "bad_request", "does not look like a Stripe key");
+  expect_error(w.connect({{"provider", "stripe"}, {"api_key", "sk_test_with space"}}), 400,
+               "bad_request", "api_key is malformed");
+  expect_error(w.connect({{"provider", "zendesk"}, {"api_key", "zd_good"}, {"email", "ops@acme.test"}}),
+               400, "bad_request", "subdomain is required");
+  expect_error(w.connect({{"provider", "zendesk"}, {"api_key", "zd_good"}, {"subdomain", "evil.com/x"},
+                          {"email", "ops@acme.test"}}),
+               400, "bad_request", "subdomain is not valid");
+  expect_error(w.connect({{"provider", "gorgias"}, {"api_key", "g"}, {"domain", "acme"},
+                          {"email", "not-an-email"}}),
+               400, "bad_request", "email is not valid");
+  expect_error(w.connect({{"provider", "github"}, {"api_key", "x"}}), 400, "bad_request", "OAuth");
+  expect_error(w.connect({{"provider", "nosuch"}, {"api_key", "x"}}), 404, "not_found");
+  auto broken = http_call(w.server->port(), "POST", "/api/connectors/connect",
+                          {{"Authorization", w.alice}}, "{\"provider\":");
+  expect_error(broken, 400, "bad_request", "not valid JSON");
+  EXPECT_EQ(http_call(w.server->port(), "POST", "/api/connectors/connect", {},
+                      R"({"provider":"stripe","api_key":"sk_test_good"})").status,
+            401);
+  EXPECT_EQ(w.rows(), 0);
+  EXPECT_EQ(w.fake.refresh_calls(), 0);
+}
+
+TEST(ApiKeys, ProviderTroubleIs502AndNothingIsStored) {
+  key_world w;
+  auto stripe = nlohmann::json{{"provider", "stripe"}, {"api_key", "sk_test_good"}};
+  w.fake.admin("/__behavior", R"({"mode":"error500","count":1})");
+  expect_error(w.connect(stripe), 502, "provider_failed", "HTTP 500");
+  w.fake.admin("/__behavior", R"({"mode":"html","count":1})");
+  expect_error(w.connect(stripe), 502, "provider_failed", "not JSON");
+  w.fake.admin("/__behavior", R"({"mode":"big","count":1})");
+  expect_error(w.connect(stripe), 502, "provider_failed", "too_large");
+  w.fake.admin("/__behavior", R"({"mode":"normal","delay_ms":2500,"count":1})");
+  expect_error(w.connect(stripe), 502, "provider_failed");
+  EXPECT_EQ(w.rows(), 0);
+  // And it recovers: the same key connects once the provider is back.
+  EXPECT_EQ(w.connect(stripe).status, 200);
+}
