@@ -161,3 +161,36 @@ TEST(ApiKeys, ProviderTroubleIs502AndNothingIsStored) {
   // And it recovers: the same key connects once the provider is back.
   EXPECT_EQ(w.connect(stripe).status, 200);
 }
+
+// Stripe against stripe-stateful-mock, a third-party Stripe emulator (npm,
+// pinned in tests/e2e). It has no balance endpoint, so validation uses one
+// it serves.
+TEST(ApiKeys, StripeAgainstStripeStatefulMock) {
+  auto cli = source_dir() + "/tests/e2e/node_modules/stripe-stateful-mock/dist/cli.js";
+  ASSERT_EQ(run_command("test -f " + cli), 0) << "run `npm ci` in tests/e2e first";
+  // A free port: bind, read it, release.
+  auto port = std::stoi(command_output(std::string(CM_NODE_BINARY) +
+    " -e \"const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})\""));
+  temp_dir dir;
+  child_process mock({CM_NODE_BINARY, cli}, dir.file("mock.log"), {{"PORT", std::to_string(port)}});
+  ASSERT_TRUE(mock.wait_for_line([](const std::string& l) { return l.find("Server started") != std::string::npos; },
+                                 std::chrono::seconds(20)))
+    << mock.output();
+  server_options o{fresh_database("stripemock")};
+  o.extra_yaml = "providers:\n  stripe:\n    validate_url: http://127.0.0.1:" + std::to_string(port) +
+                 "/v1/customers?limit=1\n";
+  server_process server{o};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto user = "Bearer " + server.mint("alice", "acme");
+  auto connect = [&](const std::string& key) {
+    return http_call(server.port(), "POST", "/api/connectors/connect", {{"Authorization", user}},
+                     nlohmann::json{{"provider", "stripe"}, {"api_key", key}}.dump());
+  };
+  auto live = connect("sk_live_not_accepted_by_the_mock");
+  EXPECT_EQ(live.status, 422) << live.body;
+  auto ok = connect("sk_test_4eC39HqLyjWDarjtT1zdp7dc");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  auto list = http_call(server.port(), "GET", "/api/connectors/list", {{"Authorization", user}});
+  ASSERT_EQ(list.json()["connections"].size(), 1u);
+  EXPECT_EQ(list.json()["connections"][0]["provider"], "stripe");
+}
