@@ -75,6 +75,12 @@ int64_t planned_time(self_ptr self) {
   if (!can_refresh(self))
     return s.record->expires_at_ms;
   auto margin = margin_ms(self);
+  // A token that lives shorter than the margin plus jitter would be
+  // refreshed again at once: cap the margin at a quarter of its lifetime, so
+  // the refresh falls between half and three quarters of it.
+  auto issued = std::max(s.record->updated_at_ms, s.last_refresh_ms);
+  if (issued > 0 && issued < s.record->expires_at_ms)
+    margin = std::min(margin, (s.record->expires_at_ms - issued) / 4);
   if (s.jitter_for_expiry_ms != s.record->expires_at_ms) {
     // Spread equal expiries over the margin instead of one instant.
     std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(margin - 1, 0));
@@ -165,12 +171,24 @@ void fail_waiters(self_ptr self, const caf::error& err) {
 }
 
 /// A refresh ended with usable state (new, adopted or unchanged tokens).
+void load(self_ptr self);
+
+/// Runs a reload that arrived while a refresh was in flight.
+void after_refresh(self_ptr self) {
+  if (self->state.reload_pending) {
+    self->state.reload_pending = false;
+    load(self);
+  }
+}
+
 void finish(self_ptr self) {
   // A forced request that joined this refresh is served by its result.
   self->state.refreshing = false;
   self->state.force_requested = false;
+  self->state.retry_not_before_ms = 0;
   answer_waiters(self);
   arm_timer(self);
+  after_refresh(self);
 }
 
 void start_refresh(self_ptr self, mode m);
@@ -184,7 +202,10 @@ void give_up(self_ptr self, int64_t fence, const std::string& reason);
 void transient_failure(self_ptr self, const std::string& reason, int64_t retry_after_s,
                        std::optional<int64_t> fence, ec cause) {
   auto& s = self->state;
-  ++s.failures;
+  // Only the provider's failures count towards giving up; a database
+  // outage says nothing about the grant.
+  if (cause == ec::provider_failed)
+    ++s.failures;
   auto fields = log_fields(self);
   fields["reason"] = reason;
   fields["failures"] = s.failures;
@@ -200,20 +221,24 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
     self->request(s.deps.repository, storage_timeout(self), release_atom_v, s.key, *fence,
                   s.deps.instance_id, reason)
       .then([](bool) {}, [](caf::error&) {});
-  auto bound = backoff_bound_ms(s.failures, cfg.backoff_base_ms, cfg.backoff_cap_ms);
+  auto bound = backoff_bound_ms(std::max(s.failures, 1), cfg.backoff_base_ms, cfg.backoff_cap_ms);
   std::uniform_int_distribution<int64_t> dist(0, bound);
   auto delay = std::max(dist(s.rng), retry_after_s * 1000);
   s.refreshing = false;
-  if (s.forced) {
+  if (s.forced || s.force_requested) {
     // Whoever asked for a refresh now learns that it failed, rather than
     // silently getting the old token.
     fail_waiters(self, make_error(cause, "refresh failed: " + reason));
   } else {
     answer_waiters(self);
   }
+  s.force_requested = false;
   // A forced refresh that failed early, outside the refresh window, is not
   // retried before the regular plan: nothing is urgent yet.
-  schedule_tick(self, std::max(now_ms(self) + std::max<int64_t>(delay, 1), planned_time(self)));
+  auto next = std::max(now_ms(self) + std::max<int64_t>(delay, 1), planned_time(self));
+  s.retry_not_before_ms = next;
+  schedule_tick(self, next);
+  after_refresh(self);
 }
 
 /// Marks the row needs_reauth (with TOKEN_EXPIRED) under our fence and
@@ -231,6 +256,7 @@ void give_up(self_ptr self, int64_t fence, const std::string& reason) {
         self->state.refreshing = false;
         fail_waiters(self, not_connected_error(self));
         schedule_tick(self, 0);
+        after_refresh(self);
       },
       [=](caf::error& err) {
         transient_failure(self, message_of(err), 0, std::nullopt, code_of(err));
@@ -256,8 +282,10 @@ void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fen
       [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence, code_of(err)); });
 }
 
-/// Writes refreshed tokens; retried briefly while the database hiccups,
-/// because the provider may already have retired the old refresh token.
+/// Writes refreshed tokens. The provider may already have retired the old
+/// refresh token, so while the database is unreachable the write is retried
+/// (capped backoff) for as long as it takes; nothing else refreshes
+/// meanwhile and nobody gets the new tokens before they are stored.
 void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t attempt) {
   auto& s = self->state;
   self->request(s.deps.repository, storage_timeout(self), complete_atom_v, s.key, fence,
@@ -266,36 +294,46 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
       [=](token_record& stored) {
         self->state.record = std::move(stored);
         self->state.failures = 0;
+        self->state.last_refresh_ms = now_ms(self);
         log::info(component, "token refreshed", log_fields(self));
         finish(self);
       },
       [=](caf::error& err) {
-        if (code_of(err) == ec::unavailable && attempt < 5) {
-          // Still inside our lease; try again shortly.
-          self->delayed_send(self, ms{200 * (attempt + 1)}, complete_atom_v, tokens, fence,
-                             attempt + 1);
+        auto code = code_of(err);
+        if (code == ec::unavailable || code == ec::internal) {
+          if (attempt == 0) {
+            auto fields = log_fields(self);
+            fields["error"] = message_of(err);
+            log::error(component, "refreshed tokens not stored yet; retrying", fields);
+            // Those waiting now get an answer; later requesters queue.
+            fail_waiters(self, make_error(ec::unavailable, "the refreshed token is not stored yet"));
+          }
+          auto delay = std::min<int64_t>(200LL << std::min(attempt, 5), 5000);
+          self->delayed_send(self, ms{delay}, complete_atom_v, tokens, fence, attempt + 1);
+          return;
+        }
+        if (code == ec::not_found) {
+          // Disconnected meanwhile: the tokens belong to nobody now.
+          self->state.refreshing = false;
+          fail_waiters(self, make_error(ec::not_found, "no such connection"));
+          self->quit();
           return;
         }
         auto fields = log_fields(self);
         fields["error"] = message_of(err);
         log::error(component, "refreshed tokens could not be stored", fields);
-        if (code_of(err) == ec::conflict) {
-          // Our lease was lost and another writer changed the row: its
-          // tokens are the stored truth. Adopt them; never hand out ours.
-          auto& st = self->state;
-          self->request(st.deps.repository, storage_timeout(self), find_atom_v, st.key)
-            .then(
-              [=](token_record& row) {
-                self->state.record = std::move(row);
-                finish(self);
-              },
-              [=](caf::error& e) {
-                transient_failure(self, message_of(e), 0, std::nullopt, code_of(e));
-              });
-          return;
-        }
-        transient_failure(self, "could not store refreshed tokens", 0, std::nullopt,
-                          ec::unavailable);
+        // Our lease was lost and another writer changed the row: its tokens
+        // are the stored truth. Adopt them; never hand out ours.
+        auto& st = self->state;
+        self->request(st.deps.repository, storage_timeout(self), find_atom_v, st.key)
+          .then(
+            [=](token_record& row) {
+              self->state.record = std::move(row);
+              finish(self);
+            },
+            [=](caf::error& e) {
+              transient_failure(self, message_of(e), 0, std::nullopt, code_of(e));
+            });
       });
 }
 
@@ -492,6 +530,11 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     deps.seed ^ std::hash<std::string>{}(s.key.team_id + '/' + s.key.user_id + '/' +
                                          s.key.provider)));
   s.deps = std::move(deps);
+  // Stopped (disconnected, shutting down): nobody is left waiting forever.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    fail_waiters(self, make_error(ec::not_found, "the connection was removed"));
+    self->quit(msg.reason);
+  });
   if (initial) {
     s.record = std::move(initial);
     arm_timer(self);
@@ -513,6 +556,14 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         return make_grant(self);
       if (!force && usable(self) && !in_refresh_window(self))
         return make_grant(self);
+      if (!force && now_ms(self) < st.retry_not_before_ms) {
+        // Backing off after a failure: the valid token is served, otherwise
+        // the request waits for the armed retry instead of starting one.
+        if (usable(self))
+          return make_grant(self);
+        st.waiters.push_back(self->make_response_promise<token_grant>());
+        return st.waiters.back();
+      }
       if (!force && !can_refresh(self)) {
         if (usable(self))
           return make_grant(self);
@@ -544,9 +595,12 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       return out;
     },
     [=](reload_atom) {
-      if (self->state.refreshing)
-        return; // the refresh in flight re-reads the row anyway
+      if (self->state.refreshing) {
+        self->state.reload_pending = true;
+        return;
+      }
       self->state.failures = 0;
+      self->state.retry_not_before_ms = 0;
       load(self);
     },
     [=](tick_atom, uint64_t generation) {

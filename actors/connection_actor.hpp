@@ -85,7 +85,15 @@ struct connection_state {
   /// The refresh in flight was asked for explicitly (force).
   bool forced = false;
   bool force_requested = false;
+  /// Consecutive failures of the provider (storage trouble does not count).
   int32_t failures = 0;
+  /// After a failure, no refresh starts before this (unix ms), whatever the
+  /// request volume; valid tokens are still served meanwhile.
+  int64_t retry_not_before_ms = 0;
+  /// A reload arrived while a refresh ran; done when it ends.
+  bool reload_pending = false;
+  /// When this actor last stored refreshed tokens (unix ms).
+  int64_t last_refresh_ms = 0;
   int64_t next_refresh_at_ms = 0;
   /// Jitter drawn once per expiry, so re-arming does not move the plan.
   int64_t jitter_ms = 0;

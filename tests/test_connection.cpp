@@ -420,6 +420,84 @@ TEST_F(deterministic, FailedForcedRefreshWaitsForTheRegularPlan) {
   EXPECT_EQ(script->requests.size(), 1u);
 }
 
+TEST_F(deterministic, RequestsDuringBackoffDoNotCallTheProvider) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_error(429, "rate_limited", "120"));
+  ask(conn);
+  ASSERT_EQ(script->requests.size(), 1u);
+  // A burst of requests while backing off: served, no provider call, no
+  // failures counted.
+  auto burst = ask(conn, 20);
+  for (auto& g : *burst) {
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->access_token.reveal(), "at-0");
+  }
+  EXPECT_EQ(script->requests.size(), 1u);
+  EXPECT_EQ(status(conn).failures, 1);
+  EXPECT_EQ(status(conn).status, "connected");
+}
+
+TEST_F(deterministic, RotatedTokensSurviveADatabaseOutage) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  repo->fail_completes = 8; // several seconds of outage
+  auto first = ask(conn);
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ(code_of(first->at(0).error()), ec::unavailable) << "not handed out before stored";
+  for (int i = 0; i < 60 && stored_refresh() != "rt-1"; ++i)
+    advance(1s);
+  EXPECT_EQ(stored_refresh(), "rt-1") << "the rotated refresh token was kept and stored";
+  EXPECT_EQ(script->requests.size(), 1u) << "no second refresh with the retired token";
+  auto after = ask(conn);
+  ASSERT_EQ(after->size(), 1u);
+  ASSERT_TRUE(after->at(0));
+  EXPECT_EQ(after->at(0)->access_token.reveal(), "at-1");
+}
+
+TEST_F(deterministic, ShortLivedTokensDoNotCauseARefreshStorm) {
+  auto conn = spawn(seed(key, 3600'000));
+  script->fallback = token_ok("at-n", "rt-n", 60); // 60 s tokens, 300 s margin
+  ask(conn, 1, true);
+  ASSERT_EQ(script->requests.size(), 1u);
+  advance(29s);
+  EXPECT_EQ(script->requests.size(), 1u) << "margin capped at a quarter of the lifetime";
+  advance(31s);
+  EXPECT_EQ(script->requests.size(), 2u) << "refreshed between half and three quarters";
+  advance(600s);
+  EXPECT_LE(script->requests.size(), 2u + 600 / 30) << "about one refresh per half lifetime";
+}
+
+TEST_F(deterministic, AReloadDuringARefreshIsAppliedAfterIt) {
+  auto conn = spawn(seed(key, 60'000));
+  script->answers.push_back(token_error(500, "server_error"));
+  script->on_request = [this, conn] {
+    // The user reconnects while the refresh runs.
+    auto& r = repo->rows[key].record;
+    r.access_token = secret{"at-reconnected"};
+    r.refresh_token = secret{"rt-reconnected"};
+    r.expires_at_ms = now() + 3600'000;
+    caf::anon_send(conn, reload_atom_v);
+  };
+  ask(conn);
+  sched.run();
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-reconnected");
+}
+
+TEST_F(deterministic, StoppingAnswersEveryWaiter) {
+  auto conn = spawn(seed(key, 60'000));
+  repo->rows[key].lease_owner = "instance-b";
+  repo->rows[key].lease_until = sched.clock().now() + 30s;
+  auto waiting = ask(conn, 3);
+  EXPECT_TRUE(waiting->empty());
+  caf::anon_send_exit(conn, caf::exit_reason::user_shutdown);
+  sched.run();
+  ASSERT_EQ(waiting->size(), 3u);
+  for (auto& g : *waiting)
+    EXPECT_EQ(code_of(g.error()), ec::not_found);
+}
+
 TEST_F(deterministic, ForceRefreshesEvenAValidToken) {
   auto conn = spawn(seed(key, 3600'000));
   script->answers.push_back(token_ok("at-1", "rt-1"));

@@ -42,6 +42,10 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
     },
     [=](complete_atom, const connection_key& key, int64_t fence, const std::string& owner,
         const refreshed_tokens& tokens) -> caf::result<token_record> {
+      if (data->fail_completes > 0) {
+        --data->fail_completes;
+        return make_error(ec::unavailable, "database unavailable");
+      }
       auto* row = fenced(key, fence, owner);
       if (row == nullptr)
         return make_error(ec::conflict, "stale fencing token");

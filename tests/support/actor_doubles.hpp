@@ -33,6 +33,8 @@ struct repo_data {
   /// (event type, reason) in write order.
   std::vector<std::pair<std::string, std::string>> events;
   int leases_granted = 0;
+  /// While positive, `complete` answers unavailable (a database outage).
+  int fail_completes = 0;
 };
 
 struct repo_state {
