@@ -99,6 +99,13 @@ struct token_world {
     return out;
   }
 
+  /// Makes a seeded token look issued an hour ago (its lifetime, and so its
+  /// refresh margin, is then not capped by a short life).
+  void backdate(const std::string& user) {
+    command_output("psql '" + db + "' -Atc \"UPDATE connector_tokens SET updated_at = now() - "
+                   "interval '1 hour' WHERE user_id = '" + user + "'\"");
+  }
+
   int64_t count(const std::string& sql) {
     return std::stoll(command_output("psql '" + db + "' -Atc \"" + sql + "\""));
   }
@@ -246,6 +253,7 @@ TEST(Tokens, ManyInstancesRefreshOnceAtExpiry) {
   // Already inside the refresh window (margin 2 s): every request must wait
   // for the refresh; the provider takes 300 ms so requests pile up.
   w.seed("alice", 1500);
+  w.backdate("alice");
   w.fake.admin("/__behavior", R"({"mode":"normal","delay_ms":300})");
   std::vector<std::unique_ptr<server_process>> servers;
   for (int i = 0; i < 3; ++i)
@@ -300,6 +308,7 @@ TEST(Tokens, RestartHydratesAndRefreshesOnTime) {
   }
   // Expiring soon: the restarted server's timers refresh without a request.
   w.seed("carol", 2500);
+  w.backdate("carol");
   server_process second{w.options("  margin_s: 2\n")};
   ASSERT_TRUE(second.wait_ready()) << second.log();
   auto deadline = std::chrono::steady_clock::now() + 10s;
