@@ -176,8 +176,10 @@ constexpr int32_t service_refresh_attempts = 3;
 
 void service_refresh_attempt(front_self self, const exchange_ptr& ex, const connection_key& key,
                              int32_t attempt) {
-  self->request(self->state.ctx->registry, self->state.ctx->cfg.listen.request_timeout,
-                get_token_atom_v, key, true)
+  // Three attempts and their pauses must fit in one request's budget.
+  auto per_attempt = (self->state.ctx->cfg.listen.request_timeout - std::chrono::milliseconds(750)) /
+                     service_refresh_attempts;
+  self->request(self->state.ctx->registry, per_attempt, get_token_atom_v, key, true)
     .then(
       [ex, attempt](const token_grant& g) {
         ex->reply_json(200, {{"success", true},

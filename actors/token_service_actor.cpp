@@ -30,7 +30,14 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
       entry.remote_addr = "caf-middleman";
       entry.details = nlohmann::json{{"via", "actor"}}.dump();
       self->send(storage, audit_atom_v, std::move(entry));
-      return self->delegate(registry, get_token_atom_v, key, false);
+      // Not delegate(): the answer would then come from the connection
+      // actor itself and hand the remote caller its address, bypassing the
+      // service-token check for every later message.
+      auto promise = self->make_response_promise<token_grant>();
+      self->request(registry, std::chrono::seconds(30), get_token_atom_v, key, false)
+        .then([promise](token_grant& grant) mutable { promise.deliver(std::move(grant)); },
+              [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+      return promise;
     },
   };
 }

@@ -236,6 +236,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
   log::info("main", "shutting down", {{"signal", sig}});
   server.stop();
   stop_actors(fronts);
+  // Actors may still hold exchanges that write through the endpoint: let
+  // them finish before `server` (and with it the endpoint) is destroyed.
+  sys.await_all_actors_done();
   return 0;
 }
 

@@ -86,11 +86,11 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
   entry.revoke_url = url("revoke_url");
   entry.revoke_style = reader.get_string(node, path, "revoke_style", "none");
   static const std::vector<std::string> revoke_styles = {
-    "none", "rfc7009", "github_grant", "meta_permissions", "shopify_uninstall", "tiktok"};
+    "none", "rfc7009", "github_token", "meta_permissions", "shopify_uninstall", "tiktok"};
   if (std::find(revoke_styles.begin(), revoke_styles.end(), entry.revoke_style) ==
       revoke_styles.end())
     reader.fail(node["revoke_style"], path + ".revoke_style",
-                "expected none, rfc7009, github_grant, meta_permissions, "
+                "expected none, rfc7009, github_token, meta_permissions, "
                 "shopify_uninstall or tiktok");
   if (entry.revoke_style != "none" && entry.revoke_url.empty())
     reader.fail(node, path + ".revoke_url", "required when revoke_style is not none");

@@ -77,7 +77,7 @@ struct provider_entry {
   std::string token_url;
   std::string refresh_url;
   std::string revoke_url;
-  /// rfc7009 | github_grant | meta_permissions | shopify_uninstall |
+  /// rfc7009 | github_token | meta_permissions | shopify_uninstall |
   /// tiktok | none
   std::string revoke_style = "none";
   std::vector<std::string> scopes;

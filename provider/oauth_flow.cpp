@@ -286,7 +286,7 @@ std::optional<outbound_request> revoke_request(const config::provider_entry& ent
     req.method = "POST";
     req.body = form_encode(fields);
     req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
-  } else if (entry.revoke_style == "github_grant") {
+  } else if (entry.revoke_style == "github_token") {
     req.method = "DELETE";
     req.headers.emplace_back("Authorization", basic_credentials(client));
     req.headers.emplace_back("Content-Type", "application/json");

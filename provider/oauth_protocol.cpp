@@ -235,13 +235,15 @@ token_answer read_token_answer(const config::provider_entry& entry, const outbou
   auto json = nlohmann::json::parse(res.body, nullptr, false);
   if (entry.token_style == "tiktok_envelope" && json.is_object()) {
     // {code, message, data}: code 0 is success whatever the HTTP status.
-    auto code = json.value("code", -1);
+    // Untrusted: `code` may be missing or not a number.
+    auto code = json.contains("code") && json["code"].is_number_integer()
+                  ? json["code"].get<int64_t>() : int64_t{-1};
     if (code != 0) {
       answer.result = outcome::rejected;
       answer.reason = status_text + " code " + std::to_string(code);
       return answer;
     }
-    json = json.value("data", nlohmann::json::object());
+    json = json.contains("data") ? json["data"] : nlohmann::json::object();
   }
   if (!json.is_object()) {
     answer.result = res.status >= 400 ? outcome::rejected : outcome::malformed;

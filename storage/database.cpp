@@ -88,6 +88,8 @@ void database::ensure_connected() {
       return;
     log::warn(component, "database connection lost");
     mark_broken();
+    if (in_transaction_)
+      throw db_error(ec::unavailable, "", "database connection lost during a transaction");
     next_attempt_ = std::chrono::steady_clock::now(); // first retry at once
   }
   if (std::chrono::steady_clock::now() < next_attempt_)
@@ -176,9 +178,13 @@ result database::exec_script(const std::string& sql) {
   return result{res};
 }
 
-database::transaction::transaction(database& db) : db_(db) { db_.exec_script("BEGIN"); }
+database::transaction::transaction(database& db) : db_(db) {
+  db_.exec_script("BEGIN");
+  db_.in_transaction_ = true;
+}
 
 database::transaction::~transaction() {
+  db_.in_transaction_ = false;
   if (!done_ && db_.connected()) {
     PGresult* res = PQexec(db_.conn_, "ROLLBACK");
     if (res)
@@ -189,6 +195,7 @@ database::transaction::~transaction() {
 void database::transaction::commit() {
   db_.exec_script("COMMIT");
   done_ = true;
+  db_.in_transaction_ = false;
 }
 
 } // namespace cm::storage

@@ -119,6 +119,9 @@ private:
   config::database_config cfg_;
   PGconn* conn_ = nullptr;
   std::set<std::string> prepared_;
+  /// Inside BEGIN…COMMIT a lost connection must fail the transaction, not
+  /// silently reconnect and go on in autocommit.
+  bool in_transaction_ = false;
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_;
   std::minstd_rand rng_;

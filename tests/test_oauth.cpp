@@ -53,7 +53,7 @@ struct oauth_world {
                    "    authorization_url: " + base + "/authorize\n"
                    "    token_url: " + base + "/token\n"
                    "    account_url: " + base + "/me\n"
-                   "    revoke_url: " + base + "/applications/{client_id}/grant\n"
+                   "    revoke_url: " + base + "/applications/{client_id}/token\n"
                    "  google-workspace:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
                    "    authorization_url: " + base + "/authorize\n"
                    "    token_url: " + base + "/token\n"

@@ -14,7 +14,7 @@
 //                         redirect_uri and code_verifier (S256); a code works
 //                         once, its reuse revokes what it issued
 //   POST /revoke          RFC 7009: revokes the token's whole family
-//   DELETE /applications/{client_id}/grant   GitHub style, JSON access_token
+//   DELETE /applications/{client_id}/token   GitHub style, JSON access_token
 //   Quirks: TikTok (…/oauth2/access_token/ JSON app_id/secret/auth_code in a
 //   {code,message,data} envelope; …/oauth2/advertiser/get/ with Access-Token),
 //   Meta (GET …/oauth/access_token, fb_exchange_token, …/me/adaccounts and
