@@ -435,7 +435,22 @@ void disconnect(const call& c) {
             },
             [finish](const caf::error&) { finish(false, "revocation did not answer"); });
       },
-      [copy](const caf::error& err) { copy.ex->reply_error(err); });
+      [copy, key](const caf::error& err) {
+        if (code_of(err) != ec::integrity_failure) {
+          copy.ex->reply_error(err);
+          return;
+        }
+        // Tampered credentials cannot be revoked, but they can be removed.
+        auto reason = std::string{"stored credentials failed their integrity check; not revoked"};
+        copy.self->request(copy.ctx().storage, budget(copy), disconnect_atom_v, key, reason)
+          .then(
+            [copy, key, reason](const token_record&) {
+              copy.self->send(copy.ctx().registry, remove_atom_v, key);
+              copy.ex->reply_json(200, {{"deleted", true}, {"provider", key.provider},
+                                        {"revoked", false}, {"reason", reason}});
+            },
+            [copy](const caf::error& e) { copy.ex->reply_error(e); });
+      });
 }
 
 } // namespace cm

@@ -394,9 +394,16 @@ std::optional<oauth_state_record> token_store::take_state(const std::string& sta
 connect_result token_store::connect(token_record record) {
   connect_result out;
   database::transaction tx{db_};
-  if (auto previous = find(record.key)) {
-    out.replaced_existing = true;
-    out.replaced = std::move(*previous);
+  try {
+    if (auto previous = find(record.key)) {
+      out.replaced_existing = true;
+      out.replaced = std::move(*previous);
+    }
+  } catch (const db_error& e) {
+    // A tampered old row (alarm already logged) must not block replacing
+    // it; it just cannot be revoked.
+    if (e.code != ec::integrity_failure)
+      throw;
   }
   // A new grant is a new row id: ciphertexts of the old grant stop
   // decrypting even if a copy of them survives somewhere.
@@ -413,7 +420,16 @@ token_record token_store::disconnect(const connection_key& key, const std::strin
                                               param::text(key.provider)});
   if (res.rows() == 0)
     throw db_error(ec::not_found, "", "no such connection");
-  auto removed = read_row(res, 0);
+  token_record removed;
+  try {
+    removed = read_row(res, 0);
+  } catch (const db_error& e) {
+    // A tampered row is deleted all the same (the alarm was logged).
+    if (e.code != ec::integrity_failure)
+      throw;
+    removed.key = key;
+    removed.id = std::string(res.text(0, 3));
+  }
   insert_event("TOKEN_REVOKED", removed.id, key, reason);
   tx.commit();
   return removed;

@@ -424,3 +424,27 @@ TEST_F(storage_fixture, TeamsOfAndAudit) {
   EXPECT_EQ(rows.text(0, 0), "reporting");
   EXPECT_EQ(rows.text(0, 1), "token.read");
 }
+
+TEST_F(storage_fixture, TamperedRowsCanStillBeReplacedAndDeleted) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github", "alice-a", "alice-r")));
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("mallory", "github", "m-a", "m-r")));
+  storage::database db{db_config(url)};
+  db.exec_script("UPDATE connector_tokens SET refresh_token = (SELECT refresh_token FROM "
+                 "connector_tokens WHERE user_id = 'alice') WHERE user_id = 'mallory'");
+  // Reconnecting replaces the tampered row (nothing to revoke).
+  auto replaced = call<connect_result>(connect_atom_v, sample("mallory", "github", "m-a2", "m-r2"));
+  ASSERT_TRUE(replaced) << to_string(replaced.error());
+  EXPECT_FALSE(replaced->replaced_existing);
+  EXPECT_EQ(call<token_record>(find_atom_v, connection_key{"acme", "mallory", "github"})
+              ->refresh_token.reveal(),
+            "m-r2");
+  // And a tampered row can be deleted.
+  db.exec_script("UPDATE connector_tokens SET access_token = (SELECT access_token FROM "
+                 "connector_tokens WHERE user_id = 'alice') WHERE user_id = 'mallory'");
+  auto removed = call<token_record>(disconnect_atom_v, connection_key{"acme", "mallory", "github"},
+                                    std::string{"tampered"});
+  ASSERT_TRUE(removed) << to_string(removed.error());
+  EXPECT_EQ(code_of(call<token_record>(find_atom_v, connection_key{"acme", "mallory", "github"})
+                      .error()),
+            ec::not_found);
+}
