@@ -1,26 +1,8 @@
 #include "provider/api_key_check.hpp"
 
-#include <cstring>
-
-#include <sodium.h>
-
 #include "provider/oauth_protocol.hpp"
 
 namespace cm::api_key {
-
-namespace {
-
-std::string basic(const std::string& user, const std::string& password) {
-  auto plain = user + ":" + password;
-  std::string b64(sodium_base64_ENCODED_LEN(plain.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
-  sodium_bin2base64(b64.data(), b64.size(), reinterpret_cast<const unsigned char*>(plain.data()),
-                    plain.size(), sodium_base64_VARIANT_ORIGINAL);
-  b64.resize(std::strlen(b64.c_str()));
-  sodium_memzero(plain.data(), plain.size());
-  return "Basic " + b64;
-}
-
-} // namespace
 
 std::optional<outbound_request> validation_request(const config::provider_entry& entry,
                                                    const std::string& key,
@@ -33,25 +15,22 @@ std::optional<outbound_request> validation_request(const config::provider_entry&
   for (auto& [k, v] : entry.template_defaults)
     if (!values.contains(k))
       values[k] = v;
-  auto url = oauth::expand_url(entry, check.validate_url, values);
-  if (!url)
+  auto made = oauth::provider_request(entry, check.validate_url, values, timeout_ms);
+  if (!made)
     return std::nullopt;
-  outbound_request req;
+  auto& req = *made;
   req.method = check.method;
-  req.url = *url;
-  req.timeout_ms = timeout_ms;
   // A validation answer is small; anything large is not the answer we want.
   req.max_response_bytes = 256 * 1024;
-  req.headers.emplace_back("Accept", "application/json");
   auto email = values.value("email", "");
   if (check.scheme == "bearer")
     req.headers.emplace_back("Authorization", "Bearer " + key);
   else if (check.scheme == "basic")
-    req.headers.emplace_back("Authorization", basic(key, ""));
+    req.headers.emplace_back("Authorization", oauth::basic_auth(key, ""));
   else if (check.scheme == "basic_email")
-    req.headers.emplace_back("Authorization", basic(email, key));
+    req.headers.emplace_back("Authorization", oauth::basic_auth(email, key));
   else if (check.scheme == "basic_token")
-    req.headers.emplace_back("Authorization", basic(email + "/token", key));
+    req.headers.emplace_back("Authorization", oauth::basic_auth(email + "/token", key));
   else if (check.scheme == "klaviyo")
     req.headers.emplace_back("Authorization", "Klaviyo-API-Key " + key);
   else
@@ -62,7 +41,7 @@ std::optional<outbound_request> validation_request(const config::provider_entry&
     req.body = check.body;
     req.headers.emplace_back("Content-Type", "application/json");
   }
-  return req;
+  return made;
 }
 
 outcome read_validation(const config::provider_entry& entry, const outbound_response& res) {

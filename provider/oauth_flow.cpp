@@ -50,13 +50,10 @@ std::optional<outbound_request> token_call(const config::provider_entry& entry,
                                            const client_credentials& client,
                                            std::vector<std::pair<std::string, std::string>> fields,
                                            const nlohmann::json& values, int64_t timeout_ms) {
-  auto url = expand_url(entry, entry.token_url, values);
-  if (!url)
+  auto made = provider_request(entry, entry.token_url, values, timeout_ms);
+  if (!made)
     return std::nullopt;
-  outbound_request req;
-  req.url = *url;
-  req.timeout_ms = timeout_ms;
-  req.headers.emplace_back("Accept", "application/json");
+  auto req = std::move(*made);
   for (auto& [k, v] : entry.token_params)
     fields.emplace_back(k, v);
   if (entry.client_auth == config::client_auth_style::json) {
@@ -205,13 +202,10 @@ std::optional<outbound_request> account_request(const config::provider_entry& en
                                                 const nlohmann::json& values, int64_t timeout_ms) {
   if (!entry.account)
     return std::nullopt;
-  auto url = expand_url(entry, entry.account->url, values);
-  if (!url)
+  auto made = provider_request(entry, entry.account->url, values, timeout_ms);
+  if (!made)
     return std::nullopt;
-  outbound_request req;
-  req.url = *url;
-  req.timeout_ms = timeout_ms;
-  req.headers.emplace_back("Accept", "application/json");
+  auto req = std::move(*made);
   auto& auth = entry.account->auth;
   if (auth == "bearer")
     req.headers.emplace_back("Authorization", "Bearer " + access_token.reveal());
@@ -263,13 +257,10 @@ std::optional<outbound_request> revoke_request(const config::provider_entry& ent
   for (auto& [k, v] : entry.template_defaults)
     if (!values.contains(k))
       values[k] = v;
-  auto url = expand_url(entry, entry.revoke_url, values);
-  if (!url)
+  auto made = provider_request(entry, entry.revoke_url, values, timeout_ms);
+  if (!made)
     return std::nullopt;
-  outbound_request req;
-  req.url = *url;
-  req.timeout_ms = timeout_ms;
-  req.headers.emplace_back("Accept", "application/json");
+  auto req = std::move(*made);
   const auto& access = grant.access_token.reveal();
   if (entry.revoke_style == "rfc7009") {
     // Revoking the refresh token ends the whole grant (RFC 7009 §2.1).

@@ -1,6 +1,7 @@
 #include "provider/oauth_protocol.hpp"
 
 #include <cctype>
+#include <cstring>
 #include <cmath>
 #include <ctime>
 #include <regex>
@@ -101,17 +102,34 @@ std::optional<std::string> expand_url(const config::provider_entry& entry, const
   return out;
 }
 
-std::string basic_credentials(const client_credentials& client) {
-  // RFC 6749 §2.3.1: both parts form-encoded before base64.
-  auto id = form_encode({{"", client.client_id}}).substr(1);
-  auto secret_part = form_encode({{"", client.client_secret.reveal()}}).substr(1);
-  std::string plain = id + ":" + secret_part;
+std::string basic_auth(const std::string& user, const std::string& password) {
+  auto plain = user + ":" + password;
   std::string b64(sodium_base64_ENCODED_LEN(plain.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
   sodium_bin2base64(b64.data(), b64.size(), reinterpret_cast<const unsigned char*>(plain.data()),
                     plain.size(), sodium_base64_VARIANT_ORIGINAL);
   b64.resize(std::strlen(b64.c_str()));
   sodium_memzero(plain.data(), plain.size());
   return "Basic " + b64;
+}
+
+std::string basic_credentials(const client_credentials& client) {
+  // RFC 6749 §2.3.1: both parts form-encoded before base64.
+  return basic_auth(form_encode({{"", client.client_id}}).substr(1),
+                    form_encode({{"", client.client_secret.reveal()}}).substr(1));
+}
+
+std::optional<outbound_request> provider_request(const config::provider_entry& entry,
+                                                 const std::string& url_template,
+                                                 const nlohmann::json& values,
+                                                 int64_t timeout_ms) {
+  auto url = expand_url(entry, url_template, values);
+  if (!url)
+    return std::nullopt;
+  outbound_request req;
+  req.url = *url;
+  req.timeout_ms = timeout_ms;
+  req.headers.emplace_back("Accept", "application/json");
+  return req;
 }
 
 namespace {

@@ -78,8 +78,18 @@ int64_t clamp_expires_in(const nlohmann::json& value, int64_t fallback);
 /// Parses Retry-After (seconds or HTTP-date), capped at one hour; 0 if absent.
 int64_t parse_retry_after(const std::string& value);
 
+/// "Basic base64(user:password)".
+std::string basic_auth(const std::string& user, const std::string& password);
+
 /// "Basic base64(urlencode(id):urlencode(secret))" (RFC 6749 §2.3.1).
 std::string basic_credentials(const client_credentials& client);
+
+/// A request to `url_template` (placeholders filled from `values`) that
+/// accepts JSON; nullopt when a placeholder cannot be filled.
+std::optional<outbound_request> provider_request(const config::provider_entry& entry,
+                                                 const std::string& url_template,
+                                                 const nlohmann::json& values,
+                                                 int64_t timeout_ms);
 
 /// application/x-www-form-urlencoded.
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields);
