@@ -9,6 +9,7 @@
 #include "common/time.hpp"
 #include "http/json_body.hpp"
 #include "provider/api_key_check.hpp"
+#include "provider/oauth_protocol.hpp"
 
 namespace cm {
 
@@ -60,6 +61,87 @@ std::optional<nlohmann::json> read_fields(const config::provider_entry& entry,
   return fields;
 }
 
+/// Google service-account keys: mint an access token with the JWT-bearer
+/// grant, prove it can read the property, then store the key file as the
+/// long-lived credential (refresh_token column) and the minted token.
+void connect_service_account(const call& c, const config::provider_entry& entry,
+                             std::string key_json, nlohmann::json fields) {
+  std::string problem;
+  auto key = oauth::parse_service_account(key_json, problem);
+  if (!key) {
+    c.ex->reply_error(ec::bad_request, problem);
+    return;
+  }
+  auto timeout = c.ctx().cfg.refresh.provider_timeout_ms;
+  auto grant = oauth::service_account_request(entry, *key, unix_now_ms() / 1000, timeout);
+  if (!grant) {
+    c.ex->reply_error(ec::bad_request, "the service-account private key cannot sign");
+    return;
+  }
+  auto copy = c;
+  auto entry_ptr = &entry;
+  auto credential = std::make_shared<secret>(std::move(key_json));
+  auto email = key->client_email;
+  c.self->request(c.ctx().provider_client, budget(c), std::move(*grant))
+    .then(
+      [copy, entry_ptr, credential, email, fields, timeout](const outbound_response& res) mutable {
+        auto answer = oauth::read_token_answer(*entry_ptr, res);
+        if (answer.result == oauth::outcome::invalid_grant ||
+            answer.result == oauth::outcome::rejected) {
+          copy.ex->reply_error(ec::invalid_credentials,
+                               "the provider rejected the service-account key (" + answer.reason + ")");
+          return;
+        }
+        if (answer.result != oauth::outcome::ok) {
+          copy.ex->reply_error(ec::provider_failed, "the key could not be validated: " + answer.reason);
+          return;
+        }
+        auto check = api_key::validation_request(*entry_ptr, answer.access_token.reveal(), fields,
+                                                 timeout);
+        auto tokens = std::make_shared<oauth::token_answer>(std::move(answer));
+        copy.self->request(copy.ctx().provider_client, budget(copy), std::move(*check))
+          .then(
+            [copy, entry_ptr, credential, email, fields, tokens](const outbound_response& res2) mutable {
+              auto verdict = api_key::read_validation(*entry_ptr, res2);
+              if (verdict.result == api_key::verdict::rejected) {
+                copy.ex->reply_error(ec::invalid_credentials,
+                                     "the key cannot read this property (" + verdict.reason + ")");
+                return;
+              }
+              if (verdict.result != api_key::verdict::valid) {
+                copy.ex->reply_error(ec::provider_failed,
+                                     "the key could not be validated: " + verdict.reason);
+                return;
+              }
+              token_record record;
+              record.key = {copy.who.team, copy.who.subject, entry_ptr->name};
+              record.kind = "oauth";
+              record.access_token = tokens->access_token;
+              record.refresh_token = *credential;
+              record.expires_at_ms = unix_now_ms() + tokens->expires_in_s * 1000;
+              record.scopes = entry_ptr->scopes;
+              fields["client_email"] = email;
+              fields["account_name"] = email;
+              record.metadata = fields.dump();
+              copy.self->request(copy.ctx().storage, budget(copy), connect_atom_v, std::move(record))
+                .then(
+                  [copy, email](const connect_result& result) {
+                    copy.self->send(copy.ctx().registry, reload_atom_v, result.stored.key);
+                    copy.ex->reply_json(200, {{"connected", true},
+                                              {"provider", result.stored.key.provider},
+                                              {"account_name", email}});
+                  },
+                  [copy](const caf::error& err) { copy.ex->reply_error(err); });
+            },
+            [copy](const caf::error&) {
+              copy.ex->reply_error(ec::provider_failed, "the key could not be validated: no answer");
+            });
+      },
+      [copy](const caf::error&) {
+        copy.ex->reply_error(ec::provider_failed, "the key could not be validated: no answer");
+      });
+}
+
 } // namespace
 
 void connect_api_key(const call& c) {
@@ -86,7 +168,13 @@ void connect_api_key(const call& c) {
     return;
   }
   auto key = body["api_key"].get<std::string>();
-  if (key.size() > max_key_bytes || !printable(key)) {
+  bool service_account = entry->mode == config::auth_mode::service_account;
+  if (service_account) {
+    if (key.size() > 4 * max_key_bytes) {
+      c.ex->reply_error(ec::bad_request, "api_key is malformed");
+      return;
+    }
+  } else if (key.size() > max_key_bytes || !printable(key)) {
     c.ex->reply_error(ec::bad_request, "api_key is malformed");
     return;
   }
@@ -100,6 +188,10 @@ void connect_api_key(const call& c) {
   auto fields = read_fields(*entry, body, problem);
   if (!fields) {
     c.ex->reply_error(ec::bad_request, problem);
+    return;
+  }
+  if (service_account) {
+    connect_service_account(c, *entry, std::move(key), std::move(*fields));
     return;
   }
   auto req = api_key::validation_request(*entry, key, *fields, c.ctx().cfg.refresh.provider_timeout_ms);

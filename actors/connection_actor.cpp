@@ -61,8 +61,10 @@ int64_t margin_ms(self_ptr self) {
 /// Whether this service can refresh the connection at all.
 bool can_refresh(self_ptr self) {
   auto& s = self->state;
+  // Service-account keys mint their own tokens; OAuth needs the app.
   return s.record && s.record->kind == "oauth" && !s.record->refresh_token.empty() &&
-         s.deps.provider && s.deps.client;
+         s.deps.provider &&
+         (s.deps.client || s.deps.provider->mode == config::auth_mode::service_account);
 }
 
 /// When the timer should fire: before expiry for refreshable tokens, at
@@ -340,8 +342,18 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
 void call_provider(self_ptr self, token_record leased, int64_t fence, bool retried) {
   auto& s = self->state;
   auto metadata = nlohmann::json::parse(leased.metadata, nullptr, false);
-  auto req = oauth::refresh_request(*s.deps.provider, *s.deps.client, leased.refresh_token,
-                                    metadata, settings(self).provider_timeout_ms);
+  std::optional<outbound_request> req;
+  if (s.deps.provider->mode == config::auth_mode::service_account) {
+    // The stored credential is the key file; a refresh is a JWT-bearer grant.
+    std::string problem;
+    auto key = oauth::parse_service_account(leased.refresh_token.reveal(), problem);
+    if (key)
+      req = oauth::service_account_request(*s.deps.provider, *key, now_ms(self) / 1000,
+                                           settings(self).provider_timeout_ms);
+  } else {
+    req = oauth::refresh_request(*s.deps.provider, *s.deps.client, leased.refresh_token,
+                                 metadata, settings(self).provider_timeout_ms);
+  }
   if (!req) {
     transient_failure(self, "refresh URL cannot be built from the connection", 0, fence);
     return;

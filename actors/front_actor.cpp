@@ -41,13 +41,17 @@ void health(const call& c) {
       });
 }
 
-nlohmann::json summary_json(const token_summary& s, bool with_user) {
+nlohmann::json summary_json(const token_summary& s, bool with_user,
+                            const config::provider_catalog& catalog) {
   auto metadata = nlohmann::json::parse(s.metadata, nullptr, false);
   if (!metadata.is_object())
     metadata = nlohmann::json::object();
   nlohmann::json out = {
     {"provider", s.key.provider},
-    {"type", s.kind == "api_key" ? "api_key" : "oauth"},
+    // Service-account keys are stored as refreshable grants but are keys.
+    {"type", s.kind == "api_key" || (catalog.find(s.key.provider) &&
+                                     catalog.find(s.key.provider)->mode != config::auth_mode::oauth2)
+               ? "api_key" : "oauth"},
     {"status", s.status},
     {"account", metadata.value("account_name", "")},
     {"scopes", s.scopes},
@@ -75,10 +79,10 @@ void list_connections(const call& c) {
   auto user = team ? std::string{} : c.who.subject;
   c.self->request(c.ctx().storage, budget(c), list_atom_v, c.who.team, user)
     .then(
-      [ex, team](const token_summaries& rows) {
+      [ex, team, ctx = c.self->state.ctx](const token_summaries& rows) {
         auto list = nlohmann::json::array();
         for (auto& row : rows)
-          list.push_back(summary_json(row, team));
+          list.push_back(summary_json(row, team, ctx->catalog));
         ex->reply_json(200, {{"connections", std::move(list)}});
       },
       [ex](const caf::error& err) { ex->reply_error(err); });

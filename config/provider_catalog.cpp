@@ -197,6 +197,8 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
       reader.fail(node, path + ".token_url", "required for auth_mode oauth2");
   } else if (!entry.api_key) {
     reader.fail(node, path + ".api_key", "required for auth_mode " + mode);
+  } else if (entry.mode == auth_mode::service_account && entry.token_url.empty()) {
+    reader.fail(node, path + ".token_url", "required for auth_mode service_account");
   }
   return entry;
 }
@@ -240,9 +242,10 @@ void apply_provider_settings(provider_catalog& catalog,
       throw config_error("providers." + name + ": no such provider in the catalog");
     auto& entry = it->second;
     bool oauth = entry.mode == auth_mode::oauth2;
+    bool service_account = entry.mode == auth_mode::service_account;
     for (auto& [key, url] : s.urls) {
       if (key == "authorization_url" && oauth) entry.authorization_url = url;
-      else if (key == "token_url" && oauth) entry.token_url = url;
+      else if (key == "token_url" && (oauth || service_account)) entry.token_url = url;
       else if (key == "refresh_url" && oauth) entry.refresh_url = url;
       else if (key == "revoke_url" && oauth) entry.revoke_url = url;
       else if (key == "account_url" && entry.account) entry.account->url = url;

@@ -32,7 +32,9 @@ struct key_world {
                    url("stripe", "/v1/balance") + url("posthog", "/api/users/@me/") +
                    url("klaviyo", "/api/accounts/") + url("gorgias", "/{domain}/api/account") +
                    url("zendesk", "/{subdomain}/api/v2/users/me.json") + url("vercel", "/v2/user") +
-                   url("railway", "/graphql/v2") + url("figma", "/v1/me");
+                   url("railway", "/graphql/v2") + url("figma", "/v1/me") +
+                   url("google-analytics", "/v1beta/properties/{property_id}/metadata") +
+                   "    token_url: " + base + "/token\n";
     server = std::make_unique<server_process>(o);
     if (!server->wait_ready())
       throw std::runtime_error("server did not start: " + server->log());
@@ -193,4 +195,55 @@ TEST(ApiKeys, StripeAgainstStripeStatefulMock) {
   auto list = http_call(server.port(), "GET", "/api/connectors/list", {{"Authorization", user}});
   ASSERT_EQ(list.json()["connections"].size(), 1u);
   EXPECT_EQ(list.json()["connections"][0]["provider"], "stripe");
+}
+
+// Google Analytics 4: a service-account key file. The JWT-bearer grant is
+// signed with the key and verified by the fake with its public key.
+TEST(ApiKeys, GoogleAnalyticsServiceAccountKeys) {
+  key_world w;
+  temp_dir dir;
+  auto priv = dir.file("sa.pem"), pub = dir.file("sa.pub"), other = dir.file("other.pem");
+  ASSERT_EQ(run_command("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " + priv +
+                        " 2>/dev/null && openssl pkey -in " + priv + " -pubout -out " + pub +
+                        " && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " +
+                        other + " 2>/dev/null"),
+            0);
+  const std::string email = "cm-ga4@acme-project.iam.gserviceaccount.com";
+  w.fake.admin("/__ga4", nlohmann::json{{"client_email", email}, {"public_key", read_file(pub)}}.dump());
+  auto key_file = [&](const std::string& pem_path) {
+    return nlohmann::json{{"type", "service_account"},
+                          {"project_id", "acme-project"},
+                          {"private_key_id", "k1"},
+                          {"private_key", read_file(pem_path)},
+                          {"client_email", email},
+                          {"token_uri", "https://evil.example/token"}}
+      .dump(2);
+  };
+  auto connect = [&](const std::string& key, const std::string& property) {
+    return w.connect({{"provider", "google-analytics"}, {"api_key", key}, {"property_id", property}});
+  };
+  expect_error(connect("not json", "123456"), 400, "bad_request", "service-account JSON key");
+  expect_error(w.connect({{"provider", "google-analytics"}, {"api_key", key_file(priv)}}), 400,
+               "bad_request", "property_id is required");
+  expect_error(connect(key_file(other), "123456"), 422, "invalid_credentials", "invalid_grant");
+  expect_error(connect(key_file(priv), "999"), 422, "invalid_credentials", "HTTP 403");
+  EXPECT_EQ(w.rows(), 0);
+  auto ok = connect(key_file(priv), "123456");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.json()["account_name"], email);
+  // Services get a minted access token, never the key file.
+  auto token = http_call(w.server->port(), "GET", "/api/internal/tokens/google-analytics?user_id=alice",
+                         {{"X-Services-Token", service_token}});
+  ASSERT_EQ(token.status, 200) << token.body;
+  EXPECT_EQ(token.json()["access_token"].get<std::string>().rfind("ya29-", 0), 0u);
+  EXPECT_EQ(token.raw.find("PRIVATE KEY"), std::string::npos);
+  auto list = http_call(w.server->port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
+  EXPECT_EQ(list.json()["connections"][0]["type"], "api_key");
+  // A refresh mints a new token with the stored key.
+  auto refreshed = http_call(w.server->port(), "POST", "/api/connectors/google-analytics/refresh",
+                             {{"Authorization", w.alice}});
+  ASSERT_EQ(refreshed.status, 200) << refreshed.body;
+  auto second = http_call(w.server->port(), "GET", "/api/internal/tokens/google-analytics?user_id=alice",
+                          {{"X-Services-Token", service_token}});
+  EXPECT_NE(second.json()["access_token"], token.json()["access_token"]);
 }

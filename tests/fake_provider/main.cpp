@@ -25,6 +25,10 @@
 //   the revision header), Gorgias /api/account, Zendesk /api/v2/users/me.json,
 //   Vercel /v2/user, Railway /graphql/v2, Figma /v1/me. Behaviours html (an
 //   HTML 200 page) and big (2 MiB) apply to them too.
+//   Google service accounts: grant_type=jwt-bearer verifies the RS256
+//   assertion against the key registered with POST /__ga4 {"client_email",
+//   "public_key"}; …/v1beta/properties/123456/metadata answers 200 to its
+//   tokens, 403 for any other property.
 //   POST /__seed          {"refresh_token","access_token"} starts a family
 //   POST /__behavior      {"mode": normal|rate_limit|error500|slow|
 //                         invalid_grant|malformed|no_expires_in|hang (5 s),
@@ -48,6 +52,7 @@
 #include <string>
 #include <thread>
 
+#include <jwt.h>
 #include <nlohmann/json.hpp>
 #include <openssl/sha.h>
 #include <sodium.h>
@@ -89,6 +94,10 @@ struct pending_code {
   std::string family;
 };
 std::map<std::string, pending_code> codes;
+std::string ga4_email;
+std::string ga4_public_key;
+std::set<std::string> ga4_tokens;
+int ga4_counter = 0;
 int next_family = 0;
 long revocations = 0;
 int next_code = 0;
@@ -202,6 +211,31 @@ private:
       b.reuse_detection = body.value("reuse_detection", true);
       current = b;
       reply(w, Http::Code::Ok, {{"ok", true}});
+      return;
+    }
+    if (path == "/__ga4") {
+      auto body = nlohmann::json::parse(req.body());
+      std::lock_guard<std::mutex> g{mutex};
+      ga4_email = body.at("client_email").get<std::string>();
+      ga4_public_key = body.at("public_key").get<std::string>();
+      reply(w, Http::Code::Ok, {{"ok", true}});
+      return;
+    }
+    if (contains(path, "/v1beta/properties/") && contains(path, "/metadata")) {
+      auto auth = req.headers().tryGetRaw("Authorization");
+      std::string token = auth ? auth->value() : "";
+      if (token.rfind("Bearer ", 0) == 0)
+        token = token.substr(7);
+      std::lock_guard<std::mutex> g{mutex};
+      if (!ga4_tokens.count(token)) {
+        reply(w, Http::Code::Unauthorized, {{"error", {{"code", 401}, {"status", "UNAUTHENTICATED"}}}});
+        return;
+      }
+      if (!contains(path, "/properties/123456/")) {
+        reply(w, Http::Code::Forbidden, {{"error", {{"code", 403}, {"status", "PERMISSION_DENIED"}}}});
+        return;
+      }
+      reply(w, Http::Code::Ok, {{"name", "properties/123456/metadata"}});
       return;
     }
     if (path == "/__stats") {
@@ -399,7 +433,7 @@ private:
                       params["client_secret"] == "cm-test-secret") ||
                      (basic && basic->value() == "Basic Y20tdGVzdC1jbGllbnQ6Y20tdGVzdC1zZWNyZXQ=");
     behaviour b;
-    {
+    if (params["grant_type"] != "urn:ietf:params:oauth:grant-type:jwt-bearer") {
       std::lock_guard<std::mutex> g{mutex};
       ++refresh_calls;
       b = current;
@@ -426,8 +460,37 @@ private:
       reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
       return;
     }
-    if (!client_ok) {
+    bool jwt_bearer = params["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer";
+    if (!client_ok && !jwt_bearer) { // a JWT-bearer assertion is its own client proof
       reply(w, Http::Code::Unauthorized, {{"error", "invalid_client"}});
+      return;
+    }
+    if (jwt_bearer) {
+      std::lock_guard<std::mutex> g{mutex};
+      ++refresh_calls;
+      jwt_t* raw = nullptr;
+      auto& assertion = params["assertion"];
+      bool ok = !ga4_public_key.empty() &&
+                jwt_decode(&raw, assertion.c_str(),
+                           reinterpret_cast<const unsigned char*>(ga4_public_key.data()),
+                           static_cast<int>(ga4_public_key.size())) == 0 &&
+                jwt_get_alg(raw) == JWT_ALG_RS256;
+      if (ok) {
+        auto iss = jwt_get_grant(raw, "iss");
+        auto scope = jwt_get_grant(raw, "scope");
+        auto aud = jwt_get_grant(raw, "aud");
+        ok = iss && ga4_email == iss && scope && contains(scope, "analytics.readonly") && aud &&
+             contains(aud, "/token");
+      }
+      if (raw)
+        jwt_free(raw);
+      if (!ok) {
+        reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
+        return;
+      }
+      auto token = "ya29-" + std::to_string(++ga4_counter);
+      ga4_tokens.insert(token);
+      reply(w, Http::Code::Ok, {{"access_token", token}, {"token_type", "Bearer"}, {"expires_in", 3600}});
       return;
     }
     std::lock_guard<std::mutex> g{mutex};
