@@ -61,6 +61,34 @@ std::optional<nlohmann::json> read_fields(const config::provider_entry& entry,
   return fields;
 }
 
+/// Answers 422 or 502 unless the provider accepted; true when it answered.
+bool refused(const call& c, const api_key::outcome& verdict, const std::string& refusal) {
+  if (verdict.result == api_key::verdict::rejected) {
+    c.ex->reply_error(ec::invalid_credentials, refusal + " (" + verdict.reason + ")");
+    return true;
+  }
+  if (verdict.result != api_key::verdict::valid) {
+    c.ex->reply_error(ec::provider_failed, "the key could not be validated: " + verdict.reason);
+    return true;
+  }
+  return false;
+}
+
+/// Stores a validated connection (with TOKEN_CREATED), starts its actor and
+/// answers the caller.
+void store_and_reply(const call& c, token_record record) {
+  c.self->request(c.ctx().storage, budget(c), connect_atom_v, std::move(record))
+    .then(
+      [c](const connect_result& result) {
+        c.self->send(c.ctx().registry, reload_atom_v, result.stored.key);
+        auto metadata = nlohmann::json::parse(result.stored.metadata, nullptr, false);
+        c.ex->reply_json(200, {{"connected", true},
+                               {"provider", result.stored.key.provider},
+                               {"account_name", metadata.value("account_name", "")}});
+      },
+      [c](const caf::error& err) { c.ex->reply_error(err); });
+}
+
 /// Google service-account keys: mint an access token with the JWT-bearer
 /// grant, prove it can read the property, then store the key file as the
 /// long-lived credential (refresh_token column) and the minted token.
@@ -102,17 +130,9 @@ void connect_service_account(const call& c, const config::provider_entry& entry,
         copy.self->request(copy.ctx().provider_client, budget(copy), std::move(*check))
           .then(
             [copy, entry_ptr, credential, email, fields, tokens](const outbound_response& res2) mutable {
-              auto verdict = api_key::read_validation(*entry_ptr, res2);
-              if (verdict.result == api_key::verdict::rejected) {
-                copy.ex->reply_error(ec::invalid_credentials,
-                                     "the key cannot read this property (" + verdict.reason + ")");
+              if (refused(copy, api_key::read_validation(*entry_ptr, res2),
+                          "the key cannot read this property"))
                 return;
-              }
-              if (verdict.result != api_key::verdict::valid) {
-                copy.ex->reply_error(ec::provider_failed,
-                                     "the key could not be validated: " + verdict.reason);
-                return;
-              }
               token_record record;
               record.key = {copy.who.team, copy.who.subject, entry_ptr->name};
               record.kind = "oauth";
@@ -123,15 +143,7 @@ void connect_service_account(const call& c, const config::provider_entry& entry,
               fields["client_email"] = email;
               fields["account_name"] = email;
               record.metadata = fields.dump();
-              copy.self->request(copy.ctx().storage, budget(copy), connect_atom_v, std::move(record))
-                .then(
-                  [copy, email](const connect_result& result) {
-                    copy.self->send(copy.ctx().registry, reload_atom_v, result.stored.key);
-                    copy.ex->reply_json(200, {{"connected", true},
-                                              {"provider", result.stored.key.provider},
-                                              {"account_name", email}});
-                  },
-                  [copy](const caf::error& err) { copy.ex->reply_error(err); });
+              store_and_reply(copy, std::move(record));
             },
             [copy](const caf::error&) {
               copy.ex->reply_error(ec::provider_failed, "the key could not be validated: no answer");
@@ -206,32 +218,15 @@ void connect_api_key(const call& c) {
     .then(
       [copy, entry, values, secret_key](const outbound_response& res) mutable {
         auto verdict = api_key::read_validation(*entry, res);
-        if (verdict.result == api_key::verdict::rejected) {
-          copy.ex->reply_error(ec::invalid_credentials,
-                               "the provider rejected the key (" + verdict.reason + ")");
+        if (refused(copy, verdict, "the provider rejected the key"))
           return;
-        }
-        if (verdict.result != api_key::verdict::valid) {
-          copy.ex->reply_error(ec::provider_failed,
-                               "the key could not be validated: " + verdict.reason);
-          return;
-        }
         token_record record;
         record.key = {copy.who.team, copy.who.subject, entry->name};
         record.kind = "api_key";
         record.access_token = *secret_key;
         values["account_name"] = verdict.account_name;
         record.metadata = values.dump();
-        copy.self->request(copy.ctx().storage, budget(copy), connect_atom_v, std::move(record))
-          .then(
-            [copy](const connect_result& result) {
-              copy.self->send(copy.ctx().registry, reload_atom_v, result.stored.key);
-              auto metadata = nlohmann::json::parse(result.stored.metadata, nullptr, false);
-              copy.ex->reply_json(200, {{"connected", true},
-                                        {"provider", result.stored.key.provider},
-                                        {"account_name", metadata.value("account_name", "")}});
-            },
-            [copy](const caf::error& err) { copy.ex->reply_error(err); });
+        store_and_reply(copy, std::move(record));
       },
       [copy](const caf::error&) {
         copy.ex->reply_error(ec::provider_failed, "the key could not be validated: no answer");
