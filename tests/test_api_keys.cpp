@@ -46,7 +46,7 @@ struct key_world {
                      {{"Authorization", alice}, {"Content-Type", "application/json"}}, body.dump());
   }
   int64_t rows() {
-    return std::stoll(command_output("psql '" + db + "' -Atc 'SELECT count(*) FROM connector_tokens'"));
+    return psql_int(db, "SELECT count(*) FROM connector_tokens");
   }
 };
 
@@ -101,8 +101,7 @@ TEST(ApiKeys, EachProvidersHeaderShapeIsAccepted) {
   ASSERT_EQ(del.status, 200) << del.body;
   EXPECT_EQ(del.json()["revoked"], false);
   EXPECT_EQ(w.rows(), static_cast<int64_t>(cases.size()) - 1);
-  EXPECT_EQ(std::stoll(command_output("psql '" + w.db + "' -Atc \"SELECT count(*) FROM event_outbox "
-                                      "WHERE event_type = 'TOKEN_CREATED'\"")),
+  EXPECT_EQ(psql_int(w.db, "SELECT count(*) FROM event_outbox WHERE event_type = 'TOKEN_CREATED'"),
             static_cast<int64_t>(cases.size()));
 }
 

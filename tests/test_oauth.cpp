@@ -113,11 +113,10 @@ struct oauth_world {
   }
 
   int64_t rows() {
-    return std::stoll(command_output("psql '" + db + "' -Atc 'SELECT count(*) FROM connector_tokens'"));
+    return psql_int(db, "SELECT count(*) FROM connector_tokens");
   }
   int64_t events(const std::string& type) {
-    return std::stoll(command_output("psql '" + db + "' -Atc \"SELECT count(*) FROM event_outbox "
-                                     "WHERE event_type = '" + type + "'\""));
+    return psql_int(db, "SELECT count(*) FROM event_outbox WHERE event_type = '" + type + "'");
   }
 };
 
@@ -143,8 +142,7 @@ TEST(OAuth, AuthorizeBuildsAPkceUrlAndKeepsOnlyAHashOfTheState) {
   EXPECT_EQ(q["code_challenge_method"], "S256");
   EXPECT_EQ(q["code_challenge"].size(), 43u);
   EXPECT_GE(q["state"].size(), 43u) << "at least 256 bits, base64url";
-  auto stored = command_output("psql '" + w.db + "' -Atc \"SELECT encode(state_hash, 'hex'), "
-                               "redirect_uri, user_id FROM oauth_states\"");
+  auto stored = psql(w.db, "SELECT encode(state_hash, 'hex'), redirect_uri, user_id FROM oauth_states");
   EXPECT_EQ(stored.find(q["state"]), std::string::npos) << "the state itself is not stored";
   EXPECT_NE(stored.find(allowed), std::string::npos);
   EXPECT_NE(stored.find("alice"), std::string::npos);
@@ -238,7 +236,7 @@ TEST(OAuth, RedirectUriMustBeOnTheAllowlistExactly) {
   EXPECT_EQ(http_call(w.port(), "GET", "/api/oauth/github/authorize?redirect_uri=x").status, 401);
   expect_refused(w.authorize("nosuch", w.alice), 404, "unknown provider");
   expect_refused(w.authorize("stripe", w.alice), 400, "API key");
-  EXPECT_EQ(command_output("psql '" + w.db + "' -Atc 'SELECT count(*) FROM oauth_states'"), "0\n");
+  EXPECT_EQ(psql_int(w.db, "SELECT count(*) FROM oauth_states"), 0);
 }
 
 TEST(OAuth, StateAbuseIsRefusedAndNothingIsStored) {
@@ -255,8 +253,7 @@ TEST(OAuth, StateAbuseIsRefusedAndNothingIsStored) {
   expect_refused(w.callback("github", for_github), 400, "unknown or already used state");
   // An expired state.
   auto stale = w.approve(w.authorize("github", w.alice));
-  command_output("psql '" + w.db + "' -Atc \"UPDATE oauth_states SET expires_at = now() - "
-                 "interval '1 minute'\"");
+  psql(w.db, "UPDATE oauth_states SET expires_at = now() - interval '1 minute'");
   expect_refused(w.callback("github", stale), 400, "expired");
   // The provider's refusal.
   auto denied = w.approve(w.authorize("github", w.alice));

@@ -102,12 +102,12 @@ struct token_world {
   /// Makes a seeded token look issued an hour ago (its lifetime, and so its
   /// refresh margin, is then not capped by a short life).
   void backdate(const std::string& user) {
-    command_output("psql '" + db + "' -Atc \"UPDATE connector_tokens SET updated_at = now() - "
-                   "interval '1 hour' WHERE user_id = '" + user + "'\"");
+    psql(db, "UPDATE connector_tokens SET updated_at = now() - interval '1 hour' "
+             "WHERE user_id = '" + user + "'");
   }
 
   int64_t count(const std::string& sql) {
-    return std::stoll(command_output("psql '" + db + "' -Atc \"" + sql + "\""));
+    return psql_int(db, sql);
   }
 };
 

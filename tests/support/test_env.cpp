@@ -61,6 +61,16 @@ std::string read_file(const std::string& path) {
   return std::string{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+std::string psql(const std::string& db, const std::string& sql) {
+  temp_dir dir;
+  write_file(dir.file("query.sql"), sql);
+  return command_output("psql '" + db + "' -Atq -v ON_ERROR_STOP=1 -f '" + dir.file("query.sql") + "'");
+}
+
+int64_t psql_int(const std::string& db, const std::string& sql) {
+  return std::stoll(psql(db, sql));
+}
+
 void report_figure(const std::string& name, const std::string& value) {
   std::printf("%s: %s\n", name.c_str(), value.c_str());
   if (const char* path = std::getenv("CONNECTOR_TEST_FIGURES"); path && *path) {

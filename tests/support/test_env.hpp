@@ -2,6 +2,7 @@
 // PostgreSQL clusters and fresh databases.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -64,6 +65,13 @@ std::string fresh_database(const std::string& prefix);
 /// Prints a measured figure and, when $CONNECTOR_TEST_FIGURES names a file,
 /// appends it there so scripts/test can show it after the run.
 void report_figure(const std::string& name, const std::string& value);
+
+/// Runs SQL with psql against a connection string; returns its unaligned
+/// output. The SQL goes through a file, so it needs no shell quoting.
+std::string psql(const std::string& db, const std::string& sql);
+
+/// The single integer a query returns (e.g. a count).
+int64_t psql_int(const std::string& db, const std::string& sql);
 
 /// A random lower-case hex string of `bytes` random bytes.
 std::string random_hex(size_t bytes);
