@@ -1,5 +1,7 @@
 #include "config/provider_catalog.hpp"
 
+#include <algorithm>
+#include <limits>
 #include <regex>
 
 #include "config/yaml_schema.hpp"
@@ -13,6 +15,16 @@ const char* to_string(auth_mode mode) {
     case auth_mode::service_account: return "service_account";
   }
   return "oauth2";
+}
+
+const char* to_string(filter_type type) {
+  switch (type) {
+    case filter_type::string: return "string";
+    case filter_type::string_array: return "string_array";
+    case filter_type::integer: return "integer";
+    case filter_type::boolean: return "boolean";
+  }
+  return "string";
 }
 
 namespace {
@@ -43,6 +55,80 @@ void check_pointer(const yaml_reader& reader, const YAML::Node& node, const std:
     reader.fail(node, path, "expected a JSON pointer such as /name");
 }
 
+bool present(const YAML::Node& map, const char* key) {
+  auto node = map[key];
+  return node && !node.IsNull();
+}
+
+/// `filters:` is a list of {name, type, description, enum?, minimum?,
+/// maximum?}. Names become JSON property names, so they must be identifiers
+/// and unique; enum and bounds only where the type can honour them.
+std::vector<filter_option> read_filters(const yaml_reader& reader, const YAML::Node& entry_node,
+                                        const std::string& entry_path) {
+  std::vector<filter_option> filters;
+  auto list = entry_node["filters"];
+  auto path = entry_path + ".filters";
+  if (!list || list.IsNull())
+    return filters;
+  if (!list.IsSequence())
+    reader.fail(list, path, "expected a list of filters");
+  static const std::regex name_pattern{"^[a-zA-Z][a-zA-Z0-9_]*$"};
+  for (size_t i = 0; i < list.size(); ++i) {
+    auto item = list[i];
+    auto ipath = path + "[" + std::to_string(i) + "]";
+    if (!item.IsMap())
+      reader.fail(item, ipath, "expected a mapping with name, type and description");
+    reader.expect_keys(item, ipath, {"name", "type", "description", "enum", "minimum", "maximum"});
+    filter_option filter;
+
+    filter.name = reader.require_string(item, ipath, "name");
+    if (!std::regex_match(filter.name, name_pattern))
+      reader.fail(item["name"], ipath + ".name",
+                  "filter names start with a letter followed by letters, digits or underscores");
+    for (auto& earlier : filters)
+      if (earlier.name == filter.name)
+        reader.fail(item["name"], ipath + ".name", "duplicate filter name '" + filter.name + "'");
+
+    auto type = reader.require_string(item, ipath, "type");
+    if (type == "string") filter.type = filter_type::string;
+    else if (type == "string_array") filter.type = filter_type::string_array;
+    else if (type == "integer") filter.type = filter_type::integer;
+    else if (type == "boolean") filter.type = filter_type::boolean;
+    else reader.fail(item["type"], ipath + ".type",
+                     "expected string, string_array, integer or boolean");
+
+    filter.description = reader.require_string(item, ipath, "description");
+
+    if (present(item, "enum")) {
+      auto epath = ipath + ".enum";
+      if (filter.type != filter_type::string && filter.type != filter_type::string_array)
+        reader.fail(item["enum"], epath, "only allowed for type string or string_array");
+      filter.enum_values = reader.get_string_list(item, ipath, "enum");
+      if (filter.enum_values.empty())
+        reader.fail(item["enum"], epath, "expected at least one value");
+      for (size_t v = 0; v < filter.enum_values.size(); ++v)
+        if (std::find(filter.enum_values.begin(), filter.enum_values.begin() + v,
+                      filter.enum_values[v]) != filter.enum_values.begin() + v)
+          reader.fail(item["enum"][v], epath + "[" + std::to_string(v) + "]", "duplicate value");
+    }
+    auto bound = [&](const char* key) -> std::optional<int64_t> {
+      if (!present(item, key))
+        return std::nullopt;
+      if (filter.type != filter_type::integer)
+        reader.fail(item[key], ipath + "." + key, "only allowed for type integer");
+      return reader.get_int(item, ipath, key, 0, std::numeric_limits<int64_t>::min(),
+                            std::numeric_limits<int64_t>::max());
+    };
+    filter.minimum = bound("minimum");
+    filter.maximum = bound("maximum");
+    if (filter.minimum && filter.maximum && *filter.minimum > *filter.maximum)
+      reader.fail(item["maximum"], ipath + ".maximum", "must not be less than minimum");
+
+    filters.push_back(std::move(filter));
+  }
+  return filters;
+}
+
 provider_entry read_entry(const yaml_reader& reader, const std::string& name,
                           const YAML::Node& node) {
   auto path = join_path("providers", name);
@@ -53,7 +139,8 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
                       "token_style", "account", "refresh_margin_s", "default_expires_in_s",
                       "template_params", "scope_apps", "api_key", "template_defaults",
                       "client_id_param", "client_secret_param", "code_param", "token_method",
-                      "token_metadata", "callback_verification", "issuer"});
+                      "token_metadata", "callback_verification", "issuer", "jwks_url",
+                      "filters"});
   provider_entry entry;
   entry.name = name;
   entry.display_name = reader.get_string(node, path, "display_name", name);
@@ -84,6 +171,7 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
   entry.token_url = url("token_url");
   entry.refresh_url = url("refresh_url");
   entry.revoke_url = url("revoke_url");
+  entry.jwks_url = url("jwks_url");
   entry.revoke_style = reader.get_string(node, path, "revoke_style", "none");
   static const std::vector<std::string> revoke_styles = {
     "none", "rfc7009", "github_token", "meta_permissions", "shopify_uninstall", "tiktok"};
@@ -135,6 +223,7 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
     reader.fail(node["callback_verification"], path + ".callback_verification",
                 "expected none or shopify_hmac");
   entry.issuer = reader.get_string(node, path, "issuer", "");
+  entry.filters = read_filters(reader, node, path);
 
   auto account = node["account"];
   if (account && !account.IsNull()) {
@@ -248,6 +337,8 @@ void apply_provider_settings(provider_catalog& catalog,
       else if (key == "token_url" && (oauth || service_account)) entry.token_url = url;
       else if (key == "refresh_url" && oauth) entry.refresh_url = url;
       else if (key == "revoke_url" && oauth) entry.revoke_url = url;
+      // ID tokens only come out of the OAuth flow.
+      else if (key == "jwks_url" && oauth) entry.jwks_url = url;
       else if (key == "account_url" && entry.account) entry.account->url = url;
       else if (key == "validate_url" && entry.api_key) entry.api_key->validate_url = url;
       else

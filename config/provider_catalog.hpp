@@ -4,6 +4,7 @@
 // quirks no data can express get a named `style`.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -65,6 +66,26 @@ struct api_key_check {
   std::string account_pointer;
 };
 
+/// The value type of a team-level filter; each maps to one JSON Schema shape
+/// (config/connector_schema.hpp).
+enum class filter_type { string, string_array, integer, boolean };
+
+const char* to_string(filter_type type);
+
+/// One filter a team admin may set on a connector (POST
+/// /api/v1/connectors/filters/:connectorName), e.g. GitHub `repositories`.
+struct filter_option {
+  /// [a-zA-Z][a-zA-Z0-9_]*: also the JSON property name.
+  std::string name;
+  filter_type type = filter_type::string;
+  std::string description;
+  /// Allowed values; only for string and string_array (empty: any value).
+  std::vector<std::string> enum_values;
+  /// Bounds; only for integer.
+  std::optional<int64_t> minimum;
+  std::optional<int64_t> maximum;
+};
+
 struct provider_entry {
   std::string name;
   std::string display_name;
@@ -113,9 +134,14 @@ struct provider_entry {
   /// Expected `iss` in callbacks (RFC 9207); defaults to the origin of the
   /// authorization URL.
   std::string issuer;
+  /// The provider's JSON Web Key Set, to verify OpenID Connect ID tokens.
+  std::string jwks_url;
 
   // API keys
   std::optional<api_key_check> api_key;
+
+  /// Team-level filters, in catalog order.
+  std::vector<filter_option> filters;
 };
 
 struct provider_catalog {

@@ -284,7 +284,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 const std::vector<std::string>& provider_url_keys() {
   static const std::vector<std::string> keys = {
     "authorization_url", "token_url", "refresh_url", "revoke_url",
-    "account_url", "validate_url"};
+    "account_url", "validate_url", "jwks_url"};
   return keys;
 }
 
