@@ -9,10 +9,35 @@
 //                         revokes the whole family (RFC 9700 §4.14.2)
 //   GET  /userinfo        Bearer access token -> 200 {"login":…} or 401
 //   GET  /authorize       auto-approves: 302 to redirect_uri?code=…&state=…
-//                         (remembers redirect_uri and the PKCE challenge)
+//                         (remembers redirect_uri, scope, nonce and the PKCE
+//                         challenge)
+//   POST /__code          {"redirect_uri" (default "postmessage"), "scope",
+//                         "nonce"} -> {"code"}: a code minted without a
+//                         browser, as Google's JS code flow (redirect_uri
+//                         "postmessage") hands one to getTokenFromCode; it has
+//                         no PKCE challenge
 //   POST /token, …/access_token   grant_type=authorization_code too: checks
-//                         redirect_uri and code_verifier (S256); a code works
-//                         once, its reuse revokes what it issued
+//                         redirect_uri (when the request gives one) and
+//                         code_verifier (S256, when the code has a challenge);
+//                         a code works once, its reuse revokes what it issued.
+//                         When the code's scope or the request's "scope" has
+//                         "openid", the answer carries an OpenID Connect
+//                         id_token (RS256, kid "fake-1", iss this fake's own
+//                         origin http://127.0.0.1:<port>, aud and azp the
+//                         client id, sub, email, email_verified, iat, exp
+//                         now+3600, nonce if the code has one, hd if set)
+//   GET  /jwks, …/oauth2/v3/certs   {"keys":[the RS256 key, kid "fake-1"]}
+//   POST /__id_token      what the next id_tokens say, until changed again;
+//                         every call starts from the defaults:
+//                         {"email" (default "ops@acme.test"; null omits it),
+//                         "email_verified" (true), "sub" ("fake-user-1"),
+//                         "hd" (none), "aud" (string or array; default the
+//                         client id), "iss" (default the fake's origin),
+//                         "kid" ("fake-1"; "" omits the header),
+//                         "sign_with": "published" | "other" (a second key,
+//                         never in /jwks, for bad-signature tests)}
+//                         The RSA-2048 keys are generated on first use, not
+//                         at start-up: most tests never ask for them.
 //   POST /revoke          RFC 7009: revokes the token's whole family
 //   DELETE /applications/{client_id}/token   GitHub style, JSON access_token
 //   Quirks: TikTok (…/oauth2/access_token/ JSON app_id/secret/auth_code in a
@@ -45,9 +70,11 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <ctime>
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -59,6 +86,7 @@
 
 #include "http/exchange.hpp"
 #include "http/pistache_headers.hpp"
+#include "tests/support/rsa_test_key.hpp"
 
 using namespace Pistache;
 
@@ -92,8 +120,75 @@ struct pending_code {
   std::string scope;
   bool used = false;
   std::string family;
+  std::string nonce;
 };
 std::map<std::string, pending_code> codes;
+
+const std::string client_id = "cm-test-client";
+const std::string published_kid = "fake-1";
+
+/// What the next ID tokens say (POST /__id_token).
+struct id_token_settings {
+  std::optional<std::string> email = std::string{"ops@acme.test"}; // nullopt: omitted
+  bool email_verified = true;
+  std::string sub = "fake-user-1";
+  std::string hd;                              // empty: omitted
+  nlohmann::json aud;                          // null: the client id
+  std::string iss;                             // empty: own_origin
+  std::string kid = published_kid;             // empty: no kid header
+  bool sign_with_other = false;
+};
+id_token_settings id_settings;
+/// "http://127.0.0.1:<port>", the ID tokens' issuer; set once listening.
+std::string own_origin;
+
+// Key generation takes up to a second on a busy machine and most tests never
+// need a key, so each is made on first use (function statics are initialised
+// once, thread-safely; a failure throws and is retried on the next call).
+const cm::test::rsa_test_key& published_key() {
+  static const auto key = cm::test::generate_rsa_test_key(2048);
+  return key;
+}
+const cm::test::rsa_test_key& unpublished_key() {
+  static const auto key = cm::test::generate_rsa_test_key(2048);
+  return key;
+}
+
+/// Scope strings come space- or comma-separated.
+bool has_scope(const std::string& scopes, const std::string& wanted) {
+  size_t start = 0;
+  while (start <= scopes.size()) {
+    auto end = scopes.find_first_of(" ,", start);
+    if (end == std::string::npos)
+      end = scopes.size();
+    if (scopes.compare(start, end - start, wanted) == 0 && end - start == wanted.size())
+      return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+/// An ID token as the settings say; the caller holds the mutex.
+std::string mint_id_token(const std::string& nonce) {
+  auto now = static_cast<int64_t>(std::time(nullptr));
+  const auto& s = id_settings;
+  nlohmann::json claims = {{"iss", s.iss.empty() ? own_origin : s.iss},
+                           {"aud", s.aud.is_null() ? nlohmann::json(client_id) : s.aud},
+                           {"azp", client_id},
+                           {"sub", s.sub},
+                           {"email_verified", s.email_verified},
+                           {"iat", now},
+                           {"exp", now + 3600}};
+  if (s.email)
+    claims["email"] = *s.email;
+  if (!s.hd.empty())
+    claims["hd"] = s.hd;
+  if (!nonce.empty())
+    claims["nonce"] = nonce;
+  return cm::test::sign_rs256(s.sign_with_other ? unpublished_key() : published_key(), claims,
+                              s.kid);
+}
+
 std::string ga4_email;
 std::string ga4_public_key;
 std::set<std::string> ga4_tokens;
@@ -238,6 +333,45 @@ private:
       reply(w, Http::Code::Ok, {{"name", "properties/123456/metadata"}});
       return;
     }
+    if (path == "/__id_token") {
+      auto body = nlohmann::json::parse(req.body());
+      id_token_settings s;
+      if (body.contains("email"))
+        s.email = body["email"].is_null() ? std::nullopt
+                                          : std::optional{body["email"].get<std::string>()};
+      s.email_verified = body.value("email_verified", true);
+      s.sub = body.value("sub", s.sub);
+      s.hd = body.value("hd", "");
+      if (body.contains("aud"))
+        s.aud = body["aud"];
+      s.iss = body.value("iss", "");
+      s.kid = body.value("kid", s.kid);
+      auto sign_with = body.value("sign_with", "published");
+      if (sign_with != "published" && sign_with != "other") {
+        reply(w, Http::Code::Bad_Request, {{"error", "sign_with is published or other"}});
+        return;
+      }
+      s.sign_with_other = sign_with == "other";
+      std::lock_guard<std::mutex> g{mutex};
+      id_settings = s;
+      reply(w, Http::Code::Ok, {{"ok", true}});
+      return;
+    }
+    if (path == "/__code") {
+      auto body = nlohmann::json::parse(req.body().empty() ? "{}" : req.body());
+      std::lock_guard<std::mutex> g{mutex};
+      auto code = "code-" + std::to_string(++next_code);
+      // No challenge: the postmessage flow's verifier stays in the browser.
+      codes[code] = {body.value("redirect_uri", "postmessage"), "", body.value("scope", ""),
+                     false, "", body.value("nonce", "")};
+      reply(w, Http::Code::Ok, {{"code", code}});
+      return;
+    }
+    if (path == "/jwks" || contains(path, "/oauth2/v3/certs")) {
+      const auto& key = published_key(); // outside the mutex: may take a while
+      reply(w, Http::Code::Ok, {{"keys", {cm::test::jwk_of(key, published_kid)}}});
+      return;
+    }
     if (path == "/__stats") {
       std::lock_guard<std::mutex> g{mutex};
       nlohmann::json fams = nlohmann::json::object();
@@ -253,7 +387,7 @@ private:
       cm::http::parse_query(req.query().as_str(), q);
       std::lock_guard<std::mutex> g{mutex};
       auto code = "code-" + std::to_string(++next_code);
-      codes[code] = {q["redirect_uri"], q["code_challenge"], q["scope"], false, ""};
+      codes[code] = {q["redirect_uri"], q["code_challenge"], q["scope"], false, "", q["nonce"]};
       auto location = q["redirect_uri"] + "?code=" + code + "&state=" + q["state"];
       if (q.count("app_id"))
         location += "&auth_code=" + code; // TikTok names it auth_code
@@ -561,6 +695,8 @@ private:
                              {"scope", scope}, {"refresh_token", "rt-" + code}};
       if (b.mode != "no_expires_in")
         body["expires_in"] = b.expires_in;
+      if (has_scope(pc.scope, "openid") || has_scope(params["scope"], "openid"))
+        body["id_token"] = mint_id_token(pc.nonce);
       reply(w, Http::Code::Ok, body);
       return;
     }
@@ -619,6 +755,10 @@ int main(int argc, char** argv) {
   endpoint.init(Http::Endpoint::options().threads(4).maxRequestSize(1 << 20));
   endpoint.setHandler(Http::make_handler<handler>());
   endpoint.serveThreaded();
+  {
+    std::lock_guard<std::mutex> g{mutex};
+    own_origin = "http://127.0.0.1:" + std::to_string(static_cast<uint16_t>(endpoint.getPort()));
+  }
   std::cout << "listening " << endpoint.getPort() << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
