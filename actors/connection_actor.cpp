@@ -1,5 +1,8 @@
 #include "actors/connection_actor.hpp"
 
+#include "actors/registry_actor.hpp"
+#include "actors/team_app.hpp"
+
 #include <algorithm>
 #include <chrono>
 
@@ -64,7 +67,8 @@ bool can_refresh(self_ptr self) {
   // Service-account keys mint their own tokens; OAuth needs the app.
   return s.record && s.record->kind == "oauth" && !s.record->refresh_token.empty() &&
          s.deps.provider &&
-         (s.deps.client || s.deps.provider->mode == config::auth_mode::service_account);
+         (s.deps.client || s.deps.provider->mode == config::auth_mode::service_account ||
+          issued_by_team_app(s.record->metadata));
 }
 
 /// When the timer should fire: before expiry for refreshable tokens, at
@@ -339,7 +343,34 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
       });
 }
 
+void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retried,
+                  std::shared_ptr<const oauth::client_credentials> client);
+
+/// Refreshes with the app that issued the grant: the team's own (read from
+/// its connector configuration) or the deployment's.
 void call_provider(self_ptr self, token_record leased, int64_t fence, bool retried) {
+  auto& s = self->state;
+  if (s.deps.provider->mode == config::auth_mode::service_account ||
+      !issued_by_team_app(leased.metadata)) {
+    send_refresh(self, std::move(leased), fence, retried, s.deps.client);
+    return;
+  }
+  self->request(s.deps.repository, storage_timeout(self), config_get_atom_v, s.key.team_id,
+                s.key.provider)
+    .then(
+      [=](const connector_config_record& cfg) {
+        auto client = team_client(cfg);
+        if (!client) {
+          transient_failure(self, "the team's OAuth app is no longer configured", 0, fence);
+          return;
+        }
+        send_refresh(self, leased, fence, retried, std::move(client));
+      },
+      [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence, code_of(err)); });
+}
+
+void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retried,
+                  std::shared_ptr<const oauth::client_credentials> client) {
   auto& s = self->state;
   auto metadata = nlohmann::json::parse(leased.metadata, nullptr, false);
   std::optional<outbound_request> req;
@@ -350,8 +381,8 @@ void call_provider(self_ptr self, token_record leased, int64_t fence, bool retri
     if (key)
       req = oauth::service_account_request(*s.deps.provider, *key, now_ms(self) / 1000,
                                            settings(self).provider_timeout_ms);
-  } else {
-    req = oauth::refresh_request(*s.deps.provider, *s.deps.client, leased.refresh_token,
+  } else if (client) {
+    req = oauth::refresh_request(*s.deps.provider, *client, leased.refresh_token,
                                  metadata, settings(self).provider_timeout_ms);
   }
   if (!req) {
@@ -381,7 +412,7 @@ void call_provider(self_ptr self, token_record leased, int64_t fence, bool retri
             if (!retried) {
               // The provider may have rotated the token without telling us.
               // One retry with the same token, still under our lease.
-              call_provider(self, leased, fence, true);
+              send_refresh(self, leased, fence, true, client);
               return;
             }
             [[fallthrough]];
@@ -605,6 +636,17 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       out.failures = st.failures;
       out.refreshing = st.refreshing;
       return out;
+    },
+    [=](configure_atom, const registry_deps_ptr& deps) {
+      // A configuration reload: new catalog entry, app and tunables.
+      auto& d = self->state.deps;
+      auto provider = deps->providers.find(self->state.key.provider);
+      d.provider = provider == deps->providers.end() ? nullptr : provider->second;
+      auto client = deps->clients.find(self->state.key.provider);
+      d.client = client == deps->clients.end() ? nullptr : client->second;
+      d.settings = deps->settings;
+      if (self->state.record && !self->state.refreshing)
+        arm_timer(self);
     },
     [=](reload_atom) {
       if (self->state.refreshing) {

@@ -68,6 +68,8 @@ using connection_actor = caf::typed_actor<
   caf::replies_to<status_atom>::with<connection_status>,
   // Re-read the row (created, replaced or changed elsewhere).
   caf::reacts_to<reload_atom>,
+  // A configuration reload (the registry's new providers, apps, settings).
+  caf::reacts_to<configure_atom, registry_deps_ptr>,
   // Internal: a refresh timer fired (its generation).
   caf::reacts_to<tick_atom, uint64_t>,
   // Internal: try the lease again (force, polls so far).

@@ -2,6 +2,7 @@
 
 #include "actors/front_call.hpp"
 #include "actors/api_key_routes.hpp"
+#include "actors/connector_routes.hpp"
 #include "actors/oauth_routes.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -258,6 +259,22 @@ const std::vector<http::route<handler_fn>>& routes() {
     {"POST", "/api/connectors/connect", access::user, "", connect_api_key},
     {"POST", "/api/v1/connectors/internal/refreshIndividualConnectorToken", access::service,
      http::scope_fetch_config, service_refresh},
+    // Team connector management (admins of the caller's team).
+    {"GET", "/api/v1/connectors", access::admin, "", connectors_all},
+    {"GET", "/api/v1/connectors/active", access::admin, "", connectors_active},
+    {"GET", "/api/v1/connectors/inactive", access::admin, "", connectors_inactive},
+    {"GET", "/api/v1/connectors/config/{connectorName}", access::admin, "", connector_config_get},
+    {"PUT", "/api/v1/connectors/config/{connectorName}", access::admin, "", connector_config_put},
+    {"GET", "/api/v1/connectors/schema/{connectorName}", access::admin, "", connector_schema_get},
+    {"POST", "/api/v1/connectors/toggle/{connectorName}", access::admin, "", connector_toggle},
+    {"GET", "/api/v1/connectors/filters/{connectorName}", access::admin, "", connector_filters_get},
+    {"POST", "/api/v1/connectors/filters/{connectorName}", access::admin, "",
+     connector_filters_post},
+    {"POST", "/api/v1/connectors/getTokenFromCode", access::admin, "", get_token_from_code},
+    {"POST", "/api/v1/connectors/updateAppConfig", access::service, http::scope_fetch_config,
+     update_app_config},
+    {"GET", "/api/v1/audit", access::admin, "", audit_list},
+    {"GET", "/api/v1/events", access::admin_or_service, http::scope_fetch_config, events_stream},
   };
   return table;
 }
@@ -279,7 +296,7 @@ void dispatch(front_self self, const exchange_ptr& ex) {
     http::route_params params;
     if (r.method != req.method || !http::match_path(r.pattern, req.path, params))
       continue;
-    call c{self, ex, std::move(params), {}};
+    call c{self, ex, std::move(params), {}, self->state.ctx};
     if (r.who != http::access::open) {
       auto who = self->state.ctx->auth->authenticate(req);
       if (!who) {
@@ -315,6 +332,7 @@ front_actor::behavior_type front(front_actor::stateful_pointer<front_state> self
     [=](retry_atom, const exchange_ptr& ex, const connection_key& key, int32_t attempt) {
       service_refresh_attempt(self, ex, key, attempt);
     },
+    [=](configure_atom, front_context_ptr& ctx) { self->state.ctx = std::move(ctx); },
   };
 }
 

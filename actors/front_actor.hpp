@@ -11,6 +11,7 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
+#include "actors/event_hub.hpp"
 #include "actors/fwd.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
@@ -25,7 +26,11 @@ using front_actor = caf::typed_actor<
   // Handles one HTTP request; the reply goes through the exchange.
   caf::reacts_to<http_atom, exchange_ptr>,
   // Internal: another attempt of a service-triggered refresh (attempt no.).
-  caf::reacts_to<retry_atom, exchange_ptr, connection_key, int32_t>>;
+  caf::reacts_to<retry_atom, exchange_ptr, connection_key, int32_t>,
+  // A reloaded configuration for requests from now on.
+  caf::reacts_to<configure_atom, front_context_ptr>>;
+
+class config_reloader;
 
 /// What every front actor reads; never mutated after start-up.
 struct front_context {
@@ -39,10 +44,15 @@ struct front_context {
   std::shared_ptr<const storage::keyring> keys;
   /// This deployment's OAuth apps by provider.
   std::map<std::string, std::shared_ptr<const oauth::client_credentials>> clients;
+  /// Delivers events to SSE subscribers (null: no event stream).
+  event_hub_actor events;
+  /// Applies POST /updateAppConfig. Owned by the serve command, which
+  /// outlives every actor; null where reloading is not offered (tests).
+  config_reloader* reloader = nullptr;
 };
 
 struct front_state {
-  std::shared_ptr<const front_context> ctx;
+  front_context_ptr ctx;
   static inline const char* name = "http-front";
 };
 

@@ -20,7 +20,11 @@ struct call {
   exchange_ptr ex;
   http::route_params params;
   http::identity who;
-  const front_context& ctx() const { return *self->state.ctx; }
+  /// The configuration this request started with: a hot reload swaps the
+  /// actor's context, and continuations must keep reading (and keeping
+  /// alive) the one they began with.
+  front_context_ptr snapshot;
+  const front_context& ctx() const { return *snapshot; }
 };
 
 using handler_fn = void (*)(const call&);

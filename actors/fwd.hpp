@@ -15,15 +15,28 @@
 
 namespace cm::http {
 class exchange;
+class event_stream;
 }
 
 namespace cm {
 /// An HTTP request and the one-shot channel its response goes through.
 /// Only ever sent inside this process.
 using exchange_ptr = std::shared_ptr<http::exchange>;
+
+// Immutable configuration snapshots handed to running actors by a hot
+// reload (POST /api/v1/connectors/updateAppConfig). In-process only.
+struct front_context;
+struct registry_deps;
+struct webhook_settings;
+using front_context_ptr = std::shared_ptr<const front_context>;
+using registry_deps_ptr = std::shared_ptr<const registry_deps>;
+using webhook_settings_ptr = std::shared_ptr<const webhook_settings>;
 } // namespace cm
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::exchange_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::front_context_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::registry_deps_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::webhook_settings_ptr)
 
 CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
 
@@ -43,6 +56,20 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(connector_manager, (std::vector<std::string>))
   CAF_ADD_TYPE_ID(connector_manager, (cm::oauth_state_record))
   CAF_ADD_TYPE_ID(connector_manager, (cm::connect_result))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::front_context_ptr))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::registry_deps_ptr))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::webhook_settings_ptr))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::audit_row))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::audit_rows))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::outbox_event))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::outbox_events))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::webhook_target))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::webhook_targets))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::webhook_job))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::webhook_jobs))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::connector_config_record))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::connector_config_records))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::connector_change))
 
   // Atom texts are at most 10 characters (CAF 0.17).
   CAF_ADD_ATOM(connector_manager, cm, ping_atom, "ping")
@@ -68,5 +95,17 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, state_take_atom, "state_take")
   CAF_ADD_ATOM(connector_manager, cm, connect_atom, "connect")
   CAF_ADD_ATOM(connector_manager, cm, disconnect_atom, "disconnect")
+  CAF_ADD_ATOM(connector_manager, cm, outbox_atom, "outbox")
+  CAF_ADD_ATOM(connector_manager, cm, head_atom, "head")
+  CAF_ADD_ATOM(connector_manager, cm, claim_atom, "claim")
+  CAF_ADD_ATOM(connector_manager, cm, delivered_atom, "delivered")
+  CAF_ADD_ATOM(connector_manager, cm, webhooks_atom, "webhooks")
+  CAF_ADD_ATOM(connector_manager, cm, config_get_atom, "cfg_get")
+  CAF_ADD_ATOM(connector_manager, cm, config_list_atom, "cfg_list")
+  CAF_ADD_ATOM(connector_manager, cm, config_change_atom, "cfg_change")
+  CAF_ADD_ATOM(connector_manager, cm, code_connect_atom, "code_conn")
+  CAF_ADD_ATOM(connector_manager, cm, audit_page_atom, "audit_page")
+  CAF_ADD_ATOM(connector_manager, cm, subscribe_atom, "subscribe")
+  CAF_ADD_ATOM(connector_manager, cm, configure_atom, "configure")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

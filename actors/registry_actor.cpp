@@ -159,6 +159,14 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
         return;
       self->send_exit(it->second, caf::exit_reason::user_shutdown);
     },
+    [=](configure_atom, const registry_deps_ptr& deps) {
+      auto& d = self->state.deps;
+      d.providers = deps->providers;
+      d.clients = deps->clients;
+      d.settings = deps->settings;
+      for (auto& [key, actor] : self->state.connections)
+        self->send(actor, configure_atom_v, deps);
+    },
     [=](hydrate_atom) -> caf::typed_response_promise<int64_t> {
       auto promise = self->make_response_promise<int64_t>();
       hydrate_page(self, std::string{}, std::string{}, 0, promise);

@@ -32,7 +32,10 @@ using registry_actor = caf::typed_actor<
   // A connection was deleted: stop its actor.
   caf::reacts_to<remove_atom, connection_key>,
   // Spawns an actor for every live connection; answers how many.
-  caf::replies_to<hydrate_atom>::with<int64_t>>;
+  caf::replies_to<hydrate_atom>::with<int64_t>,
+  // A configuration reload: providers, OAuth apps and refresh settings for
+  // new and running connection actors.
+  caf::reacts_to<configure_atom, registry_deps_ptr>>;
 
 /// What the registry hands each connection actor.
 struct registry_deps {

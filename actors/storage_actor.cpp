@@ -45,11 +45,15 @@ auto guarded(F&& f) -> caf::result<decltype(f())> {
 
 storage_actor::behavior_type
 storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::database_config cfg,
-        std::shared_ptr<const storage::keyring> keys) {
+        std::shared_ptr<const storage::keyring> keys, webhook_targets webhooks) {
   auto& st = self->state;
   st.db = std::make_unique<storage::database>(std::move(cfg));
   st.cipher = std::make_unique<storage::column_cipher>(std::move(keys));
-  st.tokens = std::make_unique<storage::token_store>(*st.db, *st.cipher);
+  st.events = std::make_unique<storage::outbox>(*st.db);
+  st.events->set_webhooks(std::move(webhooks));
+  st.tokens = std::make_unique<storage::token_store>(*st.db, *st.cipher, *st.events);
+  st.configs =
+    std::make_unique<storage::connector_config_store>(*st.db, *st.cipher, *st.events, *st.tokens);
   // Try to connect right away so the first request does not pay for it; a
   // failure here is fine: calls report `unavailable` until it works.
   try {
@@ -140,6 +144,45 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       -> caf::result<token_record> {
       return guarded([&] { return self->state.tokens->disconnect(key, reason); });
     },
+    [=](outbox_atom, int64_t after, const std::string& team, int32_t limit)
+      -> caf::result<outbox_events> {
+      return guarded([&] { return self->state.events->after(after, team, limit); });
+    },
+    [=](head_atom) -> caf::result<int64_t> {
+      return guarded([&] { return self->state.events->head(); });
+    },
+    [=](claim_atom, int32_t limit, int64_t lease_ms) -> caf::result<webhook_jobs> {
+      return guarded([&] { return self->state.events->claim_due(limit, lease_ms); });
+    },
+    [=](delivered_atom, const webhook_job& job, int32_t status, const std::string& error,
+        int64_t retry_in_ms) -> caf::result<bool> {
+      return guarded([&] {
+        self->state.events->finish(job, status, error, retry_in_ms);
+        return true;
+      });
+    },
+    [=](webhooks_atom, webhook_targets& targets) {
+      self->state.events->set_webhooks(std::move(targets));
+    },
+    [=](config_get_atom, const std::string& team, const std::string& connector)
+      -> caf::result<connector_config_record> {
+      return guarded([&] { return self->state.configs->get(team, connector); });
+    },
+    [=](config_list_atom, const std::string& team) -> caf::result<connector_config_records> {
+      return guarded([&] { return self->state.configs->list(team); });
+    },
+    [=](config_change_atom, const connector_change& change)
+      -> caf::result<connector_config_record> {
+      return guarded([&] { return self->state.configs->apply(change); });
+    },
+    [=](code_connect_atom, token_record& grant, const connector_change& enable)
+      -> caf::result<connect_result> {
+      return guarded([&] { return self->state.configs->connect_and_enable(std::move(grant), enable); });
+    },
+    [=](audit_page_atom, const std::string& team, int64_t before, int32_t limit)
+      -> caf::result<audit_rows> {
+      return guarded([&] { return self->state.configs->audit_page(team, before, limit); });
+    },
     [=](audit_atom, const audit_entry& entry) {
       try {
         self->state.tokens->audit(entry);
@@ -153,12 +196,13 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
 
 caf::expected<storage_actor> spawn_storage(caf::actor_system& sys,
                                            const config::database_config& cfg,
-                                           std::shared_ptr<const storage::keyring> keys) {
+                                           std::shared_ptr<const storage::keyring> keys,
+                                           webhook_targets webhooks) {
   if (!keys)
     return make_error(ec::internal, "no key ring");
   if (cfg.url.empty())
     return make_error(ec::internal, "no database url");
-  return sys.spawn<caf::detached>(storage_behavior, cfg, std::move(keys));
+  return sys.spawn<caf::detached>(storage_behavior, cfg, std::move(keys), std::move(webhooks));
 }
 
 } // namespace cm

@@ -16,6 +16,8 @@
 #include "config/service_config.hpp"
 #include "storage/cipher.hpp"
 #include "storage/database.hpp"
+#include "storage/connector_config_store.hpp"
+#include "storage/outbox.hpp"
 #include "storage/token_store.hpp"
 
 namespace cm {
@@ -36,7 +38,10 @@ using token_repository_actor = caf::typed_actor<
   caf::replies_to<release_atom, connection_key, int64_t, std::string, std::string>::with<bool>,
   // Marks needs_reauth (fence, owner, reason) plus TOKEN_EXPIRED.
   caf::replies_to<reauth_atom, connection_key, int64_t, std::string, std::string>::with<
-    token_record>>;
+    token_record>,
+  // A team's configuration of a connector (defaults when never set); a
+  // grant issued by the team's own OAuth app refreshes with it.
+  caf::replies_to<config_get_atom, std::string, std::string>::with<connector_config_record>>;
 
 using storage_actor = token_repository_actor::extend<
   // Round trip to PostgreSQL; answers the latency in microseconds.
@@ -61,23 +66,44 @@ using storage_actor = token_repository_actor::extend<
   // Stores a new grant plus TOKEN_CREATED; answers what it replaced.
   caf::replies_to<connect_atom, token_record>::with<connect_result>,
   // Deletes a connection plus TOKEN_REVOKED (reason); answers the row.
-  caf::replies_to<disconnect_atom, connection_key, std::string>::with<token_record>>;
+  caf::replies_to<disconnect_atom, connection_key, std::string>::with<token_record>,
+  // Outbox events after a seq (team, or "" for all), at most `limit`.
+  caf::replies_to<outbox_atom, int64_t, std::string, int32_t>::with<outbox_events>,
+  // The outbox's highest seq.
+  caf::replies_to<head_atom>::with<int64_t>,
+  // Claims due webhook deliveries (limit, lease ms).
+  caf::replies_to<claim_atom, int32_t, int64_t>::with<webhook_jobs>,
+  // Records a delivery attempt (status, error, retry in ms or -1: done).
+  caf::replies_to<delivered_atom, webhook_job, int32_t, std::string, int64_t>::with<bool>,
+  // The webhooks new events are enqueued for (configuration reload).
+  caf::reacts_to<webhooks_atom, webhook_targets>,
+  // Every connector a team configured or toggled.
+  caf::replies_to<config_list_atom, std::string>::with<connector_config_records>,
+  // An admin's change, with its audit row (and event for a toggle).
+  caf::replies_to<config_change_atom, connector_change>::with<connector_config_record>,
+  // Stores an admin's grant and enables the connector, atomically.
+  caf::replies_to<code_connect_atom, token_record, connector_change>::with<connect_result>,
+  // A page of a team's audit log (before seq, limit), newest first.
+  caf::replies_to<audit_page_atom, std::string, int64_t, int32_t>::with<audit_rows>>;
 
 struct storage_state {
   // CAF 0.17 default-constructs state; the behavior function fills it in.
   std::unique_ptr<storage::database> db;
   std::unique_ptr<storage::column_cipher> cipher;
+  std::unique_ptr<storage::outbox> events;
   std::unique_ptr<storage::token_store> tokens;
+  std::unique_ptr<storage::connector_config_store> configs;
   static inline const char* name = "storage";
 };
 
 storage_actor::behavior_type
 storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::database_config cfg,
-        std::shared_ptr<const storage::keyring> keys);
+        std::shared_ptr<const storage::keyring> keys, webhook_targets webhooks);
 
 /// Spawns the storage actor detached. Fails if the key ring is missing.
 caf::expected<storage_actor> spawn_storage(caf::actor_system& sys,
                                            const config::database_config& cfg,
-                                           std::shared_ptr<const storage::keyring> keys);
+                                           std::shared_ptr<const storage::keyring> keys,
+                                           webhook_targets webhooks = {});
 
 } // namespace cm

@@ -15,6 +15,9 @@
 #include <caf/scoped_actor.hpp>
 
 #include "actors/actor_config.hpp"
+#include "actors/config_reload.hpp"
+#include "actors/event_hub.hpp"
+#include "actors/webhook_dispatcher.hpp"
 #include "actors/front_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
@@ -29,6 +32,7 @@
 #include "storage/database.hpp"
 #include "storage/keyring.hpp"
 #include "storage/migrations.hpp"
+#include "storage/notify_listener.hpp"
 
 namespace cm::app {
 
@@ -140,6 +144,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
   auto catalog = config::load_provider_catalog(cfg.providers_file);
   config::apply_provider_settings(catalog, cfg.providers);
   auto auth = std::make_shared<const http::authenticator>(cfg.auth);
+  auto webhooks = load_webhook_settings(cfg.events);
+  // Declared before the actor system: front actors hold a pointer to it.
+  config_reloader reloader{cfg.source_file};
 
   if (migrate_with_retry(cfg.database, std::chrono::seconds(30)) != 0)
     return 1;
@@ -156,7 +163,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   actor_cfg.apply(cfg.scheduler);
   caf::actor_system sys{actor_cfg};
 
-  auto storage = spawn_storage(sys, cfg.database, keys);
+  auto storage = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
   if (!storage) {
     log::error("main", "cannot start storage", {{"error", message_of(storage.error())}});
     return 1;
@@ -168,9 +175,19 @@ int cmd_serve(const config::service_config& cfg, char**) {
   deps.provider_client = provider_client_handle;
   auto registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
+  event_hub_actor hub;
+  webhook_dispatcher_actor dispatcher;
+  std::unique_ptr<storage::notify_listener> listener;
   auto stop_actors = [&](const std::vector<front_actor>& fronts) {
+    reloader.detach();
+    if (listener)
+      listener->stop();
     if (service)
       caf::anon_send_exit(service, caf::exit_reason::user_shutdown);
+    if (hub)
+      caf::anon_send_exit(hub, caf::exit_reason::user_shutdown);
+    if (dispatcher)
+      caf::anon_send_exit(dispatcher, caf::exit_reason::user_shutdown);
     for (auto& f : fronts)
       caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
@@ -206,6 +223,15 @@ int cmd_serve(const config::service_config& cfg, char**) {
     token_service_port = *port;
   }
 
+  // Lifecycle events: SSE subscribers, webhooks, and NOTIFY to wake both
+  // when any instance commits an event.
+  hub = sys.spawn(event_hub, *storage, registry_handle, cfg.events);
+  dispatcher = sys.spawn(webhook_dispatcher, *storage, provider_client_handle, webhooks);
+  listener = std::make_unique<storage::notify_listener>(cfg.database, [hub, dispatcher] {
+    caf::anon_send(hub, tick_atom_v);
+    caf::anon_send(dispatcher, tick_atom_v);
+  });
+
   auto ctx = std::make_shared<front_context>();
   ctx->cfg = cfg;
   ctx->catalog = std::move(catalog);
@@ -215,9 +241,12 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->provider_client = provider_client_handle;
   ctx->keys = keys;
   ctx->clients = std::move(clients);
+  ctx->events = hub;
+  ctx->reloader = &reloader;
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
+  reloader.attach(ctx, fronts, registry_handle, *storage, dispatcher);
 
   http::server server{cfg.listen, fronts};
   try {

@@ -101,8 +101,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "log",
-                                "scheduler", "refresh", "token_service", "providers_file",
-                                "providers"});
+                                "scheduler", "refresh", "token_service", "events",
+                                "providers_file", "providers"});
 
   // listen
   auto listen = root["listen"];
@@ -237,6 +237,57 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   cfg.providers_file = resolve_path(
     base_dir, reader.get_string(root, "", "providers_file", "providers.yaml"));
+
+  // events
+  auto events = root["events"];
+  reader.expect_keys(events, "events", {"poll_ms", "gap_timeout_ms", "heartbeat_ms",
+                                        "max_subscribers", "webhook_timeout_ms",
+                                        "webhook_retry_base_ms", "webhook_retry_cap_ms",
+                                        "webhook_max_attempts", "webhooks"});
+  auto& ev = cfg.events;
+  ev.poll_ms = reader.get_int(events, "events", "poll_ms", ev.poll_ms, 10, 60000);
+  ev.gap_timeout_ms =
+    reader.get_int(events, "events", "gap_timeout_ms", ev.gap_timeout_ms, 10, 600000);
+  ev.heartbeat_ms = reader.get_int(events, "events", "heartbeat_ms", ev.heartbeat_ms, 100, 600000);
+  ev.max_subscribers = static_cast<int32_t>(
+    reader.get_int(events, "events", "max_subscribers", ev.max_subscribers, 1, 100000));
+  ev.webhook_timeout_ms =
+    reader.get_int(events, "events", "webhook_timeout_ms", ev.webhook_timeout_ms, 100, 120000);
+  ev.webhook_retry_base_ms = reader.get_int(events, "events", "webhook_retry_base_ms",
+                                            ev.webhook_retry_base_ms, 10, 3600000);
+  ev.webhook_retry_cap_ms = reader.get_int(events, "events", "webhook_retry_cap_ms",
+                                           ev.webhook_retry_cap_ms, 10, 86400000);
+  ev.webhook_max_attempts = static_cast<int32_t>(reader.get_int(
+    events, "events", "webhook_max_attempts", ev.webhook_max_attempts, 1, 1000));
+  auto hooks = events["webhooks"];
+  if (hooks && !hooks.IsNull()) {
+    if (!hooks.IsSequence())
+      reader.fail(hooks, "events.webhooks", "expected a list");
+    for (size_t i = 0; i < hooks.size(); ++i) {
+      auto path = "events.webhooks[" + std::to_string(i) + "]";
+      auto entry = hooks[i];
+      reader.expect_keys(entry, path, {"name", "url", "secret", "secret_file", "topics"});
+      webhook_config hook;
+      hook.name = reader.require_string(entry, path, "name");
+      for (auto& other : ev.webhooks)
+        if (other.name == hook.name)
+          reader.fail(entry["name"], path + ".name", "duplicate webhook name");
+      hook.url = reader.require_string(entry, path, "url");
+      if (hook.url.rfind("http://", 0) != 0 && hook.url.rfind("https://", 0) != 0)
+        reader.fail(entry["url"], path + ".url", "expected an http:// or https:// URL");
+      hook.secret = reader.get_string(entry, path, "secret", "");
+      hook.secret_file = resolve_path(base_dir, reader.get_string(entry, path, "secret_file", ""));
+      if (hook.secret.empty() && hook.secret_file.empty())
+        reader.fail(entry, path, "set secret_file (or secret): webhooks are always signed");
+      if (entry["topics"])
+        hook.topics = reader.get_string_list(entry, path, "topics");
+      for (auto& topic : hook.topics)
+        if (topic != "token-events" && topic != "entity-events")
+          reader.fail(entry["topics"], path + ".topics",
+                      "expected token-events and/or entity-events");
+      ev.webhooks.push_back(std::move(hook));
+    }
+  }
 
   // providers: per-deployment credentials and URL overrides
   auto providers = root["providers"];

@@ -98,6 +98,34 @@ struct provider_settings {
   std::map<std::string, std::string> urls;
 };
 
+/// A webhook endpoint that receives signed lifecycle events.
+struct webhook_config {
+  std::string name;
+  std::string url;
+  /// HMAC-SHA256 key, from `secret_file` (or CM_ override of `secret`).
+  std::string secret;
+  std::string secret_file;
+  std::vector<std::string> topics = {"token-events", "entity-events"};
+};
+
+/// Event delivery: SSE subscribers, webhooks, polling of the outbox.
+struct events_config {
+  /// How often the outbox is polled besides NOTIFY wake-ups.
+  int64_t poll_ms = 1000;
+  /// A gap in the outbox sequence older than this is taken for a rolled
+  /// back transaction and skipped.
+  int64_t gap_timeout_ms = 2000;
+  /// SSE comment lines keep idle streams (and proxies) alive.
+  int64_t heartbeat_ms = 15000;
+  int32_t max_subscribers = 256;
+  int64_t webhook_timeout_ms = 5000;
+  int64_t webhook_retry_base_ms = 1000;
+  int64_t webhook_retry_cap_ms = 600000;
+  /// Attempts before a delivery is given up (kept in webhook_deliveries).
+  int32_t webhook_max_attempts = 15;
+  std::vector<webhook_config> webhooks;
+};
+
 struct service_config {
   /// The file this was loaded from (empty for defaults).
   std::string source_file;
@@ -110,6 +138,7 @@ struct service_config {
   scheduler_config scheduler;
   refresh_config refresh;
   token_service_config token_service;
+  events_config events;
   std::string providers_file;
   std::map<std::string, provider_settings> providers;
 };

@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "common/log.hpp"
+#include "http/event_stream.hpp"
 
 namespace cm::http {
 
@@ -47,8 +48,30 @@ response error_response(const caf::error& err) {
   return error_response(code_of(err), message_of(err));
 }
 
-exchange::exchange(request req, writer write)
-  : req_(std::move(req)), write_(std::move(write)) {}
+exchange::exchange(request req, writer write, stream_opener open_stream)
+  : req_(std::move(req)), write_(std::move(write)), open_stream_(std::move(open_stream)) {}
+
+std::shared_ptr<event_stream>
+exchange::start_stream(const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (!open_stream_ || replied_.load())
+    return nullptr;
+  auto stream = open_stream_();
+  if (!stream)
+    return nullptr;
+  bool expected = false;
+  if (!replied_.compare_exchange_strong(expected, true))
+    return nullptr;
+  std::string head = "HTTP/1.1 200 OK\r\nConnection: close\r\nCache-Control: no-store\r\n"
+                     "X-Request-Id: " + req_.request_id + "\r\n";
+  for (auto& [name, value] : headers)
+    head += name + ": " + value + "\r\n";
+  head += "\r\n";
+  log::info("http", "stream started",
+            {{"request_id", req_.request_id}, {"method", req_.method}, {"path", req_.path}});
+  if (!stream->write(head))
+    return nullptr;
+  return stream;
+}
 
 exchange::~exchange() {
   if (!replied_.load()) {

@@ -52,11 +52,16 @@ response error_response(ec code, const std::string& message);
 response error_response(const caf::error& err);
 response json_response(int status, const nlohmann::json& body);
 
+class event_stream;
+
 class exchange {
 public:
   using writer = std::function<void(response)>;
+  /// Takes the connection over for a streamed response (see
+  /// http/event_stream.hpp); null where the route cannot stream.
+  using stream_opener = std::function<std::shared_ptr<event_stream>()>;
 
-  exchange(request req, writer write);
+  exchange(request req, writer write, stream_opener open_stream = {});
   ~exchange();
   exchange(const exchange&) = delete;
   exchange& operator=(const exchange&) = delete;
@@ -76,9 +81,16 @@ public:
 
   bool replied() const { return replied_.load(); }
 
+  /// Answers with a stream instead of a response: writes the status line
+  /// and `headers` and returns the stream, or nullptr (and nothing written)
+  /// when this request cannot stream or was answered already.
+  std::shared_ptr<event_stream>
+  start_stream(const std::vector<std::pair<std::string, std::string>>& headers);
+
 private:
   request req_;
   writer write_;
+  stream_opener open_stream_;
   std::atomic<bool> replied_{false};
 };
 

@@ -2,13 +2,17 @@
 
 #include <algorithm>
 #include <cctype>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <caf/send.hpp>
 #include <pistache/endpoint.h>
 #include <pistache/http.h>
 #include <pistache/net.h>
+#include <pistache/peer.h>
 
 #include "common/log.hpp"
+#include "http/event_stream.hpp"
 #include "http/exchange.hpp"
 #include "http/pistache_headers.hpp"
 
@@ -29,6 +33,45 @@ void write_response(Http::ResponseWriter& writer, response res, bool keep_alive)
   writer.headers().add(std::make_shared<named_header>("Cache-Control", "no-store"));
   writer.send(static_cast<Http::Code>(res.status), res.body,
               Http::Mime::MediaType::fromString(res.content_type));
+}
+
+/// Routes that answer with a stream instead of a response.
+bool streaming_route(const request& req) {
+  return req.method == "GET" && req.path == "/api/v1/events";
+}
+
+/// A duplicate of the connection's socket, closed unless a stream takes it.
+struct socket_copy {
+  int fd = -1;
+  ~socket_copy() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+};
+
+/// Lets a streaming route take the connection over (http/event_stream.hpp
+/// explains why the socket is duplicated). Runs on the reactor thread, where
+/// the peer's descriptor is certainly still this connection's.
+exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer) {
+  auto peer = writer.peer();
+  auto copy = std::make_shared<socket_copy>();
+  copy->fd = ::dup(peer->fd());
+  if (copy->fd < 0)
+    return {};
+  ::fcntl(copy->fd, F_SETFL, ::fcntl(copy->fd, F_GETFL) | O_NONBLOCK);
+  std::weak_ptr<Tcp::Peer> weak = peer;
+  return [copy, weak]() -> std::shared_ptr<event_stream> {
+    if (copy->fd < 0)
+      return nullptr;
+    // An idle peer is one Pistache will not answer with 408 after its
+    // header timeout; it closes its own descriptor after the keep-alive
+    // timeout, which leaves our duplicate (and the stream) open.
+    if (auto p = weak.lock())
+      p->setIdle(true);
+    auto fd = copy->fd;
+    copy->fd = -1;
+    return std::make_shared<event_stream>(fd);
+  };
 }
 
 class handler : public Http::Handler {
@@ -81,7 +124,10 @@ public:
       }
       req.query = std::move(query);
       req.body = pistache_req.body();
-      auto ex = std::make_shared<exchange>(std::move(req), write);
+      exchange::stream_opener opener;
+      if (streaming_route(req))
+        opener = stream_opener_for(*writer);
+      auto ex = std::make_shared<exchange>(std::move(req), write, std::move(opener));
       if (!query_ok) {
         ex->reply_error(ec::bad_request, "malformed query string");
         return;

@@ -178,12 +178,16 @@ result database::exec_script(const std::string& sql) {
   return result{res};
 }
 
-database::transaction::transaction(database& db) : db_(db) {
+database::transaction::transaction(database& db) : db_(db), nested_(db.in_transaction_) {
+  if (nested_)
+    return;
   db_.exec_script("BEGIN");
   db_.in_transaction_ = true;
 }
 
 database::transaction::~transaction() {
+  if (nested_)
+    return;
   db_.in_transaction_ = false;
   if (!done_ && db_.connected()) {
     PGresult* res = PQexec(db_.conn_, "ROLLBACK");
@@ -193,6 +197,8 @@ database::transaction::~transaction() {
 }
 
 void database::transaction::commit() {
+  if (nested_)
+    return;
   db_.exec_script("COMMIT");
   done_ = true;
   db_.in_transaction_ = false;

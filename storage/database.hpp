@@ -100,6 +100,8 @@ public:
   void disconnect();
 
   /// RAII transaction: BEGIN on construction, ROLLBACK unless committed.
+  /// Inside another transaction it joins it: the outermost one commits or
+  /// rolls back, so composed operations stay atomic.
   class transaction {
   public:
     explicit transaction(database& db);
@@ -109,6 +111,7 @@ public:
     void commit();
   private:
     database& db_;
+    bool nested_;
     bool done_ = false;
   };
 

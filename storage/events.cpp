@@ -20,4 +20,20 @@ nlohmann::json token_event(const std::string& event_id, const std::string& type,
   return event;
 }
 
+nlohmann::json entity_event(const std::string& event_id, const std::string& type,
+                            const std::string& team_id, const std::string& connector_name,
+                            const std::string& user_id, const nlohmann::json& apps,
+                            const std::string& sync_action) {
+  return {{"eventId", event_id},
+          {"eventType", type},
+          {"topic", topic_entity_events},
+          {"connectorName", connector_name},
+          {"provider", connector_name},
+          {"userId", user_id},
+          {"orgId", team_id},
+          {"apps", apps.is_array() ? apps : nlohmann::json::array()},
+          {"syncAction", sync_action},
+          {"timestamp", rfc3339(unix_now_ms())}};
+}
+
 } // namespace cm::storage

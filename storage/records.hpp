@@ -210,4 +210,119 @@ struct audit_entry {
   }
 };
 
+/// An audit row as read back, newest first.
+struct audit_row {
+  int64_t seq = 0;
+  int64_t at_ms = 0;
+  audit_entry entry;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, audit_row& x) {
+    return f(caf::meta::type_name("audit_row"), x.seq, x.at_ms, x.entry);
+  }
+};
+using audit_rows = std::vector<audit_row>;
+
+/// One lifecycle event as stored in the outbox.
+struct outbox_event {
+  /// Global order of insertion; the SSE event id.
+  int64_t seq = 0;
+  std::string team_id;
+  std::string event_id;
+  std::string topic;
+  std::string event_type;
+  /// JSON object text (storage/events.hpp builds it; never a secret).
+  std::string payload;
+  int64_t created_at_ms = 0;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, outbox_event& x) {
+    return f(caf::meta::type_name("outbox_event"), x.seq, x.team_id, x.event_id, x.topic,
+             x.event_type, x.payload, x.created_at_ms);
+  }
+};
+using outbox_events = std::vector<outbox_event>;
+
+/// A webhook endpoint as the outbox knows it: which topics it receives.
+struct webhook_target {
+  std::string name;
+  std::vector<std::string> topics;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, webhook_target& x) {
+    return f(caf::meta::type_name("webhook_target"), x.name, x.topics);
+  }
+};
+using webhook_targets = std::vector<webhook_target>;
+
+/// A webhook delivery claimed for one attempt.
+struct webhook_job {
+  std::string team_id;
+  std::string event_id;
+  std::string webhook;
+  /// Attempts made before this one.
+  int32_t attempts = 0;
+  std::string payload;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, webhook_job& x) {
+    return f(caf::meta::type_name("webhook_job"), x.team_id, x.event_id, x.webhook, x.attempts,
+             x.payload);
+  }
+};
+using webhook_jobs = std::vector<webhook_job>;
+
+/// A team's configuration of one catalog connector.
+struct connector_config_record {
+  std::string team_id;
+  std::string connector_name;
+  /// False when the team never configured or toggled it (defaults shown).
+  bool exists = false;
+  bool enabled = false;
+  /// JSON object text: baseUrl, auth (without secrets), sync.
+  std::string config = "{}";
+  /// JSON object text.
+  std::string filters = "{}";
+  /// The team's OAuth app secret; empty when none is stored. Never
+  /// returned by any route.
+  secret client_secret;
+  int64_t version = 0;
+  std::string updated_by;
+  int64_t updated_at_ms = 0;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, connector_config_record& x) {
+    return f(caf::meta::type_name("connector_config_record"), x.team_id, x.connector_name,
+             x.exists, x.enabled, x.config, x.filters, x.client_secret, x.version, x.updated_by,
+             x.updated_at_ms);
+  }
+};
+using connector_config_records = std::vector<connector_config_record>;
+
+/// An admin's change to a connector's configuration; `audit` says who.
+struct connector_change {
+  std::string team_id;
+  std::string connector_name;
+  /// "config" (config + secret), "filters", "toggle".
+  std::string what;
+  /// For config: the new config JSON (without secrets). For filters: the
+  /// filters JSON.
+  std::string body = "{}";
+  /// For config: a new client secret, or empty to keep the stored one.
+  secret client_secret;
+  /// For toggle.
+  bool enabled = false;
+  /// For toggle: none | immediate | scheduled.
+  std::string sync_action = "none";
+  /// For toggle: apps the event names (JSON array text).
+  std::string apps = "[]";
+  audit_entry audit;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, connector_change& x) {
+    return f(caf::meta::type_name("connector_change"), x.team_id, x.connector_name, x.what,
+             x.body, x.client_secret, x.enabled, x.sync_action, x.apps, x.audit);
+  }
+};
+
 } // namespace cm

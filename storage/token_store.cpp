@@ -78,10 +78,6 @@ const statement load_batch_stmt{"tokens_load_batch",
 const statement teams_of_stmt{"tokens_teams_of",
   "SELECT team_id FROM connector_tokens WHERE user_id = $1 AND provider = $2 ORDER BY team_id"};
 
-const statement insert_event_stmt{"outbox_insert",
-  "INSERT INTO event_outbox (team_id, event_id, topic, event_type, payload) "
-  "VALUES ($1, $2::uuid, $3, $4, $5::jsonb)"};
-
 const statement insert_state_stmt{"states_insert",
   "INSERT INTO oauth_states (team_id, state_hash, user_id, provider, connector_name, "
   "code_verifier, redirect_uri, params, key_id, expires_at) VALUES ($1, decode($2, 'hex'), $3, "
@@ -247,11 +243,7 @@ std::optional<token_record> token_store::acquire_lease(const connection_key& key
 
 void token_store::insert_event(const std::string& type, const std::string& connection_id,
                                const connection_key& key, const std::string& reason) {
-  auto event_id = random_uuid();
-  auto payload = token_event(event_id, type, connection_id, key, reason);
-  db_.exec(insert_event_stmt, {param::text(key.team_id), param::text(event_id),
-                               param::text(topic_token_events), param::text(type),
-                               param::text(payload.dump())});
+  events_.append(key.team_id, token_event(random_uuid(), type, connection_id, key, reason));
 }
 
 token_record token_store::complete_refresh(const connection_key& key, int64_t fence,

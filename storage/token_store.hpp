@@ -7,13 +7,15 @@
 
 #include "storage/cipher.hpp"
 #include "storage/database.hpp"
+#include "storage/outbox.hpp"
 #include "storage/records.hpp"
 
 namespace cm::storage {
 
 class token_store {
 public:
-  token_store(database& db, const column_cipher& cipher) : db_(db), cipher_(cipher) {}
+  token_store(database& db, const column_cipher& cipher, outbox& events)
+    : db_(db), cipher_(cipher), events_(events) {}
 
   /// Inserts or replaces the connection for record.key. A replacement gets
   /// the record's (new) id, so ciphertexts bound to the old row are gone.
@@ -87,6 +89,7 @@ private:
 
   database& db_;
   const column_cipher& cipher_;
+  outbox& events_;
 };
 
 /// A fresh random UUID (version 4) in canonical text form.

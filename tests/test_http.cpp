@@ -72,6 +72,24 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
     [=](disconnect_atom, const connection_key&, const std::string&) {
       return hold<token_record>(self);
     },
+    [=](config_get_atom, const std::string&, const std::string&) {
+      return hold<connector_config_record>(self);
+    },
+    [=](outbox_atom, int64_t, const std::string&, int32_t) { return hold<outbox_events>(self); },
+    [=](head_atom) { return hold<int64_t>(self); },
+    [=](claim_atom, int32_t, int64_t) { return hold<webhook_jobs>(self); },
+    [=](delivered_atom, const webhook_job&, int32_t, const std::string&, int64_t) {
+      return hold<bool>(self);
+    },
+    [=](webhooks_atom, const webhook_targets&) {},
+    [=](config_list_atom, const std::string&) { return hold<connector_config_records>(self); },
+    [=](config_change_atom, const connector_change&) {
+      return hold<connector_config_record>(self);
+    },
+    [=](code_connect_atom, const token_record&, const connector_change&) {
+      return hold<connect_result>(self);
+    },
+    [=](audit_page_atom, const std::string&, int64_t, int32_t) { return hold<audit_rows>(self); },
   };
 }
 

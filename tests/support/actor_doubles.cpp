@@ -86,6 +86,16 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
       data->events.emplace_back("TOKEN_EXPIRED", reason);
       return row->record;
     },
+    [=](config_get_atom, const std::string& team, const std::string& connector)
+      -> connector_config_record {
+      auto it = data->configs.find({team, connector});
+      if (it != data->configs.end())
+        return it->second;
+      connector_config_record none;
+      none.team_id = team;
+      none.connector_name = connector;
+      return none;
+    },
   };
 }
 

@@ -35,6 +35,8 @@ struct repo_data {
   int leases_granted = 0;
   /// While positive, `complete` answers unavailable (a database outage).
   int fail_completes = 0;
+  /// Team connector configurations by (team, connector).
+  std::map<std::pair<std::string, std::string>, connector_config_record> configs;
 };
 
 struct repo_state {

@@ -76,10 +76,11 @@ int server_process::stop() { return child_->stop(); }
 
 void server_process::kill_now() { child_->kill_now(); }
 
-std::string server_process::mint(const std::string& user, const std::string& team,
-                                 bool admin) const {
+std::string server_process::mint(const std::string& user, const std::string& team, bool admin,
+                                 const std::string& email) const {
   auto out = command_output(server_binary() + " mint-token --config " + config_path_ +
-                            " --user " + user + " --team " + team + (admin ? " --admin" : ""));
+                            " --user " + user + " --team " + team + (admin ? " --admin" : "") +
+                            (email.empty() ? "" : " --email " + email));
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
     out.pop_back();
   return out;

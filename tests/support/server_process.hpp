@@ -64,7 +64,8 @@ public:
   const temp_dir& dir() const { return dir_; }
 
   /// Runs `connector-manager mint-token` against this server's config.
-  std::string mint(const std::string& user, const std::string& team, bool admin = false) const;
+  std::string mint(const std::string& user, const std::string& team, bool admin = false,
+                   const std::string& email = "") const;
 
 private:
   server_options opts_;

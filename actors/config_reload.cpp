@@ -1,0 +1,103 @@
+#include "actors/config_reload.hpp"
+
+#include <caf/send.hpp>
+
+#include "common/log.hpp"
+#include "config/provider_catalog.hpp"
+#include "config/yaml_schema.hpp"
+
+extern char** environ;
+
+namespace cm {
+
+void config_reloader::attach(front_context_ptr current, std::vector<front_actor> fronts,
+                             registry_actor registry, storage_actor storage,
+                             webhook_dispatcher_actor webhooks) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  current_ = std::move(current);
+  fronts_ = std::move(fronts);
+  registry_ = std::move(registry);
+  storage_ = std::move(storage);
+  webhooks_ = std::move(webhooks);
+}
+
+void config_reloader::detach() {
+  std::lock_guard<std::mutex> guard{mutex_};
+  current_.reset();
+  fronts_.clear();
+  registry_ = nullptr;
+  storage_ = nullptr;
+  webhooks_ = nullptr;
+}
+
+reload_outcome config_reloader::reload() {
+  std::lock_guard<std::mutex> guard{mutex_};
+  reload_outcome out;
+  if (!current_) {
+    out.error = "the service is shutting down";
+    return out;
+  }
+  try {
+    auto cfg = config::load_service_config(file_, environ);
+    auto catalog = config::load_provider_catalog(cfg.providers_file);
+    config::apply_provider_settings(catalog, cfg.providers);
+    auto auth = std::make_shared<const http::authenticator>(cfg.auth);
+    auto deps = std::make_shared<registry_deps>(make_registry_deps(cfg, catalog));
+    auto hooks = load_webhook_settings(cfg.events);
+
+    // Start-up-only settings keep their running values.
+    const auto& running = current_->cfg;
+    auto keep = [&](bool changed, const char* name) {
+      if (changed)
+        out.restart_required.push_back(name);
+    };
+    keep(cfg.listen.address != running.listen.address || cfg.listen.port != running.listen.port ||
+           cfg.listen.threads != running.listen.threads,
+         "listen");
+    keep(cfg.database.url != running.database.url, "database");
+    keep(cfg.key_file != running.key_file, "crypto");
+    keep(cfg.scheduler.policy != running.scheduler.policy ||
+           cfg.scheduler.max_threads != running.scheduler.max_threads,
+         "scheduler");
+    keep(cfg.token_service.enabled != running.token_service.enabled ||
+           cfg.token_service.address != running.token_service.address ||
+           cfg.token_service.port != running.token_service.port,
+         "token_service");
+    cfg.listen = running.listen;
+    cfg.database = running.database;
+    cfg.key_file = running.key_file;
+    cfg.scheduler = running.scheduler;
+    cfg.token_service = running.token_service;
+
+    auto ctx = std::make_shared<front_context>(*current_);
+    ctx->cfg = cfg;
+    ctx->catalog = std::move(catalog);
+    ctx->auth = std::move(auth);
+    ctx->clients = deps->clients;
+    front_context_ptr snapshot = ctx;
+
+    // Everything is valid: hand the snapshots over.
+    for (auto& f : fronts_)
+      caf::anon_send(f, configure_atom_v, snapshot);
+    caf::anon_send(registry_, configure_atom_v, registry_deps_ptr{deps});
+    caf::anon_send(storage_, webhooks_atom_v, webhook_targets_of(*hooks));
+    if (webhooks_)
+      caf::anon_send(webhooks_, configure_atom_v, webhook_settings_ptr{hooks});
+    log::set_level(cfg.log_level);
+    current_ = snapshot;
+    out.ok = true;
+    out.providers = static_cast<int64_t>(snapshot->catalog.providers.size());
+    out.webhooks = static_cast<int64_t>(hooks->endpoints.size());
+    log::info("config", "configuration reloaded",
+              {{"providers", out.providers}, {"webhooks", out.webhooks},
+               {"restart_required", out.restart_required}});
+  } catch (const std::exception& e) {
+    // Config errors name file, line and key; none quotes a value.
+    out.ok = false;
+    out.error = e.what();
+    log::warn("config", "configuration reload rejected", {{"error", out.error}});
+  }
+  return out;
+}
+
+} // namespace cm

@@ -1,0 +1,111 @@
+#include "storage/outbox.hpp"
+
+#include <algorithm>
+
+namespace cm::storage {
+
+namespace {
+
+const statement insert_event_stmt{"outbox_insert",
+  "INSERT INTO event_outbox (team_id, event_id, topic, event_type, payload) "
+  "VALUES ($1, $2::uuid, $3, $4, $5::jsonb)"};
+
+const statement insert_delivery_stmt{"webhook_delivery_insert",
+  "INSERT INTO webhook_deliveries (team_id, event_id, webhook) VALUES ($1, $2::uuid, $3) "
+  "ON CONFLICT DO NOTHING"};
+
+#define CM_OUTBOX_COLUMNS                                                              \
+  "seq, team_id, event_id::text, topic, event_type, payload::text, "                   \
+  "(extract(epoch from created_at) * 1000)::bigint"
+
+const statement events_after_stmt{"outbox_after",
+  "SELECT " CM_OUTBOX_COLUMNS " FROM event_outbox "
+  "WHERE seq > $1::bigint AND ($2 = '' OR team_id = $2) ORDER BY seq LIMIT $3::integer"};
+
+const statement head_stmt{"outbox_head", "SELECT coalesce(max(seq), 0) FROM event_outbox"};
+
+// SKIP LOCKED lets several instances claim disjoint batches; pushing
+// next_attempt_at forward is the claim, so a crashed claimer's deliveries
+// become due again when the lease runs out.
+const statement claim_stmt{"webhook_claim", R"(
+WITH due AS (
+  SELECT team_id, event_id, webhook FROM webhook_deliveries
+  WHERE delivered_at IS NULL AND next_attempt_at <= now()
+  ORDER BY next_attempt_at LIMIT $1::integer FOR UPDATE SKIP LOCKED)
+UPDATE webhook_deliveries d
+SET next_attempt_at = now() + ($2::bigint * interval '1 millisecond')
+FROM due, event_outbox o
+WHERE d.team_id = due.team_id AND d.event_id = due.event_id AND d.webhook = due.webhook
+  AND o.team_id = d.team_id AND o.event_id = d.event_id
+RETURNING d.team_id, d.event_id::text, d.webhook, d.attempts, o.payload::text)"};
+
+// retry_in_ms: -1 delivered, -2 given up (kept, never due again), else the
+// delay before the next attempt.
+const statement finish_stmt{"webhook_finish",
+  "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = $4::integer, "
+  "last_error = NULLIF($5, ''), "
+  "delivered_at = CASE WHEN $6::bigint = -1 THEN now() ELSE NULL END, "
+  "next_attempt_at = CASE WHEN $6::bigint = -1 THEN next_attempt_at "
+  "WHEN $6::bigint = -2 THEN 'infinity'::timestamptz "
+  "ELSE now() + ($6::bigint * interval '1 millisecond') END "
+  "WHERE team_id = $1 AND event_id = $2::uuid AND webhook = $3"};
+
+} // namespace
+
+void outbox::append(const std::string& team_id, const nlohmann::json& event) {
+  auto event_id = event.at("eventId").get<std::string>();
+  auto topic = event.at("topic").get<std::string>();
+  db_.exec(insert_event_stmt, {param::text(team_id), param::text(event_id), param::text(topic),
+                               param::text(event.at("eventType").get<std::string>()),
+                               param::text(event.dump())});
+  for (auto& hook : webhooks_)
+    if (std::find(hook.topics.begin(), hook.topics.end(), topic) != hook.topics.end())
+      db_.exec(insert_delivery_stmt,
+               {param::text(team_id), param::text(event_id), param::text(hook.name)});
+}
+
+outbox_events outbox::after(int64_t after_seq, const std::string& team_id, int limit) {
+  auto res = db_.exec(events_after_stmt, {param::text(std::to_string(after_seq)),
+                                          param::text(team_id), param::text(std::to_string(limit))});
+  outbox_events out;
+  out.reserve(res.rows());
+  for (int i = 0; i < res.rows(); ++i) {
+    outbox_event e;
+    e.seq = res.integer(i, 0);
+    e.team_id = res.text(i, 1);
+    e.event_id = res.text(i, 2);
+    e.topic = res.text(i, 3);
+    e.event_type = res.text(i, 4);
+    e.payload = res.text(i, 5);
+    e.created_at_ms = res.integer(i, 6);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+int64_t outbox::head() { return db_.exec(head_stmt).integer(0, 0); }
+
+webhook_jobs outbox::claim_due(int limit, int64_t lease_ms) {
+  auto res = db_.exec(claim_stmt, {param::text(std::to_string(limit)),
+                                   param::text(std::to_string(lease_ms))});
+  webhook_jobs out;
+  for (int i = 0; i < res.rows(); ++i) {
+    webhook_job job;
+    job.team_id = res.text(i, 0);
+    job.event_id = res.text(i, 1);
+    job.webhook = res.text(i, 2);
+    job.attempts = static_cast<int32_t>(res.integer(i, 3));
+    job.payload = res.text(i, 4);
+    out.push_back(std::move(job));
+  }
+  return out;
+}
+
+void outbox::finish(const webhook_job& job, int status, const std::string& error,
+                    int64_t retry_in_ms) {
+  db_.exec(finish_stmt, {param::text(job.team_id), param::text(job.event_id),
+                         param::text(job.webhook), param::text(std::to_string(status)),
+                         param::text(error), param::text(std::to_string(retry_in_ms))});
+}
+
+} // namespace cm::storage

@@ -1,0 +1,51 @@
+// The transactional outbox: lifecycle events are appended in the same
+// transaction as the change they describe, together with one delivery row
+// per webhook subscribed to the event's topic, and read back in sequence
+// order by the event hub (SSE) and the webhook dispatcher. Called only by
+// the storage actor.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "storage/database.hpp"
+#include "storage/records.hpp"
+
+namespace cm::storage {
+
+class outbox {
+public:
+  explicit outbox(database& db) : db_(db) {}
+
+  /// Webhooks that get a delivery row for each new event of their topics.
+  void set_webhooks(webhook_targets targets) { webhooks_ = std::move(targets); }
+  const webhook_targets& webhooks() const { return webhooks_; }
+
+  /// Appends `event` (built by storage/events.hpp; it carries eventId,
+  /// eventType and topic) for `team_id`. Runs in the caller's transaction.
+  void append(const std::string& team_id, const nlohmann::json& event);
+
+  /// Events with seq > after_seq in seq order, at most `limit`; only
+  /// `team_id`'s unless it is empty.
+  outbox_events after(int64_t after_seq, const std::string& team_id, int limit);
+
+  /// The highest seq written so far (0 when empty).
+  int64_t head();
+
+  /// Claims up to `limit` due deliveries: they become invisible to other
+  /// claimers for `lease_ms`, so one instance attempts each at a time.
+  webhook_jobs claim_due(int limit, int64_t lease_ms);
+
+  /// Records an attempt: delivered (retry_in_ms = -1), given up (-2; the
+  /// row stays for inspection) or due again after retry_in_ms. `status` is
+  /// the HTTP status (0: no answer).
+  void finish(const webhook_job& job, int status, const std::string& error, int64_t retry_in_ms);
+
+private:
+  database& db_;
+  webhook_targets webhooks_;
+};
+
+} // namespace cm::storage
