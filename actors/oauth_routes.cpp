@@ -6,6 +6,7 @@
 
 #include "common/log.hpp"
 #include "common/time.hpp"
+#include "actors/team_app.hpp"
 #include "provider/oauth_flow.hpp"
 
 namespace cm {
@@ -41,6 +42,26 @@ std::shared_ptr<const oauth::client_credentials> client_for(const call& c,
                                                             const std::string& provider) {
   auto it = c.ctx().clients.find(provider);
   return it == c.ctx().clients.end() ? nullptr : it->second;
+}
+
+using client_ptr = std::shared_ptr<const oauth::client_credentials>;
+
+/// Finds the OAuth app for a team's flow: the team's own when its
+/// connector configuration has one, else the deployment's (null if none).
+/// `then` runs with the app and whether it is the team's.
+template <class Then>
+void with_client(const call& c, const std::string& team, const std::string& provider, Then then) {
+  auto copy = c;
+  c.self->request(c.ctx().storage, budget(c), config_get_atom_v, team, provider)
+    .then(
+      [copy, provider, then](const connector_config_record& cfg) {
+        if (auto team_app = team_client(cfg)) {
+          then(team_app, true);
+          return;
+        }
+        then(client_for(copy, provider), false);
+      },
+      [copy](const caf::error& err) { copy.ex->reply_error(err); });
 }
 
 bool wants_html(const call& c) {
@@ -233,6 +254,12 @@ void exchange_code(const call& c, const config::provider_entry& entry,
       });
 }
 
+void start_authorization(const call& c, const config::provider_entry& entry_ref,
+                         const std::string& name, client_ptr client, bool team_app);
+void finish_callback_exchange(const call& copy, const config::provider_entry& entry,
+                              const oauth_state_record& st, const std::string& code,
+                              client_ptr client);
+
 } // namespace
 
 void oauth_authorize(const call& c) {
@@ -244,7 +271,17 @@ void oauth_authorize(const call& c) {
     c.ex->reply_error(ec::bad_request, "this provider is connected with an API key");
     return;
   }
-  auto client = client_for(c, name);
+  with_client(c, c.who.team, name, [c, entry, name](client_ptr client, bool team_app) {
+    start_authorization(c, *entry, name, std::move(client), team_app);
+  });
+}
+
+namespace {
+
+/// The rest of authorize, once the app is known.
+void start_authorization(const call& c, const config::provider_entry& entry_ref,
+                         const std::string& name, client_ptr client, bool team_app) {
+  auto entry = &entry_ref;
   if (!client) {
     c.ex->reply_error(ec::bad_request, "no OAuth app is configured for this provider");
     return;
@@ -267,6 +304,10 @@ void oauth_authorize(const call& c) {
     c.ex->reply_error(ec::bad_request, problem);
     return;
   }
+  // Recorded with the flow and, through it, in the grant's metadata: the
+  // callback and every refresh must use the same app.
+  if (team_app)
+    (*values)[oauth_app_key] = oauth_app_team;
   auto state = oauth::new_state();
   auto verifier = entry->pkce ? oauth::new_code_verifier() : std::string{};
   auto url = oauth::authorization_url(*entry, client->client_id, callback_uri(c, name), state,
@@ -296,6 +337,8 @@ void oauth_authorize(const call& c) {
     .then([ex, auth_url](bool) { ex->reply_json(200, {{"auth_url", auth_url}}); },
           [ex](const caf::error& err) { ex->reply_error(err); });
 }
+
+} // namespace
 
 void oauth_callback(const call& c) {
   auto name = route_provider(c);
@@ -361,7 +404,31 @@ void oauth_callback(const call& c) {
           fail_callback(copy, redirect, ec::bad_request, "the authorization code is missing");
           return;
         }
-        auto client = client_for(copy, name);
+        auto values = nlohmann::json::parse(st.params, nullptr, false);
+        bool team_app = values.is_object() && values.value(oauth_app_key, "") == oauth_app_team;
+        with_client(copy, st.team_id, name,
+                    [copy, entry_ptr, st, code, team_app](client_ptr client, bool is_team_app) {
+                      // The app that started the flow must finish it.
+                      if (is_team_app != team_app)
+                        client = nullptr;
+                      finish_callback_exchange(copy, *entry_ptr, st, code, std::move(client));
+                    });
+      },
+      [copy](const caf::error& err) {
+        auto code = code_of(err);
+        copy.ex->reply_error(code, code == ec::bad_request ? "unknown or already used state"
+                                                           : message_of(err));
+      });
+}
+
+namespace {
+
+void finish_callback_exchange(const call& copy, const config::provider_entry& entry,
+                              const oauth_state_record& st, const std::string& code,
+                              client_ptr client) {
+  auto& redirect = st.redirect_uri;
+  {
+    {
         if (!client) {
           fail_callback(copy, redirect, ec::bad_request,
                         "no OAuth app is configured for this provider");
@@ -381,13 +448,11 @@ void oauth_callback(const call& c) {
           }
         }
         exchange_code(copy, entry, client, st, code);
-      },
-      [copy](const caf::error& err) {
-        auto code = code_of(err);
-        copy.ex->reply_error(code, code == ec::bad_request ? "unknown or already used state"
-                                                           : message_of(err));
-      });
+    }
+  }
 }
+
+} // namespace
 
 void disconnect(const call& c) {
   auto name = c.params.at("provider");
@@ -399,7 +464,7 @@ void disconnect(const call& c) {
   c.self->request(c.ctx().storage, budget(c), find_atom_v, key)
     .then(
       [copy, entry, key](token_record& grant) {
-        auto client = client_for(copy, key.provider);
+        auto revoke_with = [copy, entry, key, grant](client_ptr client) {
         auto finish = [copy, key](bool revoked, std::string reason) {
           copy.self->request(copy.ctx().storage, budget(copy), disconnect_atom_v, key,
                              revoked ? std::string{"revoked at the provider"} : reason)
@@ -434,6 +499,15 @@ void disconnect(const call& c) {
                                 : "revocation failed: HTTP " + std::to_string(res.status));
             },
             [finish](const caf::error&) { finish(false, "revocation did not answer"); });
+        };
+        // A grant issued by the team's own app is revoked with that app.
+        if (issued_by_team_app(grant.metadata))
+          with_client(copy, key.team_id, key.provider,
+                      [revoke_with](client_ptr client, bool team_app) {
+                        revoke_with(team_app ? client : nullptr);
+                      });
+        else
+          revoke_with(client_for(copy, key.provider));
       },
       [copy, key](const caf::error& err) {
         if (code_of(err) != ec::integrity_failure) {

@@ -89,7 +89,10 @@ TEST(ApiKeys, EachProvidersHeaderShapeIsAccepted) {
   EXPECT_EQ(w.rows(), static_cast<int64_t>(cases.size()));
   auto list = http_call(w.server->port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
   ASSERT_EQ(list.json()["connections"].size(), cases.size());
-  for (auto& c : list.json()["connections"])
+  // Keep the parsed body alive: ranging over a member of a temporary
+  // would read freed memory.
+  auto listed = list.json();
+  for (auto& c : listed["connections"])
     EXPECT_EQ(c["type"], "api_key");
   auto token = http_call(w.server->port(), "GET", "/api/internal/tokens/zendesk?user_id=alice",
                          {{"X-Services-Token", service_token}});

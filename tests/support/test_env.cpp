@@ -64,7 +64,12 @@ std::string read_file(const std::string& path) {
 std::string psql(const std::string& db, const std::string& sql) {
   temp_dir dir;
   write_file(dir.file("query.sql"), sql);
-  return command_output("psql '" + db + "' -Atq -v ON_ERROR_STOP=1 -f '" + dir.file("query.sql") + "'");
+  auto out =
+    command_output("psql '" + db + "' -Atq -v ON_ERROR_STOP=1 -f '" + dir.file("query.sql") + "'");
+  // The last row's newline is not part of any value.
+  if (!out.empty() && out.back() == '\n')
+    out.pop_back();
+  return out;
 }
 
 int64_t psql_int(const std::string& db, const std::string& sql) {
