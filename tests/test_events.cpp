@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "tests/support/child_process.hpp"
 #include "tests/support/event_clients.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/server_process.hpp"
@@ -178,4 +179,39 @@ TEST(Events, SecondInstanceSubscriberSeesEventsWrittenByTheFirst) {
   auto payload = nlohmann::json::parse(e->data);
   EXPECT_EQ(payload["connectorName"], "posthog");
   EXPECT_EQ(payload["eventType"], "appEnabled");
+}
+
+TEST(Events, DisconnectThroughOneInstanceStopsTheOtherFromServingTheToken) {
+  // Before events crossed instances, the second instance's connection
+  // actor kept serving the deleted key from memory.
+  fake_provider_process fake;
+  auto db = fresh_database("crossdisconnect");
+  server_options a{db};
+  a.log_level = "info";
+  a.service_tokens.push_back({"reporting", scoped_token, {"FETCH_CONFIG"}});
+  a.extra_yaml = "events:\n  poll_ms: 30000\nproviders:\n  figma:\n    validate_url: "
+                 "http://127.0.0.1:" + std::to_string(fake.port()) + "/v1/me\n";
+  server_process first{a};
+  ASSERT_TRUE(first.wait_ready()) << first.log();
+  server_options b = a;
+  b.key_file = first.dir().file("master.key");
+  server_process second{b};
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  auto user = "Bearer " + first.mint("max", "acme");
+
+  ASSERT_EQ(as(first.port(), "POST", "/api/connectors/connect", user,
+               R"({"provider":"figma","api_key":"figd_good"})")
+              .status,
+            200);
+  auto serve = [&] {
+    return http_call(second.port(), "GET", "/api/internal/tokens/figma?user_id=max&team_id=acme",
+                     {{"X-Services-Token", scoped_token}});
+  };
+  ASSERT_EQ(serve().status, 200) << "the second instance serves the key";
+  ASSERT_EQ(as(first.port(), "DELETE", "/api/connectors/figma", user).status, 200);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  int status = 200;
+  while (std::chrono::steady_clock::now() < deadline && (status = serve().status) == 200)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(status, 404) << "the second instance still served a deleted key: " << second.log();
 }
