@@ -551,7 +551,15 @@ void load(self_ptr self) {
   self->request(s.deps.repository, storage_timeout(self), find_atom_v, s.key)
     .then(
       [=](token_record& row) {
-        self->state.record = std::move(row);
+        // A read that started before a refresh we have since stored must
+        // not bring the old tokens back: every write bumps the version.
+        auto& current = self->state.record;
+        if (!current || row.version >= current->version)
+          current = std::move(row);
+        // A refresh running meanwhile answers the waiters and re-arms the
+        // timer itself; answering here would hand out the old token.
+        if (self->state.refreshing)
+          return;
         arm_timer(self);
         serve_waiters(self);
       },

@@ -156,6 +156,19 @@ void store_grant(const call& c, const config::provider_entry& entry,
         log::info(component, "connected",
                   {{"provider", stored.key.provider}, {"team_id", stored.key.team_id},
                    {"user_id", stored.key.user_id}, {"request_id", copy.ex->req().request_id}});
+        if (metadata.is_object() && metadata.contains("connector")) {
+          // A team flow is an admin's change: audited like the others.
+          audit_entry entry_row;
+          entry_row.team_id = stored.key.team_id;
+          entry_row.actor_type = "user";
+          entry_row.actor_id = stored.key.user_id;
+          entry_row.action = "connector.oauth.connect";
+          entry_row.target = stored.key.provider;
+          entry_row.remote_addr = copy.ex->req().remote_address;
+          entry_row.request_id = copy.ex->req().request_id;
+          entry_row.details = nlohmann::json{{"replaced", result.replaced_existing}}.dump();
+          copy.self->send(copy.ctx().storage, audit_atom_v, std::move(entry_row));
+        }
         finish_callback(copy, redirect, 200,
                         {{"connected", true}, {"provider", stored.key.provider},
                          {"account_name", account}},

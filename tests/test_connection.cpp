@@ -485,6 +485,54 @@ TEST_F(deterministic, AReloadDuringARefreshIsAppliedAfterIt) {
   EXPECT_EQ(got->at(0)->access_token.reveal(), "at-reconnected");
 }
 
+TEST_F(deterministic, AReadStartedBeforeAForcedRefreshDoesNotAnswerWithTheOldToken) {
+  // A reload (e.g. an event from another instance) is reading the row when
+  // a forced refresh starts: its answer must neither be handed to the
+  // forced requester nor replace the refreshed tokens.
+  auto conn = spawn(seed(key, 3600'000));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  caf::anon_send(conn, reload_atom_v);
+  auto got = ask(conn, 1, true);
+  sched.run();
+  ASSERT_EQ(got->size(), 1u);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
+  auto later = ask(conn);
+  ASSERT_TRUE(later->at(0));
+  EXPECT_EQ(later->at(0)->access_token.reveal(), "at-1");
+  EXPECT_EQ(script->requests.size(), 1u);
+}
+
+TEST_F(deterministic, AGrantFromTheTeamsOwnAppRefreshesWithThatApp) {
+  auto record = seed(key, 3600'000);
+  record.metadata = R"({"oauth_app":"team"})";
+  repo->rows[key].record = record;
+  connector_config_record team_cfg;
+  team_cfg.team_id = key.team_id;
+  team_cfg.connector_name = key.provider;
+  team_cfg.exists = true;
+  team_cfg.config = R"({"baseUrl":"https://api.github.com","auth":{"clientId":"team-client"}})";
+  team_cfg.client_secret = secret{"team-secret"};
+  repo->configs[{key.team_id, key.provider}] = team_cfg;
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  auto conn = spawn(record);
+  auto got = ask(conn, 1, true);
+  ASSERT_TRUE(got->at(0));
+  ASSERT_EQ(script->requests.size(), 1u);
+  auto& body = script->requests[0].body;
+  EXPECT_NE(body.find("client_id=team-client"), std::string::npos) << body;
+  EXPECT_NE(body.find("client_secret=team-secret"), std::string::npos) << body;
+  EXPECT_EQ(body.find("client-1"), std::string::npos) << "the deployment's app was used";
+
+  // Without the team's app the grant cannot be refreshed: a failure, not
+  // a call with the deployment's credentials.
+  repo->configs.clear();
+  auto failed = ask(conn, 1, true);
+  ASSERT_EQ(failed->size(), 1u);
+  EXPECT_FALSE(failed->at(0));
+  EXPECT_EQ(script->requests.size(), 1u);
+}
+
 TEST_F(deterministic, StoppingAnswersEveryWaiter) {
   auto conn = spawn(seed(key, 60'000));
   repo->rows[key].lease_owner = "instance-b";

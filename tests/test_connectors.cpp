@@ -316,6 +316,10 @@ TEST(Connectors, TeamOAuthAppIsUsedForTheFlowAndForRefresh) {
                         "/api/v1/connectors/github/oauth/callback?" + oauth::form_encode(fields));
   ASSERT_EQ(done.status, 200) << done.body << w.server->log();
   EXPECT_EQ(psql(w.db, "SELECT metadata->>'oauth_app' FROM connector_tokens"), "team");
+  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE action = 'connector.oauth.connect' AND "
+                    "actor_id = 'ada' AND target = 'github'"),
+            1)
+    << "a team flow is an audited admin change";
   // A refresh must use the team's app too, or the fake refuses it.
   auto calls = [&] { return http_call(w.fake.port(), "GET", "/__stats").json()["refresh_calls"]; };
   auto before = calls();
