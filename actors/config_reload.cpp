@@ -12,13 +12,15 @@ namespace cm {
 
 void config_reloader::attach(front_context_ptr current, std::vector<front_actor> fronts,
                              registry_actor registry, storage_actor storage,
-                             webhook_dispatcher_actor webhooks) {
+                             webhook_dispatcher_actor webhooks,
+                             std::shared_ptr<shared_authenticator> token_service_auth) {
   std::lock_guard<std::mutex> guard{mutex_};
   current_ = std::move(current);
   fronts_ = std::move(fronts);
   registry_ = std::move(registry);
   storage_ = std::move(storage);
   webhooks_ = std::move(webhooks);
+  token_service_auth_ = std::move(token_service_auth);
 }
 
 void config_reloader::detach() {
@@ -28,6 +30,7 @@ void config_reloader::detach() {
   registry_ = nullptr;
   storage_ = nullptr;
   webhooks_ = nullptr;
+  token_service_auth_.reset();
 }
 
 reload_outcome config_reloader::reload() {
@@ -59,6 +62,10 @@ reload_outcome config_reloader::reload() {
     keep(cfg.scheduler.policy != running.scheduler.policy ||
            cfg.scheduler.max_threads != running.scheduler.max_threads,
          "scheduler");
+    keep(cfg.events.poll_ms != running.events.poll_ms ||
+           cfg.events.heartbeat_ms != running.events.heartbeat_ms ||
+           cfg.events.max_subscribers != running.events.max_subscribers,
+         "events (stream settings)");
     keep(cfg.token_service.enabled != running.token_service.enabled ||
            cfg.token_service.address != running.token_service.address ||
            cfg.token_service.port != running.token_service.port,
@@ -83,6 +90,9 @@ reload_outcome config_reloader::reload() {
     caf::anon_send(storage_, webhooks_atom_v, webhook_targets_of(*hooks));
     if (webhooks_)
       caf::anon_send(webhooks_, configure_atom_v, webhook_settings_ptr{hooks});
+    // Service tokens and keys revoked by the reload stop working by message too.
+    if (token_service_auth_)
+      token_service_auth_->set(snapshot->auth);
     log::set_level(cfg.log_level);
     current_ = snapshot;
     out.ok = true;

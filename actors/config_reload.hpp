@@ -17,6 +17,7 @@
 #include "actors/front_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
+#include "actors/token_service_actor.hpp"
 #include "actors/webhook_dispatcher.hpp"
 
 namespace cm {
@@ -37,7 +38,8 @@ public:
 
   /// The actors to update and the configuration they run with now.
   void attach(front_context_ptr current, std::vector<front_actor> fronts, registry_actor registry,
-              storage_actor storage, webhook_dispatcher_actor webhooks);
+              storage_actor storage, webhook_dispatcher_actor webhooks,
+              std::shared_ptr<shared_authenticator> token_service_auth);
 
   /// Drops every actor handle (at shutdown: a handle to a detached actor
   /// held past the actor system's end would keep it waiting forever).
@@ -54,6 +56,7 @@ private:
   registry_actor registry_;
   storage_actor storage_;
   webhook_dispatcher_actor webhooks_;
+  std::shared_ptr<shared_authenticator> token_service_auth_;
 };
 
 } // namespace cm

@@ -565,7 +565,17 @@ void load(self_ptr self) {
       },
       [=](caf::error& err) {
         fail_waiters(self, err);
-        // Not found, or storage down: let the registry spawn afresh next time.
+        if (code_of(err) == ec::not_found) {
+          // Deleted, or never there. Requests may already be on their way
+          // here (the registry delegates to this actor): answer them 404
+          // for a moment instead of vanishing under them (they would get
+          // 503), then stop.
+          self->state.record.reset();
+          self->state.missing = true;
+          self->delayed_send(self, std::chrono::seconds(1), remove_atom_v);
+          return;
+        }
+        // Storage down: let the registry spawn afresh next time.
         self->quit();
       });
 }
@@ -595,6 +605,8 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
   return {
     [=](get_token_atom, bool force) -> caf::result<token_grant> {
       auto& st = self->state;
+      if (st.missing)
+        return make_error(ec::not_found, "no such connection");
       if (!st.record) {
         // Still loading: wait with everyone else.
         st.force_requested = st.force_requested || force;
@@ -648,15 +660,24 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     [=](configure_atom, const registry_deps_ptr& deps) {
       // A configuration reload: new catalog entry, app and tunables.
       auto& d = self->state.deps;
+      // A provider the new catalog no longer has keeps its old entry until
+      // a restart: continuations of a refresh in flight still use it.
       auto provider = deps->providers.find(self->state.key.provider);
-      d.provider = provider == deps->providers.end() ? nullptr : provider->second;
+      if (provider != deps->providers.end())
+        d.provider = provider->second;
       auto client = deps->clients.find(self->state.key.provider);
       d.client = client == deps->clients.end() ? nullptr : client->second;
       d.settings = deps->settings;
       if (self->state.record && !self->state.refreshing)
         arm_timer(self);
     },
+    [=](remove_atom) {
+      // The pause after finding no row is over (unless a reload found one).
+      if (self->state.missing)
+        self->quit();
+    },
     [=](reload_atom) {
+      self->state.missing = false;
       if (self->state.refreshing) {
         self->state.reload_pending = true;
         return;

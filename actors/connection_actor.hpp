@@ -68,6 +68,8 @@ using connection_actor = caf::typed_actor<
   caf::replies_to<status_atom>::with<connection_status>,
   // Re-read the row (created, replaced or changed elsewhere).
   caf::reacts_to<reload_atom>,
+  // Internal: stop if the row is still missing.
+  caf::reacts_to<remove_atom>,
   // A configuration reload (the registry's new providers, apps, settings).
   caf::reacts_to<configure_atom, registry_deps_ptr>,
   // Internal: a refresh timer fired (its generation).
@@ -94,6 +96,8 @@ struct connection_state {
   int64_t retry_not_before_ms = 0;
   /// A reload arrived while a refresh ran; done when it ends.
   bool reload_pending = false;
+  /// The row was not found: requests get 404 until the actor stops.
+  bool missing = false;
   /// When this actor last stored refreshed tokens (unix ms).
   int64_t last_refresh_ms = 0;
   int64_t next_refresh_at_ms = 0;

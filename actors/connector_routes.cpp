@@ -593,25 +593,19 @@ void events_stream(const call& c) {
   }
   // Admins see their team; services every team unless they name one.
   auto team = c.who.is_service() ? req.query_param("orgId").value_or("") : c.who.team;
-  int64_t last_id = -1;
+  outbox_position last_seen{-1, -1};
   auto header = req.header("last-event-id");
   if (header.empty())
     header = req.query_param("lastEventId").value_or("");
-  if (!header.empty()) {
-    char* end = nullptr;
-    errno = 0;
-    auto v = std::strtoll(header.c_str(), &end, 10);
-    if (*end != '\0' || errno != 0 || v < 0) {
-      c.ex->reply_error(ec::bad_request, "Last-Event-ID must be a non-negative integer");
-      return;
-    }
-    last_id = v;
+  if (!header.empty() && !parse_sse_id(header, last_seen)) {
+    c.ex->reply_error(ec::bad_request, "Last-Event-ID must be an id this stream sent");
+    return;
   }
   if (!c.ctx().events) {
     c.ex->reply_error(ec::unavailable, "event delivery is not running");
     return;
   }
-  c.self->send(c.ctx().events, subscribe_atom_v, c.ex, team, topics, last_id);
+  c.self->send(c.ctx().events, subscribe_atom_v, c.ex, team, topics, last_seen);
 }
 
 } // namespace cm

@@ -1,13 +1,14 @@
 #include "actors/event_hub.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
 #include "common/log.hpp"
-#include "common/time.hpp"
 #include "http/exchange.hpp"
 
 namespace cm {
@@ -23,14 +24,18 @@ bool wants(const event_subscriber& sub, const outbox_event& e) {
   return (sub.team.empty() || sub.team == e.team_id) && sub.topics.count(e.topic) != 0;
 }
 
-/// Sends one event to a subscriber; false when the subscriber is gone.
+/// Sends one event to a subscriber; false when the subscriber is gone or
+/// cannot keep up. Never waits: the hub serves every subscriber from one
+/// thread, and a client whose socket buffer is full resumes later from its
+/// Last-Event-ID instead.
 bool send_event(event_subscriber& sub, const outbox_event& e) {
-  if (e.seq <= sub.sent_seq)
+  if (e.at <= sub.sent)
     return true;
-  sub.sent_seq = e.seq;
+  sub.sent = e.at;
   if (!wants(sub, e))
     return true;
-  return sub.stream->write(http::sse_message(e.seq, e.topic, e.payload));
+  return sub.stream->write(http::sse_message(sse_id(e.at), e.topic, e.payload),
+                           std::chrono::milliseconds(0));
 }
 
 void fan_out(self_ptr self, const outbox_event& e) {
@@ -58,34 +63,14 @@ void tell_registry(self_ptr self, const outbox_event& e) {
     self->send(self->state.registry, reload_atom_v, key);
 }
 
-void poll(self_ptr self);
-
-/// Delivers the in-order prefix of a page; returns false when it stopped at
-/// a gap that may still fill.
-bool deliver_page(self_ptr self, const outbox_events& events) {
-  auto& st = self->state;
-  for (auto& e : events) {
-    if (e.seq != st.cursor + 1) {
-      auto now = unix_now_ms();
-      if (st.gap_seen_ms == 0)
-        st.gap_seen_ms = now;
-      if (now - st.gap_seen_ms < st.cfg.gap_timeout_ms)
-        return false;
-      log::info("events", "skipping a gap in the outbox sequence",
-                {{"from", st.cursor + 1}, {"to", e.seq - 1}});
-    }
-    st.gap_seen_ms = 0;
-    fan_out(self, e);
-    tell_registry(self, e);
-    st.cursor = e.seq;
-  }
-  return true;
-}
+void start(self_ptr self);
 
 void poll(self_ptr self) {
   auto& st = self->state;
-  if (st.cursor < 0)
+  if (!st.started) {
+    start(self);
     return;
+  }
   if (st.polling) {
     st.poll_again = true;
     return;
@@ -97,14 +82,15 @@ void poll(self_ptr self) {
       [self](const outbox_events& events) {
         auto& st = self->state;
         st.polling = false;
-        bool complete = deliver_page(self, events);
-        if (!complete) {
-          // Look again when the gap may have filled or expired.
-          self->delayed_send(self, std::chrono::milliseconds(st.cfg.gap_timeout_ms / 4 + 1),
-                             tick_atom_v);
-        } else if (st.poll_again || events.size() == static_cast<size_t>(page_size)) {
-          poll(self);
+        for (auto& e : events) {
+          if (e.at <= st.cursor)
+            continue;
+          fan_out(self, e);
+          tell_registry(self, e);
+          st.cursor = e.at;
         }
+        if (st.poll_again || events.size() == static_cast<size_t>(page_size))
+          poll(self);
       },
       [self](const caf::error&) {
         // The database is away; the polling timer tries again.
@@ -119,7 +105,7 @@ void replay(self_ptr self, uint64_t id) {
   if (it == self->state.subscribers.end())
     return;
   auto upto = self->state.cursor;
-  self->request(self->state.storage, storage_timeout, outbox_atom_v, it->second.sent_seq,
+  self->request(self->state.storage, storage_timeout, outbox_atom_v, it->second.sent,
                 it->second.team, page_size)
     .then(
       [self, id, upto](const outbox_events& events) {
@@ -130,7 +116,7 @@ void replay(self_ptr self, uint64_t id) {
         auto& sub = it->second;
         for (auto& e : events) {
           // Beyond what live subscribers got: left to live delivery.
-          if (e.seq > upto)
+          if (upto < e.at)
             break;
           if (!send_event(sub, e)) {
             subs.erase(it);
@@ -138,12 +124,11 @@ void replay(self_ptr self, uint64_t id) {
           }
         }
         // A short page, or one that reached past `upto`, holds every event
-        // of the team up to `upto`: they committed before the live cursor
-        // passed them, which was before this query ran.
+        // of the team up to `upto` (readers only see settled positions).
         bool covered = events.size() < static_cast<size_t>(page_size) ||
-                       (!events.empty() && events.back().seq > upto);
-        if (covered)
-          sub.sent_seq = std::max(sub.sent_seq, upto);
+                       (!events.empty() && upto < events.back().at);
+        if (covered && sub.sent < upto)
+          sub.sent = upto;
         if (covered && self->state.cursor == upto)
           sub.live = true;
         else
@@ -160,9 +145,9 @@ void replay(self_ptr self, uint64_t id) {
 }
 
 void subscribe(self_ptr self, const exchange_ptr& ex, const std::string& team,
-               const std::vector<std::string>& topics, int64_t last_event_id) {
+               const std::vector<std::string>& topics, const outbox_position& last_seen) {
   auto& st = self->state;
-  if (st.cursor < 0) {
+  if (!st.started) {
     ex->reply_error(ec::unavailable, "event delivery is starting");
     return;
   }
@@ -172,25 +157,23 @@ void subscribe(self_ptr self, const exchange_ptr& ex, const std::string& team,
   }
   auto stream = ex->start_stream({{"Content-Type", "text/event-stream"},
                                   {"X-Accel-Buffering", "no"}});
-  if (!stream) {
-    ex->reply_error(ec::internal, "cannot stream events");
+  if (!stream)
     return;
-  }
   // Browsers reconnect after `retry` ms and send Last-Event-ID.
-  if (!stream->write("retry: 1000\n\n"))
+  if (!stream->write("retry: 1000\n\n", std::chrono::milliseconds(0)))
     return;
   event_subscriber sub;
   sub.stream = std::move(stream);
   sub.team = team;
   sub.topics.insert(topics.begin(), topics.end());
   auto id = st.next_id++;
-  if (last_event_id >= 0) {
-    sub.sent_seq = last_event_id;
+  if (last_seen.txid >= 0) {
+    sub.sent = last_seen;
     sub.live = false;
     st.subscribers.emplace(id, std::move(sub));
     replay(self, id);
   } else {
-    sub.sent_seq = st.cursor;
+    sub.sent = st.cursor;
     sub.live = true;
     st.subscribers.emplace(id, std::move(sub));
   }
@@ -200,19 +183,44 @@ void subscribe(self_ptr self, const exchange_ptr& ex, const std::string& team,
 }
 
 void start(self_ptr self) {
-  self->request(self->state.storage, storage_timeout, head_atom_v)
+  auto& st = self->state;
+  if (st.started || st.starting)
+    return;
+  st.starting = true;
+  self->request(st.storage, storage_timeout, head_atom_v)
     .then(
-      [self](int64_t head) {
-        self->state.cursor = head;
+      [self](const outbox_position& head) {
+        auto& st = self->state;
+        st.starting = false;
+        st.started = true;
+        st.cursor = head;
         poll(self);
       },
       [self](const caf::error&) {
-        // Try again shortly; subscribers get 503 until then.
-        self->delayed_send(self, std::chrono::milliseconds(self->state.cfg.poll_ms), tick_atom_v);
+        // Tried again by the next tick; subscribers get 503 until then.
+        self->state.starting = false;
       });
 }
 
 } // namespace
+
+std::string sse_id(const outbox_position& at) {
+  return std::to_string(at.txid) + "." + std::to_string(at.seq);
+}
+
+bool parse_sse_id(const std::string& text, outbox_position& out) {
+  auto dot = text.find('.');
+  if (dot == std::string::npos || dot == 0 || dot + 1 >= text.size() || text.size() > 41)
+    return false;
+  auto number = [](const std::string& digits, int64_t& value) {
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
+      return false;
+    errno = 0;
+    value = std::strtoll(digits.c_str(), nullptr, 10);
+    return errno == 0;
+  };
+  return number(text.substr(0, dot), out.txid) && number(text.substr(dot + 1), out.seq);
+}
 
 event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event_hub_state> self,
                                          storage_actor storage, registry_actor registry,
@@ -220,36 +228,25 @@ event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event
   self->state.storage = std::move(storage);
   self->state.registry = std::move(registry);
   self->state.cfg = std::move(cfg);
-  self->attach_functor([self] {
-    for (auto& [id, sub] : self->state.subscribers)
-      sub.stream->close();
-  });
+  // Streams close when the state (and with it every event_stream) goes.
   start(self);
   self->delayed_send(self, std::chrono::milliseconds(self->state.cfg.poll_ms), tick_atom_v, true);
   self->delayed_send(self, std::chrono::milliseconds(self->state.cfg.heartbeat_ms), ping_atom_v);
   return {
     [=](subscribe_atom, const exchange_ptr& ex, const std::string& team,
-        const std::vector<std::string>& topics, int64_t last_event_id) {
-      subscribe(self, ex, team, topics, last_event_id);
+        const std::vector<std::string>& topics, const outbox_position& last_seen) {
+      subscribe(self, ex, team, topics, last_seen);
     },
-    [=](tick_atom) {
-      if (self->state.cursor < 0)
-        start(self);
-      else
-        poll(self);
-    },
+    [=](tick_atom) { poll(self); },
     [=](tick_atom, bool) {
-      if (self->state.cursor < 0)
-        start(self);
-      else
-        poll(self);
+      poll(self);
       self->delayed_send(self, std::chrono::milliseconds(self->state.cfg.poll_ms), tick_atom_v,
                          true);
     },
     [=](ping_atom) {
       auto& subs = self->state.subscribers;
       for (auto it = subs.begin(); it != subs.end();) {
-        if (!it->second.stream->write(": keep-alive\n\n"))
+        if (!it->second.stream->write(": keep-alive\n\n", std::chrono::milliseconds(0)))
           it = subs.erase(it);
         else
           ++it;

@@ -1,16 +1,14 @@
 // The event hub: delivers outbox events to this instance's Server-Sent
 // Events subscribers (GET /api/v1/events).
 //
-// Every instance reads the shared outbox in sequence order, woken by
+// Every instance reads the shared outbox in delivery order, woken by
 // PostgreSQL NOTIFY (storage/notify_listener.hpp) and by a polling timer,
-// so a subscriber sees events written by any instance. The SSE `id` is the
-// outbox sequence number: a client that reconnects with Last-Event-ID gets
-// every event of its team after that one, replayed from the table.
-//
-// Sequence numbers are taken when a transaction inserts, not when it
-// commits, so a smaller number can appear after a larger one. The hub
-// delivers in order and waits up to `events.gap_timeout_ms` at a gap for
-// the missing event; a gap older than that is a rolled-back transaction.
+// so a subscriber sees events written by any instance. Delivery order is
+// (transaction id, seq), read only below the oldest running transaction
+// (migration 0004), so no event can commit behind a position already
+// passed. The SSE `id` is that position, "txid.seq": a client that
+// reconnects with Last-Event-ID gets every event of its team after it,
+// replayed from the table.
 //
 // The hub also tells the registry about TOKEN_CREATED, TOKEN_EXPIRED and
 // TOKEN_REVOKED events, so a reconnect or disconnect made through another
@@ -37,9 +35,10 @@ namespace cm {
 
 using event_hub_actor = caf::typed_actor<
   // A new subscriber: the request to answer with a stream, its team (""
-  // for a service that sees every team), topics, and the last event id it
-  // saw (-1: none, start with new events).
-  caf::reacts_to<subscribe_atom, exchange_ptr, std::string, std::vector<std::string>, int64_t>,
+  // for a service that sees every team), topics, and the last event it saw
+  // (txid -1: none, start with new events).
+  caf::reacts_to<subscribe_atom, exchange_ptr, std::string, std::vector<std::string>,
+                 outbox_position>,
   // New events may be in the outbox.
   caf::reacts_to<tick_atom>,
   // Internal: the polling timer.
@@ -53,8 +52,8 @@ struct event_subscriber {
   http::event_stream_ptr stream;
   std::string team;
   std::set<std::string> topics;
-  /// The highest seq this subscriber has been sent (or skipped past).
-  int64_t sent_seq = 0;
+  /// The last position this subscriber has been sent (or skipped past).
+  outbox_position sent;
   /// False while its Last-Event-ID replay runs.
   bool live = false;
 };
@@ -67,14 +66,19 @@ struct event_hub_state {
   config::events_config cfg;
   std::map<uint64_t, event_subscriber> subscribers;
   uint64_t next_id = 1;
-  /// Every event up to here has been fanned out; -1 until read at start.
-  int64_t cursor = -1;
+  /// Every event up to here has been fanned out.
+  outbox_position cursor;
+  /// False until the start position was read.
+  bool started = false;
+  bool starting = false;
   bool polling = false;
   bool poll_again = false;
-  /// A gap right after the cursor, first seen at this time (unix ms).
-  int64_t gap_seen_ms = 0;
   static inline const char* name = "event-hub";
 };
+
+/// The SSE id of a position ("txid.seq") and back; false on anything else.
+std::string sse_id(const outbox_position& at);
+bool parse_sse_id(const std::string& text, outbox_position& out);
 
 event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event_hub_state> self,
                                          storage_actor storage, registry_actor registry,

@@ -157,7 +157,11 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       auto it = self->state.connections.find(key);
       if (it == self->state.connections.end())
         return;
+      // Forgotten now, not when it is down: requests from here on spawn a
+      // fresh actor (which finds no row: 404) instead of reaching one that
+      // is stopping (503).
       self->send_exit(it->second, caf::exit_reason::user_shutdown);
+      self->state.connections.erase(it);
     },
     [=](configure_atom, const registry_deps_ptr& deps) {
       auto& d = self->state.deps;

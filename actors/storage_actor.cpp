@@ -144,11 +144,11 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       -> caf::result<token_record> {
       return guarded([&] { return self->state.tokens->disconnect(key, reason); });
     },
-    [=](outbox_atom, int64_t after, const std::string& team, int32_t limit)
+    [=](outbox_atom, const outbox_position& after, const std::string& team, int32_t limit)
       -> caf::result<outbox_events> {
       return guarded([&] { return self->state.events->after(after, team, limit); });
     },
-    [=](head_atom) -> caf::result<int64_t> {
+    [=](head_atom) -> caf::result<outbox_position> {
       return guarded([&] { return self->state.events->head(); });
     },
     [=](claim_atom, int32_t limit, int64_t lease_ms) -> caf::result<webhook_jobs> {

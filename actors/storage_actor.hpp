@@ -67,10 +67,10 @@ using storage_actor = token_repository_actor::extend<
   caf::replies_to<connect_atom, token_record>::with<connect_result>,
   // Deletes a connection plus TOKEN_REVOKED (reason); answers the row.
   caf::replies_to<disconnect_atom, connection_key, std::string>::with<token_record>,
-  // Outbox events after a seq (team, or "" for all), at most `limit`.
-  caf::replies_to<outbox_atom, int64_t, std::string, int32_t>::with<outbox_events>,
-  // The outbox's highest seq.
-  caf::replies_to<head_atom>::with<int64_t>,
+  // Outbox events after a position (team, or "" for all), at most `limit`.
+  caf::replies_to<outbox_atom, outbox_position, std::string, int32_t>::with<outbox_events>,
+  // The outbox's last readable position.
+  caf::replies_to<head_atom>::with<outbox_position>,
   // Claims due webhook deliveries (limit, lease ms).
   caf::replies_to<claim_atom, int32_t, int64_t>::with<webhook_jobs>,
   // Records a delivery attempt (status, error, retry in ms or -1: done).

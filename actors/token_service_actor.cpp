@@ -10,11 +10,11 @@ namespace cm {
 token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
               registry_actor registry, storage_actor storage,
-              std::shared_ptr<const http::authenticator> auth) {
+              std::shared_ptr<shared_authenticator> auth) {
   return {
     [=](get_token_atom, const std::string& service_token,
         const connection_key& key) -> caf::result<token_grant> {
-      auto who = auth->verify_service_token(service_token);
+      auto who = auth->get()->verify_service_token(service_token);
       if (!who)
         return who.error();
       if (auto denied = http::require_service(*who, http::scope_fetch_config))

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <caf/fwd.hpp>
@@ -18,6 +19,27 @@
 
 namespace cm {
 
+/// The authenticator the token service checks with, replaced by a hot
+/// reload. Not a message: the service is reachable by remote actors, and
+/// no remote message may change what it trusts.
+class shared_authenticator {
+public:
+  explicit shared_authenticator(std::shared_ptr<const http::authenticator> auth)
+    : auth_(std::move(auth)) {}
+  std::shared_ptr<const http::authenticator> get() const {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return auth_;
+  }
+  void set(std::shared_ptr<const http::authenticator> auth) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auth_ = std::move(auth);
+  }
+
+private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const http::authenticator> auth_;
+};
+
 using token_service_actor = caf::typed_actor<
   // (service token, connection) -> a valid access token or API key.
   caf::replies_to<get_token_atom, std::string, connection_key>::with<token_grant>>;
@@ -29,6 +51,6 @@ struct token_service_state {
 token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
               registry_actor registry, storage_actor storage,
-              std::shared_ptr<const http::authenticator> auth);
+              std::shared_ptr<shared_authenticator> auth);
 
 } // namespace cm

@@ -175,6 +175,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   deps.provider_client = provider_client_handle;
   auto registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
+  auto service_auth = std::make_shared<shared_authenticator>(auth);
   event_hub_actor hub;
   webhook_dispatcher_actor dispatcher;
   std::unique_ptr<storage::notify_listener> listener;
@@ -211,7 +212,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   }
   uint16_t token_service_port = 0;
   if (cfg.token_service.enabled) {
-    service = sys.spawn(token_service, registry_handle, *storage, auth);
+    service = sys.spawn(token_service, registry_handle, *storage, service_auth);
     auto port = sys.middleman().publish(service, cfg.token_service.port,
                                         cfg.token_service.address.c_str(), true);
     if (!port) {
@@ -246,7 +247,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
-  reloader.attach(ctx, fronts, registry_handle, *storage, dispatcher);
+  reloader.attach(ctx, fronts, registry_handle, *storage, dispatcher, service_auth);
 
   http::server server{cfg.listen, fronts};
   try {

@@ -240,14 +240,12 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   // events
   auto events = root["events"];
-  reader.expect_keys(events, "events", {"poll_ms", "gap_timeout_ms", "heartbeat_ms",
+  reader.expect_keys(events, "events", {"poll_ms", "heartbeat_ms",
                                         "max_subscribers", "webhook_timeout_ms",
                                         "webhook_retry_base_ms", "webhook_retry_cap_ms",
                                         "webhook_max_attempts", "webhooks"});
   auto& ev = cfg.events;
   ev.poll_ms = reader.get_int(events, "events", "poll_ms", ev.poll_ms, 10, 60000);
-  ev.gap_timeout_ms =
-    reader.get_int(events, "events", "gap_timeout_ms", ev.gap_timeout_ms, 10, 600000);
   ev.heartbeat_ms = reader.get_int(events, "events", "heartbeat_ms", ev.heartbeat_ms, 100, 600000);
   ev.max_subscribers = static_cast<int32_t>(
     reader.get_int(events, "events", "max_subscribers", ev.max_subscribers, 1, 100000));
@@ -269,6 +267,10 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
       reader.expect_keys(entry, path, {"name", "url", "secret", "secret_file", "topics"});
       webhook_config hook;
       hook.name = reader.require_string(entry, path, "name");
+      if (hook.name.empty() || hook.name.size() > 64 ||
+          hook.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789_.-") != std::string::npos)
+        reader.fail(entry["name"], path + ".name", "expected 1 to 64 of [A-Za-z0-9_.-]");
       for (auto& other : ev.webhooks)
         if (other.name == hook.name)
           reader.fail(entry["name"], path + ".name", "duplicate webhook name");

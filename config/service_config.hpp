@@ -112,9 +112,6 @@ struct webhook_config {
 struct events_config {
   /// How often the outbox is polled besides NOTIFY wake-ups.
   int64_t poll_ms = 1000;
-  /// A gap in the outbox sequence older than this is taken for a rolled
-  /// back transaction and skipped.
-  int64_t gap_timeout_ms = 2000;
   /// SSE comment lines keep idle streams (and proxies) alive.
   int64_t heartbeat_ms = 15000;
   int32_t max_subscribers = 256;

@@ -56,11 +56,11 @@ bool event_stream::write(std::string_view data, std::chrono::milliseconds patien
   return true;
 }
 
-std::string sse_message(int64_t id, std::string_view event, std::string_view data) {
+std::string sse_message(std::string_view id, std::string_view event, std::string_view data) {
   std::string out;
-  out.reserve(data.size() + event.size() + 40);
+  out.reserve(data.size() + event.size() + id.size() + 24);
   out += "id: ";
-  out += std::to_string(id);
+  out += id;
   out += "\nevent: ";
   out += event;
   out += "\ndata: ";

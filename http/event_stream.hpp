@@ -47,6 +47,6 @@ using event_stream_ptr = std::shared_ptr<event_stream>;
 
 /// One SSE message: `id`, `event` and one `data` line (the JSON has no
 /// newlines), ended by a blank line.
-std::string sse_message(int64_t id, std::string_view event, std::string_view data);
+std::string sse_message(std::string_view id, std::string_view event, std::string_view data);
 
 } // namespace cm::http

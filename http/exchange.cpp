@@ -53,14 +53,17 @@ exchange::exchange(request req, writer write, stream_opener open_stream)
 
 std::shared_ptr<event_stream>
 exchange::start_stream(const std::vector<std::pair<std::string, std::string>>& headers) {
-  if (!open_stream_ || replied_.load())
+  if (!open_stream_)
     return nullptr;
-  auto stream = open_stream_();
-  if (!stream)
-    return nullptr;
+  // Claim the one answer first: the socket is taken only by its owner.
   bool expected = false;
   if (!replied_.compare_exchange_strong(expected, true))
     return nullptr;
+  auto stream = open_stream_();
+  if (!stream) {
+    write_(error_response(ec::internal, "cannot stream"));
+    return nullptr;
+  }
   std::string head = "HTTP/1.1 200 OK\r\nConnection: close\r\nCache-Control: no-store\r\n"
                      "X-Request-Id: " + req_.request_id + "\r\n";
   for (auto& [name, value] : headers)

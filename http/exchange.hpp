@@ -82,8 +82,9 @@ public:
   bool replied() const { return replied_.load(); }
 
   /// Answers with a stream instead of a response: writes the status line
-  /// and `headers` and returns the stream, or nullptr (and nothing written)
-  /// when this request cannot stream or was answered already.
+  /// and `headers` and returns the stream; nullptr when this request cannot
+  /// stream or was answered already (nothing written), or when the client
+  /// is gone.
   std::shared_ptr<event_stream>
   start_stream(const std::vector<std::pair<std::string, std::string>>& headers);
 

@@ -51,23 +51,23 @@ struct socket_copy {
 
 /// Lets a streaming route take the connection over (http/event_stream.hpp
 /// explains why the socket is duplicated). Runs on the reactor thread, where
-/// the peer's descriptor is certainly still this connection's.
+/// the peer's descriptor is certainly still this connection's, and where
+/// the peer may be touched: marked idle, Pistache will not answer it with
+/// 408 after its header timeout, and only closes its own descriptor after
+/// the keep-alive timeout, which leaves our duplicate (and the stream)
+/// open. Should the route answer normally instead, that answer marks the
+/// peer idle all the same.
 exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer) {
   auto peer = writer.peer();
   auto copy = std::make_shared<socket_copy>();
-  copy->fd = ::dup(peer->fd());
+  copy->fd = ::fcntl(peer->fd(), F_DUPFD_CLOEXEC, 0);
   if (copy->fd < 0)
     return {};
   ::fcntl(copy->fd, F_SETFL, ::fcntl(copy->fd, F_GETFL) | O_NONBLOCK);
-  std::weak_ptr<Tcp::Peer> weak = peer;
-  return [copy, weak]() -> std::shared_ptr<event_stream> {
+  peer->setIdle(true);
+  return [copy]() -> std::shared_ptr<event_stream> {
     if (copy->fd < 0)
       return nullptr;
-    // An idle peer is one Pistache will not answer with 408 after its
-    // header timeout; it closes its own descriptor after the keep-alive
-    // timeout, which leaves our duplicate (and the stream) open.
-    if (auto p = weak.lock())
-      p->setIdle(true);
     auto fd = copy->fd;
     copy->fd = -1;
     return std::make_shared<event_stream>(fd);

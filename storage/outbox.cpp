@@ -15,14 +15,20 @@ const statement insert_delivery_stmt{"webhook_delivery_insert",
   "ON CONFLICT DO NOTHING"};
 
 #define CM_OUTBOX_COLUMNS                                                              \
-  "seq, team_id, event_id::text, topic, event_type, payload::text, "                   \
+  "txid::text::bigint, seq, team_id, event_id::text, topic, event_type, payload::text, " \
   "(extract(epoch from created_at) * 1000)::bigint"
 
-const statement events_after_stmt{"outbox_after",
+// Only rows whose transaction is older than every running transaction:
+// nothing can commit behind them later (migration 0004).
+const statement events_after_stmt{"outbox_after_committed",
   "SELECT " CM_OUTBOX_COLUMNS " FROM event_outbox "
-  "WHERE seq > $1::bigint AND ($2 = '' OR team_id = $2) ORDER BY seq LIMIT $3::integer"};
+  "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
+  "AND txid < pg_snapshot_xmin(pg_current_snapshot()) "
+  "AND ($3 = '' OR team_id = $3) ORDER BY txid, seq LIMIT $4::integer"};
 
-const statement head_stmt{"outbox_head", "SELECT coalesce(max(seq), 0) FROM event_outbox"};
+const statement head_stmt{"outbox_head_committed",
+  "SELECT txid::text::bigint, seq FROM event_outbox "
+  "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY txid DESC, seq DESC LIMIT 1"};
 
 // SKIP LOCKED lets several instances claim disjoint batches; pushing
 // next_attempt_at forward is the claim, so a crashed claimer's deliveries
@@ -30,7 +36,7 @@ const statement head_stmt{"outbox_head", "SELECT coalesce(max(seq), 0) FROM even
 const statement claim_stmt{"webhook_claim", R"(
 WITH due AS (
   SELECT team_id, event_id, webhook FROM webhook_deliveries
-  WHERE delivered_at IS NULL AND next_attempt_at <= now()
+  WHERE delivered_at IS NULL AND next_attempt_at <= now() AND webhook = ANY($3::text[])
   ORDER BY next_attempt_at LIMIT $1::integer FOR UPDATE SKIP LOCKED)
 UPDATE webhook_deliveries d
 SET next_attempt_at = now() + ($2::bigint * interval '1 millisecond')
@@ -48,7 +54,10 @@ const statement finish_stmt{"webhook_finish",
   "next_attempt_at = CASE WHEN $6::bigint = -1 THEN next_attempt_at "
   "WHEN $6::bigint = -2 THEN 'infinity'::timestamptz "
   "ELSE now() + ($6::bigint * interval '1 millisecond') END "
-  "WHERE team_id = $1 AND event_id = $2::uuid AND webhook = $3"};
+  "WHERE team_id = $1 AND event_id = $2::uuid AND webhook = $3 "
+  // Only the claimer's outcome counts: after its claim ran out another
+  // instance may have attempted (and recorded) the delivery again.
+  "AND delivered_at IS NULL AND attempts = $7::integer"};
 
 } // namespace
 
@@ -64,30 +73,43 @@ void outbox::append(const std::string& team_id, const nlohmann::json& event) {
                {param::text(team_id), param::text(event_id), param::text(hook.name)});
 }
 
-outbox_events outbox::after(int64_t after_seq, const std::string& team_id, int limit) {
-  auto res = db_.exec(events_after_stmt, {param::text(std::to_string(after_seq)),
-                                          param::text(team_id), param::text(std::to_string(limit))});
+outbox_events outbox::after(const outbox_position& after, const std::string& team_id, int limit) {
+  auto res = db_.exec(events_after_stmt,
+                      {param::text(std::to_string(after.txid)), param::text(std::to_string(after.seq)),
+                       param::text(team_id), param::text(std::to_string(limit))});
   outbox_events out;
   out.reserve(res.rows());
   for (int i = 0; i < res.rows(); ++i) {
     outbox_event e;
-    e.seq = res.integer(i, 0);
-    e.team_id = res.text(i, 1);
-    e.event_id = res.text(i, 2);
-    e.topic = res.text(i, 3);
-    e.event_type = res.text(i, 4);
-    e.payload = res.text(i, 5);
-    e.created_at_ms = res.integer(i, 6);
+    e.at = {res.integer(i, 0), res.integer(i, 1)};
+    e.seq = e.at.seq;
+    e.team_id = res.text(i, 2);
+    e.event_id = res.text(i, 3);
+    e.topic = res.text(i, 4);
+    e.event_type = res.text(i, 5);
+    e.payload = res.text(i, 6);
+    e.created_at_ms = res.integer(i, 7);
     out.push_back(std::move(e));
   }
   return out;
 }
 
-int64_t outbox::head() { return db_.exec(head_stmt).integer(0, 0); }
+outbox_position outbox::head() {
+  auto res = db_.exec(head_stmt);
+  if (res.rows() == 0)
+    return {};
+  return {res.integer(0, 0), res.integer(0, 1)};
+}
 
 webhook_jobs outbox::claim_due(int limit, int64_t lease_ms) {
+  // Only webhooks this instance knows: during a rolling reload another
+  // instance may have one this one does not (names are [A-Za-z0-9_.-]).
+  std::string names = "{";
+  for (auto& hook : webhooks_)
+    names += (names.size() > 1 ? "," : "") + hook.name;
+  names += "}";
   auto res = db_.exec(claim_stmt, {param::text(std::to_string(limit)),
-                                   param::text(std::to_string(lease_ms))});
+                                   param::text(std::to_string(lease_ms)), param::text(names)});
   webhook_jobs out;
   for (int i = 0; i < res.rows(); ++i) {
     webhook_job job;
@@ -105,7 +127,8 @@ void outbox::finish(const webhook_job& job, int status, const std::string& error
                     int64_t retry_in_ms) {
   db_.exec(finish_stmt, {param::text(job.team_id), param::text(job.event_id),
                          param::text(job.webhook), param::text(std::to_string(status)),
-                         param::text(error), param::text(std::to_string(retry_in_ms))});
+                         param::text(error), param::text(std::to_string(retry_in_ms)),
+                         param::text(std::to_string(job.attempts))});
 }
 
 } // namespace cm::storage

@@ -27,12 +27,13 @@ public:
   /// eventType and topic) for `team_id`. Runs in the caller's transaction.
   void append(const std::string& team_id, const nlohmann::json& event);
 
-  /// Events with seq > after_seq in seq order, at most `limit`; only
+  /// Events after `after` in delivery order (txid, seq), at most `limit`,
+  /// only from transactions older than every running one; only
   /// `team_id`'s unless it is empty.
-  outbox_events after(int64_t after_seq, const std::string& team_id, int limit);
+  outbox_events after(const outbox_position& after, const std::string& team_id, int limit);
 
-  /// The highest seq written so far (0 when empty).
-  int64_t head();
+  /// The last position readers can see now ({0, 0} when empty).
+  outbox_position head();
 
   /// Claims up to `limit` due deliveries: they become invisible to other
   /// claimers for `lease_ms`, so one instance attempts each at a time.

@@ -223,9 +223,32 @@ struct audit_row {
 };
 using audit_rows = std::vector<audit_row>;
 
+/// A position in the outbox's delivery order: (inserting transaction id,
+/// seq). Rows are read in this order and only once their transaction is
+/// older than every running one, so no later commit lands behind it.
+struct outbox_position {
+  int64_t txid = 0;
+  int64_t seq = 0;
+
+  friend bool operator<(const outbox_position& a, const outbox_position& b) {
+    return a.txid != b.txid ? a.txid < b.txid : a.seq < b.seq;
+  }
+  friend bool operator<=(const outbox_position& a, const outbox_position& b) { return !(b < a); }
+  friend bool operator==(const outbox_position& a, const outbox_position& b) {
+    return a.txid == b.txid && a.seq == b.seq;
+  }
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, outbox_position& x) {
+    return f(caf::meta::type_name("outbox_position"), x.txid, x.seq);
+  }
+};
+
 /// One lifecycle event as stored in the outbox.
 struct outbox_event {
-  /// Global order of insertion; the SSE event id.
+  /// Where it is in delivery order; "txid.seq" is its SSE id.
+  outbox_position at;
+  /// Insertion order (unique).
   int64_t seq = 0;
   std::string team_id;
   std::string event_id;
@@ -237,7 +260,7 @@ struct outbox_event {
 
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, outbox_event& x) {
-    return f(caf::meta::type_name("outbox_event"), x.seq, x.team_id, x.event_id, x.topic,
+    return f(caf::meta::type_name("outbox_event"), x.at, x.seq, x.team_id, x.event_id, x.topic,
              x.event_type, x.payload, x.created_at_ms);
   }
 };

@@ -533,6 +533,35 @@ TEST_F(deterministic, AGrantFromTheTeamsOwnAppRefreshesWithThatApp) {
   EXPECT_EQ(script->requests.size(), 1u);
 }
 
+TEST_F(deterministic, AMissingRowIsNotFoundForAMomentThenTheActorStops) {
+  // Requests delegated by the registry may still be on their way when the
+  // actor learns its row is gone: they must get 404, not a vanished actor.
+  auto conn = sys.spawn(connection, key, std::optional<token_record>{}, deps());
+  spawned.push_back(conn);
+  auto first = ask(conn);
+  auto second = ask(conn);
+  ASSERT_EQ(first->size(), 1u);
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ(code_of(first->at(0).error()), ec::not_found);
+  EXPECT_EQ(code_of(second->at(0).error()), ec::not_found);
+  advance(1001ms);
+  auto late = ask(conn);
+  ASSERT_EQ(late->size(), 1u);
+  EXPECT_NE(code_of(late->at(0).error()), ec::not_found) << "still running after the pause";
+
+  // A reload that finds the row (a reconnect) keeps the actor.
+  auto revived = sys.spawn(connection, key, std::optional<token_record>{}, deps());
+  spawned.push_back(revived);
+  ask(revived);
+  seed(key, 3600'000);
+  caf::anon_send(revived, reload_atom_v);
+  sched.run();
+  advance(1001ms);
+  auto served = ask(revived);
+  ASSERT_TRUE(served->at(0));
+  EXPECT_EQ(served->at(0)->access_token.reveal(), "at-0");
+}
+
 TEST_F(deterministic, StoppingAnswersEveryWaiter) {
   auto conn = spawn(seed(key, 60'000));
   repo->rows[key].lease_owner = "instance-b";

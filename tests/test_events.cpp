@@ -103,7 +103,7 @@ TEST(Events, ServerSentEventsResumeFromLastEventId) {
   auto admin = "Bearer " + server.mint("ada", "acme", true);
   auto other = "Bearer " + server.mint("olga", "globex", true);
 
-  int64_t first_id = 0;
+  sse_event first;
   {
     sse_client stream{server.port(), "/api/v1/events?topics=entity-events",
                       {{"Authorization", admin}}};
@@ -116,7 +116,7 @@ TEST(Events, ServerSentEventsResumeFromLastEventId) {
     auto payload = nlohmann::json::parse(e->data);
     EXPECT_EQ(payload["eventType"], "appEnabled");
     EXPECT_EQ(payload["orgId"], "acme");
-    first_id = e->id;
+    first = *e;
     EXPECT_FALSE(stream.next(700ms)) << "globex's event reached acme's stream";
   } // disconnect
 
@@ -125,13 +125,13 @@ TEST(Events, ServerSentEventsResumeFromLastEventId) {
   ASSERT_EQ(toggle(server.port(), admin, "figma", true).status, 200);
 
   sse_client resumed{server.port(), "/api/v1/events?topics=entity-events",
-                     {{"Authorization", admin}, {"Last-Event-ID", std::to_string(first_id)}}};
+                     {{"Authorization", admin}, {"Last-Event-ID", first.id}}};
   ASSERT_EQ(resumed.status(), 200) << resumed.error_body();
   auto a = resumed.next(5s);
   auto b = resumed.next(5s);
   ASSERT_TRUE(a && b) << server.log();
-  EXPECT_GT(a->id, first_id);
-  EXPECT_GT(b->id, a->id);
+  EXPECT_GT(a->position(), first.position());
+  EXPECT_GT(b->position(), a->position());
   EXPECT_EQ(nlohmann::json::parse(a->data)["eventType"], "appDisabled");
   EXPECT_EQ(nlohmann::json::parse(b->data)["connectorName"], "figma");
   // And then live events follow on the same stream.
@@ -139,11 +139,11 @@ TEST(Events, ServerSentEventsResumeFromLastEventId) {
   auto c = resumed.next(5s);
   ASSERT_TRUE(c);
   EXPECT_EQ(nlohmann::json::parse(c->data)["connectorName"], "vercel");
-  EXPECT_GT(c->id, b->id);
+  EXPECT_GT(c->position(), b->position());
 
   // A service sees every team unless it names one; topics are filtered.
   sse_client service{server.port(), "/api/v1/events?topics=token-events",
-                     {{"X-Services-Token", scoped_token}, {"Last-Event-ID", "0"}}};
+                     {{"X-Services-Token", scoped_token}, {"Last-Event-ID", "0.0"}}};
   ASSERT_EQ(service.status(), 200);
   EXPECT_FALSE(service.next(700ms)) << "entity events on a token-events stream";
   sse_client bad{server.port(), "/api/v1/events?topics=everything", {{"Authorization", admin}}};

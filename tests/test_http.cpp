@@ -75,8 +75,10 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
     [=](config_get_atom, const std::string&, const std::string&) {
       return hold<connector_config_record>(self);
     },
-    [=](outbox_atom, int64_t, const std::string&, int32_t) { return hold<outbox_events>(self); },
-    [=](head_atom) { return hold<int64_t>(self); },
+    [=](outbox_atom, const outbox_position&, const std::string&, int32_t) {
+      return hold<outbox_events>(self);
+    },
+    [=](head_atom) { return hold<outbox_position>(self); },
     [=](claim_atom, int32_t, int64_t) { return hold<webhook_jobs>(self); },
     [=](delivered_atom, const webhook_job&, int32_t, const std::string&, int64_t) {
       return hold<bool>(self);

@@ -181,9 +181,9 @@ TEST(Tokens, ManualRefreshRotatesAndPersists) {
   EXPECT_EQ(token_call(server.port(), "user_id=alice").json()["access_token"], "at-f1-1");
   // Another user's connection cannot be refreshed: it is simply not theirs.
   auto bob = "Bearer " + server.mint("bob", "acme");
-  EXPECT_EQ(http_call(server.port(), "POST", "/api/connectors/github/refresh",
-                      {{"Authorization", bob}}).status,
-            404);
+  auto not_theirs = http_call(server.port(), "POST", "/api/connectors/github/refresh",
+                              {{"Authorization", bob}});
+  EXPECT_EQ(not_theirs.status, 404) << not_theirs.body << server.log();
   server.stop();
   EXPECT_EQ(w.count("SELECT count(*) FROM event_outbox WHERE event_type = 'TOKEN_REFRESHED'"), 1);
 }

@@ -36,6 +36,13 @@ std::string lower(std::string s) {
 
 } // namespace
 
+std::pair<int64_t, int64_t> sse_event::position() const {
+  auto dot = id.find('.');
+  if (dot == std::string::npos)
+    return {-1, -1};
+  return {std::stoll(id.substr(0, dot)), std::stoll(id.substr(dot + 1))};
+}
+
 sse_client::sse_client(uint16_t port, const std::string& target,
                        const std::map<std::string, std::string>& headers) {
   fd_ = connect_loopback(port);
@@ -102,7 +109,7 @@ std::optional<sse_event> sse_client::next(std::chrono::milliseconds timeout) {
       auto nl = block.find('\n', pos);
       auto line = block.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
       if (line.rfind("id: ", 0) == 0) {
-        e.id = std::stoll(line.substr(4));
+        e.id = line.substr(4);
         any = true;
       } else if (line.rfind("event: ", 0) == 0) {
         e.event = line.substr(7);

@@ -18,9 +18,12 @@
 namespace cm::test {
 
 struct sse_event {
-  int64_t id = -1;
+  /// As sent: "<txid>.<seq>".
+  std::string id;
   std::string event;
   std::string data;
+  /// The id as an ordered pair, for comparisons in tests.
+  std::pair<int64_t, int64_t> position() const;
 };
 
 class sse_client {
