@@ -61,6 +61,18 @@ int64_t margin_ms(self_ptr self) {
   return 300000;
 }
 
+/// Whether the grant was issued by the team's own OAuth app. Asked on
+/// every token request, so the metadata is parsed once per version of the
+/// row, not per request.
+bool from_team_app(self_ptr self) {
+  auto& s = self->state;
+  if (s.team_app_version != s.record->version) {
+    s.team_app = issued_by_team_app(s.record->metadata);
+    s.team_app_version = s.record->version;
+  }
+  return s.team_app;
+}
+
 /// Whether this service can refresh the connection at all.
 bool can_refresh(self_ptr self) {
   auto& s = self->state;
@@ -68,7 +80,7 @@ bool can_refresh(self_ptr self) {
   return s.record && s.record->kind == "oauth" && !s.record->refresh_token.empty() &&
          s.deps.provider &&
          (s.deps.client || s.deps.provider->mode == config::auth_mode::service_account ||
-          issued_by_team_app(s.record->metadata));
+          from_team_app(self));
 }
 
 /// When the timer should fire: before expiry for refreshable tokens, at

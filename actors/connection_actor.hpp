@@ -98,6 +98,10 @@ struct connection_state {
   bool reload_pending = false;
   /// The row was not found: requests get 404 until the actor stops.
   bool missing = false;
+  /// Whether the record's grant came from the team's own OAuth app, as of
+  /// record version `team_app_version`.
+  bool team_app = false;
+  int64_t team_app_version = -1;
   /// When this actor last stored refreshed tokens (unix ms).
   int64_t last_refresh_ms = 0;
   int64_t next_refresh_at_ms = 0;
