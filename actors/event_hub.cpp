@@ -79,18 +79,28 @@ void poll(self_ptr self) {
   st.poll_again = false;
   self->request(st.storage, storage_timeout, outbox_atom_v, st.cursor, std::string{}, page_size)
     .then(
-      [self](const outbox_events& events) {
+      [self](const outbox_page& page) {
         auto& st = self->state;
         st.polling = false;
-        for (auto& e : events) {
+        for (auto& e : page.events) {
           if (e.at <= st.cursor)
             continue;
           fan_out(self, e);
           tell_registry(self, e);
           st.cursor = e.at;
         }
-        if (st.poll_again || events.size() == static_cast<size_t>(page_size))
+        if (st.poll_again || page.events.size() == static_cast<size_t>(page_size)) {
           poll(self);
+        } else if (page.pending) {
+          // Committed rows wait for an older transaction (anywhere in the
+          // cluster) to end; nothing notifies us when it does, so look
+          // again soon, backing off to the polling interval.
+          st.pending_delay_ms = std::min<int64_t>(
+            st.pending_delay_ms == 0 ? 10 : st.pending_delay_ms * 2, st.cfg.poll_ms);
+          self->delayed_send(self, std::chrono::milliseconds(st.pending_delay_ms), tick_atom_v);
+        } else {
+          st.pending_delay_ms = 0;
+        }
       },
       [self](const caf::error&) {
         // The database is away; the polling timer tries again.
@@ -108,7 +118,8 @@ void replay(self_ptr self, uint64_t id) {
   self->request(self->state.storage, storage_timeout, outbox_atom_v, it->second.sent,
                 it->second.team, page_size)
     .then(
-      [self, id, upto](const outbox_events& events) {
+      [self, id, upto](const outbox_page& page) {
+        auto& events = page.events;
         auto& subs = self->state.subscribers;
         auto it = subs.find(id);
         if (it == subs.end())

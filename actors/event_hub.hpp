@@ -73,6 +73,8 @@ struct event_hub_state {
   bool starting = false;
   bool polling = false;
   bool poll_again = false;
+  /// Re-poll delay while unreadable rows wait for older transactions.
+  int64_t pending_delay_ms = 0;
   static inline const char* name = "event-hub";
 };
 

@@ -41,6 +41,36 @@ auto guarded(F&& f) -> caf::result<decltype(f())> {
   }
 }
 
+constexpr size_t audit_batch_rows = 500;
+constexpr auto audit_flush_delay = std::chrono::milliseconds(20);
+/// Kept while the database is away; beyond it the oldest are dropped (and
+/// counted in the log) rather than growing without bound.
+constexpr size_t audit_pending_cap = 100000;
+
+using storage_self = storage_actor::stateful_pointer<storage_state>;
+
+void flush_audit(storage_self self) {
+  auto& st = self->state;
+  st.audit_flush_armed = false;
+  if (st.audit_pending.empty())
+    return;
+  try {
+    st.tokens->audit_batch(st.audit_pending);
+    st.audit_pending.clear();
+  } catch (const std::exception&) {
+    log::error("storage", "could not write audit rows; will retry",
+               {{"pending", st.audit_pending.size()}});
+    if (st.audit_pending.size() > audit_pending_cap) {
+      auto drop = st.audit_pending.size() - audit_pending_cap;
+      st.audit_pending.erase(st.audit_pending.begin(),
+                             st.audit_pending.begin() + static_cast<std::ptrdiff_t>(drop));
+      log::error("storage", "ALARM: audit rows dropped", {{"dropped", drop}});
+    }
+    st.audit_flush_armed = true;
+    self->delayed_send(self, std::chrono::seconds(1), audit_atom_v);
+  }
+}
+
 } // namespace
 
 storage_actor::behavior_type
@@ -54,6 +84,11 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
   st.tokens = std::make_unique<storage::token_store>(*st.db, *st.cipher, *st.events);
   st.configs =
     std::make_unique<storage::connector_config_store>(*st.db, *st.cipher, *st.events, *st.tokens);
+  // Pending audit rows are written before the actor goes.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    flush_audit(self);
+    self->quit(msg.reason);
+  });
   // Try to connect right away so the first request does not pay for it; a
   // failure here is fine: calls report `unavailable` until it works.
   try {
@@ -145,8 +180,14 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       return guarded([&] { return self->state.tokens->disconnect(key, reason); });
     },
     [=](outbox_atom, const outbox_position& after, const std::string& team, int32_t limit)
-      -> caf::result<outbox_events> {
-      return guarded([&] { return self->state.events->after(after, team, limit); });
+      -> caf::result<outbox_page> {
+      return guarded([&] {
+        outbox_page page;
+        page.events = self->state.events->after(after, team, limit);
+        if (page.events.size() < static_cast<size_t>(limit))
+          page.pending = self->state.events->pending();
+        return page;
+      });
     },
     [=](head_atom) -> caf::result<outbox_position> {
       return guarded([&] { return self->state.events->head(); });
@@ -183,14 +224,17 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       -> caf::result<audit_rows> {
       return guarded([&] { return self->state.configs->audit_page(team, before, limit); });
     },
-    [=](audit_atom, const audit_entry& entry) {
-      try {
-        self->state.tokens->audit(entry);
-      } catch (const std::exception&) {
-        log::error("storage", "could not write an audit row",
-                   {{"action", entry.action}, {"request_id", entry.request_id}});
+    [=](audit_atom, audit_entry& entry) {
+      auto& st = self->state;
+      st.audit_pending.push_back(std::move(entry));
+      if (st.audit_pending.size() >= audit_batch_rows) {
+        flush_audit(self);
+      } else if (!st.audit_flush_armed) {
+        st.audit_flush_armed = true;
+        self->delayed_send(self, audit_flush_delay, audit_atom_v);
       }
     },
+    [=](audit_atom) { flush_audit(self); },
   };
 }
 

@@ -57,8 +57,12 @@ using storage_actor = token_repository_actor::extend<
   caf::replies_to<hydrate_atom, std::string, std::string, int32_t>::with<hydrate_batch>,
   // Teams in which (user, provider) has a connection.
   caf::replies_to<teams_atom, std::string, std::string>::with<std::vector<std::string>>,
-  // Appends to the audit log (failures are logged, not answered).
+  // Appends to the audit log, batched: rows are written within
+  // `audit_flush_delay` or every `audit_batch_rows` (failures are logged,
+  // not answered; the batch is kept and retried, bounded).
   caf::reacts_to<audit_atom, audit_entry>,
+  // Internal: writes the pending audit rows.
+  caf::reacts_to<audit_atom>,
   // Stores a pending OAuth authorization.
   caf::replies_to<state_put_atom, oauth_state_record>::with<bool>,
   // Consumes a state by its hash (exactly once); not_found if unknown.
@@ -68,7 +72,7 @@ using storage_actor = token_repository_actor::extend<
   // Deletes a connection plus TOKEN_REVOKED (reason); answers the row.
   caf::replies_to<disconnect_atom, connection_key, std::string>::with<token_record>,
   // Outbox events after a position (team, or "" for all), at most `limit`.
-  caf::replies_to<outbox_atom, outbox_position, std::string, int32_t>::with<outbox_events>,
+  caf::replies_to<outbox_atom, outbox_position, std::string, int32_t>::with<outbox_page>,
   // The outbox's last readable position.
   caf::replies_to<head_atom>::with<outbox_position>,
   // Claims due webhook deliveries (limit, lease ms).
@@ -93,6 +97,9 @@ struct storage_state {
   std::unique_ptr<storage::outbox> events;
   std::unique_ptr<storage::token_store> tokens;
   std::unique_ptr<storage::connector_config_store> configs;
+  /// Audit rows not yet written (see audit_atom).
+  std::vector<audit_entry> audit_pending;
+  bool audit_flush_armed = false;
   static inline const char* name = "storage";
 };
 

@@ -54,8 +54,9 @@ struct oauth_config {
 };
 
 struct scheduler_config {
-  /// "stealing" or "sharing" (CAF scheduler.policy).
-  std::string policy = "sharing";
+  /// "stealing" or "sharing" (CAF scheduler.policy). Work stealing won the
+  /// token-by-message bench on 2 cores (docs/BENCHMARKS.md).
+  std::string policy = "stealing";
   int max_threads = 2;
 };
 

@@ -26,6 +26,10 @@ const statement events_after_stmt{"outbox_after_committed",
   "AND txid < pg_snapshot_xmin(pg_current_snapshot()) "
   "AND ($3 = '' OR team_id = $3) ORDER BY txid, seq LIMIT $4::integer"};
 
+const statement pending_stmt{"outbox_pending",
+  "SELECT EXISTS (SELECT 1 FROM event_outbox "
+  "WHERE txid >= pg_snapshot_xmin(pg_current_snapshot()))"};
+
 const statement head_stmt{"outbox_head_committed",
   "SELECT txid::text::bigint, seq FROM event_outbox "
   "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY txid DESC, seq DESC LIMIT 1"};
@@ -72,6 +76,8 @@ void outbox::append(const std::string& team_id, const nlohmann::json& event) {
       db_.exec(insert_delivery_stmt,
                {param::text(team_id), param::text(event_id), param::text(hook.name)});
 }
+
+bool outbox::pending() { return db_.exec(pending_stmt).text(0, 0) == "t"; }
 
 outbox_events outbox::after(const outbox_position& after, const std::string& team_id, int limit) {
   auto res = db_.exec(events_after_stmt,

@@ -32,6 +32,10 @@ public:
   /// `team_id`'s unless it is empty.
   outbox_events after(const outbox_position& after, const std::string& team_id, int limit);
 
+  /// Whether rows exist that readers cannot see yet (a transaction at or
+  /// before them is still running).
+  bool pending();
+
   /// The last position readers can see now ({0, 0} when empty).
   outbox_position head();
 

@@ -266,6 +266,19 @@ struct outbox_event {
 };
 using outbox_events = std::vector<outbox_event>;
 
+/// One read of the outbox: the events, and whether newer rows exist that
+/// are not readable yet (their transaction, or an older one still running,
+/// has not ended), so the reader knows to look again soon.
+struct outbox_page {
+  outbox_events events;
+  bool pending = false;
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, outbox_page& x) {
+    return f(caf::meta::type_name("outbox_page"), x.events, x.pending);
+  }
+};
+
 /// A webhook endpoint as the outbox knows it: which topics it receives.
 struct webhook_target {
   std::string name;

@@ -67,6 +67,9 @@ public:
 
   void audit(const audit_entry& entry);
 
+  /// Appends many audit rows in one statement.
+  void audit_batch(const std::vector<audit_entry>& entries);
+
   /// Stores a pending authorization (verifier encrypted).
   void put_state(const oauth_state_record& state);
 

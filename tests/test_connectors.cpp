@@ -316,8 +316,10 @@ TEST(Connectors, TeamOAuthAppIsUsedForTheFlowAndForRefresh) {
                         "/api/v1/connectors/github/oauth/callback?" + oauth::form_encode(fields));
   ASSERT_EQ(done.status, 200) << done.body << w.server->log();
   EXPECT_EQ(psql(w.db, "SELECT metadata->>'oauth_app' FROM connector_tokens"), "team");
-  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE action = 'connector.oauth.connect' AND "
-                    "actor_id = 'ada' AND target = 'github'"),
+  EXPECT_EQ(psql_int_eventually(w.db,
+                                "SELECT count(*) FROM audit_log WHERE action = "
+                                "'connector.oauth.connect' AND actor_id = 'ada' AND target = 'github'",
+                                1),
             1)
     << "a team flow is an audited admin change";
   // A refresh must use the team's app too, or the fake refuses it.
@@ -441,8 +443,12 @@ TEST(Connectors, HotReloadAppliesAGoodFileAndKeepsRunningOnABadOne) {
   ASSERT_EQ(good.status, 200) << good.body;
   EXPECT_EQ(good.json()["reloaded"], true);
   EXPECT_NE(authorize_url().find("client_id=reloaded-app"), std::string::npos) << authorize_url();
-  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE action = 'config.reload'"), 1);
-  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE action = 'config.reload_rejected'"), 1);
+  EXPECT_EQ(psql_int_eventually(
+              w.db, "SELECT count(*) FROM audit_log WHERE action = 'config.reload'", 1),
+            1);
+  EXPECT_EQ(psql_int_eventually(
+              w.db, "SELECT count(*) FROM audit_log WHERE action = 'config.reload_rejected'", 1),
+            1);
   // Still serving after both.
   EXPECT_EQ(http_call(w.port(), "GET", "/api/v1/health").status, 200);
 }

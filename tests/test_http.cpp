@@ -66,6 +66,7 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
       return hold<std::vector<std::string>>(self);
     },
     [=](audit_atom, const audit_entry&) {},
+    [=](audit_atom) {},
     [=](state_put_atom, const oauth_state_record&) { return hold<bool>(self); },
     [=](state_take_atom, const std::string&) { return hold<oauth_state_record>(self); },
     [=](connect_atom, const token_record&) { return hold<connect_result>(self); },
@@ -76,7 +77,7 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
       return hold<connector_config_record>(self);
     },
     [=](outbox_atom, const outbox_position&, const std::string&, int32_t) {
-      return hold<outbox_events>(self);
+      return hold<outbox_page>(self);
     },
     [=](head_atom) { return hold<outbox_position>(self); },
     [=](claim_atom, int32_t, int64_t) { return hold<webhook_jobs>(self); },

@@ -7,6 +7,8 @@
 #include <caf/scoped_actor.hpp>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "actors/actor_config.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
@@ -416,13 +418,24 @@ TEST_F(storage_fixture, TeamsOfAndAudit) {
   entry.action = "token.read";
   entry.target = "github/alice";
   caf::anon_send(store, audit_atom_v, entry);
-  // The audit message is fire-and-forget; a ping after it proves it ran.
-  ASSERT_TRUE(call<int64_t>(ping_atom_v));
+  // Values that need quoting in the batched statement's array literals.
+  auto tricky = entry;
+  tricky.target = R"(git"hub/{al,ice}\ NULL)";
+  tricky.details = R"({"note":"a \"quoted\", {braced} \\ value"})";
+  caf::anon_send(store, audit_atom_v, tricky);
+  // Rows are batched and written within the flush delay.
   storage::database db{db_config(url)};
-  auto rows = db.exec_script("SELECT actor_id, action, target FROM audit_log");
-  ASSERT_EQ(rows.rows(), 1);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (db.exec_script("SELECT 1 FROM audit_log").rows() < 2 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto rows = db.exec_script("SELECT actor_id, action, target, details->>'note' FROM audit_log "
+                             "ORDER BY seq");
+  ASSERT_EQ(rows.rows(), 2);
   EXPECT_EQ(rows.text(0, 0), "reporting");
   EXPECT_EQ(rows.text(0, 1), "token.read");
+  EXPECT_EQ(rows.text(1, 2), R"(git"hub/{al,ice}\ NULL)");
+  EXPECT_EQ(rows.text(1, 3), R"(a "quoted", {braced} \ value)");
 }
 
 TEST_F(storage_fixture, TamperedRowsCanStillBeReplacedAndDeleted) {

@@ -1,5 +1,7 @@
 #include "tests/support/test_env.hpp"
 
+#include <thread>
+
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -74,6 +76,17 @@ std::string psql(const std::string& db, const std::string& sql) {
 
 int64_t psql_int(const std::string& db, const std::string& sql) {
   return std::stoll(psql(db, sql));
+}
+
+int64_t psql_int_eventually(const std::string& db, const std::string& sql, int64_t expected,
+                            std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto value = psql_int(db, sql);
+  while (value != expected && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    value = psql_int(db, sql);
+  }
+  return value;
 }
 
 void report_figure(const std::string& name, const std::string& value) {

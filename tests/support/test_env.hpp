@@ -2,6 +2,8 @@
 // PostgreSQL clusters and fresh databases.
 #pragma once
 
+#include <chrono>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -72,6 +74,11 @@ std::string psql(const std::string& db, const std::string& sql);
 
 /// The single integer a query returns (e.g. a count).
 int64_t psql_int(const std::string& db, const std::string& sql);
+
+/// psql_int until it returns `expected` or `timeout` passes (for rows
+/// written asynchronously, such as batched audit rows); the last value.
+int64_t psql_int_eventually(const std::string& db, const std::string& sql, int64_t expected,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 /// A random lower-case hex string of `bytes` random bytes.
 std::string random_hex(size_t bytes);

@@ -1,0 +1,327 @@
+// Token over HTTP: GET /api/internal/tokens/{provider} through the real
+// front (Pistache, front actors, registry, connection actors, storage
+// against PostgreSQL) with keep-alive connections, against a bare Pistache
+// handler returning a constant body of the same size — measured in the
+// same run by the same load client.
+//
+//   CONNECTOR_BENCH_DATABASE_URL=… bench_token_http [--seconds S] [--connections N]
+//                                                    [--policy sharing|stealing]
+//
+// Prints requests/s, p50 and p99 for both and their ratio.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+#include <pistache/endpoint.h>
+#include <pistache/http.h>
+
+#include "actors/actor_config.hpp"
+#include "actors/front_actor.hpp"
+#include "actors/provider_client_actor.hpp"
+#include "actors/registry_actor.hpp"
+#include "actors/storage_actor.hpp"
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "config/provider_catalog.hpp"
+#include "http/auth.hpp"
+#include "http/server.hpp"
+#include "storage/database.hpp"
+#include "storage/keyring.hpp"
+#include "storage/migrations.hpp"
+
+using namespace cm;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+const std::string service_token = "bench-service-token-0123456789";
+
+/// The baseline: Pistache answering a constant, keep-alive like ours.
+class constant_handler : public Pistache::Http::Handler {
+public:
+  HTTP_PROTOTYPE(constant_handler)
+  explicit constant_handler(std::string body) : body_(std::move(body)) {}
+  void onRequest(const Pistache::Http::Request&, Pistache::Http::ResponseWriter w) override {
+    if (w.headers().has<Pistache::Http::Header::Connection>())
+      w.headers().remove<Pistache::Http::Header::Connection>();
+    w.send(Pistache::Http::Code::Ok, body_, MIME(Application, Json));
+  }
+
+private:
+  std::string body_;
+};
+
+struct figures {
+  double per_second = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  long errors = 0;
+};
+
+int connect_to(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// Keeps `connections` keep-alive connections busy, one request in flight
+/// on each, for `duration`; one thread, poll(2).
+figures load(uint16_t port, const std::string& request, int connections,
+             std::chrono::milliseconds duration) {
+  struct conn {
+    int fd = -1;
+    std::string in;
+    clock_type::time_point sent;
+  };
+  std::vector<conn> conns(connections);
+  for (auto& c : conns)
+    c.fd = connect_to(port);
+  std::vector<float> latencies;
+  latencies.reserve(1 << 20);
+  long done = 0;
+  long errors = 0;
+  auto send_one = [&](conn& c) {
+    c.sent = clock_type::now();
+    if (::send(c.fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
+      ++errors;
+  };
+  for (auto& c : conns)
+    send_one(c);
+  auto start = clock_type::now();
+  auto deadline = start + duration;
+  std::vector<pollfd> fds(connections);
+  char buf[16384];
+  while (clock_type::now() < deadline) {
+    for (int i = 0; i < connections; ++i)
+      fds[i] = {conns[i].fd, POLLIN, 0};
+    if (::poll(fds.data(), fds.size(), 100) <= 0)
+      continue;
+    for (int i = 0; i < connections; ++i) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      auto& c = conns[i];
+      auto n = ::recv(c.fd, buf, sizeof buf, 0);
+      if (n <= 0) {
+        // The server closed it: count, reconnect, go on.
+        ++errors;
+        ::close(c.fd);
+        c.fd = connect_to(port);
+        c.in.clear();
+        send_one(c);
+        continue;
+      }
+      c.in.append(buf, static_cast<size_t>(n));
+      auto head_end = c.in.find("\r\n\r\n");
+      if (head_end == std::string::npos)
+        continue;
+      auto cl = c.in.find("Content-Length: ");
+      if (cl == std::string::npos || cl > head_end)
+        cl = c.in.find("content-length: ");
+      size_t length = cl == std::string::npos ? 0 : std::strtoul(c.in.c_str() + cl + 16, nullptr, 10);
+      if (c.in.size() < head_end + 4 + length)
+        continue;
+      if (c.in.compare(9, 3, "200") != 0)
+        ++errors;
+      c.in.erase(0, head_end + 4 + length);
+      ++done;
+      latencies.push_back(
+        std::chrono::duration<float, std::micro>(clock_type::now() - c.sent).count());
+      send_one(c);
+    }
+  }
+  std::chrono::duration<double> secs = clock_type::now() - start;
+  for (auto& c : conns)
+    ::close(c.fd);
+  figures f;
+  f.per_second = done / secs.count();
+  f.errors = errors;
+  if (!latencies.empty()) {
+    auto at = [&](double q) {
+      auto k = static_cast<size_t>(q * (latencies.size() - 1));
+      std::nth_element(latencies.begin(), latencies.begin() + k, latencies.end());
+      return static_cast<double>(latencies[k]);
+    };
+    f.p50_us = at(0.5);
+    f.p99_us = at(0.99);
+  }
+  return f;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 3.0;
+  int connections = 64;
+  std::string policy = "stealing";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--seconds"))
+      seconds = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--connections"))
+      connections = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--policy"))
+      policy = argv[i + 1];
+  }
+  seconds = std::min(std::max(seconds, 0.5), 30.0);
+  connections = std::min(std::max(connections, 1), 1024);
+  const char* url = std::getenv("CONNECTOR_BENCH_DATABASE_URL");
+  if (url == nullptr) {
+    std::fprintf(stderr, "set CONNECTOR_BENCH_DATABASE_URL (scripts/bench does)\n");
+    return 2;
+  }
+  log::set_level(log::level::error);
+  storage::ensure_sodium();
+
+  config::service_config cfg;
+  cfg.database.url = url;
+  cfg.listen.port = 0;
+  cfg.listen.threads = 2;
+  cfg.scheduler.policy = policy;
+  cfg.scheduler.max_threads = 2;
+  char secret_path[] = "/tmp/cm-bench-jwt.XXXXXX";
+  int sfd = ::mkstemp(secret_path);
+  std::string jwt_secret = "bench-jwt-secret-0123456789abcdef0123456789";
+  [[maybe_unused]] auto w = ::write(sfd, jwt_secret.data(), jwt_secret.size());
+  ::close(sfd);
+  cfg.auth.hs256_secret_file = secret_path;
+  cfg.auth.service_tokens.push_back({"bench", http::sha256_hex(service_token), {"FETCH_CONFIG"}});
+  {
+    storage::database db{cfg.database};
+    storage::apply_migrations(db);
+    db.exec_script("TRUNCATE connector_tokens");
+  }
+  auto keys = storage::keyring::parse("active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+  auto catalog = config::load_provider_catalog(CM_SOURCE_DIR "/config/providers.yaml");
+
+  actor_config actor_cfg{false};
+  actor_cfg.apply(cfg.scheduler);
+  caf::actor_system sys{actor_cfg};
+  auto store = *spawn_storage(sys, cfg.database, keys);
+  // One stored API key per load connection, so requests spread over actors.
+  {
+    caf::scoped_actor self{sys};
+    for (int i = 0; i < connections; ++i) {
+      token_record r;
+      r.key = {"acme", "user-" + std::to_string(i), "stripe"};
+      r.kind = "api_key";
+      r.access_token = secret{"sk_test_" + std::string(100, 'k')};
+      r.metadata = R"({"account_name":"acme"})";
+      self->request(store, std::chrono::seconds(10), save_atom_v, std::move(r))
+        .receive([](token_record&) {}, [](caf::error&) { std::exit(1); });
+    }
+  }
+  auto client = sys.spawn(provider_client);
+  auto deps = make_registry_deps(cfg, catalog);
+  deps.storage = store;
+  deps.provider_client = client;
+  auto registry_handle = sys.spawn(registry, std::move(deps));
+  {
+    caf::scoped_actor self{sys};
+    self->request(registry_handle, std::chrono::minutes(1), hydrate_atom_v)
+      .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+  }
+  auto ctx = std::make_shared<front_context>();
+  ctx->cfg = cfg;
+  ctx->catalog = catalog;
+  ctx->auth = std::make_shared<const http::authenticator>(cfg.auth);
+  ctx->storage = store;
+  ctx->registry = registry_handle;
+  ctx->provider_client = client;
+  ctx->keys = keys;
+  std::vector<front_actor> fronts;
+  for (int i = 0; i < cfg.listen.threads; ++i)
+    fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
+  http::server server{cfg.listen, fronts};
+  server.start();
+
+  // The real answer's size, for a like-for-like constant.
+  auto probe = "GET /api/internal/tokens/stripe?user_id=user-0&team_id=acme HTTP/1.1\r\n"
+               "Host: 127.0.0.1\r\nX-Services-Token: " + service_token + "\r\n\r\n";
+  std::string sample_body;
+  {
+    int fd = connect_to(server.port());
+    ::send(fd, probe.data(), probe.size(), MSG_NOSIGNAL);
+    std::string in;
+    char buf[8192];
+    while (in.find("\r\n\r\n") == std::string::npos || in.size() < in.find("\r\n\r\n") + 4 + 10) {
+      auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0)
+        break;
+      in.append(buf, static_cast<size_t>(n));
+      if (in.find("\r\n\r\n") != std::string::npos && in.back() == '}')
+        break;
+    }
+    ::close(fd);
+    if (in.compare(9, 3, "200") != 0) {
+      std::fprintf(stderr, "the token route did not answer 200:\n%s\n", in.c_str());
+      return 1;
+    }
+    sample_body = in.substr(in.find("\r\n\r\n") + 4);
+  }
+
+  Pistache::Address addr("127.0.0.1", Pistache::Port(0));
+  auto baseline = std::make_shared<Pistache::Http::Endpoint>(addr);
+  baseline->init(Pistache::Http::Endpoint::options().threads(2).flags(Pistache::Tcp::Options::ReuseAddr));
+  baseline->setHandler(Pistache::Http::make_handler<constant_handler>(sample_body));
+  baseline->serveThreaded();
+  uint16_t baseline_port = static_cast<uint16_t>(baseline->getPort());
+
+  auto duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+  std::printf("token over HTTP: %d keep-alive connections, %.1f s each, scheduler %s, body %zu bytes\n",
+              connections, seconds, policy.c_str(), sample_body.size());
+  std::printf("%-24s %12s %9s %9s %7s\n", "server", "requests/s", "p50 us", "p99 us", "errors");
+  // Interleaved twice so drift on a shared machine hits both alike.
+  figures base_total, real_total;
+  for (int round = 0; round < 2; ++round) {
+    auto base = load(baseline_port, probe, connections, duration / 2);
+    std::vector<std::string> requests;
+    auto real = load(server.port(), probe, connections, duration / 2);
+    base_total.per_second += base.per_second / 2;
+    real_total.per_second += real.per_second / 2;
+    base_total.p50_us = std::max(base_total.p50_us, base.p50_us);
+    base_total.p99_us = std::max(base_total.p99_us, base.p99_us);
+    real_total.p50_us = std::max(real_total.p50_us, real.p50_us);
+    real_total.p99_us = std::max(real_total.p99_us, real.p99_us);
+    base_total.errors += base.errors;
+    real_total.errors += real.errors;
+  }
+  std::printf("%-24s %12.0f %9.1f %9.1f %7ld\n", "bare Pistache constant", base_total.per_second,
+              base_total.p50_us, base_total.p99_us, base_total.errors);
+  std::printf("%-24s %12.0f %9.1f %9.1f %7ld\n", "GET /api/internal/tokens", real_total.per_second,
+              real_total.p50_us, real_total.p99_us, real_total.errors);
+  std::printf("ratio (token route / baseline): %.2f\n", real_total.per_second / base_total.per_second);
+  baseline->shutdown();
+  server.stop();
+  for (auto& f : fronts)
+    caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
+  sys.await_all_actors_done();
+  ::unlink(secret_path);
+  return 0;
+}
