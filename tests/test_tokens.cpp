@@ -10,6 +10,8 @@
 #include <caf/scoped_actor.hpp>
 #include <gtest/gtest.h>
 
+#include "http/auth.hpp"
+
 #include "actors/actor_config.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/time.hpp"
@@ -339,6 +341,21 @@ TEST(Tokens, AnotherCafProgramGetsATokenByMessage) {
   EXPECT_EQ(bad["error"], "unauthenticated");
   auto weak = nlohmann::json::parse(run_client(weak_token), nullptr, false);
   EXPECT_EQ(weak["error"], "forbidden");
+
+  // A hot reload that rotates the service token applies by message too.
+  const std::string rotated = "svc-token-rotated-by-reload-01";
+  auto text = read_file(server.config_path());
+  auto at = text.find(http::sha256_hex(service_token));
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 64, http::sha256_hex(rotated));
+  write_file(server.config_path(), text);
+  auto reloaded = http_call(server.port(), "POST", "/api/v1/connectors/updateAppConfig",
+                            {{"X-Services-Token", service_token}}, "{}");
+  ASSERT_EQ(reloaded.status, 200) << reloaded.body;
+  auto old = nlohmann::json::parse(run_client(service_token), nullptr, false);
+  EXPECT_EQ(old["error"], "unauthenticated") << "a rotated-out token still works by message";
+  auto fresh = nlohmann::json::parse(run_client(rotated), nullptr, false);
+  EXPECT_EQ(fresh["access_token"], "at-seed-alice");
   server.stop();
-  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE details->>'via' = 'actor'"), 1);
+  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE details->>'via' = 'actor'"), 2);
 }
