@@ -298,7 +298,6 @@ int main(int argc, char** argv) {
   figures base_total, real_total;
   for (int round = 0; round < 2; ++round) {
     auto base = load(baseline_port, probe, connections, duration / 2);
-    std::vector<std::string> requests;
     auto real = load(server.port(), probe, connections, duration / 2);
     base_total.per_second += base.per_second / 2;
     real_total.per_second += real.per_second / 2;

@@ -88,7 +88,6 @@ outbox_events outbox::after(const outbox_position& after, const std::string& tea
   for (int i = 0; i < res.rows(); ++i) {
     outbox_event e;
     e.at = {res.integer(i, 0), res.integer(i, 1)};
-    e.seq = e.at.seq;
     e.team_id = res.text(i, 2);
     e.event_id = res.text(i, 3);
     e.topic = res.text(i, 4);

@@ -248,8 +248,6 @@ struct outbox_position {
 struct outbox_event {
   /// Where it is in delivery order; "txid.seq" is its SSE id.
   outbox_position at;
-  /// Insertion order (unique).
-  int64_t seq = 0;
   std::string team_id;
   std::string event_id;
   std::string topic;
@@ -260,7 +258,7 @@ struct outbox_event {
 
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, outbox_event& x) {
-    return f(caf::meta::type_name("outbox_event"), x.at, x.seq, x.team_id, x.event_id, x.topic,
+    return f(caf::meta::type_name("outbox_event"), x.at, x.team_id, x.event_id, x.topic,
              x.event_type, x.payload, x.created_at_ms);
   }
 };
