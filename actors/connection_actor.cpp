@@ -4,6 +4,7 @@
 #include "actors/team_app.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 
 #include <caf/stateful_actor.hpp>
@@ -40,10 +41,10 @@ enum class mode { refresh, force, expire };
 
 int64_t now_ms(self_ptr self) {
   auto since_epoch = self->clock().now().time_since_epoch();
-  return std::chrono::duration_cast<ms>(since_epoch).count() + self->state.deps.wall_offset_ms;
+  return std::chrono::duration_cast<ms>(since_epoch).count() + self->state.deps->wall_offset_ms;
 }
 
-const refresh_settings& settings(self_ptr self) { return self->state.deps.settings; }
+const refresh_settings& settings(self_ptr self) { return self->state.deps->settings; }
 
 ms storage_timeout(self_ptr self) { return ms{settings(self).storage_timeout_ms}; }
 
@@ -54,10 +55,10 @@ nlohmann::json log_fields(self_ptr self) {
 
 int64_t margin_ms(self_ptr self) {
   auto& s = self->state;
-  if (s.deps.settings.margin_override_ms >= 0)
-    return s.deps.settings.margin_override_ms;
-  if (s.deps.provider)
-    return int64_t{s.deps.provider->refresh_margin_s} * 1000;
+  if (s.deps->settings.margin_override_ms >= 0)
+    return s.deps->settings.margin_override_ms;
+  if (s.deps->provider)
+    return int64_t{s.deps->provider->refresh_margin_s} * 1000;
   return 300000;
 }
 
@@ -77,9 +78,9 @@ bool from_team_app(self_ptr self) {
 bool can_refresh(self_ptr self) {
   auto& s = self->state;
   // Service-account keys mint their own tokens; OAuth needs the app.
-  return s.record && s.record->kind == "oauth" && !s.record->refresh_token.empty() &&
-         s.deps.provider &&
-         (s.deps.client || s.deps.provider->mode == config::auth_mode::service_account ||
+  return s.record && s.record->kind == "oauth" && s.record->has_refresh_token &&
+         s.deps->provider &&
+         (s.deps->client || s.deps->provider->mode == config::auth_mode::service_account ||
           from_team_app(self));
 }
 
@@ -115,15 +116,20 @@ void schedule_tick(self_ptr self, int64_t at_ms) {
   if (at_ms <= 0)
     return;
   auto delay = std::max<int64_t>(at_ms - now_ms(self), 0);
+  if (auto& wheel = s.deps->wheel; wheel && delay > wheel->horizon_ms()) {
+    // Far ahead: a coarse wake-up half a horizon early, then a precise timer.
+    wheel->add(at_ms - wheel->horizon_ms() / 2, self->address(), s.timer_generation);
+    return;
+  }
   self->delayed_send(self, ms{delay}, tick_atom_v, s.timer_generation);
 }
 
 /// API keys: the next re-validation, `interval` plus up to a tenth of it.
 int64_t revalidation_time(self_ptr self) {
   auto& s = self->state;
-  auto interval = s.deps.settings.key_revalidation_ms;
+  auto interval = s.deps->settings.key_revalidation_ms;
   if (interval <= 0 || !s.record || s.record->kind != "api_key" ||
-      s.record->status != "connected" || !s.deps.provider || !s.deps.provider->api_key)
+      s.record->status != "connected" || !s.deps->provider || !s.deps->provider->api_key)
     return 0;
   std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(interval / 10, 1));
   return now_ms(self) + interval + dist(s.rng);
@@ -149,7 +155,7 @@ bool in_refresh_window(self_ptr self) {
 token_grant make_grant(self_ptr self) {
   auto& r = *self->state.record;
   token_grant g;
-  g.key = r.key;
+  g.key = self->state.key;
   g.kind = r.kind;
   g.access_token = r.access_token;
   g.token_type = r.kind == "api_key" ? "api_key" : "Bearer";
@@ -236,8 +242,8 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
     return;
   }
   if (fence)
-    self->request(s.deps.repository, storage_timeout(self), release_atom_v, s.key, *fence,
-                  s.deps.instance_id, reason)
+    self->request(s.deps->repository, storage_timeout(self), release_atom_v, s.key, *fence,
+                  s.deps->instance_id, reason)
       .then([](bool) {}, [](caf::error&) {});
   auto bound = backoff_bound_ms(std::max(s.failures, 1), cfg.backoff_base_ms, cfg.backoff_cap_ms);
   std::uniform_int_distribution<int64_t> dist(0, bound);
@@ -266,8 +272,8 @@ void give_up(self_ptr self, int64_t fence, const std::string& reason) {
   auto fields = log_fields(self);
   fields["reason"] = reason;
   log::warn(component, "connection needs re-authorization", fields);
-  self->request(s.deps.repository, storage_timeout(self), reauth_atom_v, s.key, fence,
-                s.deps.instance_id, reason)
+  self->request(s.deps->repository, storage_timeout(self), reauth_atom_v, s.key, fence,
+                s.deps->instance_id, reason)
     .then(
       [=](token_record& stored) {
         self->state.record = std::move(stored);
@@ -286,7 +292,7 @@ void give_up(self_ptr self, int64_t fence, const std::string& reason) {
 void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fence,
                           const std::string& reason) {
   auto& s = self->state;
-  self->request(s.deps.repository, storage_timeout(self), find_atom_v, s.key)
+  self->request(s.deps->repository, storage_timeout(self), find_atom_v, s.key)
     .then(
       [=](token_record& row) {
         if (row.refresh_token != leased.refresh_token) {
@@ -306,8 +312,8 @@ void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fen
 /// meanwhile and nobody gets the new tokens before they are stored.
 void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t attempt) {
   auto& s = self->state;
-  self->request(s.deps.repository, storage_timeout(self), complete_atom_v, s.key, fence,
-                s.deps.instance_id, tokens)
+  self->request(s.deps->repository, storage_timeout(self), complete_atom_v, s.key, fence,
+                s.deps->instance_id, tokens)
     .then(
       [=](token_record& stored) {
         self->state.record = std::move(stored);
@@ -343,7 +349,7 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
         // Our lease was lost and another writer changed the row: its tokens
         // are the stored truth. Adopt them; never hand out ours.
         auto& st = self->state;
-        self->request(st.deps.repository, storage_timeout(self), find_atom_v, st.key)
+        self->request(st.deps->repository, storage_timeout(self), find_atom_v, st.key)
           .then(
             [=](token_record& row) {
               self->state.record = std::move(row);
@@ -362,12 +368,12 @@ void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retrie
 /// its connector configuration) or the deployment's.
 void call_provider(self_ptr self, token_record leased, int64_t fence, bool retried) {
   auto& s = self->state;
-  if (s.deps.provider->mode == config::auth_mode::service_account ||
+  if (s.deps->provider->mode == config::auth_mode::service_account ||
       !issued_by_team_app(leased.metadata)) {
-    send_refresh(self, std::move(leased), fence, retried, s.deps.client);
+    send_refresh(self, std::move(leased), fence, retried, s.deps->client);
     return;
   }
-  self->request(s.deps.repository, storage_timeout(self), config_get_atom_v, s.key.team_id,
+  self->request(s.deps->repository, storage_timeout(self), config_get_atom_v, s.key.team_id,
                 s.key.provider)
     .then(
       [=](const connector_config_record& cfg) {
@@ -386,15 +392,15 @@ void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retrie
   auto& s = self->state;
   auto metadata = nlohmann::json::parse(leased.metadata, nullptr, false);
   std::optional<outbound_request> req;
-  if (s.deps.provider->mode == config::auth_mode::service_account) {
+  if (s.deps->provider->mode == config::auth_mode::service_account) {
     // The stored credential is the key file; a refresh is a JWT-bearer grant.
     std::string problem;
     auto key = oauth::parse_service_account(leased.refresh_token.reveal(), problem);
     if (key)
-      req = oauth::service_account_request(*s.deps.provider, *key, now_ms(self) / 1000,
+      req = oauth::service_account_request(*s.deps->provider, *key, now_ms(self) / 1000,
                                            settings(self).provider_timeout_ms);
   } else if (client) {
-    req = oauth::refresh_request(*s.deps.provider, *client, leased.refresh_token,
+    req = oauth::refresh_request(*s.deps->provider, *client, leased.refresh_token,
                                  metadata, settings(self).provider_timeout_ms);
   }
   if (!req) {
@@ -402,11 +408,11 @@ void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retrie
     return;
   }
   auto budget = ms{settings(self).provider_timeout_ms + 2000};
-  self->request(s.deps.provider_client, budget, std::move(*req))
+  self->request(s.deps->provider_client, budget, std::move(*req))
     .then(
       [=](outbound_response& res) {
         auto& st = self->state;
-        auto answer = oauth::read_token_answer(*st.deps.provider, res);
+        auto answer = oauth::read_token_answer(*st.deps->provider, res);
         switch (answer.result) {
           case oauth::outcome::ok: {
             refreshed_tokens tokens;
@@ -438,7 +444,7 @@ void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retrie
 
 void take_lease(self_ptr self, mode m, int32_t polls) {
   auto& s = self->state;
-  self->request(s.deps.repository, storage_timeout(self), lease_atom_v, s.key, s.deps.instance_id,
+  self->request(s.deps->repository, storage_timeout(self), lease_atom_v, s.key, s.deps->instance_id,
                 settings(self).lease_ms)
     .then(
       [=](token_record& leased) {
@@ -451,8 +457,8 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
           // Another instance refreshed (or re-connected, or gave up) while
           // we waited: adopt the row, give the lease back.
           st.record = std::move(leased);
-          self->request(st.deps.repository, storage_timeout(self), release_atom_v, st.key, fence,
-                        st.deps.instance_id, std::string{})
+          self->request(st.deps->repository, storage_timeout(self), release_atom_v, st.key, fence,
+                        st.deps->instance_id, std::string{})
             .then([](bool) {}, [](caf::error&) {});
           finish(self);
           return;
@@ -493,15 +499,15 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
 void revalidate(self_ptr self) {
   auto& s = self->state;
   auto fields = nlohmann::json::parse(s.record->metadata, nullptr, false);
-  auto req = api_key::validation_request(*s.deps.provider, s.record->access_token.reveal(), fields,
+  auto req = api_key::validation_request(*s.deps->provider, s.record->access_token.reveal(), fields,
                                          settings(self).provider_timeout_ms);
   if (!req)
     return;
   s.refreshing = true;
-  self->request(s.deps.provider_client, ms{settings(self).provider_timeout_ms + 2000}, std::move(*req))
+  self->request(s.deps->provider_client, ms{settings(self).provider_timeout_ms + 2000}, std::move(*req))
     .then(
       [=](outbound_response& res) {
-        auto verdict = api_key::read_validation(*self->state.deps.provider, res);
+        auto verdict = api_key::read_validation(*self->state.deps->provider, res);
         if (verdict.result != api_key::verdict::rejected) {
           if (verdict.result == api_key::verdict::unavailable) {
             auto fields = log_fields(self);
@@ -514,8 +520,8 @@ void revalidate(self_ptr self) {
         }
         auto reason = "the provider rejected the key (" + verdict.reason + ")";
         auto& st = self->state;
-        self->request(st.deps.repository, storage_timeout(self), lease_atom_v, st.key,
-                      st.deps.instance_id, settings(self).lease_ms)
+        self->request(st.deps->repository, storage_timeout(self), lease_atom_v, st.key,
+                      st.deps->instance_id, settings(self).lease_ms)
           .then([=](token_record& leased) { give_up(self, leased.version, reason); },
                 [=](caf::error&) {
                   self->state.refreshing = false;
@@ -560,7 +566,7 @@ void serve_waiters(self_ptr self) {
 
 void load(self_ptr self) {
   auto& s = self->state;
-  self->request(s.deps.repository, storage_timeout(self), find_atom_v, s.key)
+  self->request(s.deps->repository, storage_timeout(self), find_atom_v, s.key)
     .then(
       [=](token_record& row) {
         // A read that started before a refresh we have since stored must
@@ -592,15 +598,21 @@ void load(self_ptr self) {
       });
 }
 
+std::atomic<int64_t> armed_after_hydration{0};
+
 } // namespace
+
+int64_t hydrated_connections_armed() {
+  return armed_after_hydration.load(std::memory_order_relaxed);
+}
 
 connection_actor::behavior_type
 connection(connection_actor::stateful_pointer<connection_state> self, connection_key key,
-           std::optional<token_record> initial, connection_deps deps) {
+           std::optional<token_record> initial, connection_deps_ptr deps) {
   auto& s = self->state;
   s.key = std::move(key);
   s.rng.seed(static_cast<std::minstd_rand::result_type>(
-    deps.seed ^ std::hash<std::string>{}(s.key.team_id + '/' + s.key.user_id + '/' +
+    deps->seed ^ std::hash<std::string>{}(s.key.team_id + '/' + s.key.user_id + '/' +
                                          s.key.provider)));
   s.deps = std::move(deps);
   // Stopped (disconnected, shutting down): nobody is left waiting forever.
@@ -611,6 +623,7 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
   if (initial) {
     s.record = std::move(initial);
     arm_timer(self);
+    armed_after_hydration.fetch_add(1, std::memory_order_relaxed);
   } else {
     load(self);
   }
@@ -670,16 +683,11 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       return out;
     },
     [=](configure_atom, const registry_deps_ptr& deps) {
-      // A configuration reload: new catalog entry, app and tunables.
-      auto& d = self->state.deps;
-      // A provider the new catalog no longer has keeps its old entry until
-      // a restart: continuations of a refresh in flight still use it.
-      auto provider = deps->providers.find(self->state.key.provider);
-      if (provider != deps->providers.end())
-        d.provider = provider->second;
-      auto client = deps->clients.find(self->state.key.provider);
-      d.client = client == deps->clients.end() ? nullptr : client->second;
-      d.settings = deps->settings;
+      // A configuration reload: new catalog entry, app and tunables, built
+      // by the registry once per provider.
+      auto it = deps->running_connection_deps.find(self->state.key.provider);
+      if (it != deps->running_connection_deps.end())
+        self->state.deps = it->second;
       if (self->state.record && !self->state.refreshing)
         arm_timer(self);
     },
@@ -702,6 +710,11 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       auto& st = self->state;
       if (generation != st.timer_generation || st.refreshing || !st.record)
         return;
+      if (st.next_refresh_at_ms > now_ms(self)) {
+        // The wheel's early wake-up: now the precise timer.
+        schedule_tick(self, st.next_refresh_at_ms);
+        return;
+      }
       if (st.record->status != "connected")
         return;
       if (st.record->kind == "api_key") {

@@ -32,6 +32,7 @@
 
 #include "actors/fwd.hpp"
 #include "actors/provider_client_actor.hpp"
+#include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
@@ -58,7 +59,14 @@ struct connection_deps {
   int64_t wall_offset_ms = 0;
   /// Seeds the jitter generator (tests pin it).
   uint64_t seed = 0;
+  /// Holds plans further ahead than its horizon; null: every plan gets a
+  /// precise CAF timer at once.
+  refresh_wheel_ptr wheel;
 };
+
+/// Shared by every connection actor of one provider: a copy per actor would
+/// cost a few hundred bytes each, at a million connections.
+using connection_deps_ptr = std::shared_ptr<const connection_deps>;
 
 using connection_actor = caf::typed_actor<
   // A valid token (force: refresh first). Errors: needs_reauth, not_found,
@@ -79,11 +87,38 @@ using connection_actor = caf::typed_actor<
   // Internal: store refreshed tokens again after a database hiccup.
   caf::reacts_to<complete_atom, refreshed_tokens, int64_t, int32_t>>;
 
+/// What a connection actor keeps of its row: what serving and planning
+/// need, and no more, since a million of them stay resident. The refresh
+/// token is not among it: a refresh reads it from the row under its lease,
+/// so it stays encrypted in PostgreSQL between refreshes. The key lives in
+/// the actor's state, the row id only in storage.
+struct resident_token {
+  std::string kind = "oauth";
+  std::string status = "connected";
+  std::string reason;
+  secret access_token;
+  bool has_refresh_token = false;
+  int64_t expires_at_ms = 0;
+  std::vector<std::string> scopes;
+  std::string metadata = "{}";
+  int64_t version = 0;
+  int64_t updated_at_ms = 0;
+
+  resident_token() = default;
+  // Implicit: a row read from storage becomes the resident copy.
+  resident_token(token_record row)
+    : kind(std::move(row.kind)), status(std::move(row.status)), reason(std::move(row.reason)),
+      access_token(std::move(row.access_token)), has_refresh_token(!row.refresh_token.empty()),
+      expires_at_ms(row.expires_at_ms), scopes(std::move(row.scopes)),
+      metadata(std::move(row.metadata)), version(row.version),
+      updated_at_ms(row.updated_at_ms) {}
+};
+
 struct connection_state {
   connection_key key;
-  connection_deps deps;
+  connection_deps_ptr deps;
   /// nullopt until loaded from storage.
-  std::optional<token_record> record;
+  std::optional<resident_token> record;
   std::vector<caf::typed_response_promise<token_grant>> waiters;
   bool refreshing = false;
   /// The refresh in flight was asked for explicitly (force).
@@ -115,7 +150,13 @@ struct connection_state {
 
 connection_actor::behavior_type
 connection(connection_actor::stateful_pointer<connection_state> self, connection_key key,
-           std::optional<token_record> initial, connection_deps deps);
+           std::optional<token_record> initial, connection_deps_ptr deps);
+
+/// How many connection actors started with a hydrated record have armed
+/// their first timer, process-wide. Hydration waits on it, so "ready"
+/// means every timer is armed (actors initialise on their first run, not at
+/// spawn).
+int64_t hydrated_connections_armed();
 
 /// The refresh time planned for `record`: expires_at - margin - jitter, with
 /// jitter in [0, margin). 0 when nothing needs refreshing.

@@ -1,5 +1,7 @@
 #include "actors/registry_actor.hpp"
 
+#include "actors/fan_out.hpp"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -22,25 +24,56 @@ namespace {
 
 using self_ptr = registry_actor::stateful_pointer<registry_state>;
 
+connection_deps_ptr build_connection_deps(self_ptr self, const std::string& provider) {
+  auto& s = self->state;
+  auto deps = std::make_shared<connection_deps>();
+  deps->repository = s.deps.storage;
+  deps->provider_client = s.deps.provider_client;
+  if (auto it = s.deps.providers.find(provider); it != s.deps.providers.end())
+    deps->provider = it->second;
+  if (auto it = s.deps.clients.find(provider); it != s.deps.clients.end())
+    deps->client = it->second;
+  deps->instance_id = s.deps.instance_id;
+  deps->settings = s.deps.settings;
+  deps->wall_offset_ms = s.deps.wall_offset_ms;
+  deps->seed = s.deps.seed;
+  deps->wheel = s.wheel;
+  return deps;
+}
+
+connection_deps_ptr connection_deps_for(self_ptr self, const std::string& provider) {
+  auto& cache = self->state.connection_deps;
+  auto it = cache.find(provider);
+  if (it == cache.end())
+    it = cache.emplace(provider, build_connection_deps(self, provider)).first;
+  return it->second;
+}
+
 connection_actor spawn_connection(self_ptr self, const connection_key& key,
                                   std::optional<token_record> initial) {
   auto& s = self->state;
-  connection_deps deps;
-  deps.repository = s.deps.storage;
-  deps.provider_client = s.deps.provider_client;
-  if (auto it = s.deps.providers.find(key.provider); it != s.deps.providers.end())
-    deps.provider = it->second;
-  if (auto it = s.deps.clients.find(key.provider); it != s.deps.clients.end())
-    deps.client = it->second;
-  deps.instance_id = s.deps.instance_id;
-  deps.settings = s.deps.settings;
-  deps.wall_offset_ms = s.deps.wall_offset_ms;
-  deps.seed = s.deps.seed;
-  auto actor = self->spawn(connection, key, std::move(initial), std::move(deps));
+  auto actor = self->spawn(connection, key, std::move(initial),
+                           connection_deps_for(self, key.provider));
   self->monitor(actor);
-  s.connections[key] = actor;
-  s.keys[actor.address()] = key;
+  auto entry = s.connections.insert_or_assign(key, actor).first;
+  s.keys[actor.address()] = &entry->first;
   return actor;
+}
+
+/// Every live connection actor, for a fan-out.
+std::vector<caf::actor> connection_handles(self_ptr self) {
+  std::vector<caf::actor> handles;
+  handles.reserve(self->state.connections.size());
+  for (auto& [key, actor] : self->state.connections)
+    handles.push_back(caf::actor_cast<caf::actor>(actor));
+  return handles;
+}
+
+/// Forgets `entry` and its reverse mapping.
+void forget(self_ptr self, std::map<connection_key, connection_actor>::iterator entry) {
+  auto& s = self->state;
+  s.keys.erase(entry->second.address());
+  s.connections.erase(entry);
 }
 
 connection_actor find_or_spawn(self_ptr self, const connection_key& key) {
@@ -50,27 +83,30 @@ connection_actor find_or_spawn(self_ptr self, const connection_key& key) {
   return spawn_connection(self, key, std::nullopt);
 }
 
-void hydrate_page(self_ptr self, std::string after_team, std::string after_id, int64_t count,
+/// Streams live connections page by page. The next page is asked for
+/// before this one's actors are spawned, so storage reads and decrypts it
+/// meanwhile (on another thread).
+void hydrate_page(self_ptr self, std::string after_team, std::string after_id,
                   caf::typed_response_promise<int64_t> promise) {
   auto& s = self->state;
   self->request(s.deps.storage, std::chrono::seconds(60), hydrate_atom_v, after_team, after_id,
                 s.deps.hydrate_page)
     .then(
       [=](hydrate_batch& batch) mutable {
-        auto total = count;
+        if (!batch.done)
+          hydrate_page(self, batch.last_team, batch.last_id, promise);
+        auto& st = self->state;
         for (auto& row : batch.rows) {
           auto key = row.key;
-          if (self->state.connections.count(key) == 0) {
+          if (st.connections.count(key) == 0) {
             spawn_connection(self, key, std::move(row));
-            ++total;
+            ++st.hydrated;
           }
         }
         if (batch.done) {
-          log::info("registry", "hydrated connections", {{"count", total}});
-          promise.deliver(total);
-          return;
+          log::info("registry", "hydrated connections", {{"count", st.hydrated}});
+          promise.deliver(st.hydrated);
         }
-        hydrate_page(self, batch.last_team, batch.last_id, total, promise);
       },
       [=](caf::error& err) mutable { promise.deliver(err); });
 }
@@ -122,11 +158,17 @@ registry_deps make_registry_deps(const config::service_config& cfg,
 registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry_state> self,
                                        registry_deps deps) {
   self->state.deps = std::move(deps);
+  self->state.wheel = std::make_shared<refresh_wheel>();
+  self->state.wheel_driver = self->spawn<caf::linked>(refresh_wheel_drive, self->state.wheel,
+                                                       self->state.deps.wall_offset_ms);
   // Connection actors are monitored, not linked (one that finds no row must
   // not take the registry down), so shutting down stops them explicitly.
   self->set_exit_handler([=](caf::exit_msg& msg) {
-    for (auto& [key, actor] : self->state.connections)
-      self->send_exit(actor, msg.reason);
+    auto reason = msg.reason;
+    fan_out(self->home_system(), connection_handles(self),
+            [reason](caf::event_based_actor* sender, const caf::actor& target) {
+              sender->send_exit(target, reason);
+            });
     self->quit(msg.reason);
   });
   self->set_down_handler([=](const caf::down_msg& msg) {
@@ -134,10 +176,11 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
     auto it = s.keys.find(msg.source);
     if (it == s.keys.end())
       return;
-    auto conn = s.connections.find(it->second);
-    if (conn != s.connections.end() && conn->second.address() == msg.source)
-      s.connections.erase(conn);
-    s.keys.erase(it);
+    auto entry = s.connections.find(*it->second);
+    if (entry != s.connections.end() && entry->second.address() == msg.source)
+      forget(self, entry);
+    else
+      s.keys.erase(it);
   });
   return {
     [=](get_token_atom, const connection_key& key, bool force) {
@@ -161,19 +204,37 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       // fresh actor (which finds no row: 404) instead of reaching one that
       // is stopping (503).
       self->send_exit(it->second, caf::exit_reason::user_shutdown);
-      self->state.connections.erase(it);
+      forget(self, it);
     },
     [=](configure_atom, const registry_deps_ptr& deps) {
-      auto& d = self->state.deps;
-      d.providers = deps->providers;
-      d.clients = deps->clients;
-      d.settings = deps->settings;
-      for (auto& [key, actor] : self->state.connections)
-        self->send(actor, configure_atom_v, deps);
+      auto& s = self->state;
+      s.deps.providers = deps->providers;
+      s.deps.clients = deps->clients;
+      s.deps.settings = deps->settings;
+      // New shared dependencies per provider; running actors of a provider
+      // the new catalog dropped keep its old entry.
+      auto forwarded = std::make_shared<registry_deps>(*deps);
+      auto previous = std::move(s.connection_deps);
+      s.connection_deps.clear();
+      for (auto& [provider, old_deps] : previous) {
+        auto fresh = connection_deps_for(self, provider);
+        if (!fresh->provider && old_deps->provider) {
+          auto kept = std::make_shared<connection_deps>(*fresh);
+          kept->provider = old_deps->provider;
+          fresh = kept;
+        }
+        forwarded->running_connection_deps[provider] = fresh;
+      }
+      registry_deps_ptr message = forwarded;
+      fan_out(self->home_system(), connection_handles(self),
+              [message](caf::event_based_actor* sender, const caf::actor& target) {
+                sender->send(caf::actor_cast<connection_actor>(target), configure_atom_v, message);
+              });
     },
     [=](hydrate_atom) -> caf::typed_response_promise<int64_t> {
       auto promise = self->make_response_promise<int64_t>();
-      hydrate_page(self, std::string{}, std::string{}, 0, promise);
+      self->state.hydrated = 0;
+      hydrate_page(self, std::string{}, std::string{}, promise);
       return promise;
     },
   };

@@ -16,6 +16,7 @@
 #include "actors/connection_actor.hpp"
 #include "actors/fwd.hpp"
 #include "actors/provider_client_actor.hpp"
+#include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
@@ -48,6 +49,11 @@ struct registry_deps {
   int64_t wall_offset_ms = 0;
   uint64_t seed = 0;
   int32_t hydrate_page = 1000;
+  /// Filled by the registry when it forwards a reload to its connection
+  /// actors: the new shared dependencies of each provider's running actors
+  /// (a provider the new catalog dropped keeps its old entry there, so a
+  /// refresh in flight can finish).
+  std::map<std::string, connection_deps_ptr> running_connection_deps;
 };
 
 /// Builds the provider and client maps from the configuration.
@@ -57,7 +63,16 @@ registry_deps make_registry_deps(const config::service_config& cfg,
 struct registry_state {
   registry_deps deps;
   std::map<connection_key, connection_actor> connections;
-  std::map<caf::actor_addr, connection_key> keys;
+  /// The key of each live actor, for its down message. Points into
+  /// `connections` (std::map nodes do not move); erased with the entry.
+  std::map<caf::actor_addr, const connection_key*> keys;
+  /// One shared dependency set per provider for actors spawned from now on.
+  std::map<std::string, connection_deps_ptr> connection_deps;
+  /// Coarse timers of this registry's connections, and their driver.
+  refresh_wheel_ptr wheel;
+  refresh_wheel_driver wheel_driver;
+  /// Actors spawned by the hydration in progress.
+  int64_t hydrated = 0;
   static inline const char* name = "registry";
 };
 

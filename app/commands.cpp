@@ -200,8 +200,10 @@ int cmd_serve(const config::service_config& cfg, char**) {
     // first request is served.
     caf::scoped_actor self{sys};
     bool hydrated = false;
+    int64_t count = 0;
+    auto armed_before = hydrated_connections_armed();
     self->request(registry_handle, std::chrono::minutes(10), hydrate_atom_v)
-      .receive([&](int64_t) { hydrated = true; },
+      .receive([&](int64_t n) { hydrated = true; count = n; },
                [&](caf::error& err) {
                  log::error("main", "could not load connections", {{"error", message_of(err)}});
                });
@@ -209,6 +211,14 @@ int cmd_serve(const config::service_config& cfg, char**) {
       stop_actors({});
       return 1;
     }
+    // Spawned actors initialise (and arm their timer) on their first run:
+    // wait for all of them, so "ready" means every refresh is planned.
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while (hydrated_connections_armed() - armed_before < count &&
+           std::chrono::steady_clock::now() < give_up)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    log::info("main", "refresh timers armed",
+              {{"count", hydrated_connections_armed() - armed_before}});
   }
   uint16_t token_service_port = 0;
   if (cfg.token_service.enabled) {

@@ -199,12 +199,12 @@ int main(int argc, char** argv) {
     r.scopes = {"repo", "read:org"};
     r.metadata = R"({"account_name":"acme"})";
     r.version = 1;
-    connection_deps deps;
-    deps.repository = repository;
-    deps.provider_client = provider;
-    deps.provider = entry;
-    deps.instance_id = "bench";
-    deps.wall_offset_ms = steady_to_wall_offset_ms();
+    auto deps = std::make_shared<connection_deps>();
+    deps->repository = repository;
+    deps->provider_client = provider;
+    deps->provider = entry;
+    deps->instance_id = "bench";
+    deps->wall_offset_ms = steady_to_wall_offset_ms();
     auto actor = sys.spawn(connection, key, std::optional<token_record>{r}, deps);
     conns.push_back(caf::actor_cast<token_source>(actor));
     if (i < 1024)

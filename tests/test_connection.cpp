@@ -100,8 +100,9 @@ struct deterministic : ::testing::Test {
     return r;
   }
 
-  connection_deps deps(const std::string& instance = "instance-a", uint64_t seed = 42) {
-    connection_deps d;
+  connection_deps_ptr deps(const std::string& instance = "instance-a", uint64_t seed = 42) {
+    auto shared = std::make_shared<connection_deps>();
+    auto& d = *shared;
     d.repository = repository;
     d.provider_client = provider;
     d.provider = entry;
@@ -113,7 +114,7 @@ struct deterministic : ::testing::Test {
     d.settings = settings;
     d.wall_offset_ms = offset_ms;
     d.seed = seed;
-    return d;
+    return shared;
   }
 
   connection_actor spawn(const token_record& r, const std::string& instance = "instance-a",
@@ -188,6 +189,53 @@ TEST_F(deterministic, TimerFiresAtThePlannedSimulatedTime) {
   auto got = ask(conn);
   ASSERT_TRUE(got->at(0));
   EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
+}
+
+TEST_F(deterministic, FarPlansWaitOnTheWheelThenFireOnTime) {
+  // A plan an hour ahead costs no CAF timer: it is filed in the wheel, woken
+  // half a horizon early, and then fired by a precise timer, still exactly
+  // at the planned time.
+  auto wheel = std::make_shared<refresh_wheel>(1000);
+  auto driver = sys.spawn(refresh_wheel_drive, wheel, offset_ms);
+  auto record = seed(key, 3600'000);
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto with_wheel = std::make_shared<connection_deps>(*deps());
+  with_wheel->wheel = wheel;
+  auto conn = sys.spawn(connection, record.key, std::optional<token_record>{record},
+                        connection_deps_ptr{with_wheel});
+  spawned.push_back(conn);
+  sched.run();
+  auto planned = status(conn).next_refresh_at_ms;
+  EXPECT_EQ(wheel->size(), 1u) << "filed in the wheel, not given a CAF timer";
+  advance_to(planned - wheel->horizon_ms());
+  EXPECT_EQ(wheel->size(), 1u) << "woken too early";
+  advance_to(planned - wheel->horizon_ms() / 2 + wheel->resolution_ms());
+  EXPECT_EQ(wheel->size(), 0u) << "the wheel did not wake the connection";
+  EXPECT_TRUE(script->requests.empty()) << "the early wake-up refreshed";
+  EXPECT_EQ(status(conn).next_refresh_at_ms, planned) << "the plan moved";
+  advance_to(planned - 1);
+  EXPECT_TRUE(script->requests.empty()) << "fired early";
+  advance(1ms);
+  ASSERT_EQ(script->requests.size(), 1u) << "did not fire at the planned time";
+  EXPECT_EQ(stored_refresh(), "rt-1");
+  caf::anon_send_exit(driver, caf::exit_reason::user_shutdown);
+}
+
+TEST(refresh_wheel_unit, TakesDueEntriesOnlyAndCountsThem) {
+  refresh_wheel wheel{1000};
+  wheel.add(5'500, caf::actor_addr{}, 1);
+  wheel.add(5'999, caf::actor_addr{}, 2);
+  wheel.add(7'000, caf::actor_addr{}, 3);
+  EXPECT_EQ(wheel.size(), 3u);
+  EXPECT_TRUE(wheel.take_due(4'999).empty());
+  auto due = wheel.take_due(5'000);
+  ASSERT_EQ(due.size(), 2u) << "a bucket is due from its start";
+  EXPECT_EQ(due[0].generation, 1u);
+  EXPECT_EQ(due[1].generation, 2u);
+  EXPECT_EQ(wheel.size(), 1u);
+  EXPECT_TRUE(wheel.take_due(6'999).empty());
+  EXPECT_EQ(wheel.take_due(100'000).size(), 1u);
+  EXPECT_EQ(wheel.size(), 0u);
 }
 
 TEST_F(deterministic, JitterSpreadsEqualExpiriesOverTheMargin) {
