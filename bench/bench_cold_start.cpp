@@ -30,7 +30,7 @@
 
 #include <sodium.h>
 
-#include "bench/bench_rows.hpp"
+#include "bench/bench_support.hpp"
 #include "common/log.hpp"
 #include "storage/cipher.hpp"
 #include "storage/database.hpp"
@@ -42,8 +42,6 @@ using namespace cm;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-const char* key_text = "active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
 
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
@@ -157,17 +155,13 @@ int main(int argc, char** argv) {
       binary = argv[i + 1];
   }
   connections = std::min<int64_t>(std::max<int64_t>(connections, 1), 2000000);
-  const char* url = std::getenv("CONNECTOR_BENCH_DATABASE_URL");
-  if (url == nullptr) {
-    std::fprintf(stderr, "set CONNECTOR_BENCH_DATABASE_URL (scripts/bench does)\n");
-    return 2;
-  }
+  const char* url = bench::database_url();
   log::set_level(log::level::error);
   storage::ensure_sodium();
 
   char dir_template[] = "/tmp/cm-bench-cold.XXXXXX";
   std::string dir = ::mkdtemp(dir_template);
-  write_file(dir + "/master.key", key_text);
+  write_file(dir + "/master.key", bench::key_ring_text);
   write_file(dir + "/jwt.secret", "bench-jwt-secret-0123456789abcdef0123456789");
   std::ostringstream yaml;
   yaml << "listen:\n  address: 127.0.0.1\n  port: 0\n"
@@ -185,7 +179,7 @@ int main(int argc, char** argv) {
   db_cfg.url = url;
   storage::database db{db_cfg};
   storage::apply_migrations(db);
-  auto keys = storage::keyring::parse(key_text);
+  auto keys = storage::keyring::parse(bench::key_ring_text);
   storage::column_cipher cipher{keys};
 
   // The empty server first: its memory is what the connections add to.

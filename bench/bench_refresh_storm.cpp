@@ -37,7 +37,7 @@
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
-#include "bench/bench_rows.hpp"
+#include "bench/bench_support.hpp"
 #include "common/log.hpp"
 #include "config/provider_catalog.hpp"
 #include "storage/cipher.hpp"
@@ -51,8 +51,6 @@ using namespace cm;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-const char* key_text = "active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
 
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -143,14 +141,9 @@ int main(int argc, char** argv) {
       connections = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--policy"))
       policy = argv[i + 1];
-
   }
   connections = std::min<int64_t>(std::max<int64_t>(connections, 1), 1000000);
-  const char* url = std::getenv("CONNECTOR_BENCH_DATABASE_URL");
-  if (url == nullptr) {
-    std::fprintf(stderr, "set CONNECTOR_BENCH_DATABASE_URL (scripts/bench does)\n");
-    return 2;
-  }
+  const char* url = bench::database_url();
   log::set_level(log::level::error);
   storage::ensure_sodium();
 
@@ -177,7 +170,7 @@ int main(int argc, char** argv) {
   storage::database db{cfg.database};
   storage::apply_migrations(db);
   db.exec_script("TRUNCATE event_outbox CASCADE");
-  auto keys = storage::keyring::parse(key_text);
+  auto keys = storage::keyring::parse(bench::key_ring_text);
   storage::column_cipher cipher{keys};
   // Baseline first, on rows like the storm's, which are then written again.
   std::vector<int64_t> expires_at_s(static_cast<size_t>(connections));

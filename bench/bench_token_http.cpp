@@ -36,6 +36,7 @@
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
+#include "bench/bench_support.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "config/provider_catalog.hpp"
@@ -188,11 +189,7 @@ int main(int argc, char** argv) {
   }
   seconds = std::min(std::max(seconds, 0.5), 30.0);
   connections = std::min(std::max(connections, 1), 1024);
-  const char* url = std::getenv("CONNECTOR_BENCH_DATABASE_URL");
-  if (url == nullptr) {
-    std::fprintf(stderr, "set CONNECTOR_BENCH_DATABASE_URL (scripts/bench does)\n");
-    return 2;
-  }
+  const char* url = bench::database_url();
   log::set_level(log::level::error);
   storage::ensure_sodium();
 
@@ -214,7 +211,7 @@ int main(int argc, char** argv) {
     storage::apply_migrations(db);
     db.exec_script("TRUNCATE connector_tokens");
   }
-  auto keys = storage::keyring::parse("active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+  auto keys = storage::keyring::parse(bench::key_ring_text);
   auto catalog = config::load_provider_catalog(CM_SOURCE_DIR "/config/providers.yaml");
 
   actor_config actor_cfg{false};

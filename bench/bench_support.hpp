@@ -1,12 +1,14 @@
-// Writes many OAuth connections straight into connector_tokens, encrypted
-// exactly as the service writes them, in multi-row INSERTs (the service's
-// own path, one row per transaction, would take minutes for a million).
-// Shared by the cold-start and refresh-storm benches.
+// What the database benches share: the database they run against, a fixed
+// key ring, and bulk rows. write_connections puts many OAuth connections
+// straight into connector_tokens, encrypted exactly as the service writes
+// them, in multi-row INSERTs (the service's own path, one row per
+// transaction, would take minutes for a million).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <string>
@@ -15,6 +17,20 @@
 #include "storage/database.hpp"
 
 namespace cm::bench {
+
+/// A fixed key ring: bench rows are throwaway.
+inline const char* key_ring_text =
+  "active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+
+/// CONNECTOR_BENCH_DATABASE_URL, or exits with 2 saying so.
+inline const char* database_url() {
+  const char* url = std::getenv("CONNECTOR_BENCH_DATABASE_URL");
+  if (url == nullptr) {
+    std::fprintf(stderr, "set CONNECTOR_BENCH_DATABASE_URL (scripts/bench does)\n");
+    std::exit(2);
+  }
+  return url;
+}
 
 /// Connection n: team-(n / 1000), user-(n % 1000).
 inline std::string team_of(int64_t n) { return "team-" + std::to_string(n / 1000); }
