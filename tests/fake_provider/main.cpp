@@ -142,9 +142,13 @@ id_token_settings id_settings;
 /// "http://127.0.0.1:<port>", the ID tokens' issuer; set once listening.
 std::string own_origin;
 
-// Key generation takes up to a second on a busy machine and most tests never
-// need a key, so each is made on first use (function statics are initialised
-// once, thread-safely; a failure throws and is retried on the next call).
+// Key generation takes up to a second on a busy machine, so it must not start
+// inside a token request: the service under test allows its provider 1 s,
+// and a first OpenID code exchange under a loaded `ctest -j2` ran out of it
+// (502). The published key is made on a thread started with the server;
+// a request that needs it sooner waits for it (function statics are
+// initialised once, thread-safely; a failure throws and is retried on the
+// next call). The unpublished one, for forged-signature tests, on first use.
 const cm::test::rsa_test_key& published_key() {
   static const auto key = cm::test::generate_rsa_test_key(2048);
   return key;
@@ -755,6 +759,13 @@ int main(int argc, char** argv) {
   endpoint.init(Http::Endpoint::options().threads(4).maxRequestSize(1 << 20));
   endpoint.setHandler(Http::make_handler<handler>());
   endpoint.serveThreaded();
+  std::thread warm_up([] {
+    try {
+      published_key();
+    } catch (const std::exception&) {
+      // Retried by the first request that needs the key.
+    }
+  });
   {
     std::lock_guard<std::mutex> g{mutex};
     own_origin = "http://127.0.0.1:" + std::to_string(static_cast<uint16_t>(endpoint.getPort()));
@@ -763,5 +774,6 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&signals, &sig);
   endpoint.shutdown();
+  warm_up.join();
   return 0;
 }
