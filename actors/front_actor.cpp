@@ -317,6 +317,13 @@ void dispatch(front_self self, const exchange_ptr& ex) {
 
 } // namespace
 
+std::vector<route_shape> route_table() {
+  std::vector<route_shape> out;
+  for (auto& r : routes())
+    out.push_back({r.method, r.pattern, r.who, r.scope});
+  return out;
+}
+
 front_actor::behavior_type front(front_actor::stateful_pointer<front_state> self,
                                  std::shared_ptr<const front_context> ctx) {
   self->state.ctx = std::move(ctx);

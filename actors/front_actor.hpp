@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <caf/fwd.hpp>
 #include <caf/replies_to.hpp>
@@ -19,6 +21,7 @@
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
 #include "http/auth.hpp"
+#include "http/router.hpp"
 
 namespace cm {
 
@@ -58,5 +61,17 @@ struct front_state {
 
 front_actor::behavior_type front(front_actor::stateful_pointer<front_state> self,
                                  std::shared_ptr<const front_context> ctx);
+
+/// The shape of one HTTP route: who may call it and with which scope.
+struct route_shape {
+  std::string method;
+  std::string pattern;
+  http::access who;
+  std::string scope;
+};
+
+/// Every route the front serves, in matching order, without handlers: the
+/// authorization tests enumerate it so a new route cannot go untested.
+std::vector<route_shape> route_table();
 
 } // namespace cm

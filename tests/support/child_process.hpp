@@ -33,6 +33,8 @@ public:
   /// SIGKILL at once.
   void kill_now();
   bool running() const { return pid_ > 0; }
+  /// The process id while running, else -1.
+  pid_t pid() const { return pid_; }
   std::string output() const;
 
 private:

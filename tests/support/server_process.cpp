@@ -76,6 +76,8 @@ int server_process::stop() { return child_->stop(); }
 
 void server_process::kill_now() { child_->kill_now(); }
 
+pid_t server_process::pid() const { return child_->pid(); }
+
 std::string server_process::mint(const std::string& user, const std::string& team, bool admin,
                                  const std::string& email) const {
   auto out = command_output(server_binary() + " mint-token --config " + config_path_ +

@@ -58,6 +58,8 @@ public:
   void kill_now();
 
   uint16_t port() const { return port_; }
+  /// The server's process id while it runs, else -1.
+  pid_t pid() const;
   uint16_t token_service_port() const { return token_service_port_; }
   std::string log() const;
   const std::string& config_path() const { return config_path_; }
