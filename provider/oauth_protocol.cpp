@@ -36,7 +36,9 @@ int64_t clamp_expires_in(const nlohmann::json& value, int64_t fallback) {
     if (text.empty() || end == nullptr || *end != '\0')
       seconds = 0;
   }
-  if (!std::isfinite(seconds) || seconds <= 0)
+  // Below one second is zero once truncated: 0.5 must not become "expires
+  // now" (a refresh loop with a refresh token, "never" without one).
+  if (!std::isfinite(seconds) || seconds < 1)
     return fallback;
   if (seconds > static_cast<double>(max_expires_in_s))
     return max_expires_in_s;
@@ -82,6 +84,11 @@ std::string form_encode(const std::vector<std::pair<std::string, std::string>>& 
   return out;
 }
 
+bool template_value_matches(const std::string& value, const std::string& pattern) {
+  // The length first: the matcher itself is what a long value breaks.
+  return value.size() <= max_template_value_bytes && std::regex_match(value, std::regex{pattern});
+}
+
 std::optional<std::string> expand_url(const config::provider_entry& entry, const std::string& url,
                                       const nlohmann::json& values) {
   static const std::regex placeholder{"\\{([a-z_]+)\\}"};
@@ -94,7 +101,7 @@ std::optional<std::string> expand_url(const config::provider_entry& entry, const
         !values.contains(name) || !values[name].is_string())
       return std::nullopt;
     auto value = values[name].get<std::string>();
-    if (!std::regex_match(value, std::regex{pattern->second}))
+    if (!template_value_matches(value, pattern->second))
       return std::nullopt;
     out.append(begin, url.cbegin() + it->position());
     out += value;

@@ -71,8 +71,9 @@ struct token_answer {
 /// Longest lifetime we believe: anything above is clamped to this.
 inline constexpr int64_t max_expires_in_s = 365LL * 24 * 3600;
 
-/// `expires_in` as given (number or numeric string); missing, zero,
-/// negative or non-numeric -> `fallback`; above a year -> a year.
+/// `expires_in` as given (number or numeric string), in whole seconds;
+/// missing, below one second, negative or non-numeric -> `fallback`; above
+/// a year -> a year.
 int64_t clamp_expires_in(const nlohmann::json& value, int64_t fallback);
 
 /// Parses Retry-After (seconds or HTTP-date), capped at one hour; 0 if absent.
@@ -94,8 +95,20 @@ std::optional<outbound_request> provider_request(const config::provider_entry& e
 /// application/x-www-form-urlencoded.
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields);
 
+/// Longest value a URL template parameter (a Shopify shop, a Microsoft
+/// tenant) may have. libstdc++'s std::regex matcher recurses once per
+/// character: a 30,000-character value overflows an 8 MiB stack, and such a
+/// value arrives in one query string. Real values are far shorter (a DNS
+/// label is at most 63 bytes, a domain 253).
+inline constexpr size_t max_template_value_bytes = 256;
+
+/// Whether a caller's value may fill a placeholder whose catalog pattern is
+/// `pattern`: at most max_template_value_bytes, and matching it.
+bool template_value_matches(const std::string& value, const std::string& pattern);
+
 /// Fills {name} placeholders from `values`; each must be declared in the
-/// entry's template_params and match its pattern. nullopt otherwise.
+/// entry's template_params and match its pattern (template_value_matches).
+/// nullopt otherwise.
 std::optional<std::string> expand_url(const config::provider_entry& entry,
                                       const std::string& url,
                                       const nlohmann::json& values);

@@ -9,6 +9,7 @@
 
 #include "actors/actor_config.hpp"
 #include "actors/provider_client_actor.hpp"
+#include "provider/oauth_flow.hpp"
 #include "provider/oauth_protocol.hpp"
 #include "tests/support/actor_doubles.hpp"
 #include "tests/support/child_process.hpp"
@@ -90,6 +91,24 @@ TEST(OAuthProtocol, UrlTemplatesAreFilledOnlyWithValidValues) {
   EXPECT_FALSE(oauth::refresh_request(e, client(), secret{"rt"}, {{"shop", "a b"}}, 5000));
 }
 
+// Found by fuzz/fuzz_callback_query: std::regex_match recurses per character,
+// so `?shop=` + 30,000 letters on /api/oauth/shopify/authorize crashed the
+// server (stack overflow). Values are now bounded before the pattern runs.
+TEST(OAuthProtocol, LongTemplateValuesAreRefusedBeforeThePattern) {
+  auto e = entry();
+  e.token_url = "https://{shop}.myshopify.com/admin/oauth/access_token";
+  e.template_params = {{"shop", "^[a-zA-Z0-9][a-zA-Z0-9-_]*$"}};
+  std::string longest(oauth::max_template_value_bytes, 'a');
+  std::string huge(200000, 'a');
+  EXPECT_TRUE(oauth::expand_url(e, e.token_url, {{"shop", longest}}));
+  EXPECT_FALSE(oauth::expand_url(e, e.token_url, {{"shop", longest + "a"}}));
+  EXPECT_FALSE(oauth::expand_url(e, e.token_url, {{"shop", huge}}));
+  std::string problem;
+  EXPECT_TRUE(oauth::template_values(e, {{"shop", longest + ".myshopify.com"}}, problem));
+  EXPECT_FALSE(oauth::template_values(e, {{"shop", huge}}, problem));
+  EXPECT_EQ(problem, "shop is not valid");
+}
+
 TEST(OAuthProtocol, ReadsTokensAndKeepsMissingRefreshTokenEmpty) {
   auto ok = oauth::read_token_answer(
     entry(), answer(200, R"({"access_token":"at","refresh_token":"rt","expires_in":120,
@@ -113,6 +132,15 @@ TEST(OAuthProtocol, ExpiresInIsClamped) {
   EXPECT_EQ(oauth::clamp_expires_in("7200", 3600), 7200);
   EXPECT_EQ(oauth::clamp_expires_in(1e12, 3600), oauth::max_expires_in_s);
   EXPECT_EQ(oauth::clamp_expires_in(59.9, 3600), 59);
+  // Found by fuzz/fuzz_token_response: a sub-second value truncated to 0,
+  // "expires now" with a refresh token (a refresh loop), "never" without.
+  EXPECT_EQ(oauth::clamp_expires_in(0.5, 3600), 3600);
+  EXPECT_EQ(oauth::clamp_expires_in("1e-3", 3600), 3600);
+  EXPECT_EQ(oauth::clamp_expires_in(1.0, 3600), 1);
+  auto half = oauth::read_token_answer(
+    entry(), answer(200, R"({"access_token":"at","refresh_token":"rt","expires_in":0.5})"));
+  EXPECT_EQ(half.expires_in_s, 3600);
+  EXPECT_FALSE(half.expires_in_given);
 }
 
 TEST(OAuthProtocol, ClassifiesFailures) {
