@@ -176,7 +176,9 @@ caf::expected<identity> authenticator::verify_jwt(const std::string& token) cons
   long exp = jwt_get_grant_int(jwt.get(), "exp");
   if (errno != 0 || exp <= 0)
     return unauthenticated("bearer token has no expiry");
-  if (now > exp + cfg_.leeway_s)
+  // The leeway moves `now`, not `exp`: a token may carry any 64-bit exp,
+  // and exp + leeway overflowed for one near LONG_MAX (fuzz/fuzz_jwt).
+  if (now - cfg_.leeway_s > exp)
     return unauthenticated("bearer token expired");
   errno = 0;
   long nbf = jwt_get_grant_int(jwt.get(), "nbf");

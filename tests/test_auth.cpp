@@ -4,6 +4,7 @@
 #include <sodium.h>
 
 #include <ctime>
+#include <limits>
 
 #include <gtest/gtest.h>
 
@@ -124,6 +125,20 @@ TEST(Auth, MissingMalformedExpiredAndForgedTokensAre401) {
   EXPECT_EQ(code_of_result(auth.verify_jwt(sign(JWT_ALG_HS256, hs_secret, bad_role))),
             ec::unauthenticated);
   EXPECT_EQ(code_of_result(auth.verify_jwt(std::string(10000, 'a'))), ec::unauthenticated);
+}
+
+// Found by fuzz/fuzz_jwt (UBSan): exp + leeway overflowed for an exp near
+// LONG_MAX. Such a token is signed by us and has not expired.
+TEST(Auth, ExpiryAtTheEndOfTimeDoesNotOverflow) {
+  authenticator auth{hs_config()};
+  auto claims = user_claims();
+  claims["exp"] = std::numeric_limits<long>::max();
+  auto who = auth.verify_jwt(sign(JWT_ALG_HS256, hs_secret, claims));
+  ASSERT_TRUE(who) << to_string(who.error());
+  EXPECT_EQ(who->subject, "alice");
+  claims["exp"] = std::numeric_limits<long>::min();
+  EXPECT_EQ(code_of_result(auth.verify_jwt(sign(JWT_ALG_HS256, hs_secret, claims))),
+            ec::unauthenticated);
 }
 
 TEST(Auth, TamperedPayloadIsRefused) {
