@@ -55,7 +55,10 @@ reload_outcome config_reloader::reload() {
         out.restart_required.push_back(name);
     };
     keep(cfg.listen.address != running.listen.address || cfg.listen.port != running.listen.port ||
-           cfg.listen.threads != running.listen.threads,
+           cfg.listen.threads != running.listen.threads ||
+           cfg.listen.max_header_bytes != running.listen.max_header_bytes ||
+           cfg.listen.header_timeout != running.listen.header_timeout ||
+           cfg.listen.body_timeout != running.listen.body_timeout,
          "listen");
     keep(cfg.database.url != running.database.url, "database");
     keep(cfg.key_file != running.key_file, "crypto");

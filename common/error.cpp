@@ -21,6 +21,9 @@ const char* to_string(ec code) {
     case ec::internal: return "internal";
     case ec::integrity_failure: return "internal";
     case ec::needs_reauth: return "needs_reauth";
+    case ec::request_timeout: return "request_timeout";
+    case ec::length_required: return "length_required";
+    case ec::header_too_large: return "header_too_large";
   }
   return "internal";
 }
@@ -41,6 +44,9 @@ int http_status(ec code) {
     case ec::internal: return 500;
     case ec::integrity_failure: return 500;
     case ec::needs_reauth: return 409;
+    case ec::request_timeout: return 408;
+    case ec::length_required: return 411;
+    case ec::header_too_large: return 431;
   }
   return 500;
 }

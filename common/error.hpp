@@ -40,6 +40,12 @@ enum class ec : uint8_t {
   integrity_failure,
   /// The connection must be authorized again by its user (409).
   needs_reauth,
+  /// The client did not send its request in time (408).
+  request_timeout,
+  /// A request body without Content-Length, e.g. chunked (411).
+  length_required,
+  /// The request line and headers exceed the configured limit (431).
+  header_too_large,
 };
 
 /// The snake_case name used in error bodies, e.g. "bad_request".

@@ -107,7 +107,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   // listen
   auto listen = root["listen"];
   reader.expect_keys(listen, "listen", {"address", "port", "threads", "max_request_bytes",
-                                        "request_timeout_ms"});
+                                        "request_timeout_ms", "max_header_bytes",
+                                        "header_timeout_ms", "body_timeout_ms"});
   cfg.listen.address = reader.get_string(listen, "listen", "address", cfg.listen.address);
   cfg.listen.port = static_cast<uint16_t>(reader.get_int(listen, "listen", "port", 8080, 0, 65535));
   cfg.listen.threads = static_cast<int>(reader.get_int(listen, "listen", "threads", 2, 1, 256));
@@ -115,6 +116,12 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.get_int(listen, "listen", "max_request_bytes", 1 << 20, 1024, 64 << 20));
   cfg.listen.request_timeout = std::chrono::milliseconds(
     reader.get_int(listen, "listen", "request_timeout_ms", 10000, 100, 600000));
+  cfg.listen.max_header_bytes = static_cast<size_t>(
+    reader.get_int(listen, "listen", "max_header_bytes", 16 * 1024, 1024, 1 << 20));
+  cfg.listen.header_timeout = std::chrono::milliseconds(
+    reader.get_int(listen, "listen", "header_timeout_ms", 10000, 100, 600000));
+  cfg.listen.body_timeout = std::chrono::milliseconds(
+    reader.get_int(listen, "listen", "body_timeout_ms", 30000, 100, 600000));
 
   // database
   auto db = root["database"];

@@ -19,6 +19,12 @@ struct listen_config {
   int threads = 2;
   size_t max_request_bytes = 1 << 20;
   std::chrono::milliseconds request_timeout{10000};
+  /// Request line plus headers (http/request_guard.hpp).
+  size_t max_header_bytes = 16 * 1024;
+  /// From a request's first byte to the end of its headers.
+  std::chrono::milliseconds header_timeout{10000};
+  /// From the end of the headers to the last body byte.
+  std::chrono::milliseconds body_timeout{30000};
 };
 
 struct database_config {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <caf/send.hpp>
@@ -15,6 +16,8 @@
 #include "http/event_stream.hpp"
 #include "http/exchange.hpp"
 #include "http/pistache_headers.hpp"
+#include "http/request_guard.hpp"
+#include "http/response_order.hpp"
 
 namespace cm::http {
 
@@ -22,7 +25,8 @@ namespace {
 
 using namespace Pistache;
 
-void write_response(Http::ResponseWriter& writer, response res, bool keep_alive) {
+Async::Promise<ssize_t> write_response(Http::ResponseWriter& writer, response res,
+                                       bool keep_alive) {
   // Pistache 0.0.5 answers "Connection: Close" to any request without a
   // Connection header, even HTTP/1.1, whose default is keep-alive; and its
   // typed add() cannot replace that value. Removing it restores the default.
@@ -31,9 +35,28 @@ void write_response(Http::ResponseWriter& writer, response res, bool keep_alive)
   for (auto& [name, value] : res.headers)
     writer.headers().add(std::make_shared<named_header>(name, value));
   writer.headers().add(std::make_shared<named_header>("Cache-Control", "no-store"));
-  writer.send(static_cast<Http::Code>(res.status), res.body,
-              Http::Mime::MediaType::fromString(res.content_type));
+  return writer.send(static_cast<Http::Code>(res.status), res.body,
+                     Http::Mime::MediaType::fromString(res.content_type));
 }
+
+/// What we keep per connection: the guard in front of Pistache's parser and
+/// the order of its answers. Stored in the peer's own data, so it lives
+/// exactly as long as the connection, however Pistache drops it (its
+/// timeouts remove peers without calling onDisconnection). Touched only on
+/// the peer's reactor thread; `order` is shared with the writing threads.
+struct connection_state {
+  explicit connection_state(const guard_limits& limits) : guard(limits) {}
+  request_guard guard;
+  std::shared_ptr<response_order> order = std::make_shared<response_order>();
+  /// Refused: the answer is on its way, later input is dropped.
+  bool closed = false;
+};
+
+constexpr const char* connection_state_key = "cm.connection";
+
+/// Requests one connection may have unanswered at once; their responses
+/// are held in order until the earliest is written.
+constexpr uint64_t max_pipelined_requests = 32;
 
 /// Routes that answer with a stream instead of a response.
 bool streaming_route(const request& req) {
@@ -57,7 +80,11 @@ struct socket_copy {
 /// the keep-alive timeout, which leaves our duplicate (and the stream)
 /// open. Should the route answer normally instead, that answer marks the
 /// peer idle all the same.
-exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer) {
+/// The stream answers outside the ordered writers, so taking the socket
+/// gives up the request's place in line.
+exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer,
+                                          std::shared_ptr<response_order> order,
+                                          uint64_t ticket) {
   auto peer = writer.peer();
   auto copy = std::make_shared<socket_copy>();
   copy->fd = ::fcntl(peer->fd(), F_DUPFD_CLOEXEC, 0);
@@ -65,23 +92,67 @@ exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer) {
     return {};
   ::fcntl(copy->fd, F_SETFL, ::fcntl(copy->fd, F_GETFL) | O_NONBLOCK);
   peer->setIdle(true);
-  return [copy]() -> std::shared_ptr<event_stream> {
+  return [copy, order, ticket]() -> std::shared_ptr<event_stream> {
     if (copy->fd < 0)
       return nullptr;
     auto fd = copy->fd;
     copy->fd = -1;
+    order->deliver(ticket, nullptr);
     return std::make_shared<event_stream>(fd);
   };
+}
+
+/// Ends our side of a refused connection once its answer is out: the
+/// client reads the answer, then end of stream. Runs on the reactor thread
+/// when the write completed, so the descriptor is still this peer's.
+void close_after_answer(const std::weak_ptr<Tcp::Peer>& weak, int fd) {
+  if (auto peer = weak.lock(); peer && peer->fd() == fd)
+    ::shutdown(fd, SHUT_WR);
 }
 
 class handler : public Http::Handler {
 public:
   HTTP_PROTOTYPE(handler)
 
-  handler(std::shared_ptr<const std::vector<front_actor>> fronts, size_t max_body)
-    : fronts_(std::move(fronts)), max_body_(max_body) {}
+  handler(std::shared_ptr<const std::vector<front_actor>> fronts, guard_limits limits)
+    : fronts_(std::move(fronts)), limits_(limits) {}
+
+  /// Every byte from a client arrives here first (Pistache's own onInput is
+  /// replaced, not called): the guard lets through validated requests one
+  /// at a time, Pistache's parser parses them, and any refusal or parse
+  /// failure is answered with our JSON error, after the answers to earlier
+  /// requests, and closes the connection.
+  void onInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer) override {
+    std::shared_ptr<connection_state> state;
+    // An exception here would end the reactor thread (Pistache's own
+    // onInput caught everything); none may escape.
+    try {
+      state = state_of(peer);
+      if (state->closed)
+        return;
+      std::optional<refusal> failed;
+      auto refused = state->guard.feed(
+        std::string_view(buffer, len), std::chrono::steady_clock::now(),
+        [&](std::string_view bytes, bool ends_request) {
+          if (!failed)
+            failed = parse(bytes, ends_request, peer, *state);
+        });
+      if (failed)
+        refused = std::move(failed);
+      if (refused)
+        refuse(peer, *state, *refused);
+    } catch (const std::exception&) {
+      log::error("http", "failed to read a request");
+      if (state)
+        state->closed = true;
+      ::shutdown(peer->fd(), SHUT_WR);
+    }
+  }
 
   void onRequest(const Http::Request& pistache_req, Http::ResponseWriter pistache_writer) override {
+    auto peer = pistache_writer.peer();
+    auto order = state_of(peer)->order;
+    auto ticket = order->take_ticket();
     // Pistache would put e.what() into a 500 body; nothing may escape here.
     auto writer = std::make_shared<Http::ResponseWriter>(std::move(pistache_writer));
     try {
@@ -103,10 +174,12 @@ public:
       bool keep_alive = pistache_req.version() == Http::Version::Http11
                           ? connection.find("close") == std::string::npos
                           : connection.find("keep-alive") != std::string::npos;
-      auto write = [writer, keep_alive](response res) {
-        write_response(*writer, std::move(res), keep_alive);
+      auto write = [writer, keep_alive, order, ticket](response res) {
+        order->deliver(ticket, [writer, keep_alive, res = std::move(res)]() mutable {
+          write_response(*writer, std::move(res), keep_alive);
+        });
       };
-      if (pistache_req.body().size() > max_body_) {
+      if (pistache_req.body().size() > limits_.max_body_bytes) {
         exchange ex{std::move(req), write};
         ex.reply_error(ec::payload_too_large, "request body exceeds the size limit");
         return;
@@ -126,7 +199,7 @@ public:
       req.body = pistache_req.body();
       exchange::stream_opener opener;
       if (streaming_route(req))
-        opener = stream_opener_for(*writer);
+        opener = stream_opener_for(*writer, order, ticket);
       auto ex = std::make_shared<exchange>(std::move(req), write, std::move(opener));
       if (!query_ok) {
         ex->reply_error(ec::bad_request, "malformed query string");
@@ -136,13 +209,95 @@ public:
       caf::anon_send((*fronts_)[index], http_atom_v, std::move(ex));
     } catch (const std::exception&) {
       log::error("http", "failed to accept a request");
-      write_response(*writer, error_response(ec::internal, "internal error"), false);
+      order->deliver(ticket, [writer] {
+        write_response(*writer, error_response(ec::internal, "internal error"), false);
+      });
     }
   }
 
 private:
+  std::shared_ptr<connection_state> state_of(const std::shared_ptr<Tcp::Peer>& peer) {
+    auto state = std::static_pointer_cast<connection_state>(peer->tryGetData(connection_state_key));
+    if (!state) {
+      state = std::make_shared<connection_state>(limits_);
+      peer->putData(connection_state_key, state);
+    }
+    return state;
+  }
+
+  /// Feeds one request's bytes (all or part, as the guard forwards them) to
+  /// Pistache's parser and hands a complete request to onRequest. The guard
+  /// framed the request already, so the parser must finish exactly where
+  /// the guard says it ends; anything else is refused, never guessed.
+  std::optional<refusal> parse(std::string_view bytes, bool ends_request,
+                               const std::shared_ptr<Tcp::Peer>& peer, connection_state& state) {
+    auto parser = Http::Handler::getParser(peer);
+    auto parsed = Http::Private::State::Again;
+    try {
+      if (!parser->feed(bytes.data(), bytes.size())) {
+        parser->reset();
+        return refusal{ec::payload_too_large, "request exceeds the size limit"};
+      }
+      parsed = parser->parse();
+    } catch (const std::exception&) {
+      // Pistache's messages (and any exception text) stay out of answers.
+      parser->reset();
+      return refusal{ec::bad_request, "malformed request"};
+    }
+    bool done = parsed == Http::Private::State::Done;
+    if (done != ends_request) {
+      parser->reset();
+      return refusal{ec::bad_request, "malformed request framing"};
+    }
+    if (!done)
+      return std::nullopt;
+    if (state.order->outstanding() >= max_pipelined_requests) {
+      parser->reset();
+      return refusal{ec::rate_limited, "too many requests in flight on one connection"};
+    }
+    // What Pistache's own onInput does with a complete request.
+    auto& request = parser->request;
+    Http::ResponseWriter response(request.version(), transport(), this, peer);
+    request.copyAddress(peer->address());
+    auto connection = request.headers().tryGet<Http::Header::Connection>();
+    response.headers().add<Http::Header::Connection>(
+      connection ? connection->control() : Http::ConnectionControl::Close);
+    peer->setIdle(false);
+    onRequest(request, std::move(response));
+    parser->reset();
+    return std::nullopt;
+  }
+
+  /// Answers a refused request in its place in line, with Connection:
+  /// close, then ends the connection; later input from it is dropped.
+  void refuse(const std::shared_ptr<Tcp::Peer>& peer, connection_state& state,
+              const refusal& why) {
+    state.closed = true;
+    auto order = state.order;
+    auto ticket = order->take_ticket();
+    auto writer = std::make_shared<Http::ResponseWriter>(Http::Version::Http11, transport(), this,
+                                                         peer);
+    writer->headers().add<Http::Header::Connection>(Http::ConnectionControl::Close);
+    std::weak_ptr<Tcp::Peer> weak = peer;
+    auto fd = peer->fd();
+    request req;
+    req.request_id = new_request_id();
+    req.remote_address = peer->address().host();
+    log::warn("http", "request refused",
+              {{"request_id", req.request_id}, {"status", http_status(why.code)},
+               {"reason", why.message}});
+    exchange ex{std::move(req), [order, ticket, writer, weak, fd](response res) {
+                  order->deliver(ticket, [writer, weak, fd, res = std::move(res)]() mutable {
+                    write_response(*writer, std::move(res), false)
+                      .then([weak, fd](ssize_t) { close_after_answer(weak, fd); },
+                            Async::IgnoreException);
+                  });
+                }};
+    ex.reply_error(why.code, why.message);
+  }
+
   std::shared_ptr<const std::vector<front_actor>> fronts_;
-  size_t max_body_;
+  guard_limits limits_;
   static inline std::atomic<size_t> next_{0};
 };
 
@@ -156,19 +311,24 @@ server::~server() { stop(); }
 void server::start() {
   Address addr(cfg_.address, Port(cfg_.port));
   endpoint_ = std::make_shared<Http::Endpoint>(addr);
-  // Pistache's own limit covers request line, headers and body; our JSON
-  // 413 answers bodies over max_request_bytes below that.
+  // Pistache's own limit covers request line, headers and body of one
+  // request; the guard refuses anything larger before Pistache sees it.
   auto opts = Http::Endpoint::options()
                 .threads(cfg_.threads)
                 .flags(Tcp::Options::ReuseAddr)
-                .maxRequestSize(cfg_.max_request_bytes + 64 * 1024)
+                .maxRequestSize(cfg_.max_request_bytes + cfg_.max_header_bytes)
                 // Pistache counts these from the end of parsing until the
                 // response, so they must outlast the slowest reply we send.
                 .headerTimeout(cfg_.request_timeout + std::chrono::seconds(5))
                 .bodyTimeout(cfg_.request_timeout + std::chrono::seconds(5));
   endpoint_->init(opts);
-  endpoint_->setHandler(Http::make_handler<handler>(
-    std::make_shared<const std::vector<front_actor>>(fronts_), cfg_.max_request_bytes));
+  guard_limits limits;
+  limits.max_head_bytes = cfg_.max_header_bytes;
+  limits.max_body_bytes = cfg_.max_request_bytes;
+  limits.head_timeout = cfg_.header_timeout;
+  limits.body_timeout = cfg_.body_timeout;
+  endpoint_->setHandler(
+    Http::make_handler<handler>(std::make_shared<const std::vector<front_actor>>(fronts_), limits));
   endpoint_->serveThreaded();
   running_ = true;
   log::info("http", "listening", {{"address", cfg_.address}, {"port", port()}});

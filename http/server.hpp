@@ -1,6 +1,8 @@
-// The Pistache endpoint. Each request is copied into an `exchange` and sent
-// to a front actor; the Pistache thread returns at once and the response is
-// written later from whichever thread finishes the work.
+// The Pistache endpoint. Every byte a client sends passes the request guard
+// (http/request_guard.hpp) before Pistache's parser; each request is copied
+// into an `exchange` and sent to a front actor; the Pistache thread returns
+// at once and the response is written later from whichever thread finishes
+// the work, in the order the connection's requests came.
 #pragma once
 
 #include <atomic>

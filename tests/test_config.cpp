@@ -58,6 +58,9 @@ TEST(ServiceConfig, MinimalFileGetsDocumentedDefaults) {
   EXPECT_EQ(cfg.listen.address, "127.0.0.1");
   EXPECT_EQ(cfg.listen.port, 8080);
   EXPECT_EQ(cfg.listen.max_request_bytes, 1u << 20);
+  EXPECT_EQ(cfg.listen.max_header_bytes, 16u * 1024);
+  EXPECT_EQ(cfg.listen.header_timeout, std::chrono::milliseconds(10000));
+  EXPECT_EQ(cfg.listen.body_timeout, std::chrono::milliseconds(30000));
   EXPECT_EQ(cfg.database.url, "dbname=x");
   EXPECT_EQ(cfg.oauth.state_ttl_s, 600);
   EXPECT_EQ(cfg.auth.service_header, "X-Services-Token");

@@ -255,7 +255,7 @@ TEST(HttpFront, OversizedBodiesAre413) {
   http_fixture f{backend::database, 4096};
   auto over = http_call(f.port(), "POST", "/api/connectors/list", {}, std::string(8000, 'x'));
   expect_error_shape(over, 413, "payload_too_large");
-  // Far over the limit Pistache's own guard answers; still 413.
+  // Far over the limit: refused by the request guard at the head.
   cm::test::http_connection c{f.port()};
   auto huge = c.request("POST", "/api/connectors/list", {}, std::string(200000, 'x'));
   EXPECT_EQ(huge.status, 413);
