@@ -20,6 +20,7 @@
 #include "tests/support/child_process.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/server_process.hpp"
+#include "tests/support/token_world.hpp"
 
 using namespace cm;
 using namespace cm::test;
@@ -27,91 +28,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string service_token = "svc-token-fetch-config-0001";
-const std::string weak_token = "svc-token-without-scope-0002";
-
-/// A database, a shared key, the fake provider, and servers configured to
-/// use them.
-struct token_world {
-  temp_dir dir;
-  std::string db = fresh_database("tokens");
-  std::string key_file = dir.file("master.key");
-  fake_provider_process fake;
-
-  token_world() {
-    storage::keyring::generate_file(key_file);
-    config::database_config dbc;
-    dbc.url = db;
-    storage::database conn{dbc};
-    storage::apply_migrations(conn);
-  }
-
-  server_options options(const std::string& extra_refresh = "") const {
-    server_options o{db};
-    o.key_file = key_file;
-    o.log_level = "info";
-    o.service_tokens.push_back({"reporting", service_token, {"FETCH_CONFIG"}});
-    o.service_tokens.push_back({"metrics", weak_token, {}});
-    o.extra_yaml = "providers:\n  github:\n    client_id: cm-test-client\n"
-                   "    client_secret: cm-test-secret\n    token_url: " +
-                   fake.url("/token") + "\n" +
-                   "refresh:\n  provider_timeout_ms: 3000\n  lease_ms: 10000\n"
-                   "  lease_poll_ms: 50\n" + extra_refresh;
-    return o;
-  }
-
-  /// Stores a connection the way the OAuth flow would, and seeds the fake
-  /// provider with the same token family.
-  void seed(const std::string& user, int64_t expires_in_ms, const std::string& team = "acme") {
-    auto refresh = "rt-seed-" + user;
-    auto access = "at-seed-" + user;
-    fake.admin("/__seed", nlohmann::json{{"refresh_token", refresh}, {"access_token", access}}.dump());
-    actor_config cfg{false};
-    caf::actor_system sys{cfg};
-    config::database_config dbc;
-    dbc.url = db;
-    auto store = spawn_storage(sys, dbc, storage::keyring::load(key_file));
-    token_record r;
-    r.key = {team, user, "github"};
-    r.access_token = secret{access};
-    r.refresh_token = secret{refresh};
-    r.expires_at_ms = unix_now_ms() + expires_in_ms;
-    r.scopes = {"repo"};
-    r.metadata = R"({"account_name":"octocat"})";
-    caf::scoped_actor self{sys};
-    bool ok = false;
-    self->request(*store, 10s, save_atom_v, r)
-      .receive([&](token_record&) { ok = true; }, [&](caf::error&) {});
-    caf::anon_send_exit(*store, caf::exit_reason::user_shutdown);
-    if (!ok)
-      throw std::runtime_error("seeding failed");
-  }
-
-  std::string stored_refresh(const std::string& user) {
-    actor_config cfg{false};
-    caf::actor_system sys{cfg};
-    config::database_config dbc;
-    dbc.url = db;
-    auto store = spawn_storage(sys, dbc, storage::keyring::load(key_file));
-    caf::scoped_actor self{sys};
-    std::string out;
-    self->request(*store, 10s, find_atom_v, connection_key{"acme", user, "github"})
-      .receive([&](token_record& r) { out = r.refresh_token.reveal(); }, [&](caf::error&) {});
-    caf::anon_send_exit(*store, caf::exit_reason::user_shutdown);
-    return out;
-  }
-
-  /// Makes a seeded token look issued an hour ago (its lifetime, and so its
-  /// refresh margin, is then not capped by a short life).
-  void backdate(const std::string& user) {
-    psql(db, "UPDATE connector_tokens SET updated_at = now() - interval '1 hour' "
-             "WHERE user_id = '" + user + "'");
-  }
-
-  int64_t count(const std::string& sql) {
-    return psql_int(db, sql);
-  }
-};
+const std::string& service_token = world_service_token;
+const std::string& weak_token = world_weak_token;
 
 http_reply token_call(uint16_t port, const std::string& query,
                       const std::string& token = service_token) {

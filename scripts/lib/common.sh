@@ -56,3 +56,28 @@ cm_pg_bin() {
   [ -n "$bin" ] || { echo "PostgreSQL server binaries not found" >&2; return 1; }
   echo "$bin"
 }
+
+# cm_sanitizer_env DIR: exports the sanitizer options for a run whose
+# reports go to files under DIR (one per process that found something).
+cm_sanitizer_env() {
+  local dir=$1 supp="$CM_ROOT/tests/sanitizers"
+  mkdir -p "$dir"
+  export ASAN_OPTIONS="log_path=$dir/asan:detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=0"
+  export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="log_path=$dir/ubsan:print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp"
+  export TSAN_OPTIONS="log_path=$dir/tsan:halt_on_error=0:second_deadlock_stack=1:suppressions=$supp/tsan.supp"
+}
+
+# cm_sanitizer_reports DIR: prints every report written under DIR; fails if
+# there is any.
+cm_sanitizer_reports() {
+  local dir=$1 found=0 report
+  for report in "$dir"/*; do
+    [ -s "$report" ] || continue
+    found=1
+    cm_log "sanitizer report: $report"
+    head -n 60 "$report" >&2
+  done
+  [ $found -eq 0 ] && cm_log "no sanitizer reports"
+  return $found
+}

@@ -59,8 +59,13 @@
 //                         invalid_grant|malformed|no_expires_in|hang (5 s),
 //                         "count": N (then back to normal; -1 forever),
 //                         "delay_ms", "retry_after", "expires_in",
-//                         "rotate": bool, "reuse_detection": bool}
-//   GET  /__stats         {"refresh_calls", "families": {...}}
+//                         "rotate": bool, "reuse_detection": bool,
+//                         "parent_valid_until_child_used": bool (Shopify:
+//                         the previous refresh token works until the new
+//                         one is used), "answer_delay_ms" (after rotating,
+//                         before answering)}
+//   GET  /__stats         {"refresh_calls", "families": {...}, "revocations",
+//                         "parent_reuses"}
 //
 // Client credentials must be client_id "cm-test-client" and secret
 // "cm-test-secret".
@@ -96,6 +101,10 @@ struct family {
   std::string current_refresh;
   std::string current_access;
   std::set<std::string> used_refresh;
+  // The token whose use issued current_refresh, and whether current_refresh
+  // has been presented since (for parent_valid_until_child_used).
+  std::string parent_refresh;
+  bool current_presented = false;
   bool revoked = false;
   int generation = 0;
 };
@@ -108,6 +117,12 @@ struct behaviour {
   int expires_in = 3600;
   bool rotate = true;
   bool reuse_detection = true;
+  // Shopify's rule: the previous refresh token stays valid until the new
+  // one is used. Its use issues another pair and voids the unused one.
+  bool parent_valid_until_child_used = false;
+  // Sleeps after the family has rotated and before answering, so a client
+  // killed meanwhile never sees the token the provider now expects.
+  int answer_delay_ms = 0;
 };
 
 std::mutex mutex;
@@ -199,6 +214,7 @@ std::set<std::string> ga4_tokens;
 int ga4_counter = 0;
 int next_family = 0;
 long revocations = 0;
+long parent_reuses = 0; // parent tokens presented again before their child
 int next_code = 0;
 
 std::string s256(const std::string& verifier) {
@@ -308,6 +324,8 @@ private:
       b.expires_in = body.value("expires_in", 3600);
       b.rotate = body.value("rotate", true);
       b.reuse_detection = body.value("reuse_detection", true);
+      b.parent_valid_until_child_used = body.value("parent_valid_until_child_used", false);
+      b.answer_delay_ms = body.value("answer_delay_ms", 0);
       current = b;
       reply(w, Http::Code::Ok, {{"ok", true}});
       return;
@@ -383,7 +401,8 @@ private:
         fams[id] = {{"current_refresh", f.current_refresh}, {"current_access", f.current_access},
                     {"revoked", f.revoked}, {"generation", f.generation}};
       reply(w, Http::Code::Ok, {{"refresh_calls", refresh_calls}, {"families", fams},
-                                {"revocations", revocations}});
+                                {"revocations", revocations},
+                                {"parent_reuses", parent_reuses}});
       return;
     }
     if (path.size() >= 10 && path.compare(path.size() - 10, 10, "/authorize") == 0) {
@@ -631,7 +650,7 @@ private:
       reply(w, Http::Code::Ok, {{"access_token", token}, {"token_type", "Bearer"}, {"expires_in", 3600}});
       return;
     }
-    std::lock_guard<std::mutex> g{mutex};
+    std::unique_lock<std::mutex> g{mutex};
     if (params["grant_type"] == "fb_exchange_token") {
       auto it = by_access.find(params["fb_exchange_token"]);
       if (it == by_access.end()) {
@@ -719,7 +738,17 @@ private:
       reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
       return;
     }
-    if (f.used_refresh.count(presented) && b.reuse_detection) {
+    bool parent_again = b.parent_valid_until_child_used && presented == f.parent_refresh &&
+                        !f.current_presented;
+    if (parent_again) {
+      // The child was never used: void it, answer as if it were the first use.
+      ++parent_reuses;
+      by_refresh.erase(f.current_refresh);
+      f.used_refresh.insert(f.current_refresh);
+    } else if (presented == f.current_refresh) {
+      f.current_presented = true;
+    }
+    if (f.used_refresh.count(presented) && b.reuse_detection && !parent_again) {
       // Reuse of a rotated refresh token: assume theft, revoke everything.
       f.revoked = true;
       reply(w, Http::Code::Bad_Request, {{"error", "invalid_grant"}});
@@ -735,10 +764,15 @@ private:
       body["expires_in"] = b.expires_in;
     if (b.rotate) {
       f.used_refresh.insert(presented);
+      f.parent_refresh = presented;
+      f.current_presented = false;
       f.current_refresh = "rt-" + it->second + "-" + suffix;
       by_refresh[f.current_refresh] = it->second;
       body["refresh_token"] = f.current_refresh;
     }
+    g.unlock();
+    if (b.answer_delay_ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(b.answer_delay_ms));
     reply(w, Http::Code::Ok, body);
   }
 };
@@ -756,7 +790,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   Http::Endpoint endpoint(Address("127.0.0.1", Port(port)));
-  endpoint.init(Http::Endpoint::options().threads(4).maxRequestSize(1 << 20));
+  endpoint.init(Http::Endpoint::options().threads(16).maxRequestSize(1 << 20));
   endpoint.setHandler(Http::make_handler<handler>());
   endpoint.serveThreaded();
   std::thread warm_up([] {

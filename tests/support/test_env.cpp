@@ -17,7 +17,12 @@
 namespace cm::test {
 
 std::string source_dir() { return CM_SOURCE_DIR; }
-std::string server_binary() { return CM_SERVER_BINARY; }
+std::string server_binary() {
+  // Lets a test run against another build of the server (e.g. to compare).
+  if (const char* other = std::getenv("CONNECTOR_TEST_SERVER_BINARY"))
+    return other;
+  return CM_SERVER_BINARY;
+}
 
 int run_command(const std::string& command) {
   int rc = std::system(command.c_str());
