@@ -8,6 +8,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include <caf/actor_system.hpp>
@@ -29,8 +30,10 @@
 #include "config/yaml_schema.hpp"
 #include "http/auth.hpp"
 #include "http/server.hpp"
+#include "storage/cipher.hpp"
 #include "storage/database.hpp"
 #include "storage/keyring.hpp"
+#include "storage/rekey.hpp"
 #include "storage/migrations.hpp"
 #include "storage/notify_listener.hpp"
 
@@ -44,9 +47,16 @@ Commands:
   serve                      start the service (default)
   migrate                    apply database migrations and exit
   check-config               validate the service file and providers catalog
-  keygen [--out FILE] [--add]
-                             write a new key file (mode 0600), or with --add
-                             add a key to it and make that key active
+  keygen [--out FILE]        write a new key file (mode 0600)
+  keygen --add | --activate ID | --retire ID [--out FILE]
+                             key rotation (docs/STORAGE.md): --add adds a
+                             fresh key decrypt-only; --activate makes it the
+                             key new writes use; --retire removes a key once
+                             no row uses it (checks the database)
+  rekey [--batch-size N] [--pause-ms MS] [--max-passes N]
+                             re-encrypt every row under the active key, in
+                             short batches, beside running servers;
+                             resumable; exit 0 when no row uses an old key
   mint-token --user U --team T [--admin] [--email E] [--ttl SECONDS]
                              print a session JWT signed with the HS256 secret
   hash-token                 read a service token on stdin, print its SHA-256
@@ -71,8 +81,10 @@ struct arguments {
 };
 
 bool parse_arguments(int argc, char** argv, arguments& out, std::string& problem) {
-  static const std::vector<std::string> valued = {"--config", "--out", "--user", "--team",
-                                                  "--email", "--ttl"};
+  static const std::vector<std::string> valued = {"--config",     "--out",       "--user",
+                                                  "--team",       "--email",     "--ttl",
+                                                  "--activate",   "--retire",    "--batch-size",
+                                                  "--pause-ms",   "--max-passes"};
   static const std::vector<std::string> switches = {"--admin", "--add", "--help"};
   int i = 1;
   if (i < argc && argv[i][0] != '-')
@@ -282,20 +294,150 @@ int cmd_serve(const config::service_config& cfg, char**) {
   return 0;
 }
 
+/// A whole number option in [low, high]; throws config_error otherwise.
+long number_option(const arguments& args, const std::string& name, long fallback, long low,
+                   long high) {
+  auto text = args.option(name);
+  if (text.empty())
+    return fallback;
+  size_t used = 0;
+  long value = 0;
+  try {
+    value = std::stol(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || value < low || value > high)
+    throw config::config_error(name + " must be a whole number from " + std::to_string(low) +
+                               " to " + std::to_string(high));
+  return value;
+}
+
 int cmd_keygen(const arguments& args, char** env) {
   auto out = args.option("--out");
-  if (out.empty()) {
-    auto cfg = config::load_service_config(config_path(args), env);
-    out = cfg.key_file;
+  bool retire = !args.option("--retire").empty();
+  std::optional<config::service_config> cfg;
+  if (out.empty() || retire)
+    cfg = config::load_service_config(config_path(args), env);
+  if (out.empty())
+    out = cfg->key_file;
+  int modes = (args.has_flag("--add") ? 1 : 0) + (args.option("--activate").empty() ? 0 : 1) +
+              (retire ? 1 : 0);
+  if (modes > 1) {
+    std::cerr << "keygen takes one of --add, --activate, --retire\n";
+    return 2;
   }
   if (args.has_flag("--add")) {
-    auto id = storage::keyring::add_key_to_file(out);
-    std::cout << "added key " << id << " to " << out << " and made it active\n";
+    // Decrypt-only first: an instance that has not loaded the key yet must
+    // never meet a ciphertext sealed with it.
+    auto id = storage::keyring::add_key_to_file(out, false);
+    std::cout << "added key " << id << " to " << out << " (decrypt-only)\n"
+              << "next: restart every instance with this file, then run "
+              << "'connector-manager keygen --activate " << id << "'\n";
+  } else if (!args.option("--activate").empty()) {
+    auto id = static_cast<uint32_t>(number_option(args, "--activate", 0, 1, UINT32_MAX));
+    storage::keyring::activate_key_in_file(out, id);
+    std::cout << "key " << id << " is active in " << out << "\n"
+              << "next: restart every instance with this file, then run "
+              << "'connector-manager rekey'\n";
+  } else if (retire) {
+    auto id = static_cast<uint32_t>(number_option(args, "--retire", 0, 1, UINT32_MAX));
+    {
+      auto ring = storage::keyring::load(out);
+      if (!ring->has_key(id))
+        throw storage::crypto_error("key " + std::to_string(id) + " is not in " + out);
+      if (ring->active_id() == id)
+        throw storage::crypto_error("key " + std::to_string(id) +
+                                    " is the active key; activate another first");
+    }
+    storage::database db{cfg->database};
+    auto uses = storage::ciphertexts_by_key(db);
+    if (auto it = uses.find(id); it != uses.end() && it->second > 0) {
+      std::cerr << "connector-manager: key " << id << " still protects " << it->second
+                << " stored values; run 'connector-manager rekey' until it reports none\n";
+      return 1;
+    }
+    storage::keyring::remove_key_from_file(out, id);
+    std::cout << "removed key " << id << " from " << out << "\n"
+              << "next: restart every instance with this file\n";
   } else {
     storage::keyring::generate_file(out);
     std::cout << "wrote " << out << " (mode 0600)\n";
   }
   return 0;
+}
+
+/// Re-encrypts every row under the active key (storage/rekey.hpp). Exit 0
+/// when no row uses an old key; 1 when rows remain or some failed to
+/// decrypt (alarmed): a rerun continues where this one stopped.
+int cmd_rekey(const arguments& args, const config::service_config& cfg) {
+  storage::rekey_options opts;
+  opts.batch_size = static_cast<int>(number_option(args, "--batch-size", 500, 1, 100000));
+  opts.pause = std::chrono::milliseconds(number_option(args, "--pause-ms", 0, 0, 600000));
+  opts.max_passes = static_cast<int>(number_option(args, "--max-passes", 10, 1, 1000));
+  // It holds every token in the clear for a moment, like the server.
+  harden_process();
+  auto keys = storage::keyring::load(cfg.key_file);
+  storage::column_cipher cipher{keys};
+  storage::database db{cfg.database};
+  // Like migrate: wait a bounded time for PostgreSQL to accept us.
+  auto patience = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (true) {
+    try {
+      db.ensure_connected();
+      break;
+    } catch (const storage::db_error& e) {
+      if (e.code != ec::unavailable || std::chrono::steady_clock::now() > patience)
+        throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  }
+  log::info("rekey", "re-encrypting under the active key",
+            {{"active_key", keys->active_id()}, {"batch_size", opts.batch_size},
+             {"pause_ms", opts.pause.count()}});
+  storage::rekeyer job{db, cipher, opts};
+  auto last_report = std::chrono::steady_clock::now();
+  auto summary = job.run([&](const std::string& table, const storage::rekey_table_counts& c) {
+    // Counts only, never values; at most about once a second.
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_report < std::chrono::seconds(1))
+      return;
+    last_report = now;
+    log::info("rekey", "progress", {{"table", table}, {"rewritten", c.rewritten},
+                                    {"tampered", c.tampered}, {"batches", c.batches}});
+  });
+  for (auto& [table, c] : summary.tables)
+    log::info("rekey", "table done",
+              {{"table", table}, {"rewritten", c.rewritten}, {"tampered", c.tampered},
+               {"raced", c.raced}, {"batches", c.batches},
+               {"left", summary.rows_remaining[table]}});
+
+  std::cout << "rekey: active key " << summary.active_key << ", " << summary.passes
+            << (summary.passes == 1 ? " pass" : " passes") << "\n";
+  for (auto& [table, c] : summary.tables)
+    std::cout << "  " << table << ": " << c.rewritten << " rows re-encrypted, " << c.tampered
+              << " failed to decrypt (left alone, alarmed), " << summary.rows_remaining[table]
+              << " left\n";
+  std::cout << "  oauth_states: " << summary.expired_states_deleted
+            << " expired under an old key deleted, " << summary.rows_remaining["oauth_states"]
+            << " live under an old key (they expire; rerun then)\n";
+  if (summary.remaining.empty()) {
+    std::cout << "  no stored value uses an old key\n";
+  } else {
+    for (auto& [key, count] : summary.remaining)
+      std::cout << "  key " << key << (key == 0 ? " (malformed header)" : "") << ": " << count
+                << " stored values remain\n";
+  }
+  std::vector<uint32_t> retirable;
+  for (auto id : keys->key_ids())
+    if (id != keys->active_id() && summary.remaining.count(id) == 0)
+      retirable.push_back(id);
+  for (auto id : retirable)
+    std::cout << "  key " << id << " is unused: 'connector-manager keygen --retire " << id
+              << "'\n";
+  std::cout << (summary.complete() ? "complete\n" : "incomplete: rerun 'connector-manager rekey'"
+                                                     " (rows failing to decrypt need a look)\n");
+  return summary.complete() ? 0 : 1;
 }
 
 int cmd_mint(const arguments& args, const config::service_config& cfg) {
@@ -356,6 +498,8 @@ int run(int argc, char** argv, char** env) {
       return migrate_with_retry(cfg.database, std::chrono::seconds(10));
     if (args.command == "mint-token")
       return cmd_mint(args, cfg);
+    if (args.command == "rekey")
+      return cmd_rekey(args, cfg);
     if (args.command == "check-config") {
       auto catalog = config::load_provider_catalog(cfg.providers_file);
       config::apply_provider_settings(catalog, cfg.providers);

@@ -194,40 +194,112 @@ std::shared_ptr<const keyring> keyring::load(const std::string& path) {
 void keyring::generate_file(const std::string& path) {
   ensure_sodium();
   std::string text = "# connector-manager keyring: keep outside the database, mode 0600.\n"
-                     "# Rotate with 'connector-manager keygen --add'.\n"
+                     "# Rotate: keygen --add, --activate, rekey, --retire (docs/STORAGE.md).\n"
                      "active 1\n";
   text += fresh_key_line(1);
   write_file_0600(path, text, true);
   sodium_memzero(text.data(), text.size());
 }
 
-uint32_t keyring::add_key_to_file(const std::string& path) {
+namespace {
+
+/// Writes `text` next to `path` and renames it over: readers see the old
+/// file or the new one, never half of either.
+void replace_file(const std::string& path, std::string& text) {
+  auto tmp = path + ".tmp";
+  write_file_0600(tmp, text, false);
+  sodium_memzero(text.data(), text.size());
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    throw crypto_error("cannot replace key file " + path + ": " + std::strerror(errno));
+}
+
+/// The id a "key <id> ..." line names, or 0 for other lines.
+uint32_t key_line_id(const std::string& line) {
+  std::istringstream fields(line);
+  std::string kind;
+  long id = 0;
+  if (!(fields >> kind) || kind != "key" || !(fields >> id) || id <= 0 || id > UINT32_MAX)
+    return 0;
+  return static_cast<uint32_t>(id);
+}
+
+/// Rewrites the file line by line through `edit` (which may change or drop
+/// a line), then checks that the result still parses before replacing.
+template <class Edit>
+void rewrite_file(const std::string& path, std::string extra, Edit edit) {
   auto text = read_whole_file(path);
+  std::istringstream in(text);
+  std::string out, line;
+  while (std::getline(in, line)) {
+    if (edit(line))
+      out += line + "\n";
+    sodium_memzero(line.data(), line.size());
+  }
+  out += extra;
+  sodium_memzero(extra.data(), extra.size());
+  sodium_memzero(text.data(), text.size());
+  try {
+    keyring::parse(out);
+  } catch (const crypto_error&) {
+    sodium_memzero(out.data(), out.size());
+    throw;
+  }
+  replace_file(path, out);
+}
+
+} // namespace
+
+uint32_t keyring::add_key_to_file(const std::string& path, bool make_active) {
   uint32_t new_id = 0;
   {
+    auto text = read_whole_file(path);
     auto existing = parse(text);
+    sodium_memzero(text.data(), text.size());
     for (auto& [id, e] : existing->keys_)
       new_id = std::max(new_id, id);
   }
   ++new_id;
-  // Rewrite the 'active' line and append the new key.
-  std::istringstream in(text);
-  std::string out, line;
-  while (std::getline(in, line)) {
-    if (line.rfind("active", 0) == 0)
-      out += "active " + std::to_string(new_id) + "\n";
-    else
-      out += line + "\n";
-    sodium_memzero(line.data(), line.size());
-  }
-  out += fresh_key_line(new_id);
-  auto tmp = path + ".tmp";
-  write_file_0600(tmp, out, false);
-  sodium_memzero(out.data(), out.size());
-  sodium_memzero(text.data(), text.size());
-  if (::rename(tmp.c_str(), path.c_str()) != 0)
-    throw crypto_error("cannot replace key file " + path + ": " + std::strerror(errno));
+  rewrite_file(path, fresh_key_line(new_id), [&](std::string& line) {
+    if (make_active && line.rfind("active", 0) == 0)
+      line = "active " + std::to_string(new_id);
+    return true;
+  });
   return new_id;
+}
+
+void keyring::activate_key_in_file(const std::string& path, uint32_t id) {
+  {
+    auto text = read_whole_file(path);
+    auto existing = parse(text);
+    sodium_memzero(text.data(), text.size());
+    if (!existing->has_key(id))
+      throw crypto_error("key " + std::to_string(id) + " is not in " + path);
+  }
+  rewrite_file(path, "", [&](std::string& line) {
+    if (line.rfind("active", 0) == 0)
+      line = "active " + std::to_string(id);
+    return true;
+  });
+}
+
+void keyring::remove_key_from_file(const std::string& path, uint32_t id) {
+  {
+    auto text = read_whole_file(path);
+    auto existing = parse(text);
+    sodium_memzero(text.data(), text.size());
+    if (!existing->has_key(id))
+      throw crypto_error("key " + std::to_string(id) + " is not in " + path);
+    if (existing->active_id() == id)
+      throw crypto_error("key " + std::to_string(id) + " is the active key; activate another first");
+  }
+  rewrite_file(path, "", [&](const std::string& line) { return key_line_id(line) != id; });
+}
+
+std::vector<uint32_t> keyring::key_ids() const {
+  std::vector<uint32_t> ids;
+  for (auto& [id, e] : keys_)
+    ids.push_back(id);
+  return ids;
 }
 
 const unsigned char* keyring::subkey(uint32_t id, key_purpose purpose) const {

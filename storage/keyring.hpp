@@ -19,6 +19,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace cm::storage {
 
@@ -55,9 +56,23 @@ public:
   /// Refuses to overwrite an existing file.
   static void generate_file(const std::string& path);
 
-  /// Adds a fresh key to an existing file and makes it active (rotation).
-  /// Returns the new key id. The file is replaced atomically.
-  static uint32_t add_key_to_file(const std::string& path);
+  /// Adds a fresh key to an existing file (rotation) and, with
+  /// `make_active`, makes it active at once. Several instances sharing a
+  /// database add it decrypt-only first, restart, and activate it in a second
+  /// step (docs/STORAGE.md, "Key rotation"), so no instance ever meets a
+  /// ciphertext under a key it does not hold. Returns the new key id. The
+  /// file is replaced atomically.
+  static uint32_t add_key_to_file(const std::string& path, bool make_active = true);
+
+  /// Makes key `id`, already in the file, the active one.
+  static void activate_key_in_file(const std::string& path, uint32_t id);
+
+  /// Removes key `id` from the file; refuses the active key. (Whether any
+  /// row still uses it is the caller's check: see `keygen --retire`.)
+  static void remove_key_from_file(const std::string& path, uint32_t id);
+
+  /// Every key id in the ring, ascending.
+  std::vector<uint32_t> key_ids() const;
 
   uint32_t active_id() const { return active_id_; }
   bool has_key(uint32_t id) const { return keys_.count(id) != 0; }
