@@ -83,10 +83,13 @@ const statement insert_state_stmt{"states_insert",
   "code_verifier, redirect_uri, params, key_id, expires_at) VALUES ($1, decode($2, 'hex'), $3, "
   "$4, NULLIF($5, ''), $6, $7, $8::jsonb, $9::integer, to_timestamp($10::bigint / 1000.0))"};
 
+// $1: comma-separated hex hashes, one per key in the ring (a state may have
+// been hashed under a key that is no longer active). At most one matches.
 const statement take_state_stmt{"states_take",
-  "DELETE FROM oauth_states WHERE state_hash = decode($1, 'hex') RETURNING team_id, user_id, "
-  "provider, coalesce(connector_name, ''), code_verifier, redirect_uri, params::text, "
-  "(extract(epoch from expires_at) * 1000)::bigint"};
+  "DELETE FROM oauth_states WHERE state_hash IN "
+  "(SELECT decode(h, 'hex') FROM unnest(string_to_array($1, ',')) AS h) RETURNING team_id, "
+  "user_id, provider, coalesce(connector_name, ''), code_verifier, redirect_uri, params::text, "
+  "(extract(epoch from expires_at) * 1000)::bigint, encode(state_hash, 'hex')"};
 
 const statement purge_states_stmt{"states_purge",
   "DELETE FROM oauth_states WHERE expires_at < now() - interval '1 hour'"};
@@ -207,16 +210,20 @@ token_record token_store::read_row(const result& res, int row) {
   r.kind = std::string(res.text(row, 4));
   r.status = std::string(res.text(row, 5));
   r.reason = std::string(res.text(row, 6));
+  const char* column = "access_token";
   try {
     if (!res.is_null(row, 7))
-      r.access_token = cipher_.decrypt(res.bytes(row, 7), binding(r.id, r.key, "access_token"));
+      r.access_token = cipher_.decrypt(res.bytes(row, 7), binding(r.id, r.key, column));
+    column = "refresh_token";
     if (!res.is_null(row, 8))
-      r.refresh_token = cipher_.decrypt(res.bytes(row, 8), binding(r.id, r.key, "refresh_token"));
+      r.refresh_token = cipher_.decrypt(res.bytes(row, 8), binding(r.id, r.key, column));
   } catch (const crypto_error& e) {
-    // Tampering, a row copied elsewhere, or a missing key: never serve it.
+    // Tampering, a row copied elsewhere, or a missing key: never serve it,
+    // not even its other column. The line names the row, never a value.
     log::error("storage", "ALARM: stored ciphertext failed to decrypt",
                {{"team_id", r.key.team_id}, {"user_id", r.key.user_id},
-                {"provider", r.key.provider}, {"row_id", r.id}, {"error", e.what()}});
+                {"provider", r.key.provider}, {"row_id", r.id}, {"column", column},
+                {"error", e.what()}});
     throw db_error(ec::integrity_failure, "", "stored credentials failed integrity check");
   }
   r.expires_at_ms = res.integer(row, 9);
@@ -281,9 +288,14 @@ token_record token_store::complete_refresh(const connection_key& key, int64_t fe
     throw db_error(ec::not_found, "", "no such connection");
   auto access = cipher_.encrypt(tokens.access_token.view(),
                                 binding(current->id, key, "access_token"));
+  // A kept refresh token is sealed again under the active key too, so the
+  // row's key_id names the key of every ciphertext in it (key rotation
+  // relies on that: docs/STORAGE.md).
+  const secret& refresh_plain =
+    tokens.refresh_token.empty() ? current->refresh_token : tokens.refresh_token;
   param refresh = param::null();
-  if (!tokens.refresh_token.empty())
-    refresh = param::bytes(cipher_.encrypt(tokens.refresh_token.view(),
+  if (!refresh_plain.empty())
+    refresh = param::bytes(cipher_.encrypt(refresh_plain.view(),
                                            binding(current->id, key, "refresh_token")));
   param scopes = tokens.scopes.empty() ? param::null()
                                        : param::text(nlohmann::json(tokens.scopes).dump());
@@ -406,12 +418,13 @@ void token_store::put_state(const oauth_state_record& st) {
             param::text(std::to_string(st.expires_at_ms))});
 }
 
-std::optional<oauth_state_record> token_store::take_state(const std::string& state_hash) {
-  auto res = db_.exec(take_state_stmt, {param::text(state_hash)});
+std::optional<oauth_state_record> token_store::take_state(const std::string& state_hashes) {
+  auto res = db_.exec(take_state_stmt, {param::text(state_hashes)});
   if (res.rows() == 0)
     return std::nullopt;
   oauth_state_record st;
-  st.state_hash = state_hash;
+  // The verifier is bound to the hash it was stored under.
+  st.state_hash = std::string(res.text(0, 8));
   st.team_id = std::string(res.text(0, 0));
   st.user_id = std::string(res.text(0, 1));
   st.provider = std::string(res.text(0, 2));
@@ -419,10 +432,11 @@ std::optional<oauth_state_record> token_store::take_state(const std::string& sta
   if (!res.is_null(0, 4)) {
     try {
       st.code_verifier = cipher_.decrypt(
-        res.bytes(0, 4), {"oauth_states", state_hash, st.user_id, st.provider, "code_verifier"});
+        res.bytes(0, 4), {"oauth_states", st.state_hash, st.user_id, st.provider, "code_verifier"});
     } catch (const crypto_error& e) {
       log::error("storage", "ALARM: stored OAuth verifier failed to decrypt",
-                 {{"team_id", st.team_id}, {"error", e.what()}});
+                 {{"team_id", st.team_id}, {"user_id", st.user_id}, {"provider", st.provider},
+                  {"error", e.what()}});
       throw db_error(ec::integrity_failure, "", "stored state failed integrity check");
     }
   }

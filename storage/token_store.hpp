@@ -75,7 +75,9 @@ public:
 
   /// Consumes a state atomically: exactly one caller gets it, expired or
   /// not (the caller checks expires_at_ms). nullopt when unknown or used.
-  std::optional<oauth_state_record> take_state(const std::string& state_hash);
+  /// `state_hashes`: the state's hash under each key in the ring, comma-
+  /// separated (oauth::state_hash_candidates), or a single hash.
+  std::optional<oauth_state_record> take_state(const std::string& state_hashes);
 
   /// Stores a newly authorized grant (inserting or replacing) and writes
   /// TOKEN_CREATED in the same transaction; returns the grant it replaced.
