@@ -227,8 +227,10 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
                        std::optional<int64_t> fence, ec cause) {
   auto& s = self->state;
   // Only the provider's failures count towards giving up; a database
-  // outage says nothing about the grant.
-  if (cause == ec::provider_failed)
+  // outage says nothing about the grant. A row failing its integrity check
+  // (alarmed by storage) backs off the same way, so a tampered row alarms
+  // at a falling rate instead of every backoff_base_ms.
+  if (cause == ec::provider_failed || cause == ec::integrity_failure)
     ++s.failures;
   auto fields = log_fields(self);
   fields["reason"] = reason;
