@@ -373,7 +373,8 @@ void oauth_callback(const call& c) {
   if (code.empty())
     code = get("code");
   auto iss = get("iss");
-  auto hash = oauth::state_hash(*c.ctx().keys, state);
+  // Under every key in the ring: the state may predate a key rotation.
+  auto hash = oauth::state_hash_candidates(*c.ctx().keys, state);
   auto copy = c;
   auto entry_ptr = entry;
   // Consumed before anything else: a state works once, whatever happens.

@@ -90,12 +90,29 @@ std::string new_state() {
   return base64url(raw, sizeof raw);
 }
 
-std::string state_hash(const storage::keyring& keys, const std::string& state) {
-  auto key = keys.subkey(keys.active_id(), storage::key_purpose::state_hashing);
+namespace {
+
+std::string keyed_state_hash(const storage::keyring& keys, uint32_t key_id,
+                             const std::string& state) {
+  auto key = keys.subkey(key_id, storage::key_purpose::state_hashing);
   unsigned char out[32];
   crypto_generichash(out, sizeof out, reinterpret_cast<const unsigned char*>(state.data()),
                      state.size(), key, storage::subkey_bytes);
   return hex(out, sizeof out);
+}
+
+} // namespace
+
+std::string state_hash(const storage::keyring& keys, const std::string& state) {
+  return keyed_state_hash(keys, keys.active_id(), state);
+}
+
+std::string state_hash_candidates(const storage::keyring& keys, const std::string& state) {
+  auto out = state_hash(keys, state);
+  for (auto id : keys.key_ids())
+    if (id != keys.active_id())
+      out += "," + keyed_state_hash(keys, id, state);
+  return out;
 }
 
 std::string new_code_verifier() {
@@ -131,7 +148,7 @@ std::optional<nlohmann::json> template_values(const config::provider_entry& entr
     if (it == given.end())
       continue;
     auto value = name == "shop" ? normalize_shop(it->second) : it->second;
-    if (!std::regex_match(value, std::regex{pattern})) {
+    if (!template_value_matches(value, pattern)) {
       problem = name + " is not valid";
       return std::nullopt;
     }

@@ -20,8 +20,15 @@ namespace cm::oauth {
 /// 256 random bits, base64url: the `state` sent to the provider.
 std::string new_state();
 
-/// Keyed BLAKE2b of a state (hex): what the database stores.
+/// Keyed BLAKE2b of a state (hex) under the active key: what the database
+/// stores.
 std::string state_hash(const storage::keyring& keys, const std::string& state);
+
+/// The state's keyed hash under every key in the ring, the active key's
+/// first, comma-separated: what a callback looks up. A state stored before a
+/// key rotation, or by an instance whose active key differs during one, is
+/// still found (docs/STORAGE.md, "Key rotation").
+std::string state_hash_candidates(const storage::keyring& keys, const std::string& state);
 
 /// RFC 7636 verifier (64 base64url characters) and its S256 challenge.
 std::string new_code_verifier();

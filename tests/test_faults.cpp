@@ -376,7 +376,7 @@ TEST(Faults, KillNineWithAStrictProviderLosesOnlyTheAnswersInFlight) {
       marked.insert(reauth.substr(at, end - at));
   }
   EXPECT_EQ(marked, unseen) << "only connections whose answer died with the process are lost";
-  EXPECT_EQ(w.count("SELECT count(DISTINCT user_id) FROM event_outbox "
+  EXPECT_EQ(w.count("SELECT count(DISTINCT payload->>'userId') FROM event_outbox "
                     "WHERE event_type = 'TOKEN_EXPIRED'"),
             static_cast<int64_t>(unseen.size()));
   int refused = 0;

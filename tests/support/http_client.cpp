@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cerrno>
 #include <stdexcept>
 
@@ -61,6 +62,8 @@ http_reply http_connection::raw(const std::string& bytes) {
   size_t sent = 0;
   while (sent < bytes.size()) {
     auto n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
     if (n <= 0)
       break; // the server may answer (413) before reading everything
     sent += static_cast<size_t>(n);
@@ -71,7 +74,13 @@ http_reply http_connection::raw(const std::string& bytes) {
 http_reply http_connection::read_reply() {
   auto fill = [&] {
     char buf[65536];
-    auto n = ::recv(fd_, buf, sizeof buf, 0);
+    // A signal (SIGCHLD from a child the test started) interrupts recv
+    // without anything being wrong: try again, within the same 15 s.
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    ssize_t n;
+    while ((n = ::recv(fd_, buf, sizeof buf, 0)) < 0 && errno == EINTR &&
+           std::chrono::steady_clock::now() < give_up) {
+    }
     if (n <= 0)
       throw std::runtime_error(n == 0 ? "connection closed" : "receive timed out");
     buffer_.append(buf, static_cast<size_t>(n));
