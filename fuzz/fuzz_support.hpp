@@ -68,11 +68,14 @@ inline std::shared_ptr<const storage::keyring> test_keyring() {
 }
 
 /// A directory for files the code under test wants to read (key files),
-/// removed when the process exits.
+/// under $TMPDIR (scripts/fuzz points it into the run's directory), removed
+/// when the process exits normally.
 inline const std::string& scratch_dir() {
   static const std::string dir = [] {
-    char tmpl[] = "/tmp/cm-fuzz.XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr)
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
+                       "/cm-fuzz-keys.XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr)
       std::abort();
     std::string made = tmpl;
     static std::string to_remove = made;
