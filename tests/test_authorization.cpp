@@ -255,19 +255,6 @@ std::unique_ptr<sse_client> open_stream(uint16_t port, const std::string& target
 
 // -- the world -----------------------------------------------------------------
 
-std::string path_and_query(const std::string& url) {
-  auto scheme = url.find("://");
-  return url.substr(url.find('/', scheme + 3));
-}
-
-std::map<std::string, std::string> query_of(const std::string& url) {
-  std::map<std::string, std::string> q;
-  auto pos = url.find('?');
-  if (pos != std::string::npos)
-    http::parse_query(url.substr(pos + 1), q);
-  return q;
-}
-
 /// One server with HS256 and RS256 both configured, the fake provider for
 /// OAuth and API-key checks, and every kind of caller.
 struct authz_world {

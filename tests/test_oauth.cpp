@@ -20,20 +20,6 @@ namespace {
 const std::string allowed = "https://app.example/integrations/done";
 const std::string service_token = "svc-token-oauth-tests-0001";
 
-std::map<std::string, std::string> query_of(const std::string& url) {
-  std::map<std::string, std::string> q;
-  auto pos = url.find('?');
-  if (pos != std::string::npos)
-    http::parse_query(url.substr(pos + 1), q);
-  return q;
-}
-
-std::string path_and_query(const std::string& url) {
-  auto scheme = url.find("://");
-  auto slash = url.find('/', scheme + 3);
-  return url.substr(slash);
-}
-
 struct oauth_world {
   std::string db = fresh_database("oauth");
   fake_provider_process fake;

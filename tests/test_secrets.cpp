@@ -139,19 +139,6 @@ void store(const std::string& db_url, const std::string& key_file, std::vector<t
   caf::anon_send_exit(*store, caf::exit_reason::user_shutdown);
 }
 
-std::string path_and_query(const std::string& url) {
-  auto scheme = url.find("://");
-  return url.substr(url.find('/', scheme + 3));
-}
-
-std::map<std::string, std::string> query_of(const std::string& url) {
-  std::map<std::string, std::string> q;
-  auto pos = url.find('?');
-  if (pos != std::string::npos)
-    http::parse_query(url.substr(pos + 1), q);
-  return q;
-}
-
 std::string callback_target(const std::string& path, const std::map<std::string, std::string>& q) {
   std::vector<std::pair<std::string, std::string>> fields(q.begin(), q.end());
   return path + "?" + oauth::form_encode(fields);

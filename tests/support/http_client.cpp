@@ -1,5 +1,7 @@
 #include "tests/support/http_client.hpp"
 
+#include "http/exchange.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -126,6 +128,19 @@ http_reply http_call(uint16_t port, const std::string& method, const std::string
                      const header_map& headers, const std::string& body) {
   http_connection c{port};
   return c.request(method, target, headers, body);
+}
+
+std::string path_and_query(const std::string& url) {
+  auto scheme = url.find("://");
+  return url.substr(url.find('/', scheme + 3));
+}
+
+std::map<std::string, std::string> query_of(const std::string& url) {
+  std::map<std::string, std::string> q;
+  auto pos = url.find('?');
+  if (pos != std::string::npos)
+    http::parse_query(url.substr(pos + 1), q);
+  return q;
 }
 
 } // namespace cm::test

@@ -52,6 +52,12 @@ private:
   std::string buffer_;
 };
 
+/// "/path?query" of an absolute URL (e.g. a Location header).
+std::string path_and_query(const std::string& url);
+
+/// The decoded query parameters of a URL.
+std::map<std::string, std::string> query_of(const std::string& url);
+
 /// One request on a fresh connection.
 http_reply http_call(uint16_t port, const std::string& method, const std::string& target,
                      const header_map& headers = {}, const std::string& body = "");
