@@ -73,6 +73,10 @@ reload_outcome config_reloader::reload() {
            cfg.token_service.address != running.token_service.address ||
            cfg.token_service.port != running.token_service.port,
          "token_service");
+    // Read once by the SIGTERM handler in app/commands.cpp.
+    keep(cfg.refresh.shutdown_grace_ms != running.refresh.shutdown_grace_ms,
+         "refresh.shutdown_grace_ms");
+    cfg.refresh.shutdown_grace_ms = running.refresh.shutdown_grace_ms;
     cfg.listen = running.listen;
     cfg.database = running.database;
     cfg.key_file = running.key_file;

@@ -536,11 +536,21 @@ void revalidate(self_ptr self) {
       });
 }
 
+caf::error shutting_down_error() {
+  return make_error(ec::unavailable, "the service is shutting down");
+}
+
 void start_refresh(self_ptr self, mode m) {
   auto& s = self->state;
   if (s.refreshing) {
     if (m == mode::force)
       s.force_requested = true;
+    return;
+  }
+  if (refreshes_stopped()) {
+    // Shutting down: a refresh started now might be answered after the
+    // process is gone. The next process plans it again.
+    fail_waiters(self, shutting_down_error());
     return;
   }
   s.refreshing = true;
@@ -658,12 +668,16 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         if (usable(self))
           return make_grant(self);
         // Expired and not refreshable: mark it (once) and report.
+        if (refreshes_stopped())
+          return shutting_down_error();
         st.waiters.push_back(self->make_response_promise<token_grant>());
         start_refresh(self, mode::expire);
         return st.waiters.back();
       }
       if (force && !can_refresh(self))
         return make_error(ec::bad_request, "this connection cannot be refreshed");
+      if (refreshes_stopped())
+        return shutting_down_error();
       st.waiters.push_back(self->make_response_promise<token_grant>());
       start_refresh(self, force ? mode::force : mode::refresh);
       return st.waiters.back();
@@ -720,7 +734,8 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       if (st.record->status != "connected")
         return;
       if (st.record->kind == "api_key") {
-        revalidate(self);
+        if (!refreshes_stopped())
+          revalidate(self);
         return;
       }
       start_refresh(self, can_refresh(self) ? mode::refresh : mode::expire);

@@ -32,6 +32,7 @@
 
 #include "actors/fwd.hpp"
 #include "actors/provider_client_actor.hpp"
+#include "actors/refresh_drain.hpp"
 #include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
@@ -120,7 +121,9 @@ struct connection_state {
   /// nullopt until loaded from storage.
   std::optional<resident_token> record;
   std::vector<caf::typed_response_promise<token_grant>> waiters;
-  bool refreshing = false;
+  /// Between taking a refresh lease and recording the outcome; counted
+  /// process-wide, so shutdown can wait for it (actors/refresh_drain.hpp).
+  counted_refresh_flag refreshing;
   /// The refresh in flight was asked for explicitly (force).
   bool forced = false;
   bool force_requested = false;

@@ -266,6 +266,10 @@ event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event
                          ping_atom_v);
     },
     [=](status_atom) -> int64_t { return static_cast<int64_t>(self->state.subscribers.size()); },
+    [=](head_atom) -> bool {
+      start(self); // no-op once started or while the read runs
+      return self->state.started;
+    },
   };
 }
 

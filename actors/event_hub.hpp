@@ -46,7 +46,10 @@ using event_hub_actor = caf::typed_actor<
   // Internal: the heartbeat timer.
   caf::reacts_to<ping_atom>,
   // The subscriber count (tests, health).
-  caf::replies_to<status_atom>::with<int64_t>>;
+  caf::replies_to<status_atom>::with<int64_t>,
+  // Whether the start position has been read, so subscribers are served
+  // (start-up waits for it before logging "ready").
+  caf::replies_to<head_atom>::with<bool>>;
 
 struct event_subscriber {
   http::event_stream_ptr stream;

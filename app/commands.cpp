@@ -21,6 +21,7 @@
 #include "actors/webhook_dispatcher.hpp"
 #include "actors/front_actor.hpp"
 #include "actors/provider_client_actor.hpp"
+#include "actors/refresh_drain.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/token_service_actor.hpp"
 #include "actors/storage_actor.hpp"
@@ -40,6 +41,23 @@
 namespace cm::app {
 
 namespace {
+
+/// Waits until the event hub has read where the outbox stands, so "ready"
+/// means GET /api/v1/events is served too; false if `patience` ran out.
+bool wait_for_event_hub(caf::actor_system& sys, const event_hub_actor& hub,
+                        std::chrono::milliseconds patience) {
+  caf::scoped_actor self{sys};
+  auto give_up = std::chrono::steady_clock::now() + patience;
+  while (std::chrono::steady_clock::now() < give_up) {
+    bool started = false;
+    self->request(hub, std::chrono::seconds(5), head_atom_v)
+      .receive([&](bool yes) { started = yes; }, [](caf::error&) {});
+    if (started)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
 
 constexpr const char* usage = R"(usage: connector-manager [COMMAND] [OPTIONS]
 
@@ -254,6 +272,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
     caf::anon_send(hub, tick_atom_v);
     caf::anon_send(dispatcher, tick_atom_v);
   });
+  if (!wait_for_event_hub(sys, hub, std::chrono::seconds(30)))
+    log::warn("main", "event delivery has not started yet; GET /api/v1/events answers 503 "
+                      "until it reads the outbox");
 
   auto ctx = std::make_shared<front_context>();
   ctx->cfg = cfg;
@@ -286,7 +307,23 @@ int cmd_serve(const config::service_config& cfg, char**) {
   int sig = 0;
   sigwait(&signals, &sig);
   log::info("main", "shutting down", {{"signal", sig}});
+  // No new requests, then no new refreshes; refreshes already at the
+  // provider store what it answered before the actors stop
+  // (actors/refresh_drain.hpp).
   server.stop();
+  if (service)
+    caf::anon_send_exit(service, caf::exit_reason::user_shutdown);
+  auto drained = drain_refreshes(std::chrono::milliseconds(cfg.refresh.shutdown_grace_ms));
+  auto drain_fields = nlohmann::json{{"in_progress", drained.in_progress_at_start},
+                                  {"waited_ms", drained.waited.count()}};
+  if (drained.left == 0) {
+    log::info("main", "refreshes drained", drain_fields);
+  } else {
+    // Their provider answers may be lost, as in a crash; a rotating
+    // provider then needs a reconnect for those connections.
+    drain_fields["left"] = drained.left;
+    log::warn("main", "shutdown grace ran out with refreshes in progress", drain_fields);
+  }
   stop_actors(fronts);
   // Actors may still hold exchanges that write through the endpoint: let
   // them finish before `server` (and with it the endpoint) is destroyed.

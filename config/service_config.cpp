@@ -210,7 +210,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   reader.expect_keys(refresh, "refresh", {"margin_s", "lease_ms", "provider_timeout_ms",
                                           "max_failures", "backoff_base_ms", "backoff_cap_ms",
                                           "lease_poll_ms", "storage_timeout_ms",
-                                          "key_revalidation_s"});
+                                          "key_revalidation_s", "shutdown_grace_ms"});
   auto& r = cfg.refresh;
   auto margin_s = reader.get_int(refresh, "refresh", "margin_s", -1, -1, 86400);
   r.margin_override_ms = margin_s < 0 ? -1 : margin_s * 1000;
@@ -232,6 +232,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.get_int(refresh, "refresh", "storage_timeout_ms", r.storage_timeout_ms, 100, 120000);
   r.key_revalidation_ms =
     reader.get_int(refresh, "refresh", "key_revalidation_s", 86400, 0, 30 * 86400) * 1000;
+  r.shutdown_grace_ms =
+    reader.get_int(refresh, "refresh", "shutdown_grace_ms", r.shutdown_grace_ms, 0, 600000);
 
   // token_service
   auto ts = root["token_service"];

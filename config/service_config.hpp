@@ -85,6 +85,9 @@ struct refresh_config {
   /// How often a stored API key is checked again with the provider (plus up
   /// to a tenth of it as jitter); 0 turns re-validation off.
   int64_t key_revalidation_ms = 86400000;
+  /// On SIGTERM, how long to wait for refreshes in progress to store what
+  /// the provider answered before the process stops (actors/refresh_drain.hpp).
+  int64_t shutdown_grace_ms = 25000;
 };
 
 /// The token service published to other CAF programs.

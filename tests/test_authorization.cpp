@@ -240,17 +240,11 @@ rule rule_of(const route_shape& r) {
   return rule::open;
 }
 
-/// Opens an event stream. The hub starts just after the server reports
-/// ready and answers 503 (with Retry-After) until then: retry, briefly.
+/// Opens an event stream. No retry: "ready" is logged only once the event
+/// hub serves subscribers, so a 503 here is a failure.
 std::unique_ptr<sse_client> open_stream(uint16_t port, const std::string& target,
                                         const std::map<std::string, std::string>& headers) {
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (true) {
-    auto stream = std::make_unique<sse_client>(port, target, headers);
-    if (stream->status() != 503 || std::chrono::steady_clock::now() > deadline)
-      return stream;
-    std::this_thread::sleep_for(50ms);
-  }
+  return std::make_unique<sse_client>(port, target, headers);
 }
 
 // -- the world -----------------------------------------------------------------
