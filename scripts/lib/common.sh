@@ -68,6 +68,33 @@ cm_sanitizer_env() {
   export TSAN_OPTIONS="log_path=$dir/tsan:halt_on_error=0:second_deadlock_stack=1:suppressions=$supp/tsan.supp"
 }
 
+# cm_sanitizer_canary BUILD DIR CHECK...: runs the build's sanitizer_canary
+# once per CHECK (undefined, address, thread) with the options
+# cm_sanitizer_env set for DIR, and fails unless each run left its whole
+# report (the headline, not just a summary line) under DIR; then empties
+# DIR. Proves the collector below can see a report before a clean run is
+# believed.
+cm_sanitizer_canary() {
+  local build=$1 dir=$2 check headline
+  shift 2
+  for check in "$@"; do
+    case $check in
+      undefined) headline="runtime error: signed integer overflow" ;;
+      address) headline="ERROR: AddressSanitizer: heap-use-after-free" ;;
+      thread) headline="WARNING: ThreadSanitizer: data race" ;;
+      *) cm_log "unknown sanitizer canary $check"; return 1 ;;
+    esac
+    rm -rf "${dir:?}"/*
+    "$build/sanitizer_canary" "$check" >/dev/null 2>&1 || true
+    if ! grep -qs "$headline" "$dir"/*; then
+      cm_log "the $check sanitizer canary left no \"$headline\" under $dir: reports would go unseen"
+      return 1
+    fi
+    cm_log "sanitizer canary ($check): report collected as expected"
+  done
+  rm -rf "${dir:?}"/*
+}
+
 # cm_sanitizer_reports DIR: prints every report written under DIR; fails if
 # there is any.
 cm_sanitizer_reports() {
