@@ -69,7 +69,7 @@ cm_sanitizer_env() {
 }
 
 # cm_sanitizer_canary BUILD DIR CHECK...: runs the build's sanitizer_canary
-# once per CHECK (undefined, address, thread) with the options
+# once per CHECK (undefined, address, leak, thread) with the options
 # cm_sanitizer_env set for DIR, and fails unless each run left its whole
 # report (the headline, not just a summary line) under DIR; then empties
 # DIR. Proves the collector below can see a report before a clean run is
@@ -81,6 +81,7 @@ cm_sanitizer_canary() {
     case $check in
       undefined) headline="runtime error: signed integer overflow" ;;
       address) headline="ERROR: AddressSanitizer: heap-use-after-free" ;;
+      leak) headline="ERROR: LeakSanitizer: detected memory leaks" ;;
       thread) headline="WARNING: ThreadSanitizer: data race" ;;
       *) cm_log "unknown sanitizer canary $check"; return 1 ;;
     esac
