@@ -37,11 +37,20 @@ cm_install_deps() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# Paths under the checkout are hashed relative to it, and the build
+# directory is left out of the hash, so a second clone (CI clones afresh)
+# reuses what the first compiled. The cost: debug info of a cached object
+# may name the other clone's directory.
+cm_ccache_share_between_checkouts() {
+  export CCACHE_BASEDIR="$CM_ROOT" CCACHE_NOHASHDIR=true
+}
+
 # cm_build BUILD_TYPE BUILD_DIR [extra cmake args...]
 cm_build() {
   local type=$1 dir=$2
   shift 2
   export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+  cm_ccache_share_between_checkouts
   # The precompiled header is shared; ccache must accept it.
   export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
   cm_log "building ($type) in $dir"
