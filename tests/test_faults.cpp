@@ -427,9 +427,11 @@ TEST(Faults, SigtermDrainsRefreshesInFlightAndLosesNoAnswer) {
   w.backdate_all();
   w.fake.admin("/__behavior", R"({"answer_delay_ms":50})");
   // A provider timeout well above the fake's queueing (16 threads, 50 ms
-  // each): a timed-out call would be retried with the same token, which
-  // the strict provider punishes, and the test would measure that instead.
-  auto options = fault_options(w, 3000, 8000);
+  // each, so 1,000 connections queue for 3 s): a timed-out call would be
+  // retried with the same token, which the strict provider punishes, and
+  // the test would measure that instead.
+  int timeout_ms = 3000 + static_cast<int>(users.size()) * 10;
+  auto options = fault_options(w, timeout_ms, 2 * timeout_ms + 2000);
   int exit_code = -1;
   std::string first_log;
   long calls_at_term = 0;
