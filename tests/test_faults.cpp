@@ -59,6 +59,18 @@ std::vector<std::string> out_of_step(token_world& w, const std::vector<std::stri
   return behind;
 }
 
+/// Waits (at most 20 s) until the provider has been sent a third of the
+/// storm's refreshes, the point where the fault tests strike; returns how
+/// many it had been sent by then.
+long wait_for_a_third_sent(token_world& w, size_t connections) {
+  auto deadline = clock_type::now() + 20s;
+  auto third = static_cast<long>(connections / 3);
+  long calls = 0;
+  while (clock_type::now() < deadline && (calls = w.fake.refresh_calls()) < third)
+    std::this_thread::sleep_for(5ms);
+  return calls;
+}
+
 int revoked_families(token_world& w) {
   int revoked = 0;
   // Named: a range-for over items() of a temporary would iterate freed
@@ -112,11 +124,8 @@ TEST(Faults, KillNineMidRefreshStormLosesNoRefreshToken) {
   {
     server_process first{options};
     ASSERT_TRUE(first.wait_ready()) << first.log();
-    auto deadline = clock_type::now() + 20s;
-    auto third = static_cast<long>(users.size() / 3);
-    while (clock_type::now() < deadline && (calls_at_kill = w.fake.refresh_calls()) < third)
-      std::this_thread::sleep_for(5ms);
-    ASSERT_GE(calls_at_kill, third) << first.log();
+    calls_at_kill = wait_for_a_third_sent(w, users.size());
+    ASSERT_GE(calls_at_kill, static_cast<long>(users.size() / 3)) << first.log();
     first.kill_now();
   }
   auto stored_at_kill = users.size() - out_of_step(w, users).size();
@@ -340,10 +349,7 @@ TEST(Faults, KillNineWithAStrictProviderLosesOnlyTheAnswersInFlight) {
   {
     server_process first{options};
     ASSERT_TRUE(first.wait_ready()) << first.log();
-    auto deadline = clock_type::now() + 20s;
-    auto third = static_cast<long>(users.size() / 3);
-    while (clock_type::now() < deadline && w.fake.refresh_calls() < third)
-      std::this_thread::sleep_for(5ms);
+    wait_for_a_third_sent(w, users.size());
     first.kill_now();
   }
   // The provider finishes what it was sent; then its state is final.
@@ -438,11 +444,8 @@ TEST(Faults, SigtermDrainsRefreshesInFlightAndLosesNoAnswer) {
   {
     server_process first{options};
     ASSERT_TRUE(first.wait_ready()) << first.log();
-    auto deadline = clock_type::now() + 20s;
-    auto third = static_cast<long>(users.size() / 3);
-    while (clock_type::now() < deadline && (calls_at_term = w.fake.refresh_calls()) < third)
-      std::this_thread::sleep_for(5ms);
-    ASSERT_GE(calls_at_term, third) << first.log();
+    calls_at_term = wait_for_a_third_sent(w, users.size());
+    ASSERT_GE(calls_at_term, static_cast<long>(users.size() / 3)) << first.log();
     exit_code = first.stop();
     first_log = first.log();
   }
