@@ -45,7 +45,11 @@ std::string family_of(size_t index) {
 }
 
 nlohmann::json provider_stats(token_world& w) {
-  return nlohmann::json::parse(w.fake.admin("/__stats", ""));
+  auto body = w.fake.admin("/__stats", "");
+  auto stats = nlohmann::json::parse(body);
+  if (!stats.contains("families"))
+    throw std::runtime_error("not a /__stats answer from the fake provider: " + body);
+  return stats;
 }
 
 /// Users whose stored refresh token is not the one the provider expects next.

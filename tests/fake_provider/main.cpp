@@ -300,6 +300,13 @@ public:
     } catch (const std::exception&) {
       reply(w, Http::Code::Internal_Server_Error, {{"error", "fake_failure"}});
     }
+    // Pistache 0.0.5 queues every answer by descriptor number and writes it
+    // later. When a client dies meanwhile (a test SIGKILLs the server while
+    // answers are delayed), Pistache closes the descriptor, a new client
+    // gets the same number, and the stale answer reaches that new client.
+    // Writing now, on this reactor thread, while the descriptor is still
+    // the asking client's, sends it where it belongs or nowhere.
+    transport()->flush();
   }
 
 private:
