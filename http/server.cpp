@@ -215,6 +215,21 @@ public:
     }
   }
 
+  /// Runs on the peer's reactor thread just before Pistache closes the
+  /// descriptor. Pistache 0.0.5 queues every answer under the descriptor
+  /// number and writes it later; once the number is closed, the next client
+  /// to connect may get it, and an answer still queued for this connection
+  /// (a token, on the token routes) would be written to that stranger. So:
+  /// no answer of this connection is queued from now on, and those already
+  /// queued are written now, while the number is still this connection's
+  /// (a client that only shut down its sending side still gets them).
+  void onDisconnection(const std::shared_ptr<Tcp::Peer>& peer) override {
+    if (auto state = std::static_pointer_cast<connection_state>(
+          peer->tryGetData(connection_state_key)))
+      state->order->close();
+    transport()->flush();
+  }
+
 private:
   std::shared_ptr<connection_state> state_of(const std::shared_ptr<Tcp::Peer>& peer) {
     auto state = std::static_pointer_cast<connection_state>(peer->tryGetData(connection_state_key));

@@ -273,6 +273,43 @@ TEST(ResponseOrder, WritesInTicketOrderWhateverOrderAnswersArriveIn) {
     EXPECT_EQ(seen[i], static_cast<uint64_t>(i));
 }
 
+// A connection that is gone: close() returns only after a writer running
+// on another thread has returned, and no writer of it runs afterwards.
+TEST(ResponseOrder, CloseWaitsForTheRunningWriterAndDropsTheRest) {
+  http::response_order order;
+  auto first = order.take_ticket(), second = order.take_ticket(), third = order.take_ticket();
+  std::mutex events_mutex;
+  std::vector<std::string> events;
+  auto record = [&](const std::string& e) {
+    std::lock_guard<std::mutex> lock(events_mutex);
+    events.push_back(e);
+  };
+  std::atomic<bool> writing{false}, closing{false};
+  std::thread writer([&] {
+    order.deliver(first, [&] {
+      writing = true;
+      while (!closing)
+        std::this_thread::yield();
+      // close() has been called and must be waiting for this writer.
+      std::this_thread::sleep_for(30ms);
+      // Waits behind this writer; close() must drop it.
+      std::thread([&] { order.deliver(second, [&] { record("second"); }); }).join();
+      record("first");
+    });
+  });
+  while (!writing)
+    std::this_thread::yield();
+  std::thread closer([&] {
+    closing = true;
+    order.close();
+    record("closed");
+  });
+  writer.join();
+  closer.join();
+  order.deliver(third, [&] { record("third"); });
+  EXPECT_EQ(events, (std::vector<std::string>{"first", "closed"}));
+}
+
 TEST(JsonBody, DeepNestingIsRefusedByAScanNotTheParser) {
   nlohmann::json out;
   std::string problem;

@@ -1,6 +1,13 @@
 // The HTTP front in process: Pistache on loopback, front actors, a real
 // storage actor. Error shapes, guards, size limit, keep-alive, timeouts.
 #include <any>
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <caf/actor_system.hpp>
 #include <caf/scoped_actor.hpp>
@@ -289,6 +296,73 @@ TEST(HttpFront, EveryRequestIsAnsweredWhenABackendNeverReplies) {
                         {{"Authorization", f.bearer("alice", "acme")}});
   expect_error_shape(list, 503, "unavailable");
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+namespace {
+
+/// Connects, sends `bytes` and returns the socket without reading.
+int send_and_leave_open(uint16_t port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size()))
+    throw std::runtime_error("could not send");
+  return fd;
+}
+
+} // namespace
+
+// Pistache 0.0.5 queues each answer under the connection's descriptor
+// number. A client that hangs up just as its answer is being written frees
+// that number, the next client to connect gets it, and a stale queued
+// answer (a token, on the token routes) would reach that stranger. Clients
+// here hang up around the moment their answers (503 at the request budget)
+// are written while others connect all the time; every stranger must get
+// its own answer (404) and nothing else.
+TEST(HttpFront, AnAnswerNeverReachesAnotherConnection) {
+  http_fixture f{backend::silent, 4096, 100ms};
+  auto hanging_request = "GET /api/connectors/list HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+                         f.bearer("alice", "acme") + "\r\n\r\n";
+  std::atomic<bool> done{false};
+  std::atomic<int> strangers{0}, misdelivered{0};
+  std::vector<std::thread> bystanders;
+  for (int t = 0; t < 6; ++t)
+    bystanders.emplace_back([&] {
+      while (!done) {
+        try {
+          cm::test::http_connection c{f.port()};
+          auto r = c.request("GET", "/nope", {{"Connection", "close"}});
+          ++strangers;
+          if (r.status != 404)
+            ++misdelivered;
+        } catch (const std::exception&) {
+          // A refused connection under load is not a misdelivery.
+        }
+      }
+    });
+  // Bounded: 20 rounds of 40 clients that all hang up at once, around
+  // the moment their answers are written.
+  std::mt19937 random{42};
+  std::uniform_int_distribution<int> jitter{95, 105};
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (int batch = 0; batch < 20 && std::chrono::steady_clock::now() < deadline; ++batch) {
+    std::vector<int> victims;
+    auto sent = std::chrono::steady_clock::now();
+    for (int i = 0; i < 40; ++i)
+      victims.push_back(send_and_leave_open(f.port(), hanging_request));
+    std::this_thread::sleep_until(sent + std::chrono::milliseconds(jitter(random)));
+    for (auto fd : victims)
+      ::close(fd);
+  }
+  done = true;
+  for (auto& b : bystanders)
+    b.join();
+  EXPECT_GT(strangers.load(), 0);
+  EXPECT_EQ(misdelivered.load(), 0) << "of " << strangers.load() << " strangers";
+  EXPECT_EQ(http_call(f.port(), "GET", "/nope").status, 404);
 }
 
 TEST(Exchange, RepliesExactlyOnce) {
