@@ -595,18 +595,14 @@ void load(self_ptr self) {
       },
       [=](caf::error& err) {
         fail_waiters(self, err);
-        if (code_of(err) == ec::not_found) {
-          // Deleted, or never there. Requests may already be on their way
-          // here (the registry delegates to this actor): answer them 404
-          // for a moment instead of vanishing under them (they would get
-          // 503), then stop.
-          self->state.record.reset();
-          self->state.missing = true;
-          self->delayed_send(self, std::chrono::seconds(1), remove_atom_v);
-          return;
-        }
-        // Storage down: let the registry spawn afresh next time.
-        self->quit();
+        // Deleted or never there, failing its integrity check, or storage
+        // down. Requests may already be on their way here (the registry
+        // delegates to this actor): answer them with the same error for a
+        // moment instead of vanishing under them (they would get 503),
+        // then stop; the registry spawns afresh next time.
+        self->state.record.reset();
+        self->state.load_failure = err;
+        self->delayed_send(self, std::chrono::seconds(1), remove_atom_v);
       });
 }
 
@@ -642,8 +638,8 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
   return {
     [=](get_token_atom, bool force) -> caf::result<token_grant> {
       auto& st = self->state;
-      if (st.missing)
-        return make_error(ec::not_found, "no such connection");
+      if (st.load_failure)
+        return st.load_failure;
       if (!st.record) {
         // Still loading: wait with everyone else.
         st.force_requested = st.force_requested || force;
@@ -708,12 +704,13 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         arm_timer(self);
     },
     [=](remove_atom) {
-      // The pause after finding no row is over (unless a reload found one).
-      if (self->state.missing)
+      // The pause after a failed load is over (unless a reload since then
+      // found the row).
+      if (self->state.load_failure)
         self->quit();
     },
     [=](reload_atom) {
-      self->state.missing = false;
+      self->state.load_failure = caf::error{};
       if (self->state.refreshing) {
         self->state.reload_pending = true;
         return;

@@ -134,8 +134,9 @@ struct connection_state {
   int64_t retry_not_before_ms = 0;
   /// A reload arrived while a refresh ran; done when it ends.
   bool reload_pending = false;
-  /// The row was not found: requests get 404 until the actor stops.
-  bool missing = false;
+  /// Loading the row failed (not found, failed its integrity check,
+  /// storage down): requests get that error until the actor stops.
+  caf::error load_failure;
   /// Whether the record's grant came from the team's own OAuth app, as of
   /// record version `team_app_version`.
   bool team_app = false;

@@ -610,6 +610,24 @@ TEST_F(deterministic, AMissingRowIsNotFoundForAMomentThenTheActorStops) {
   EXPECT_EQ(served->at(0)->access_token.reveal(), "at-0");
 }
 
+TEST_F(deterministic, ARowFailingItsIntegrityCheckIsRefusedForAMomentNotVanished) {
+  // The load fails before the first delegated request arrives (the registry
+  // spawned the actor, then its thread was descheduled): that request must
+  // still get the integrity error (500), not a vanished actor (503).
+  seed(key, 3600'000);
+  repo->fail_finds = ec::integrity_failure;
+  auto conn = sys.spawn(connection, key, std::optional<token_record>{}, deps());
+  spawned.push_back(conn);
+  sched.run();
+  auto refused = ask(conn);
+  ASSERT_EQ(refused->size(), 1u);
+  EXPECT_EQ(code_of(refused->at(0).error()), ec::integrity_failure);
+  advance(1001ms);
+  auto late = ask(conn);
+  ASSERT_EQ(late->size(), 1u);
+  EXPECT_NE(code_of(late->at(0).error()), ec::integrity_failure) << "still running after the pause";
+}
+
 TEST_F(deterministic, StoppingAnswersEveryWaiter) {
   auto conn = spawn(seed(key, 60'000));
   repo->rows[key].lease_owner = "instance-b";

@@ -21,6 +21,8 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
   };
   return {
     [=](find_atom, const connection_key& key) -> caf::result<token_record> {
+      if (data->fail_finds != ec::none)
+        return make_error(data->fail_finds, "find failed");
       auto it = data->rows.find(key);
       if (it == data->rows.end())
         return make_error(ec::not_found, "no such connection");

@@ -35,6 +35,9 @@ struct repo_data {
   int leases_granted = 0;
   /// While positive, `complete` answers unavailable (a database outage).
   int fail_completes = 0;
+  /// When set, `find` answers this error (a row failing its integrity
+  /// check, a database outage).
+  ec fail_finds = ec::none;
   /// Team connector configurations by (team, connector).
   std::map<std::pair<std::string, std::string>, connector_config_record> configs;
 };
