@@ -335,7 +335,13 @@ void server::start() {
                 // Pistache counts these from the end of parsing until the
                 // response, so they must outlast the slowest reply we send.
                 .headerTimeout(cfg_.request_timeout + std::chrono::seconds(5))
-                .bodyTimeout(cfg_.request_timeout + std::chrono::seconds(5));
+                .bodyTimeout(cfg_.request_timeout + std::chrono::seconds(5))
+                // Pistache drops an idle peer after this without
+                // onDisconnection; a peer answered once is idle while a
+                // pipelined request still waits, so its answer (queued
+                // under the descriptor number) must come first.
+                .keepaliveTimeout(std::max<std::chrono::milliseconds>(
+                  std::chrono::seconds(300), cfg_.request_timeout + std::chrono::seconds(5)));
   endpoint_->init(opts);
   guard_limits limits;
   limits.max_head_bytes = cfg_.max_header_bytes;
