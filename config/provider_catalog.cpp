@@ -1,6 +1,7 @@
 #include "config/provider_catalog.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 #include <regex>
 
@@ -32,6 +33,53 @@ namespace {
 const std::regex& provider_name_pattern() {
   static const std::regex re{"^[a-z][a-z0-9-]{0,39}$"};
   return re;
+}
+
+/// Longest template parameter pattern, and largest repetition count or
+/// back-reference number in one.
+constexpr size_t max_pattern_bytes = 256;
+constexpr int max_pattern_number = 1000;
+
+/// Why `pattern` is refused before std::regex sees it, or "". libstdc++
+/// reads a repetition count ({n,m}) or back-reference number (\n) into an
+/// int without an overflow check (undefined behaviour; found by
+/// fuzz_provider_catalog with {0999...9,}), and expands a repetition into
+/// that many states; its parser also recurses per alternative.
+std::string pattern_problem(const std::string& pattern) {
+  if (pattern.size() > max_pattern_bytes)
+    return "longer than " + std::to_string(max_pattern_bytes) + " characters";
+  bool in_braces = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    bool number_follows = false;
+    if (c == '\\') {
+      // An escaped digit starts a back-reference; any other escaped
+      // character is skipped (it is not a brace or a comma).
+      if (i + 1 < pattern.size() && std::isdigit(static_cast<unsigned char>(pattern[i + 1])))
+        number_follows = true;
+      else
+        ++i;
+    } else if (c == '{') {
+      in_braces = true;
+      number_follows = true;
+    } else if (c == '}') {
+      in_braces = false;
+    } else if (c == ',' && in_braces) {
+      number_follows = true;
+    }
+    if (!number_follows)
+      continue;
+    size_t start = i + 1, end = start;
+    while (end < pattern.size() && std::isdigit(static_cast<unsigned char>(pattern[end])))
+      ++end;
+    // Leading zeros count too: libstdc++ multiplies through them.
+    if (end - start > 4 || (end > start && std::stoi(pattern.substr(start, end - start)) >
+                                              max_pattern_number))
+      return "a repetition count or back-reference above " +
+             std::to_string(max_pattern_number);
+    i = end - 1;
+  }
+  return "";
 }
 
 /// Every {placeholder} in a URL must be declared in template_params.
@@ -154,11 +202,13 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
 
   entry.template_params = reader.get_string_map(node, path, "template_params");
   for (auto& [param, pattern] : entry.template_params) {
+    auto where = path + ".template_params." + param;
+    if (auto problem = pattern_problem(pattern); !problem.empty())
+      reader.fail(node["template_params"][param], where, "pattern " + problem);
     try {
       std::regex{pattern};
     } catch (const std::regex_error&) {
-      reader.fail(node["template_params"][param], path + ".template_params." + param,
-                  "not a valid regular expression");
+      reader.fail(node["template_params"][param], where, "not a valid regular expression");
     }
   }
 

@@ -187,6 +187,34 @@ TEST(ProviderCatalog, SchemaErrorsNameFileLineAndKey) {
   EXPECT_NE(scheme.find("providers.x.api_key.scheme"), std::string::npos) << scheme;
 }
 
+// libstdc++'s regex parser overflows an int on a huge repetition count or
+// back-reference (fuzz_provider_catalog found it) and expands a count into
+// that many states: patterns are checked before it sees them.
+TEST(ProviderCatalog, TemplatePatternsWithHugeCountsOrLengthsAreRefused) {
+  auto with_pattern = [](const std::string& pattern) {
+    return catalog_error("providers:\n  x:\n    auth_mode: api_key\n    template_params:\n"
+                         "      p: '" + pattern + "'\n");
+  };
+  for (const std::string& refused :
+       std::vector<std::string>{"a{0999999999999999999,}", "a{1,99999999999}", "a{1001}",
+                                "(a)\\99999999999", std::string(300, 'a')}) {
+    auto error = with_pattern(refused);
+    EXPECT_NE(error.find("providers.x.template_params.p"), std::string::npos)
+      << refused << ": " << error;
+    EXPECT_NE(error.find("pattern"), std::string::npos) << error;
+  }
+  // Ordinary patterns, a count of 1000, an escaped brace before a long
+  // literal number, and an escaped backslash before digits all pass this
+  // check (the entry then fails later, for its missing api_key).
+  for (const std::string& accepted :
+       std::vector<std::string>{"^[a-z]{1,1000}$", "^(us|eu)\\.posthog\\.com$",
+                                "^v\\{20240101$", "^a\\\\123456$"}) {
+    auto error = with_pattern(accepted);
+    EXPECT_EQ(error.find("template_params"), std::string::npos) << accepted << ": " << error;
+    EXPECT_NE(error.find("providers.x.api_key"), std::string::npos) << accepted << ": " << error;
+  }
+}
+
 TEST(ProviderCatalog, DeploymentOverridesReplaceUrls) {
   auto catalog = load_provider_catalog(cm::test::source_dir() + "/config/providers.yaml");
   std::map<std::string, provider_settings> settings;
