@@ -594,6 +594,11 @@ void load(self_ptr self) {
         serve_waiters(self);
       },
       [=](caf::error& err) {
+        // A refresh running meanwhile (a reload raced a tick) owns the
+        // record and answers the waiters; stopping under it could lose the
+        // refresh token it is storing.
+        if (self->state.refreshing)
+          return;
         fail_waiters(self, err);
         // Deleted or never there, failing its integrity check, or storage
         // down. Requests may already be on their way here (the registry

@@ -16,14 +16,13 @@ uint64_t response_order::outstanding() const {
 
 void response_order::deliver(uint64_t ticket, write_fn write) {
   std::unique_lock<std::mutex> lock(mutex_);
-  if (closed_ || ticket < next_ || ticket >= issued_)
+  if (ticket < next_ || ticket >= issued_)
     return;
   waiting_.emplace(ticket, std::move(write));
   if (writing_)
     return; // the writing thread picks it up
   writing_ = true;
-  for (auto it = waiting_.find(next_); !closed_ && it != waiting_.end();
-       it = waiting_.find(next_)) {
+  for (auto it = waiting_.find(next_); it != waiting_.end(); it = waiting_.find(next_)) {
     auto ready = std::move(it->second);
     waiting_.erase(it);
     ++next_;
@@ -37,14 +36,6 @@ void response_order::deliver(uint64_t ticket, write_fn write) {
     lock.lock();
   }
   writing_ = false;
-  written_.notify_all();
-}
-
-void response_order::close() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  closed_ = true;
-  written_.wait(lock, [this] { return !writing_; });
-  waiting_.clear();
 }
 
 } // namespace cm::http

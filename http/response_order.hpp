@@ -7,7 +7,6 @@
 // writer is held back until every earlier ticket was written. Thread-safe.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -31,11 +30,6 @@ public:
   /// Tickets taken whose writer has not run yet.
   uint64_t outstanding() const;
 
-  /// The connection is gone: waits until a writer running on another
-  /// thread has returned, then drops every writer, waiting or still to
-  /// come. After close() returns, no writer of this connection runs again.
-  void close();
-
 private:
   mutable std::mutex mutex_;
   uint64_t issued_ = 0;
@@ -44,8 +38,6 @@ private:
   /// One thread writes at a time, so writes leave in ticket order even
   /// when another thread delivers meanwhile.
   bool writing_ = false;
-  bool closed_ = false;
-  std::condition_variable written_;
 };
 
 } // namespace cm::http

@@ -13,9 +13,9 @@
 #include <pistache/peer.h>
 
 #include "common/log.hpp"
+#include "http/answer_writer.hpp"
 #include "http/event_stream.hpp"
 #include "http/exchange.hpp"
-#include "http/pistache_headers.hpp"
 #include "http/request_guard.hpp"
 #include "http/response_order.hpp"
 
@@ -25,18 +25,31 @@ namespace {
 
 using namespace Pistache;
 
-Async::Promise<ssize_t> write_response(Http::ResponseWriter& writer, response res,
-                                       bool keep_alive) {
-  // Pistache 0.0.5 answers "Connection: Close" to any request without a
-  // Connection header, even HTTP/1.1, whose default is keep-alive; and its
-  // typed add() cannot replace that value. Removing it restores the default.
-  if (keep_alive && writer.headers().has<Http::Header::Connection>())
-    writer.headers().remove<Http::Header::Connection>();
-  for (auto& [name, value] : res.headers)
-    writer.headers().add(std::make_shared<named_header>(name, value));
-  writer.headers().add(std::make_shared<named_header>("Cache-Control", "no-store"));
-  return writer.send(static_cast<Http::Code>(res.status), res.body,
-                     Http::Mime::MediaType::fromString(res.content_type));
+/// How long a writer waits for a client that is not reading its answers
+/// (only once its socket buffer is full; answers are small): then the
+/// connection is ended. A refusal, often written on a reactor thread,
+/// does not wait at all.
+constexpr std::chrono::milliseconds answer_patience{500};
+constexpr std::chrono::milliseconds refusal_patience{0};
+
+/// Writes `res` through the connection's own socket (answer_writer.hpp
+/// says why not through Pistache). Marks the peer idle first, as
+/// Pistache's own send does, so its timeouts treat the connection as
+/// answered.
+void write_response(answer_socket& socket, const std::weak_ptr<Tcp::Peer>& peer,
+                    std::string_view version, response res, bool keep_alive,
+                    std::chrono::milliseconds patience = answer_patience) {
+  if (auto p = peer.lock())
+    p->setIdle(true);
+  auto headers = std::move(res.headers);
+  headers.emplace_back("Content-Type", res.content_type);
+  headers.emplace_back("Cache-Control", "no-store");
+  // HTTP/1.1 keeps the connection by default; only a close is announced.
+  if (!keep_alive)
+    headers.emplace_back("Connection", "Close");
+  auto code = static_cast<Http::Code>(res.status);
+  socket.write(serialize_response(version, res.status, Http::codeString(code), headers, res.body),
+               patience);
 }
 
 /// What we keep per connection: the guard in front of Pistache's parser and
@@ -45,8 +58,12 @@ Async::Promise<ssize_t> write_response(Http::ResponseWriter& writer, response re
 /// timeouts remove peers without calling onDisconnection). Touched only on
 /// the peer's reactor thread; `order` is shared with the writing threads.
 struct connection_state {
-  explicit connection_state(const guard_limits& limits) : guard(limits) {}
+  connection_state(const guard_limits& limits, int fd)
+    : guard(limits), socket(std::make_shared<answer_socket>(fd)) {}
   request_guard guard;
+  /// Our duplicate of the connection's socket, taken on the reactor thread
+  /// when the first bytes arrived, so it is certainly this connection's.
+  std::shared_ptr<answer_socket> socket;
   std::shared_ptr<response_order> order = std::make_shared<response_order>();
   /// Refused: the answer is on its way, later input is dropped.
   bool closed = false;
@@ -102,14 +119,6 @@ exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer,
   };
 }
 
-/// Ends our side of a refused connection once its answer is out: the
-/// client reads the answer, then end of stream. Runs on the reactor thread
-/// when the write completed, so the descriptor is still this peer's.
-void close_after_answer(const std::weak_ptr<Tcp::Peer>& weak, int fd) {
-  if (auto peer = weak.lock(); peer && peer->fd() == fd)
-    ::shutdown(fd, SHUT_WR);
-}
-
 class handler : public Http::Handler {
 public:
   HTTP_PROTOTYPE(handler)
@@ -151,10 +160,14 @@ public:
 
   void onRequest(const Http::Request& pistache_req, Http::ResponseWriter pistache_writer) override {
     auto peer = pistache_writer.peer();
-    auto order = state_of(peer)->order;
+    auto state = state_of(peer);
+    auto order = state->order;
+    auto socket = state->socket;
+    std::weak_ptr<Tcp::Peer> weak = peer;
     auto ticket = order->take_ticket();
+    std::string version =
+      pistache_req.version() == Http::Version::Http11 ? "HTTP/1.1" : "HTTP/1.0";
     // Pistache would put e.what() into a 500 body; nothing may escape here.
-    auto writer = std::make_shared<Http::ResponseWriter>(std::move(pistache_writer));
     try {
       request req;
       req.request_id = new_request_id();
@@ -174,9 +187,9 @@ public:
       bool keep_alive = pistache_req.version() == Http::Version::Http11
                           ? connection.find("close") == std::string::npos
                           : connection.find("keep-alive") != std::string::npos;
-      auto write = [writer, keep_alive, order, ticket](response res) {
-        order->deliver(ticket, [writer, keep_alive, res = std::move(res)]() mutable {
-          write_response(*writer, std::move(res), keep_alive);
+      auto write = [socket, weak, version, keep_alive, order, ticket](response res) {
+        order->deliver(ticket, [=, res = std::move(res)]() mutable {
+          write_response(*socket, weak, version, std::move(res), keep_alive);
         });
       };
       if (pistache_req.body().size() > limits_.max_body_bytes) {
@@ -199,7 +212,7 @@ public:
       req.body = pistache_req.body();
       exchange::stream_opener opener;
       if (streaming_route(req))
-        opener = stream_opener_for(*writer, order, ticket);
+        opener = stream_opener_for(pistache_writer, order, ticket);
       auto ex = std::make_shared<exchange>(std::move(req), write, std::move(opener));
       if (!query_ok) {
         ex->reply_error(ec::bad_request, "malformed query string");
@@ -209,32 +222,18 @@ public:
       caf::anon_send((*fronts_)[index], http_atom_v, std::move(ex));
     } catch (const std::exception&) {
       log::error("http", "failed to accept a request");
-      order->deliver(ticket, [writer] {
-        write_response(*writer, error_response(ec::internal, "internal error"), false);
+      order->deliver(ticket, [socket, weak, version] {
+        write_response(*socket, weak, version, error_response(ec::internal, "internal error"),
+                       false, refusal_patience);
       });
     }
-  }
-
-  /// Runs on the peer's reactor thread just before Pistache closes the
-  /// descriptor. Pistache 0.0.5 queues every answer under the descriptor
-  /// number and writes it later; once the number is closed, the next client
-  /// to connect may get it, and an answer still queued for this connection
-  /// (a token, on the token routes) would be written to that stranger. So:
-  /// no answer of this connection is queued from now on, and those already
-  /// queued are written now, while the number is still this connection's
-  /// (a client that only shut down its sending side still gets them).
-  void onDisconnection(const std::shared_ptr<Tcp::Peer>& peer) override {
-    if (auto state = std::static_pointer_cast<connection_state>(
-          peer->tryGetData(connection_state_key)))
-      state->order->close();
-    transport()->flush();
   }
 
 private:
   std::shared_ptr<connection_state> state_of(const std::shared_ptr<Tcp::Peer>& peer) {
     auto state = std::static_pointer_cast<connection_state>(peer->tryGetData(connection_state_key));
     if (!state) {
-      state = std::make_shared<connection_state>(limits_);
+      state = std::make_shared<connection_state>(limits_, peer->fd());
       peer->putData(connection_state_key, state);
     }
     return state;
@@ -290,22 +289,19 @@ private:
     state.closed = true;
     auto order = state.order;
     auto ticket = order->take_ticket();
-    auto writer = std::make_shared<Http::ResponseWriter>(Http::Version::Http11, transport(), this,
-                                                         peer);
-    writer->headers().add<Http::Header::Connection>(Http::ConnectionControl::Close);
+    auto socket = state.socket;
     std::weak_ptr<Tcp::Peer> weak = peer;
-    auto fd = peer->fd();
     request req;
     req.request_id = new_request_id();
     req.remote_address = peer->address().host();
     log::warn("http", "request refused",
               {{"request_id", req.request_id}, {"status", http_status(why.code)},
                {"reason", why.message}});
-    exchange ex{std::move(req), [order, ticket, writer, weak, fd](response res) {
-                  order->deliver(ticket, [writer, weak, fd, res = std::move(res)]() mutable {
-                    write_response(*writer, std::move(res), false)
-                      .then([weak, fd](ssize_t) { close_after_answer(weak, fd); },
-                            Async::IgnoreException);
+    exchange ex{std::move(req), [order, ticket, socket, weak](response res) {
+                  order->deliver(ticket, [socket, weak, res = std::move(res)]() mutable {
+                    write_response(*socket, weak, "HTTP/1.1", std::move(res), false,
+                                   refusal_patience);
+                    socket->finish();
                   });
                 }};
     ex.reply_error(why.code, why.message);
@@ -336,10 +332,9 @@ void server::start() {
                 // response, so they must outlast the slowest reply we send.
                 .headerTimeout(cfg_.request_timeout + std::chrono::seconds(5))
                 .bodyTimeout(cfg_.request_timeout + std::chrono::seconds(5))
-                // Pistache drops an idle peer after this without
-                // onDisconnection; a peer answered once is idle while a
-                // pipelined request still waits, so its answer (queued
-                // under the descriptor number) must come first.
+                // Pistache drops an idle peer after this; a peer answered
+                // once is idle while a pipelined request still waits, whose
+                // answer must come first.
                 .keepaliveTimeout(std::max<std::chrono::milliseconds>(
                   std::chrono::seconds(300), cfg_.request_timeout + std::chrono::seconds(5)));
   endpoint_->init(opts);

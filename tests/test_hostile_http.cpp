@@ -25,6 +25,7 @@
 
 #include <gtest/gtest.h>
 
+#include "http/answer_writer.hpp"
 #include "http/json_body.hpp"
 #include "http/request_guard.hpp"
 #include "http/response_order.hpp"
@@ -273,41 +274,60 @@ TEST(ResponseOrder, WritesInTicketOrderWhateverOrderAnswersArriveIn) {
     EXPECT_EQ(seen[i], static_cast<uint64_t>(i));
 }
 
-// A connection that is gone: close() returns only after a writer running
-// on another thread has returned, and no writer of it runs afterwards.
-TEST(ResponseOrder, CloseWaitsForTheRunningWriterAndDropsTheRest) {
-  http::response_order order;
-  auto first = order.take_ticket(), second = order.take_ticket(), third = order.take_ticket();
-  std::mutex events_mutex;
-  std::vector<std::string> events;
-  auto record = [&](const std::string& e) {
-    std::lock_guard<std::mutex> lock(events_mutex);
-    events.push_back(e);
-  };
-  std::atomic<bool> writing{false}, closing{false};
-  std::thread writer([&] {
-    order.deliver(first, [&] {
-      writing = true;
-      while (!closing)
-        std::this_thread::yield();
-      // close() has been called and must be waiting for this writer.
-      std::this_thread::sleep_for(30ms);
-      // Waits behind this writer; close() must drop it.
-      std::thread([&] { order.deliver(second, [&] { record("second"); }); }).join();
-      record("first");
-    });
-  });
-  while (!writing)
-    std::this_thread::yield();
-  std::thread closer([&] {
-    closing = true;
-    order.close();
-    record("closed");
-  });
-  writer.join();
-  closer.join();
-  order.deliver(third, [&] { record("third"); });
-  EXPECT_EQ(events, (std::vector<std::string>{"first", "closed"}));
+// The answer writer holds the socket, not its number: after the number is
+// closed and handed to a new connection, an answer still reaches its own
+// client and nothing reaches the newcomer (Pistache's queue, keyed by the
+// number, would have written it to the newcomer).
+TEST(AnswerSocket, AnAnswerFollowsItsSocketNotItsDescriptorNumber) {
+  int first[2], second[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, first), 0);
+  http::answer_socket answers{first[0]};
+  int number = first[0];
+  ::close(first[0]); // what Pistache does when the client hangs up
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, second), 0);
+  ASSERT_TRUE(second[0] == number || second[1] == number) << "the number was not reused";
+  int newcomer = second[0] == number ? second[1] : second[0];
+  EXPECT_TRUE(answers.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0ms));
+  char buf[128];
+  auto n = ::recv(first[1], buf, sizeof buf, MSG_DONTWAIT);
+  EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(::recv(newcomer, buf, sizeof buf, MSG_DONTWAIT), -1) << "the newcomer got an answer";
+  ::close(first[1]);
+  ::close(second[0]);
+  ::close(second[1]);
+}
+
+// A client that does not read its answers loses its connection once the
+// socket buffer is full and the patience has run out; the writer returns.
+TEST(AnswerSocket, AClientThatDoesNotReadIsCutOffAfterThePatience) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  http::answer_socket answers{pair[0]};
+  ::close(pair[0]);
+  std::string chunk(64 * 1024, 'x');
+  auto start = steady::now();
+  bool ok = true;
+  for (int i = 0; i < 1000 && ok; ++i) // bounded: 64 MiB at most
+    ok = answers.write(chunk, 100ms);
+  EXPECT_FALSE(ok) << "a socket buffer never filled";
+  EXPECT_LT(steady::now() - start, 5s);
+  EXPECT_FALSE(answers.write("late", 100ms)) << "the connection stays ended";
+  // The client sees what fitted, then the end.
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::recv(pair[1], buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+  }
+  EXPECT_EQ(n, 0) << "no end of stream";
+  ::close(pair[1]);
+}
+
+TEST(AnswerSocket, SerializesStatusHeadersLengthAndBody) {
+  EXPECT_EQ(http::serialize_response("HTTP/1.1", 404, "Not Found",
+                                     {{"Content-Type", "application/json"}, {"X-Request-Id", "r1"}},
+                                     "{}"),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\n"
+            "Content-Length: 2\r\n\r\n{}");
 }
 
 TEST(JsonBody, DeepNestingIsRefusedByAScanNotTheParser) {

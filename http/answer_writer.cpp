@@ -1,0 +1,73 @@
+#include "http/answer_writer.hpp"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace cm::http {
+
+answer_socket::answer_socket(int fd) : fd_(::fcntl(fd, F_DUPFD_CLOEXEC, 0)) {
+  if (fd_ >= 0)
+    ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+}
+
+answer_socket::~answer_socket() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+bool answer_socket::write(std::string_view bytes, std::chrono::milliseconds patience) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (fd_ < 0)
+    return false;
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (!bytes.empty()) {
+    // MSG_NOSIGNAL: a vanished client must not raise SIGPIPE.
+    auto n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && left.count() > 0) {
+      pollfd p{fd_, POLLOUT, 0};
+      ::poll(&p, 1, static_cast<int>(left.count()));
+      continue;
+    }
+    // Gone, or not reading its answers: end the connection rather than
+    // hold a thread or buffer without bound. Pistache reads the end and
+    // drops the peer; our duplicate closes with the last writer.
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    fd_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void answer_socket::finish() {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (fd_ >= 0)
+    ::shutdown(fd_, SHUT_WR);
+}
+
+std::string serialize_response(std::string_view version, int status, std::string_view reason,
+                               const std::vector<std::pair<std::string, std::string>>& headers,
+                               std::string_view body) {
+  std::string out;
+  out.reserve(256 + body.size());
+  out.append(version).append(" ").append(std::to_string(status)).append(" ").append(reason);
+  out += "\r\n";
+  for (auto& [name, value] : headers)
+    out.append(name).append(": ").append(value).append("\r\n");
+  out.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n\r\n");
+  out.append(body);
+  return out;
+}
+
+} // namespace cm::http

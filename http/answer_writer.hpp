@@ -1,0 +1,55 @@
+// Writes a response to one connection through our own duplicate of its
+// socket, never through Pistache's write queue.
+//
+// Pistache 0.0.5 queues each answer under the connection's descriptor
+// *number* and writes it later from the reactor, which only checks that
+// some live connection has that number. An answer still queued when its
+// client hangs up can be written to the next client that is given the same
+// number: one caller's token in another caller's hands. A duplicate taken
+// on the reactor thread when the connection's first bytes arrive names the
+// socket itself, so whatever happens to the number, an answer written
+// through it reaches its own client or nobody.
+#pragma once
+
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace cm::http {
+
+class answer_socket {
+public:
+  /// Duplicates `fd` (the caller guarantees it is the connection's now).
+  /// An invalid socket (the duplicate failed) writes nothing.
+  explicit answer_socket(int fd);
+  ~answer_socket();
+  answer_socket(const answer_socket&) = delete;
+  answer_socket& operator=(const answer_socket&) = delete;
+
+  bool valid() const { return fd_ >= 0; }
+
+  /// Writes all of `bytes`, waiting at most `patience` for a full socket
+  /// buffer to drain. False when the client is gone or too slow: the
+  /// connection is then shut down (Pistache sees its end and drops it).
+  /// Thread-safe; writes never interleave.
+  bool write(std::string_view bytes, std::chrono::milliseconds patience);
+
+  /// Ends our sending side once the last answer is out (a refused
+  /// connection): the client reads the answer, then end of stream.
+  void finish();
+
+private:
+  std::mutex mutex_;
+  int fd_;
+};
+
+/// The bytes of one HTTP/1.x response: status line, `headers`,
+/// Content-Length, blank line, body.
+std::string serialize_response(std::string_view version, int status, std::string_view reason,
+                               const std::vector<std::pair<std::string, std::string>>& headers,
+                               std::string_view body);
+
+} // namespace cm::http
