@@ -20,12 +20,16 @@ answer_socket::~answer_socket() {
 
 bool answer_socket::write(std::string_view bytes, std::chrono::milliseconds patience) {
   std::lock_guard<std::mutex> guard{mutex_};
-  if (fd_ < 0)
+  return send_all_or_close(fd_, bytes, patience);
+}
+
+bool send_all_or_close(int& fd, std::string_view bytes, std::chrono::milliseconds patience) {
+  if (fd < 0)
     return false;
   auto deadline = std::chrono::steady_clock::now() + patience;
   while (!bytes.empty()) {
     // MSG_NOSIGNAL: a vanished client must not raise SIGPIPE.
-    auto n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    auto n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
     if (n > 0) {
       bytes.remove_prefix(static_cast<size_t>(n));
       continue;
@@ -35,16 +39,16 @@ bool answer_socket::write(std::string_view bytes, std::chrono::milliseconds pati
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && left.count() > 0) {
-      pollfd p{fd_, POLLOUT, 0};
+      pollfd p{fd, POLLOUT, 0};
       ::poll(&p, 1, static_cast<int>(left.count()));
       continue;
     }
-    // Gone, or not reading its answers: end the connection rather than
-    // hold a thread or buffer without bound. Pistache reads the end and
-    // drops the peer; our duplicate closes with the last writer.
-    ::shutdown(fd_, SHUT_RDWR);
-    ::close(fd_);
-    fd_ = -1;
+    // Gone, or not reading: end the connection rather than hold a thread
+    // or buffer without bound (Pistache reads the end and drops the peer;
+    // an event stream's client resumes from its Last-Event-ID).
+    ::shutdown(fd, SHUT_RDWR);
+    ::close(fd);
+    fd = -1;
     return false;
   }
   return true;

@@ -46,6 +46,12 @@ private:
   int fd_;
 };
 
+/// Writes all of `bytes` to the non-blocking socket `fd`, waiting at most
+/// `patience` for a full socket buffer to drain. On failure (the client is
+/// gone, or not reading) the socket is shut down and closed and `fd` set
+/// to -1. The caller serializes calls for one socket.
+bool send_all_or_close(int& fd, std::string_view bytes, std::chrono::milliseconds patience);
+
 /// The bytes of one HTTP/1.x response: status line, `headers`,
 /// Content-Length, blank line, body.
 std::string serialize_response(std::string_view version, int status, std::string_view reason,
