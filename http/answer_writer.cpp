@@ -1,5 +1,6 @@
 #include "http/answer_writer.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
 #include <poll.h>
@@ -20,7 +21,12 @@ answer_socket::~answer_socket() {
 
 bool answer_socket::write(std::string_view bytes, std::chrono::milliseconds patience) {
   std::lock_guard<std::mutex> guard{mutex_};
-  return send_all_or_close(fd_, bytes, patience);
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(waiting_budget - waited_);
+  auto started = std::chrono::steady_clock::now();
+  bool written = send_all_or_close(fd_, bytes, std::max(std::chrono::milliseconds(0),
+                                                        std::min(patience, left)));
+  waited_ += std::chrono::steady_clock::now() - started;
+  return written;
 }
 
 bool send_all_or_close(int& fd, std::string_view bytes, std::chrono::milliseconds patience) {

@@ -31,11 +31,16 @@ public:
 
   bool valid() const { return fd_ >= 0; }
 
-  /// Writes all of `bytes`, waiting at most `patience` for a full socket
-  /// buffer to drain. False when the client is gone or too slow: the
-  /// connection is then shut down (Pistache sees its end and drops it).
-  /// Thread-safe; writes never interleave.
+  /// Writes all of `bytes`, waiting for a full socket buffer to drain at
+  /// most `patience`, and at most what is left of the connection's whole
+  /// waiting budget (so a client that reads just enough, just in time,
+  /// cannot hold writers for long). False when the client is gone or too
+  /// slow: the connection is then shut down (Pistache sees its end and
+  /// drops it). Thread-safe; writes never interleave.
   bool write(std::string_view bytes, std::chrono::milliseconds patience);
+
+  /// Waiting a connection may cost its writers in all.
+  static constexpr std::chrono::milliseconds waiting_budget{500};
 
   /// Ends our sending side once the last answer is out (a refused
   /// connection): the client reads the answer, then end of stream.
@@ -44,6 +49,7 @@ public:
 private:
   std::mutex mutex_;
   int fd_;
+  std::chrono::steady_clock::duration waited_{};
 };
 
 /// Writes all of `bytes` to the non-blocking socket `fd`, waiting at most

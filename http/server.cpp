@@ -25,20 +25,24 @@ namespace {
 
 using namespace Pistache;
 
-/// How long a writer waits for a client that is not reading its answers
-/// (only once its socket buffer is full; answers are small): then the
-/// connection is ended. A refusal, often written on a reactor thread,
-/// does not wait at all.
+/// True on a Pistache reactor thread while our handler runs: an answer
+/// written there (a refusal, a malformed query, or answers queued behind
+/// one) must never wait for a slow client, or every connection of that
+/// reactor would wait with it.
+thread_local bool on_reactor_thread = false;
+
+/// How long a writer on another thread waits for a client that is not
+/// reading its answers (only once its socket buffer is full; answers are
+/// small), within the connection's budget (answer_writer.hpp): then the
+/// connection is ended.
 constexpr std::chrono::milliseconds answer_patience{500};
-constexpr std::chrono::milliseconds refusal_patience{0};
 
 /// Writes `res` through the connection's own socket (answer_writer.hpp
 /// says why not through Pistache). Marks the peer idle first, as
 /// Pistache's own send does, so its timeouts treat the connection as
 /// answered.
 void write_response(answer_socket& socket, const std::weak_ptr<Tcp::Peer>& peer,
-                    std::string_view version, response res, bool keep_alive,
-                    std::chrono::milliseconds patience = answer_patience) {
+                    std::string_view version, response res, bool keep_alive) {
   if (auto p = peer.lock())
     p->setIdle(true);
   auto headers = std::move(res.headers);
@@ -48,8 +52,12 @@ void write_response(answer_socket& socket, const std::weak_ptr<Tcp::Peer>& peer,
   if (!keep_alive)
     headers.emplace_back("Connection", "Close");
   auto code = static_cast<Http::Code>(res.status);
+  auto patience = on_reactor_thread ? std::chrono::milliseconds(0) : answer_patience;
   socket.write(serialize_response(version, res.status, Http::codeString(code), headers, res.body),
                patience);
+  // Announced, so done: the client reads the answer, then end of stream.
+  if (!keep_alive)
+    socket.finish();
 }
 
 /// What we keep per connection: the guard in front of Pistache's parser and
@@ -133,10 +141,22 @@ public:
   /// requests, and closes the connection.
   void onInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer) override {
     std::shared_ptr<connection_state> state;
+    on_reactor_thread = true;
+    struct leave_reactor {
+      ~leave_reactor() { on_reactor_thread = false; }
+    } leave;
     // An exception here would end the reactor thread (Pistache's own
     // onInput caught everything); none may escape.
     try {
       state = state_of(peer);
+      if (!state->socket->valid()) {
+        // No duplicate (out of descriptors): no answer could be written,
+        // so nothing is carried out; the client sees the end at once.
+        state->closed = true;
+        peer->setIdle(true);
+        ::shutdown(peer->fd(), SHUT_RDWR);
+        return;
+      }
       if (state->closed)
         return;
       std::optional<refusal> failed;
@@ -154,6 +174,9 @@ public:
       log::error("http", "failed to read a request");
       if (state)
         state->closed = true;
+      // Idle: Pistache's timeout then drops the peer instead of trying a
+      // 408 on a socket that no longer sends.
+      peer->setIdle(true);
       ::shutdown(peer->fd(), SHUT_WR);
     }
   }
@@ -224,7 +247,7 @@ public:
       log::error("http", "failed to accept a request");
       order->deliver(ticket, [socket, weak, version] {
         write_response(*socket, weak, version, error_response(ec::internal, "internal error"),
-                       false, refusal_patience);
+                       false);
       });
     }
   }
@@ -299,9 +322,7 @@ private:
                {"reason", why.message}});
     exchange ex{std::move(req), [order, ticket, socket, weak](response res) {
                   order->deliver(ticket, [socket, weak, res = std::move(res)]() mutable {
-                    write_response(*socket, weak, "HTTP/1.1", std::move(res), false,
-                                   refusal_patience);
-                    socket->finish();
+                    write_response(*socket, weak, "HTTP/1.1", std::move(res), false);
                   });
                 }};
     ex.reply_error(why.code, why.message);
