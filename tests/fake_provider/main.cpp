@@ -71,9 +71,12 @@
 // "cm-test-secret".
 #include <pistache/endpoint.h>
 #include <pistache/http.h>
+#include <pistache/peer.h>
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <csignal>
 #include <ctime>
 #include <iostream>
@@ -89,6 +92,7 @@
 #include <openssl/sha.h>
 #include <sodium.h>
 
+#include "http/answer_writer.hpp"
 #include "http/exchange.hpp"
 #include "http/pistache_headers.hpp"
 #include "tests/support/rsa_test_key.hpp"
@@ -216,6 +220,52 @@ int next_family = 0;
 long revocations = 0;
 long parent_reuses = 0; // parent tokens presented again before their child
 int next_code = 0;
+
+/// Delayed answers ("answer_delay_ms"), written by one thread of their
+/// own so the delay never blocks a reactor thread (whose other clients,
+/// the test's admin calls among them, would wait behind it), and through
+/// a duplicate of the client's socket, so an answer whose client died
+/// meanwhile goes nowhere rather than to whoever gets its descriptor
+/// number next (see http/answer_writer.hpp).
+class delayed_answers {
+public:
+  delayed_answers() : thread_([this] { run(); }) { thread_.detach(); }
+
+  void post(std::chrono::steady_clock::time_point at, std::function<void()> write) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    due_.emplace(at, std::move(write));
+    wake_.notify_one();
+  }
+
+private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      if (due_.empty()) {
+        wake_.wait(lock);
+        continue;
+      }
+      auto next = due_.begin();
+      if (wake_.wait_until(lock, next->first) == std::cv_status::no_timeout)
+        continue; // something new may be due earlier
+      auto write = std::move(next->second);
+      due_.erase(next);
+      lock.unlock();
+      write();
+      lock.lock();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> due_;
+  std::thread thread_;
+};
+
+delayed_answers& delayed() {
+  static delayed_answers* answers = new delayed_answers; // lives until exit
+  return *answers;
+}
 
 std::string s256(const std::string& verifier) {
   unsigned char digest[32];
@@ -778,8 +828,21 @@ private:
       body["refresh_token"] = f.current_refresh;
     }
     g.unlock();
-    if (b.answer_delay_ms > 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(b.answer_delay_ms));
+    if (b.answer_delay_ms > 0) {
+      // Taken here, on the reactor thread: the descriptor is this client's.
+      auto socket = std::make_shared<cm::http::answer_socket>(w.peer()->fd());
+      w.peer()->setIdle(true);
+      auto text = body.dump();
+      delayed().post(std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(b.answer_delay_ms),
+                     [socket, text] {
+                       socket->write(cm::http::serialize_response(
+                                       "HTTP/1.1", 200, "OK",
+                                       {{"Content-Type", "application/json"}}, text),
+                                     std::chrono::milliseconds(500));
+                     });
+      return;
+    }
     reply(w, Http::Code::Ok, body);
   }
 };
