@@ -79,11 +79,15 @@ struct connection_state {
 
 constexpr const char* connection_state_key = "cm.connection";
 
+} // namespace
+
+/// Defined in connection_state_block.cpp, which says why.
+void free_connection_state_block(void* block);
+
+namespace {
+
 /// Allocates a connection state and its reference count in one block,
-/// freed by a function with a name of its own: Pistache frees the block on
-/// its listener thread, after a reactor thread dropped its last reference
-/// inside uninstrumented libpistache.so, a hand-over ThreadSanitizer cannot
-/// see; its suppression names this allocator (tests/sanitizers/tsan.supp).
+/// freed by free_connection_state_block.
 template <class T>
 struct connection_state_allocator {
   using value_type = T;
@@ -91,7 +95,7 @@ struct connection_state_allocator {
   template <class U>
   connection_state_allocator(const connection_state_allocator<U>&) {}
   T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
-  __attribute__((noinline)) void deallocate(T* p, size_t) { ::operator delete(p); }
+  void deallocate(T* p, size_t) { free_connection_state_block(p); }
   template <class U>
   bool operator==(const connection_state_allocator<U>&) const { return true; }
   template <class U>
