@@ -76,9 +76,9 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <functional>
 #include <csignal>
 #include <ctime>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -351,11 +351,12 @@ public:
       reply(w, Http::Code::Internal_Server_Error, {{"error", "fake_failure"}});
     }
     // Pistache 0.0.5 queues every answer by descriptor number and writes it
-    // later. When a client dies meanwhile (a test SIGKILLs the server while
-    // answers are delayed), Pistache closes the descriptor, a new client
-    // gets the same number, and the stale answer reaches that new client.
-    // Writing now, on this reactor thread, while the descriptor is still
-    // the asking client's, sends it where it belongs or nowhere.
+    // later. When a client dies meanwhile (a test SIGKILLs the server, or
+    // the server gives up on a "slow" or "hang" answer), Pistache closes the
+    // descriptor, a new client gets the same number, and the stale answer
+    // reaches that new client. Writing now, on this reactor thread, while
+    // the descriptor is still the asking client's, sends it where it
+    // belongs or nowhere. (Delayed answers take their own path, above.)
     transport()->flush();
   }
 
