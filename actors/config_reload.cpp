@@ -73,6 +73,7 @@ reload_outcome config_reloader::reload() {
            cfg.token_service.address != running.token_service.address ||
            cfg.token_service.port != running.token_service.port,
          "token_service");
+    keep(cfg.cluster.heartbeat_ms != running.cluster.heartbeat_ms, "cluster");
     // Read once by the SIGTERM handler in app/commands.cpp.
     keep(cfg.refresh.shutdown_grace_ms != running.refresh.shutdown_grace_ms,
          "refresh.shutdown_grace_ms");
@@ -82,6 +83,7 @@ reload_outcome config_reloader::reload() {
     cfg.key_file = running.key_file;
     cfg.scheduler = running.scheduler;
     cfg.token_service = running.token_service;
+    cfg.cluster = running.cluster;
 
     auto ctx = std::make_shared<front_context>(*current_);
     ctx->cfg = cfg;

@@ -147,6 +147,15 @@ bool usable(self_ptr self) {
          (s.record->expires_at_ms == 0 || now_ms(self) < s.record->expires_at_ms);
 }
 
+/// Whether the grant was last refreshed (on any instance: the time is the
+/// row's) less than `refresh.min_forced_interval_ms` ago. A forced refresh
+/// then answers with that refresh's tokens: the provider would only issue
+/// others of the same age.
+bool recently_refreshed(self_ptr self, int64_t refreshed_at_ms) {
+  auto interval = settings(self).min_forced_interval_ms;
+  return interval > 0 && refreshed_at_ms > 0 && now_ms(self) - refreshed_at_ms < interval;
+}
+
 bool in_refresh_window(self_ptr self) {
   auto planned = planned_time(self);
   return planned > 0 && now_ms(self) >= planned;
@@ -187,6 +196,70 @@ void answer_waiters(self_ptr self) {
   }
 }
 
+/// Whether a token held in memory may be served without asking the
+/// database: no other instance can have stored a newer one.
+bool alone(self_ptr self) {
+  auto& cluster = self->state.deps->cluster;
+  return !cluster || cluster->alone();
+}
+
+void serve_waiters(self_ptr self);
+void load(self_ptr self);
+
+/// Serves the token held in memory once the stored version is known not to
+/// be newer (another instance may have refreshed or replaced it). Requests
+/// arriving meanwhile share the check.
+void check_version(self_ptr self) {
+  auto& s = self->state;
+  auto& source = s.deps->freshness ? s.deps->freshness : s.deps->repository;
+  self->request(source, storage_timeout(self), version_atom_v, s.key)
+    .then(
+      [=](int64_t stored) {
+        auto& st = self->state;
+        auto confirming = std::move(st.confirming);
+        st.confirming.clear();
+        for (auto& p : confirming)
+          st.waiters.push_back(std::move(p));
+        if (!st.record || stored > st.record->version) {
+          // Newer elsewhere: load it; the load answers the waiters (or the
+          // refresh in progress does).
+          load(self);
+          return;
+        }
+        serve_waiters(self);
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        auto confirming = std::move(st.confirming);
+        st.confirming.clear();
+        for (auto& p : confirming)
+          st.waiters.push_back(std::move(p));
+        if (code_of(err) == ec::not_found) {
+          // Disconnected elsewhere: the load reports it and stops the actor.
+          load(self);
+          return;
+        }
+        // The database cannot be asked (outage): nobody can store a newer
+        // token without it either, so the one in memory is served
+        // (docs/DECISIONS.md, "The newest token across instances").
+        if (st.record)
+          serve_waiters(self);
+      });
+}
+
+/// A token from memory: at once when this instance is alone, otherwise
+/// after the version check.
+caf::result<token_grant> serve_newest(self_ptr self) {
+  if (alone(self))
+    return make_grant(self);
+  auto& s = self->state;
+  s.confirming.push_back(self->make_response_promise<token_grant>());
+  auto promise = s.confirming.back();
+  if (s.confirming.size() == 1)
+    check_version(self);
+  return promise;
+}
+
 void fail_waiters(self_ptr self, const caf::error& err) {
   auto waiters = std::move(self->state.waiters);
   self->state.waiters.clear();
@@ -194,8 +267,6 @@ void fail_waiters(self_ptr self, const caf::error& err) {
     w.deliver(err);
 }
 
-/// A refresh ended with usable state (new, adopted or unchanged tokens).
-void load(self_ptr self);
 
 /// Runs a reload that arrived while a refresh was in flight.
 void after_refresh(self_ptr self) {
@@ -455,7 +526,10 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
         auto previous_expiry = st.record ? st.record->expires_at_ms : 0;
         bool newer = leased.expires_at_ms > previous_expiry ||
                      leased.status != "connected";
-        if ((m != mode::force && newer) || leased.status != "connected") {
+        // A forced refresh coalesces with one that another instance
+        // completed moments ago.
+        bool coalesce = m == mode::force && recently_refreshed(self, leased.refreshed_at_ms);
+        if ((m != mode::force && newer) || coalesce || leased.status != "connected") {
           // Another instance refreshed (or re-connected, or gave up) while
           // we waited: adopt the row, give the lease back.
           st.record = std::move(leased);
@@ -630,6 +704,9 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
   s.deps = std::move(deps);
   // Stopped (disconnected, shutting down): nobody is left waiting forever.
   self->set_exit_handler([=](caf::exit_msg& msg) {
+    for (auto& p : self->state.confirming)
+      self->state.waiters.push_back(std::move(p));
+    self->state.confirming.clear();
     fail_waiters(self, make_error(ec::not_found, "the connection was removed"));
     self->quit(msg.reason);
   });
@@ -654,20 +731,24 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       if (st.record->status != "connected")
         return not_connected_error(self);
       if (st.record->kind != "oauth")
-        return make_grant(self);
+        return serve_newest(self);
       if (!force && usable(self) && !in_refresh_window(self))
-        return make_grant(self);
+        return serve_newest(self);
+      if (force && !st.refreshing && usable(self) && recently_refreshed(self, st.record->refreshed_at_ms))
+        // Coalesced with the refresh that issued these tokens moments ago;
+        // a refresh in flight is joined instead (below).
+        return serve_newest(self);
       if (!force && now_ms(self) < st.retry_not_before_ms) {
         // Backing off after a failure: the valid token is served, otherwise
         // the request waits for the armed retry instead of starting one.
         if (usable(self))
-          return make_grant(self);
+          return serve_newest(self);
         st.waiters.push_back(self->make_response_promise<token_grant>());
         return st.waiters.back();
       }
       if (!force && !can_refresh(self)) {
         if (usable(self))
-          return make_grant(self);
+          return serve_newest(self);
         // Expired and not refreshable: mark it (once) and report.
         if (refreshes_stopped())
           return shutting_down_error();

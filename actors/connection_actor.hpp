@@ -38,6 +38,7 @@
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
 #include "provider/oauth_protocol.hpp"
+#include "storage/cluster_view.hpp"
 
 namespace cm {
 
@@ -63,6 +64,13 @@ struct connection_deps {
   /// Holds plans further ahead than its horizon; null: every plan gets a
   /// precise CAF timer at once.
   refresh_wheel_ptr wheel;
+  /// Whether other instances share the database. Null: this instance is
+  /// alone (tests, tools). With others live, a token held in memory is
+  /// served only after `freshness` confirms no newer version is stored.
+  storage::cluster_view_ptr cluster;
+  /// Answers version checks on a database connection of its own, so they
+  /// never queue behind hydration or a refresh storm. Unset: `repository`.
+  token_repository_actor freshness;
 };
 
 /// Shared by every connection actor of one provider: a copy per actor would
@@ -70,8 +78,10 @@ struct connection_deps {
 using connection_deps_ptr = std::shared_ptr<const connection_deps>;
 
 using connection_actor = caf::typed_actor<
-  // A valid token (force: refresh first). Errors: needs_reauth, not_found,
-  // provider_failed, unavailable.
+  // A valid token (force: refresh first), never older than the newest
+  // stored: while other instances are live, a token held in memory is
+  // checked against the stored version first. Errors: needs_reauth,
+  // not_found, provider_failed, unavailable.
   caf::replies_to<get_token_atom, bool>::with<token_grant>,
   // The actor's view of itself: status, planned refresh time, failures.
   caf::replies_to<status_atom>::with<connection_status>,
@@ -104,6 +114,7 @@ struct resident_token {
   std::string metadata = "{}";
   int64_t version = 0;
   int64_t updated_at_ms = 0;
+  int64_t refreshed_at_ms = 0;
 
   resident_token() = default;
   // Implicit: a row read from storage becomes the resident copy.
@@ -112,7 +123,7 @@ struct resident_token {
       access_token(std::move(row.access_token)), has_refresh_token(!row.refresh_token.empty()),
       expires_at_ms(row.expires_at_ms), scopes(std::move(row.scopes)),
       metadata(std::move(row.metadata)), version(row.version),
-      updated_at_ms(row.updated_at_ms) {}
+      updated_at_ms(row.updated_at_ms), refreshed_at_ms(row.refreshed_at_ms) {}
 };
 
 struct connection_state {
@@ -121,6 +132,9 @@ struct connection_state {
   /// nullopt until loaded from storage.
   std::optional<resident_token> record;
   std::vector<caf::typed_response_promise<token_grant>> waiters;
+  /// Requests waiting for the version check of a token held in memory
+  /// (other instances are live); one check serves all of them.
+  std::vector<caf::typed_response_promise<token_grant>> confirming;
   /// Between taking a refresh lease and recording the outcome; counted
   /// process-wide, so shutdown can wait for it (actors/refresh_drain.hpp).
   counted_refresh_flag refreshing;

@@ -50,7 +50,13 @@ void fan_out(self_ptr self, const outbox_event& e) {
 
 /// Lets this instance's connection actors follow changes made anywhere.
 void tell_registry(self_ptr self, const outbox_event& e) {
-  if (!self->state.registry || e.topic != "token-events" || e.event_type == "TOKEN_REFRESHED")
+  auto& st = self->state;
+  if (!st.registry || e.topic != "token-events")
+    return;
+  // Another instance's refresh: load it now rather than at this instance's
+  // own refresh time. (The version check before serving is what guarantees
+  // the newest token; this keeps it from finding a difference.)
+  if (e.event_type == "TOKEN_REFRESHED" && !(st.cluster && st.cluster->others_seen()))
     return;
   auto payload = nlohmann::json::parse(e.payload, nullptr, false);
   if (!payload.is_object())
@@ -235,9 +241,11 @@ bool parse_sse_id(const std::string& text, outbox_position& out) {
 
 event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event_hub_state> self,
                                          storage_actor storage, registry_actor registry,
-                                         config::events_config cfg) {
+                                         config::events_config cfg,
+                                         storage::cluster_view_ptr cluster) {
   self->state.storage = std::move(storage);
   self->state.registry = std::move(registry);
+  self->state.cluster = std::move(cluster);
   self->state.cfg = std::move(cfg);
   // Streams close when the state (and with it every event_stream) goes.
   start(self);

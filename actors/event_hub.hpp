@@ -30,6 +30,7 @@
 #include "actors/storage_actor.hpp"
 #include "config/service_config.hpp"
 #include "http/event_stream.hpp"
+#include "storage/cluster_view.hpp"
 
 namespace cm {
 
@@ -66,6 +67,9 @@ struct event_hub_state {
   /// Told about connections created, revoked or expired by any instance,
   /// so this instance's connection actors follow at once.
   registry_actor registry;
+  /// Whether other instances are live; only then are TOKEN_REFRESHED
+  /// events passed on (alone, every refresh was this instance's own).
+  storage::cluster_view_ptr cluster;
   config::events_config cfg;
   std::map<uint64_t, event_subscriber> subscribers;
   uint64_t next_id = 1;
@@ -87,6 +91,7 @@ bool parse_sse_id(const std::string& text, outbox_position& out);
 
 event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event_hub_state> self,
                                          storage_actor storage, registry_actor registry,
-                                         config::events_config cfg);
+                                         config::events_config cfg,
+                                         storage::cluster_view_ptr cluster);
 
 } // namespace cm

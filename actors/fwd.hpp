@@ -109,5 +109,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, audit_page_atom, "audit_page")
   CAF_ADD_ATOM(connector_manager, cm, subscribe_atom, "subscribe")
   CAF_ADD_ATOM(connector_manager, cm, configure_atom, "configure")
+  CAF_ADD_ATOM(connector_manager, cm, version_atom, "version")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

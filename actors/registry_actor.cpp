@@ -38,6 +38,8 @@ connection_deps_ptr build_connection_deps(self_ptr self, const std::string& prov
   deps->wall_offset_ms = s.deps.wall_offset_ms;
   deps->seed = s.deps.seed;
   deps->wheel = s.wheel;
+  deps->cluster = s.deps.cluster;
+  deps->freshness = s.deps.freshness;
   return deps;
 }
 

@@ -49,6 +49,10 @@ struct registry_deps {
   int64_t wall_offset_ms = 0;
   uint64_t seed = 0;
   int32_t hydrate_page = 1000;
+  /// Other instances, as the heartbeat sees them (null: alone), and the
+  /// storage actor that answers version checks (unset: `storage`).
+  storage::cluster_view_ptr cluster;
+  token_repository_actor freshness;
   /// Filled by the registry when it forwards a reload to its connection
   /// actors: the new shared dependencies of each provider's running actors
   /// (a provider the new catalog dropped keeps its old entry there, so a

@@ -118,6 +118,16 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
         return to_caller_error(e);
       }
     },
+    [=](version_atom, const connection_key& key) -> caf::result<int64_t> {
+      try {
+        auto version = self->state.tokens->version_of(key);
+        if (!version)
+          return make_error(ec::not_found, "no such connection");
+        return *version;
+      } catch (const storage::db_error& e) {
+        return to_caller_error(e);
+      }
+    },
     [=](list_atom, const std::string& team, const std::string& user)
       -> caf::result<token_summaries> {
       return guarded([&] { return self->state.tokens->list(team, user); });

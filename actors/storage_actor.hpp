@@ -27,8 +27,12 @@ namespace cm {
 using token_repository_actor = caf::typed_actor<
   // Loads one connection with decrypted secrets; not_found if absent.
   caf::replies_to<find_atom, connection_key>::with<token_record>,
+  // The stored version of one connection, to check that a token held in
+  // memory is still the newest; not_found if absent.
+  caf::replies_to<version_atom, connection_key>::with<int64_t>,
   // Takes the refresh lease (owner, lease ms); answers the row with its new
-  // version (the fence). conflict: another owner holds a live lease.
+  // version (the fence). conflict: another owner holds a live lease;
+  // unavailable: this instance is fenced out of the cluster for now.
   caf::replies_to<lease_atom, connection_key, std::string, int64_t>::with<token_record>,
   // Writes refreshed tokens under (fence, owner) plus TOKEN_REFRESHED, in
   // one transaction. conflict: stale fence.

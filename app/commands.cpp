@@ -36,6 +36,7 @@
 #include "storage/keyring.hpp"
 #include "storage/rekey.hpp"
 #include "storage/migrations.hpp"
+#include "storage/instance_heartbeat.hpp"
 #include "storage/notify_listener.hpp"
 
 namespace cm::app {
@@ -198,11 +199,35 @@ int cmd_serve(const config::service_config& cfg, char**) {
     log::error("main", "cannot start storage", {{"error", message_of(storage.error())}});
     return 1;
   }
+  // Version checks of tokens served from memory get a connection of their
+  // own, so they never wait behind hydration or a refresh storm.
+  auto freshness = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
+  if (!freshness) {
+    log::error("main", "cannot start storage", {{"error", message_of(freshness.error())}});
+    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+    return 1;
+  }
   auto provider_client_handle = sys.spawn(provider_client);
   auto deps = make_registry_deps(cfg, catalog);
   auto clients = deps.clients;
   deps.storage = *storage;
+  deps.freshness = *freshness;
   deps.provider_client = provider_client_handle;
+  // Announce this instance before loading anything: when others are
+  // active it waits out the join grace first, so none of them can still
+  // believe it is alone once this one refreshes (storage/cluster_view.hpp).
+  storage::heartbeat_timing timing{std::chrono::milliseconds(cfg.cluster.heartbeat_ms)};
+  auto cluster = std::make_shared<storage::cluster_view>(timing.trust());
+  auto heartbeat =
+    std::make_unique<storage::instance_heartbeat>(cfg.database, deps.instance_id, timing, cluster);
+  if (!heartbeat->join(std::chrono::seconds(60))) {
+    log::error("main", "cannot announce this instance in the database");
+    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  deps.cluster = cluster;
   auto registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
   auto service_auth = std::make_shared<shared_authenticator>(auth);
@@ -223,7 +248,11 @@ int cmd_serve(const config::service_config& cfg, char**) {
       caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
+    // After every refresh has been stored or abandoned: from here on this
+    // instance takes no lease and stores nothing.
+    heartbeat->leave();
     caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
   };
   {
     // Every live connection gets its actor and refresh timer before the
@@ -266,7 +295,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
 
   // Lifecycle events: SSE subscribers, webhooks, and NOTIFY to wake both
   // when any instance commits an event.
-  hub = sys.spawn(event_hub, *storage, registry_handle, cfg.events);
+  hub = sys.spawn(event_hub, *storage, registry_handle, cfg.events, cluster);
   dispatcher = sys.spawn(webhook_dispatcher, *storage, provider_client_handle, webhooks);
   listener = std::make_unique<storage::notify_listener>(cfg.database, [hub, dispatcher] {
     caf::anon_send(hub, tick_atom_v);

@@ -60,6 +60,7 @@ token_repository_actor::behavior_type idle_repository(token_repository_actor::po
   auto refuse = [] { return make_error(ec::unavailable, "bench"); };
   return {
     [=](find_atom, const connection_key&) -> caf::result<token_record> { return refuse(); },
+    [=](version_atom, const connection_key&) -> caf::result<int64_t> { return refuse(); },
     [=](lease_atom, const connection_key&, const std::string&, int64_t)
       -> caf::result<token_record> { return refuse(); },
     [=](complete_atom, const connection_key&, int64_t, const std::string&,

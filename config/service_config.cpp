@@ -101,7 +101,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "log",
-                                "scheduler", "refresh", "token_service", "events",
+                                "scheduler", "refresh", "token_service", "cluster", "events",
                                 "providers_file", "providers"});
 
   // listen
@@ -210,7 +210,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   reader.expect_keys(refresh, "refresh", {"margin_s", "lease_ms", "provider_timeout_ms",
                                           "max_failures", "backoff_base_ms", "backoff_cap_ms",
                                           "lease_poll_ms", "storage_timeout_ms",
-                                          "key_revalidation_s", "shutdown_grace_ms"});
+                                          "key_revalidation_s", "shutdown_grace_ms",
+                                          "min_forced_interval_ms"});
   auto& r = cfg.refresh;
   auto margin_s = reader.get_int(refresh, "refresh", "margin_s", -1, -1, 86400);
   r.margin_override_ms = margin_s < 0 ? -1 : margin_s * 1000;
@@ -234,6 +235,14 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.get_int(refresh, "refresh", "key_revalidation_s", 86400, 0, 30 * 86400) * 1000;
   r.shutdown_grace_ms =
     reader.get_int(refresh, "refresh", "shutdown_grace_ms", r.shutdown_grace_ms, 0, 600000);
+  r.min_forced_interval_ms = reader.get_int(refresh, "refresh", "min_forced_interval_ms",
+                                            r.min_forced_interval_ms, 0, 3600000);
+
+  // cluster
+  auto cluster = root["cluster"];
+  reader.expect_keys(cluster, "cluster", {"heartbeat_ms"});
+  cfg.cluster.heartbeat_ms =
+    reader.get_int(cluster, "cluster", "heartbeat_ms", cfg.cluster.heartbeat_ms, 50, 60000);
 
   // token_service
   auto ts = root["token_service"];

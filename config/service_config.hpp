@@ -88,6 +88,18 @@ struct refresh_config {
   /// On SIGTERM, how long to wait for refreshes in progress to store what
   /// the provider answered before the process stops (actors/refresh_drain.hpp).
   int64_t shutdown_grace_ms = 25000;
+  /// A forced refresh this soon after the last successful refresh (on any
+  /// instance) is answered with that refresh's tokens instead of calling
+  /// the provider: one member's refresh loop must not spend the
+  /// deployment's OAuth-app rate limit or flood event consumers.
+  int64_t min_forced_interval_ms = 10000;
+};
+
+/// Instances sharing one database (storage/instance_heartbeat.hpp).
+struct cluster_config {
+  /// How often this instance announces itself; the join grace, the
+  /// "alone" trust and the activity window are multiples of it.
+  int64_t heartbeat_ms = 1000;
 };
 
 /// The token service published to other CAF programs.
@@ -145,6 +157,7 @@ struct service_config {
   scheduler_config scheduler;
   refresh_config refresh;
   token_service_config token_service;
+  cluster_config cluster;
   events_config events;
   std::string providers_file;
   std::map<std::string, provider_settings> providers;

@@ -53,12 +53,14 @@ struct token_record {
   int64_t version = 0;
   int64_t created_at_ms = 0;
   int64_t updated_at_ms = 0;
+  /// When the last refresh of this grant was stored (unix ms); 0: never.
+  int64_t refreshed_at_ms = 0;
 
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, token_record& x) {
     return f(caf::meta::type_name("token_record"), x.id, x.key, x.kind, x.status, x.reason,
              x.access_token, x.refresh_token, x.expires_at_ms, x.scopes, x.metadata,
-             x.version, x.created_at_ms, x.updated_at_ms);
+             x.version, x.created_at_ms, x.updated_at_ms, x.refreshed_at_ms);
   }
 };
 

@@ -26,7 +26,8 @@ ON CONFLICT (team_id, user_id, provider) DO UPDATE SET
   access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
   expires_at = EXCLUDED.expires_at, scopes = EXCLUDED.scopes, metadata = EXCLUDED.metadata,
   key_id = EXCLUDED.key_id, version = connector_tokens.version + 1,
-  refresh_failures = 0, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+  refresh_failures = 0, lease_owner = NULL, lease_expires_at = NULL, last_refresh_at = NULL,
+  updated_at = now()
 RETURNING version, (extract(epoch from created_at) * 1000)::bigint,
           (extract(epoch from updated_at) * 1000)::bigint)"};
 
@@ -36,18 +37,34 @@ RETURNING version, (extract(epoch from created_at) * 1000)::bigint,
   "team_id, user_id, provider, id::text, kind, status, coalesce(reason, ''), access_token, " \
   "refresh_token, coalesce((extract(epoch from expires_at) * 1000)::bigint, 0), "            \
   "scopes::text, metadata::text, version, (extract(epoch from created_at) * 1000)::bigint, " \
-  "(extract(epoch from updated_at) * 1000)::bigint"
+  "(extract(epoch from updated_at) * 1000)::bigint, "                                        \
+  "coalesce((extract(epoch from last_refresh_at) * 1000)::bigint, 0)"
 
 const statement select_token{"tokens_select",
   "SELECT " CM_TOKEN_COLUMNS " FROM connector_tokens "
   "WHERE team_id = $1 AND user_id = $2 AND provider = $3"};
+
+// An instance that is joining the cluster, or whose heartbeats have lapsed,
+// neither takes a lease nor stores a refresh (migration 0006,
+// storage/cluster_view.hpp). Owners without a row (tools, tests that drive
+// storage directly) are not fenced.
+#define CM_OWNER_IS_ACTIVE(owner)                                                      \
+  "NOT EXISTS (SELECT 1 FROM service_instances i WHERE i.instance_id = " owner         \
+  " AND (i.active_from > clock_timestamp() OR i.active_until < clock_timestamp()))"
 
 const statement acquire_lease_stmt{"tokens_acquire_lease",
   "UPDATE connector_tokens SET lease_owner = $4, "
   "lease_expires_at = now() + ($5::bigint * interval '1 millisecond'), version = version + 1 "
   "WHERE team_id = $1 AND user_id = $2 AND provider = $3 "
   "AND (lease_owner IS NULL OR lease_expires_at < now() OR lease_owner = $4) "
+  "AND " CM_OWNER_IS_ACTIVE("$4") " "
   "RETURNING " CM_TOKEN_COLUMNS};
+
+const statement owner_fenced_stmt{"tokens_owner_fenced",
+  "SELECT 1 WHERE NOT " CM_OWNER_IS_ACTIVE("$1")};
+
+const statement select_version{"tokens_select_version",
+  "SELECT version FROM connector_tokens WHERE team_id = $1 AND user_id = $2 AND provider = $3"};
 
 const statement complete_refresh_stmt{"tokens_complete_refresh",
   "UPDATE connector_tokens SET access_token = $6, refresh_token = coalesce($7, refresh_token), "
@@ -56,6 +73,7 @@ const statement complete_refresh_stmt{"tokens_complete_refresh",
   "reason = NULL, version = version + 1, lease_owner = NULL, lease_expires_at = NULL, "
   "refresh_failures = 0, last_refresh_at = now(), updated_at = now() "
   "WHERE team_id = $1 AND user_id = $2 AND provider = $3 AND version = $4 AND lease_owner = $5 "
+  "AND " CM_OWNER_IS_ACTIVE("$5") " "
   "RETURNING " CM_TOKEN_COLUMNS};
 
 const statement release_lease_stmt{"tokens_release_lease",
@@ -232,6 +250,7 @@ token_record token_store::read_row(const result& res, int row) {
   r.version = res.integer(row, 12);
   r.created_at_ms = res.integer(row, 13);
   r.updated_at_ms = res.integer(row, 14);
+  r.refreshed_at_ms = res.integer(row, 15);
   return r;
 }
 
@@ -269,9 +288,24 @@ std::optional<token_record> token_store::acquire_lease(const connection_key& key
                        param::text(std::to_string(lease_ms))});
   if (res.rows() == 1)
     return read_row(res, 0);
+  throw_if_fenced(owner);
   if (!find(key))
     throw db_error(ec::not_found, "", "no such connection");
   return std::nullopt;
+}
+
+void token_store::throw_if_fenced(const std::string& owner) {
+  if (db_.exec(owner_fenced_stmt, {param::text(owner)}).rows() == 1)
+    throw db_error(ec::unavailable, "",
+                   "this instance is joining the cluster or its heartbeats have lapsed");
+}
+
+std::optional<int64_t> token_store::version_of(const connection_key& key) {
+  auto res = db_.exec(select_version, {param::text(key.team_id), param::text(key.user_id),
+                                       param::text(key.provider)});
+  if (res.rows() == 0)
+    return std::nullopt;
+  return res.integer(0, 0);
 }
 
 void token_store::insert_event(const std::string& type, const std::string& connection_id,
@@ -306,8 +340,12 @@ token_record token_store::complete_refresh(const connection_key& key, int64_t fe
                        param::text(owner), param::bytes(access), refresh,
                        param::text(std::to_string(tokens.expires_at_ms)), scopes,
                        param::text(std::to_string(cipher_.keys().active_id()))});
-  if (res.rows() != 1)
+  if (res.rows() != 1) {
+    // Fenced: the caller keeps the tokens and stores them once this
+    // instance is active again (nothing the provider issued is lost).
+    throw_if_fenced(owner);
     throw db_error(ec::conflict, "", "stale fencing token: the row changed under the lease");
+  }
   auto stored = read_row(res, 0);
   insert_event("TOKEN_REFRESHED", stored.id, key, "");
   tx.commit();

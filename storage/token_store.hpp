@@ -39,10 +39,16 @@ public:
   std::optional<token_record> acquire_lease(const connection_key& key, const std::string& owner,
                                             int64_t lease_ms);
 
+  /// The stored version of one connection (every write bumps it); nullopt
+  /// when there is none. Reads no secret, so it is cheap.
+  std::optional<int64_t> version_of(const connection_key& key);
+
   /// Stores refreshed tokens if the row still carries `fence` and `owner`'s
   /// lease, and writes TOKEN_REFRESHED to the outbox in the same
   /// transaction. A rotated refresh token replaces the old one; none keeps
-  /// it. Throws db_error(conflict) on a stale fence.
+  /// it. Throws db_error(conflict) on a stale fence, db_error(unavailable)
+  /// while `owner` is fenced out of the cluster (joining, or its heartbeats
+  /// lapsed), as acquire_lease does.
   token_record complete_refresh(const connection_key& key, int64_t fence, const std::string& owner,
                                 const refreshed_tokens& tokens);
 
@@ -88,6 +94,9 @@ public:
   token_record disconnect(const connection_key& key, const std::string& reason);
 
 private:
+  /// Throws db_error(unavailable) when `owner` may not write refreshes now.
+  void throw_if_fenced(const std::string& owner);
+
   token_record read_row(const result& res, int row);
   void insert_event(const std::string& type, const std::string& connection_id,
                     const connection_key& key, const std::string& reason);

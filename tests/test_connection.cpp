@@ -41,6 +41,8 @@ struct deterministic : ::testing::Test {
   refresh_settings settings;
   int64_t offset_ms = 0;
   connection_key key{"acme", "alice", "github"};
+  /// Null: this instance is alone.
+  storage::cluster_view_ptr cluster;
 
   deterministic() {
     // Actors here never exit by themselves; the test coordinator does not
@@ -54,6 +56,7 @@ struct deterministic : ::testing::Test {
     entry->refresh_margin_s = 300;
     offset_ms = base_ms - std::chrono::duration_cast<milliseconds>(
                             sched.clock().now().time_since_epoch()).count();
+    repo->wall_offset_ms = offset_ms;
     script->fallback = token_error(500, "server_error");
     sched.run();
   }
@@ -114,6 +117,7 @@ struct deterministic : ::testing::Test {
     d.settings = settings;
     d.wall_offset_ms = offset_ms;
     d.seed = seed;
+    d.cluster = cluster;
     return shared;
   }
 
@@ -552,6 +556,8 @@ TEST_F(deterministic, AReadStartedBeforeAForcedRefreshDoesNotAnswerWithTheOldTok
 }
 
 TEST_F(deterministic, AGrantFromTheTeamsOwnAppRefreshesWithThatApp) {
+  // Two forced refreshes in a row, each meant to reach the provider.
+  settings.min_forced_interval_ms = 0;
   auto record = seed(key, 3600'000);
   record.metadata = R"({"oauth_app":"team"})";
   repo->rows[key].record = record;
@@ -648,6 +654,139 @@ TEST_F(deterministic, ForceRefreshesEvenAValidToken) {
   ASSERT_TRUE(got->at(0));
   EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
   EXPECT_EQ(script->requests.size(), 1u);
+}
+
+TEST_F(deterministic, ForcedRefreshesWithinTheIntervalCoalesceIntoOneProviderCall) {
+  // A member's refresh loop: 60 forced refreshes, one second apart at most.
+  auto conn = spawn(seed(key, 3600'000));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  script->answers.push_back(token_ok("at-2", "rt-2"));
+  auto first = ask(conn, 1, true);
+  ASSERT_TRUE(first->at(0));
+  EXPECT_EQ(first->at(0)->access_token.reveal(), "at-1");
+  for (int i = 0; i < 59; ++i) {
+    if (i % 10 == 0)
+      advance(1s);
+    auto again = ask(conn, 1, true);
+    ASSERT_TRUE(again->at(0)) << to_string(again->at(0).error());
+    EXPECT_EQ(again->at(0)->access_token.reveal(), "at-1") << "the refresh moments ago answers";
+  }
+  EXPECT_EQ(script->requests.size(), 1u);
+  EXPECT_EQ(repo->events.size(), 1u) << "one TOKEN_REFRESHED, not 60";
+  // Once the interval has passed, a forced refresh calls the provider again.
+  advance(milliseconds(settings.min_forced_interval_ms));
+  auto later = ask(conn, 1, true);
+  ASSERT_TRUE(later->at(0));
+  EXPECT_EQ(later->at(0)->access_token.reveal(), "at-2");
+  EXPECT_EQ(script->requests.size(), 2u);
+}
+
+TEST_F(deterministic, ConcurrentForcedRefreshesShareOneCall) {
+  auto conn = spawn(seed(key, 3600'000));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  auto got = ask(conn, 20, true);
+  ASSERT_EQ(got->size(), 20u);
+  for (auto& g : *got) {
+    ASSERT_TRUE(g) << to_string(g.error());
+    EXPECT_EQ(g->access_token.reveal(), "at-1");
+  }
+  EXPECT_EQ(script->requests.size(), 1u);
+}
+
+TEST_F(deterministic, AForcedRefreshAdoptsOneAnotherInstanceCompletedMomentsAgo) {
+  auto conn = spawn(seed(key, 3600'000));
+  // Another instance refreshed a second ago; this actor has not heard yet.
+  auto& row = repo->rows[key].record;
+  row.access_token = secret{"at-elsewhere"};
+  row.refresh_token = secret{"rt-elsewhere"};
+  row.refreshed_at_ms = now() - 1000;
+  ++row.version;
+  auto got = ask(conn, 1, true);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-elsewhere");
+  EXPECT_TRUE(script->requests.empty()) << "coalesced with the other instance's refresh";
+  EXPECT_TRUE(repo->rows[key].lease_owner.empty()) << "the lease was given back";
+}
+
+TEST_F(deterministic, WithoutAnIntervalEveryForcedRefreshCallsTheProvider) {
+  settings.min_forced_interval_ms = 0;
+  auto conn = spawn(seed(key, 3600'000));
+  script->answers.push_back(token_ok("at-1", "rt-1"));
+  script->answers.push_back(token_ok("at-2", "rt-2"));
+  ask(conn, 1, true);
+  auto second = ask(conn, 1, true);
+  ASSERT_TRUE(second->at(0));
+  EXPECT_EQ(second->at(0)->access_token.reveal(), "at-2");
+  EXPECT_EQ(script->requests.size(), 2u);
+}
+
+/// A view in which other instances are live (no real time involved: a
+/// view that saw others is never "alone").
+storage::cluster_view_ptr others_present() {
+  auto view = std::make_shared<storage::cluster_view>(std::chrono::hours(1));
+  view->observed(storage::cluster_view::clock::now(), 1);
+  return view;
+}
+
+TEST_F(deterministic, WithOtherInstancesATokenRefreshedElsewhereIsServedNotTheOneInMemory) {
+  cluster = others_present();
+  auto conn = spawn(seed(key, 3600'000));
+  // Another instance refreshes: a new token and a newer version are stored.
+  auto& row = repo->rows[key].record;
+  row.access_token = secret{"at-elsewhere"};
+  row.version += 2;
+  auto got = ask(conn, 5);
+  ASSERT_EQ(got->size(), 5u);
+  for (auto& g : *got) {
+    ASSERT_TRUE(g) << to_string(g.error());
+    EXPECT_EQ(g->access_token.reveal(), "at-elsewhere");
+  }
+  EXPECT_EQ(repo->version_checks, 1) << "concurrent requests share one check";
+  EXPECT_TRUE(script->requests.empty());
+  // The row is unchanged now: the next request is served from memory after
+  // its check, with no further load.
+  auto again = ask(conn);
+  ASSERT_TRUE(again->at(0));
+  EXPECT_EQ(again->at(0)->access_token.reveal(), "at-elsewhere");
+  EXPECT_EQ(repo->version_checks, 2);
+}
+
+TEST_F(deterministic, WithOtherInstancesAnUnchangedTokenIsServedAfterItsCheck) {
+  cluster = others_present();
+  auto conn = spawn(seed(key, 3600'000));
+  auto got = ask(conn, 3);
+  ASSERT_EQ(got->size(), 3u);
+  for (auto& g : *got)
+    EXPECT_EQ(g->access_token.reveal(), "at-0");
+  EXPECT_EQ(repo->version_checks, 1);
+}
+
+TEST_F(deterministic, AloneNoVersionIsChecked) {
+  cluster = std::make_shared<storage::cluster_view>(std::chrono::hours(1));
+  cluster->observed(storage::cluster_view::clock::now(), 0);
+  auto conn = spawn(seed(key, 3600'000));
+  repo->rows[key].record.access_token = secret{"at-elsewhere"};
+  auto got = ask(conn);
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-0");
+  EXPECT_EQ(repo->version_checks, 0);
+}
+
+TEST_F(deterministic, WithOtherInstancesADatabaseOutageStillServesTheTokenInMemory) {
+  cluster = others_present();
+  auto conn = spawn(seed(key, 3600'000));
+  repo->fail_finds = ec::unavailable;
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0)) << to_string(got->at(0).error());
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-0");
+}
+
+TEST_F(deterministic, WithOtherInstancesAConnectionDeletedElsewhereIsNotFound) {
+  cluster = others_present();
+  auto conn = spawn(seed(key, 3600'000));
+  repo->rows.erase(key);
+  auto got = ask(conn);
+  ASSERT_FALSE(got->at(0));
+  EXPECT_EQ(code_of(got->at(0).error()), ec::not_found);
 }
 
 TEST_F(deterministic, TokenWithoutRefreshTokenExpiresIntoNeedsReauth) {

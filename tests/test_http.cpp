@@ -53,6 +53,7 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
     [=](ping_atom) { return hold<int64_t>(self); },
     [=](save_atom, token_record&) { return hold<token_record>(self); },
     [=](find_atom, const connection_key&) { return hold<token_record>(self); },
+    [=](version_atom, const connection_key&) { return hold<int64_t>(self); },
     [=](list_atom, const std::string&, const std::string&) { return hold<token_summaries>(self); },
     [=](remove_atom, const connection_key&) { return hold<bool>(self); },
     [=](lease_atom, const connection_key&, const std::string&, int64_t) {

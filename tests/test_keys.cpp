@@ -101,7 +101,10 @@ struct key_world {
                    "    token_url: " + fake.url("/token") + "\n"
                    "    account_url: " + fake.url("/me") + "\n"
                    "refresh:\n  provider_timeout_ms: 3000\n  lease_ms: 10000\n"
-                   "  lease_poll_ms: 50\n";
+                   "  lease_poll_ms: 50\n"
+                   // Each forced refresh must reach the provider: the rows
+                   // are re-sealed by refreshes on either instance.
+                   "  min_forced_interval_ms: 0\n";
     return o;
   }
 

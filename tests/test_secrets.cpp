@@ -178,7 +178,7 @@ TEST(Secrets, CanariesNeverReachLogsResponsesEventsAuditHealthOrTables) {
                     "/token\n    account_url: " + base + "/me\n";
   o.extra_yaml = "oauth:\n  public_base_url: https://cm.example\n  allowed_redirect_uris: [" +
                  allowed_redirect + "]\n"
-                 "refresh:\n  provider_timeout_ms: 2000\n  lease_ms: 8000\n"
+                 "refresh:\n  provider_timeout_ms: 2000\n  lease_ms: 8000\n  min_forced_interval_ms: 0\n"
                  "events:\n  poll_ms: 200\n  webhook_retry_base_ms: 200\n"
                  "  webhooks:\n    - name: sink\n      url: http://127.0.0.1:" +
                  std::to_string(receiver.port()) + "/hook\n      secret_file: " +

@@ -13,6 +13,7 @@
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
 #include "storage/database.hpp"
+#include "storage/instance_heartbeat.hpp"
 #include "storage/migrations.hpp"
 #include "tests/support/test_env.hpp"
 
@@ -89,10 +90,11 @@ TEST(Migrations, ApplyingTwiceIsANoOp) {
     "('connector_tokens','oauth_states','connector_configs','event_outbox',"
     "'webhook_deliveries','audit_log','schema_migrations')");
   EXPECT_EQ(tables.integer(0, 0), 7);
-  // Every table carries team_id (the distribution column).
+  // Every table of team data carries team_id (the distribution column);
+  // the deployment's own tables are Citus reference tables (docs/STORAGE.md).
   auto without_team = db.exec_script(
     "SELECT count(*) FROM information_schema.tables t WHERE t.table_schema = 'public' "
-    "AND t.table_name <> 'schema_migrations' AND NOT EXISTS (SELECT 1 FROM "
+    "AND t.table_name NOT IN ('schema_migrations', 'service_instances') AND NOT EXISTS (SELECT 1 FROM "
     "information_schema.columns c WHERE c.table_name = t.table_name AND c.column_name = 'team_id')");
   EXPECT_EQ(without_team.integer(0, 0), 0);
 }
@@ -322,6 +324,110 @@ TEST_F(storage_fixture, CompleteStoresRotatedTokensAndTheEventTogether) {
   EXPECT_EQ(json["connectionId"], found->id);
   // The lease is released: another instance can take it at once.
   EXPECT_TRUE(call<token_record>(lease_atom_v, key, std::string{"instance-b"}, int64_t{30000}));
+}
+
+TEST_F(storage_fixture, AnInstanceOutsideItsActivityNeitherLeasesNorStores) {
+  ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
+  connection_key key{"acme", "alice", "github"};
+  storage::database db{db_config(url)};
+  // Active now: leases like any owner.
+  db.exec_script("INSERT INTO service_instances VALUES ('instance-a', now() - interval '1 s', "
+                 "now() + interval '5 s', now())");
+  auto leased = call<token_record>(lease_atom_v, key, std::string{"instance-a"}, int64_t{30000});
+  ASSERT_TRUE(leased) << to_string(leased.error());
+  // Its heartbeats lapse while the provider answers: the refreshed tokens
+  // are refused as unavailable (the caller keeps them and tries again),
+  // never as a stale fence (which would make it drop them).
+  db.exec_script("UPDATE service_instances SET active_until = now() - interval '1 s'");
+  refreshed_tokens fresh;
+  fresh.access_token = secret{"access-2"};
+  fresh.refresh_token = secret{"refresh-2"};
+  fresh.expires_at_ms = 1'900'000'360'000;
+  auto refused = call<token_record>(complete_atom_v, key, leased->version,
+                                    std::string{"instance-a"}, fresh);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(code_of(refused.error()), ec::unavailable);
+  EXPECT_EQ(call<token_record>(find_atom_v, key)->refresh_token.reveal(), "refresh-canary-1");
+  EXPECT_EQ(count_events(url, "TOKEN_REFRESHED"), 0);
+  // Beating again, it stores them under the same lease.
+  db.exec_script("UPDATE service_instances SET active_until = now() + interval '5 s'");
+  auto stored = call<token_record>(complete_atom_v, key, leased->version,
+                                   std::string{"instance-a"}, fresh);
+  ASSERT_TRUE(stored) << to_string(stored.error());
+  EXPECT_EQ(stored->refresh_token.reveal(), "refresh-2");
+  // Joining (its grace not over): no lease, and the row is untouched.
+  db.exec_script("INSERT INTO service_instances VALUES ('instance-b', now() + interval '3 s', "
+                 "now() + interval '5 s', now())");
+  auto version = call<int64_t>(version_atom_v, key);
+  ASSERT_TRUE(version);
+  auto joining = call<token_record>(lease_atom_v, key, std::string{"instance-b"}, int64_t{30000});
+  ASSERT_FALSE(joining);
+  EXPECT_EQ(code_of(joining.error()), ec::unavailable);
+  EXPECT_EQ(*call<int64_t>(version_atom_v, key), *version);
+}
+
+TEST_F(storage_fixture, VersionOfFollowsEveryWrite) {
+  auto saved = call<token_record>(save_atom_v, sample("alice", "github"));
+  ASSERT_TRUE(saved);
+  connection_key key{"acme", "alice", "github"};
+  EXPECT_EQ(*call<int64_t>(version_atom_v, key), saved->version);
+  auto leased = call<token_record>(lease_atom_v, key, std::string{"a"}, int64_t{30000});
+  EXPECT_EQ(*call<int64_t>(version_atom_v, key), leased->version);
+  auto missing = call<int64_t>(version_atom_v, connection_key{"acme", "nobody", "github"});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(code_of(missing.error()), ec::not_found);
+}
+
+TEST(InstanceHeartbeat, TheFirstIsActiveAtOnceAJoinerWaitsItsGraceAndBothSeeEachOther) {
+  auto url = cm::test::fresh_database("heartbeat");
+  {
+    storage::database db{db_config(url)};
+    storage::apply_migrations(db);
+  }
+  storage::heartbeat_timing timing{200ms};
+  auto view_a = std::make_shared<storage::cluster_view>(timing.trust());
+  auto view_b = std::make_shared<storage::cluster_view>(timing.trust());
+  EXPECT_FALSE(view_a->alone()) << "nothing is known before the first beat";
+  storage::instance_heartbeat a{db_config(url), "instance-a", timing, view_a};
+  auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(a.join(5s));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, timing.grace())
+    << "alone, no grace to wait";
+  EXPECT_TRUE(view_a->alone());
+
+  storage::instance_heartbeat b{db_config(url), "instance-b", timing, view_b};
+  started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(b.join(5s));
+  EXPECT_GE(std::chrono::steady_clock::now() - started, timing.grace())
+    << "another instance is active: the joiner waits out the grace";
+  EXPECT_FALSE(view_b->alone());
+  // A sees B at its next beat.
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (view_a->alone() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(view_a->alone());
+
+  // B leaves: it is fenced at once; A counts it as present for the settle
+  // time, then is alone again.
+  b.leave();
+  storage::database db{db_config(url)};
+  auto fenced = db.exec_script("SELECT active_until <= clock_timestamp() FROM service_instances "
+                               "WHERE instance_id = 'instance-b'");
+  EXPECT_EQ(fenced.text(0, 0), "t");
+  deadline = std::chrono::steady_clock::now() + timing.settle() + 3s;
+  while (!view_a->alone() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(view_a->alone());
+}
+
+TEST(InstanceHeartbeat, TheAloneViewRunsOutWithoutBeats) {
+  storage::cluster_view view{100ms};
+  auto t0 = storage::cluster_view::clock::now();
+  view.observed(t0, 0);
+  EXPECT_TRUE(view.alone(t0 + 50ms));
+  EXPECT_FALSE(view.alone(t0 + 100ms)) << "trust ran out: a joiner may be active by now";
+  view.observed(t0 + 100ms, 2);
+  EXPECT_FALSE(view.alone(t0 + 110ms));
 }
 
 TEST_F(storage_fixture, NoRefreshTokenReturnedKeepsTheStoredOne) {

@@ -113,8 +113,9 @@ TEST(Tokens, ServiceRefreshMakesThreeAttemptsWithBackoff) {
   w.seed("alice", 3600'000);
   // The token is valid for an hour: failed forced refreshes are not retried
   // automatically before the regular plan, so every call is one of the three
-  // attempts.
-  server_process server{w.options()};
+  // attempts. Forced refreshes are not coalesced here: each call must reach
+  // the provider.
+  server_process server{w.options("  min_forced_interval_ms: 0\n")};
   ASSERT_TRUE(server.wait_ready()) << server.log();
   auto refresh = [&] {
     return http_call(server.port(), "POST",
@@ -215,6 +216,79 @@ TEST(Tokens, ManyInstancesRefreshOnceAtExpiry) {
   EXPECT_EQ(w.stored_refresh("alice"), "rt-f1-1") << "the provider's latest is stored";
   auto stats = nlohmann::json::parse(w.fake.admin("/__stats", ""));
   EXPECT_FALSE(stats["families"]["f1"]["revoked"].get<bool>()) << "no refresh token was reused";
+}
+
+TEST(Tokens, EveryInstanceHandsOutTheNewestTokenRightAfterARefreshAnywhere) {
+  // Issue 16: a service whose token was refused forces a refresh on one
+  // instance; the load balancer sends its next call to another, which must
+  // not answer with the token it still holds in memory.
+  token_world w;
+  w.seed("alice", 3600'000);
+  w.backdate("alice");
+  std::vector<std::unique_ptr<server_process>> servers;
+  // Each forced refresh must reach the provider: no coalescing here.
+  for (int i = 0; i < 3; ++i) {
+    servers.push_back(std::make_unique<server_process>(w.options("  min_forced_interval_ms: 0\n")));
+    ASSERT_TRUE(servers.back()->wait_ready()) << servers.back()->log();
+  }
+  // Every instance has the seeded token in memory.
+  for (auto& s : servers)
+    ASSERT_EQ(token_call(s->port(), "user_id=alice&team_id=acme").json()["access_token"],
+              "at-seed-alice");
+  constexpr int rounds = 6;
+  for (int round = 0; round < rounds; ++round) {
+    auto& refresher = *servers[static_cast<size_t>(round % 3)];
+    auto refreshed = http_call(refresher.port(), "POST",
+                               "/api/v1/connectors/internal/refreshIndividualConnectorToken",
+                               {{"X-Services-Token", service_token},
+                                {"Content-Type", "application/json"}},
+                               R"({"userId":"alice","connectorName":"github","orgId":"acme"})");
+    ASSERT_EQ(refreshed.status, 200) << refreshed.body << refresher.log();
+    auto newest = "at-f1-" + std::to_string(round + 1);
+    // Right after the answer, from the other two (and the refresher).
+    for (size_t i = 1; i <= 3; ++i) {
+      auto& reader = *servers[(static_cast<size_t>(round) + i) % 3];
+      auto r = token_call(reader.port(), "user_id=alice&team_id=acme");
+      ASSERT_EQ(r.status, 200) << r.body;
+      EXPECT_EQ(r.json()["access_token"], newest)
+        << "round " << round << ", instance " << (round + i) % 3;
+    }
+  }
+  EXPECT_EQ(w.fake.refresh_calls(), rounds);
+  EXPECT_EQ(w.stored_refresh("alice"), "rt-f1-" + std::to_string(rounds));
+  auto stats = nlohmann::json::parse(w.fake.admin("/__stats", ""));
+  EXPECT_FALSE(stats["families"]["f1"]["revoked"].get<bool>()) << "no refresh token was reused";
+  EXPECT_EQ(stats["parent_reuses"], 0);
+}
+
+TEST(Tokens, ForcedRefreshesByOneMemberCoalesce) {
+  // Issue 16: 60 forced refreshes by one member cost one provider call, one
+  // TOKEN_REFRESHED and answer with that refresh's token.
+  token_world w;
+  w.seed("alice", 3600'000);
+  w.backdate("alice");
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto user = "Bearer " + server.mint("alice", "acme");
+  http_connection conn{server.port()};
+  for (int i = 0; i < 60; ++i) {
+    auto r = conn.request("POST", "/api/connectors/github/refresh",
+                          {{"Authorization", user}, {"Connection", "keep-alive"}});
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  for (int i = 0; i < 10; ++i) {
+    auto r = http_call(server.port(), "POST",
+                       "/api/v1/connectors/internal/refreshIndividualConnectorToken",
+                       {{"X-Services-Token", service_token}, {"Content-Type", "application/json"}},
+                       R"({"userId":"alice","connectorName":"github","orgId":"acme"})");
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  EXPECT_EQ(token_call(server.port(), "user_id=alice").json()["access_token"], "at-f1-1");
+  server.stop();
+  auto calls = w.fake.refresh_calls();
+  report_figure("coalescing: provider calls for 70 forced refreshes", std::to_string(calls));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(w.count("SELECT count(*) FROM event_outbox WHERE event_type = 'TOKEN_REFRESHED'"), 1);
 }
 
 TEST(Tokens, RestartHydratesAndRefreshesOnTime) {

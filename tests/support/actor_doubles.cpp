@@ -28,6 +28,15 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
         return make_error(ec::not_found, "no such connection");
       return it->second.record;
     },
+    [=](version_atom, const connection_key& key) -> caf::result<int64_t> {
+      ++data->version_checks;
+      if (data->fail_finds != ec::none)
+        return make_error(data->fail_finds, "version check failed");
+      auto it = data->rows.find(key);
+      if (it == data->rows.end())
+        return make_error(ec::not_found, "no such connection");
+      return it->second.record.version;
+    },
     [=](lease_atom, const connection_key& key, const std::string& owner,
         int64_t lease_ms) -> caf::result<token_record> {
       auto it = data->rows.find(key);
@@ -61,6 +70,9 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
       r.status = "connected";
       r.reason.clear();
       ++r.version;
+      r.updated_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          now().time_since_epoch()).count() + data->wall_offset_ms;
+      r.refreshed_at_ms = r.updated_at_ms;
       row->lease_owner.clear();
       row->failures = 0;
       data->events.emplace_back("TOKEN_REFRESHED", "");

@@ -33,11 +33,18 @@ struct repo_data {
   /// (event type, reason) in write order.
   std::vector<std::pair<std::string, std::string>> events;
   int leases_granted = 0;
+  /// Version checks answered (a token served from memory while other
+  /// instances are live).
+  int version_checks = 0;
   /// While positive, `complete` answers unavailable (a database outage).
   int fail_completes = 0;
   /// When set, `find` answers this error (a row failing its integrity
   /// check, a database outage).
   ec fail_finds = ec::none;
+  /// Wall clock (unix ms) = actor clock + this, as in connection_deps;
+  /// `complete` stamps `updated_at_ms` and `refreshed_at_ms` with it, as the
+  /// database does.
+  int64_t wall_offset_ms = 0;
   /// Team connector configurations by (team, connector).
   std::map<std::pair<std::string, std::string>, connector_config_record> configs;
 };
