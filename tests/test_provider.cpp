@@ -9,6 +9,7 @@
 
 #include "actors/actor_config.hpp"
 #include "actors/provider_client_actor.hpp"
+#include "config/template_value.hpp"
 #include "provider/oauth_flow.hpp"
 #include "provider/oauth_protocol.hpp"
 #include "tests/support/actor_doubles.hpp"
@@ -98,7 +99,7 @@ TEST(OAuthProtocol, LongTemplateValuesAreRefusedBeforeThePattern) {
   auto e = entry();
   e.token_url = "https://{shop}.myshopify.com/admin/oauth/access_token";
   e.template_params = {{"shop", "^[a-zA-Z0-9][a-zA-Z0-9-_]*$"}};
-  std::string longest(oauth::max_template_value_bytes, 'a');
+  std::string longest(config::max_template_value_bytes, 'a');
   std::string huge(200000, 'a');
   EXPECT_TRUE(oauth::expand_url(e, e.token_url, {{"shop", longest}}));
   EXPECT_FALSE(oauth::expand_url(e, e.token_url, {{"shop", longest + "a"}}));
@@ -106,7 +107,67 @@ TEST(OAuthProtocol, LongTemplateValuesAreRefusedBeforeThePattern) {
   std::string problem;
   EXPECT_TRUE(oauth::template_values(e, {{"shop", longest + ".myshopify.com"}}, problem));
   EXPECT_FALSE(oauth::template_values(e, {{"shop", huge}}, problem));
-  EXPECT_EQ(problem, "shop is not valid");
+  EXPECT_EQ(problem, "shop is not valid: it must be 1 to 256 characters");
+}
+
+// Issue 16: `tenant=..` matched Microsoft's pattern, and libcurl resolved
+// https://login.microsoftonline.com/../oauth2/v2.0/token to another path on
+// the provider's host, code, verifier and client secret included. A value
+// fills one segment or label and nothing else, whatever the catalog's
+// pattern allows.
+TEST(TemplateValues, KeepTheUrlsShapeWhateverThePattern) {
+  for (const std::string& refused :
+       {std::string(""), std::string("."), std::string(".."), std::string("a/b"),
+        std::string("/"), std::string("a\\b"), std::string("a?b"), std::string("a#b"),
+        std::string("%2e%2e"), std::string("%2F"), std::string("%5c"), std::string("a%00"),
+        std::string("a\nb"), std::string("a\x01"), std::string(1, '\0'), std::string("a b"),
+        std::string("evil.com@x"), std::string("x:443"), std::string("caf\xc3\xa9"),
+        std::string("a&b=c"), std::string(config::max_template_value_bytes + 1, 'a')}) {
+    EXPECT_NE(config::template_value_shape_problem(refused), "") << refused;
+    EXPECT_NE(config::template_value_problem(refused, "^.*$"), "") << refused;
+  }
+  for (const char* accepted :
+       {"common", "contoso.onmicrosoft.com", "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "Iv1.0123abcd_-~", "...", ".a", "a..b"})
+    EXPECT_EQ(config::template_value_problem(accepted, "^.*$"), "") << accepted;
+  EXPECT_EQ(config::template_value_problem("acme", "^[0-9]+$"),
+            "does not match the expected format");
+}
+
+TEST(TemplateValues, NeitherATenantNorAClientIdIsADotSegment) {
+  // Microsoft's tenant, as the catalog declares it.
+  auto e = entry();
+  e.name = "microsoft";
+  e.authorization_url = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize";
+  e.token_url = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
+  e.template_params = {{"tenant", "^[A-Za-z0-9.-]+$"}};
+  e.template_defaults = {{"tenant", "common"}};
+  for (auto tenant : {"..", "."}) {
+    EXPECT_FALSE(oauth::expand_url(e, e.token_url, {{"tenant", tenant}})) << tenant;
+    EXPECT_FALSE(oauth::refresh_request(e, client(), secret{"rt"}, {{"tenant", tenant}}, 5000));
+    EXPECT_FALSE(oauth::code_request(e, client(), "code", "https://cm.test/cb", "verifier",
+                                     {{"tenant", tenant}}, 5000));
+    std::string problem;
+    EXPECT_FALSE(oauth::template_values(e, {{"tenant", tenant}}, problem)) << tenant;
+    EXPECT_EQ(problem, "tenant is not valid: it must not be '.' or '..'");
+  }
+  EXPECT_EQ(*oauth::expand_url(e, e.token_url, {{"tenant", "contoso.onmicrosoft.com"}}),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
+
+  // GitHub's revocation path holds the client id, a team admin's included.
+  auto github = entry();
+  github.revoke_url = "https://api.github.com/applications/{client_id}/token";
+  github.revoke_style = "github_token";
+  github.template_params = {{"client_id", "^[A-Za-z0-9._-]+$"}};
+  token_record grant;
+  grant.access_token = secret{"gho_access"};
+  auto team_app = client();
+  team_app.client_id = "..";
+  EXPECT_FALSE(oauth::revoke_request(github, team_app, grant, 5000));
+  team_app.client_id = "Iv1.0123abcd";
+  auto revoke = oauth::revoke_request(github, team_app, grant, 5000);
+  ASSERT_TRUE(revoke);
+  EXPECT_EQ(revoke->url, "https://api.github.com/applications/Iv1.0123abcd/token");
 }
 
 TEST(OAuthProtocol, ReadsTokensAndKeepsMissingRefreshTokenEmpty) {
