@@ -1,5 +1,11 @@
 // The OAuth wire protocol (pure functions) and the libcurl provider client
 // against the fake provider on loopback.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <thread>
 
@@ -306,6 +312,81 @@ TEST_F(client_fixture, RefreshAgainstTheFakeRotates) {
   auto after = oauth::read_token_answer(e, fetch(*oauth::refresh_request(e, creds, tokens.refresh_token, {}, 5000)));
   EXPECT_EQ(after.result, oauth::outcome::invalid_grant) << "family revoked";
   EXPECT_EQ(fake.refresh_calls(), 3);
+}
+
+namespace {
+
+/// A loopback listener that answers one request with `{}` and keeps its
+/// request line as it arrived on the wire.
+class one_request_server {
+public:
+  one_request_server() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 1) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      throw std::runtime_error("cannot listen on loopback");
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~one_request_server() {
+    if (thread_.joinable())
+      thread_.join();
+    ::close(fd_);
+  }
+  uint16_t port() const { return port_; }
+  /// Waits for the request (at most 5 s) and returns its first line.
+  std::string request_line() {
+    if (thread_.joinable())
+      thread_.join();
+    return head_.substr(0, head_.find("\r\n"));
+  }
+
+private:
+  void serve() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0)
+      return;
+    int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0)
+      return;
+    char buf[4096];
+    while (head_.find("\r\n\r\n") == std::string::npos) {
+      pollfd c{client, POLLIN, 0};
+      if (::poll(&c, 1, 5000) <= 0)
+        break;
+      auto n = ::recv(client, buf, sizeof buf, 0);
+      if (n <= 0)
+        break;
+      head_.append(buf, static_cast<size_t>(n));
+    }
+    std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    [[maybe_unused]] auto sent = ::send(client, answer.data(), answer.size(), MSG_NOSIGNAL);
+    ::close(client);
+  }
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::string head_;
+  std::thread thread_;
+};
+
+} // namespace
+
+// Issue 16: libcurl resolved "." and ".." path segments before sending, so
+// a URL's path was not what went out. CURLOPT_PATH_AS_IS sends it as built.
+TEST_F(client_fixture, DotSegmentsGoOutAsWrittenNotResolvedByLibcurl) {
+  one_request_server provider;
+  auto res = fetch(get("http://127.0.0.1:" + std::to_string(provider.port()) +
+                       "/applications/../token/./x"));
+  EXPECT_EQ(res.error, transport_error::none);
+  EXPECT_EQ(res.status, 200);
+  EXPECT_EQ(provider.request_line(), "GET /applications/../token/./x HTTP/1.1");
 }
 
 TEST_F(client_fixture, ConnectionRefusedIsConnectFailed) {
