@@ -7,6 +7,7 @@
 
 #include "common/log.hpp"
 #include "common/time.hpp"
+#include "config/template_value.hpp"
 #include "http/json_body.hpp"
 #include "provider/api_key_check.hpp"
 #include "provider/oauth_protocol.hpp"
@@ -39,10 +40,13 @@ std::optional<nlohmann::json> read_fields(const config::provider_entry& entry,
       return false;
     }
     auto value = body[name].get<std::string>();
-    if (auto pattern = entry.template_params.find(name); pattern != entry.template_params.end() &&
-                                                         !std::regex_match(value, std::regex{pattern->second})) {
-      problem = name + " is not valid";
-      return false;
+    // A field that fills a URL placeholder (Zendesk's subdomain) obeys the
+    // one rule for such values.
+    if (auto pattern = entry.template_params.find(name); pattern != entry.template_params.end()) {
+      if (auto why = config::template_value_problem(value, pattern->second); !why.empty()) {
+        problem = name + " is not valid: it " + why;
+        return false;
+      }
     }
     static const std::regex email{R"(^[^@\s]+@[^@\s]+\.[^@\s]+$)"};
     if (name == "email" && !std::regex_match(value, email)) {

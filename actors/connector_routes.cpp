@@ -13,6 +13,7 @@
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "config/connector_schema.hpp"
+#include "config/template_value.hpp"
 #include "http/json_body.hpp"
 #include "provider/id_token.hpp"
 #include "provider/oauth_flow.hpp"
@@ -156,6 +157,18 @@ void connector_config_put(const call& c) {
   if (!config::validate_against_schema(config::connector_config_schema(*entry), body, problem)) {
     c.ex->reply_error(ec::bad_request, problem);
     return;
+  }
+  // The team's client id fills {client_id} in provider URLs (GitHub's
+  // revocation path), so it obeys the rule for every template value.
+  if (body.contains("auth") && body["auth"].contains("clientId")) {
+    auto pattern = entry->template_params.find("client_id");
+    if (auto why = config::template_value_problem(
+          body["auth"]["clientId"].get<std::string>(),
+          pattern == entry->template_params.end() ? "" : pattern->second);
+        !why.empty()) {
+      c.ex->reply_error(ec::bad_request, "auth.clientId " + why);
+      return;
+    }
   }
   connector_change change;
   change.team_id = c.who.team;

@@ -499,7 +499,9 @@ void disconnect(const call& c) {
         if (!req) {
           finish(false, entry->revoke_style == "none" || grant.kind != "oauth"
                           ? "the provider has no revocation endpoint"
-                          : "no OAuth app is configured for this provider");
+                        : !client ? "no OAuth app is configured for this provider"
+                                  // A template value stored before it was refused.
+                                  : "the revocation URL cannot be built for this grant");
           return;
         }
         copy.self->request(copy.ctx().provider_client, budget(copy), std::move(*req))

@@ -5,6 +5,7 @@
 #include <limits>
 #include <regex>
 
+#include "config/template_value.hpp"
 #include "config/yaml_schema.hpp"
 
 namespace cm::config {
@@ -203,6 +204,8 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
   entry.template_params = reader.get_string_map(node, path, "template_params");
   for (auto& [param, pattern] : entry.template_params) {
     auto where = path + ".template_params." + param;
+    if (pattern.empty())
+      reader.fail(node["template_params"][param], where, "expected a pattern");
     if (auto problem = pattern_problem(pattern); !problem.empty())
       reader.fail(node["template_params"][param], where, "pattern " + problem);
     try {
@@ -254,11 +257,14 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
     static_cast<int>(reader.get_int(node, path, "default_expires_in_s", 3600, 60, 400 * 86400));
   entry.scope_apps = reader.get_string_map(node, path, "scope_apps");
   entry.template_defaults = reader.get_string_map(node, path, "template_defaults");
-  for (auto& [param, value] : entry.template_defaults)
-    if (entry.template_params.count(param) == 0 ||
-        !std::regex_match(value, std::regex{entry.template_params.at(param)}))
-      reader.fail(node["template_defaults"][param], path + ".template_defaults." + param,
-                  "must be a declared template parameter matching its pattern");
+  for (auto& [param, value] : entry.template_defaults) {
+    auto where = path + ".template_defaults." + param;
+    if (entry.template_params.count(param) == 0)
+      reader.fail(node["template_defaults"][param], where,
+                  "must be a declared template parameter");
+    if (auto why = template_value_problem(value, entry.template_params.at(param)); !why.empty())
+      reader.fail(node["template_defaults"][param], where, "the value " + why);
+  }
   entry.client_id_param = reader.get_string(node, path, "client_id_param", "client_id");
   entry.client_secret_param = reader.get_string(node, path, "client_secret_param", "client_secret");
   entry.code_param = reader.get_string(node, path, "code_param", "code");
@@ -380,6 +386,15 @@ void apply_provider_settings(provider_catalog& catalog,
     if (it == catalog.providers.end())
       throw config_error("providers." + name + ": no such provider in the catalog");
     auto& entry = it->second;
+    // This deployment's client id fills {client_id} (GitHub's revocation
+    // path) like any other template value, so it obeys the same rule.
+    if (!s.client_id.empty()) {
+      auto pattern = entry.template_params.find("client_id");
+      if (auto why = template_value_problem(
+            s.client_id, pattern == entry.template_params.end() ? "" : pattern->second);
+          !why.empty())
+        throw config_error("providers." + name + ".client_id: the value " + why);
+    }
     bool oauth = entry.mode == auth_mode::oauth2;
     bool service_account = entry.mode == auth_mode::service_account;
     for (auto& [key, url] : s.urls) {

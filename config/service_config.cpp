@@ -150,7 +150,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   reader.expect_keys(auth, "auth", {"jwt", "service_header", "service_tokens"});
   auto jwt = auth["jwt"];
   reader.expect_keys(jwt, "auth.jwt", {"hs256_secret_file", "rs256_public_key_file",
-                                       "issuer", "leeway_s"});
+                                       "issuer", "audience", "leeway_s"});
   cfg.auth.hs256_secret_file =
     resolve_path(base_dir, reader.get_string(jwt, "auth.jwt", "hs256_secret_file", ""));
   cfg.auth.rs256_public_key_file =
@@ -158,6 +158,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   if (cfg.auth.hs256_secret_file.empty() && cfg.auth.rs256_public_key_file.empty())
     reader.fail(jwt, "auth.jwt", "set hs256_secret_file or rs256_public_key_file");
   cfg.auth.issuer = reader.get_string(jwt, "auth.jwt", "issuer", "");
+  cfg.auth.audience = reader.get_string(jwt, "auth.jwt", "audience", "");
   cfg.auth.leeway_s = static_cast<int>(reader.get_int(jwt, "auth.jwt", "leeway_s", 30, 0, 600));
   cfg.auth.service_header =
     reader.get_string(auth, "auth", "service_header", cfg.auth.service_header);

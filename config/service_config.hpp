@@ -46,8 +46,12 @@ struct service_token_config {
 struct auth_config {
   std::string hs256_secret_file;
   std::string rs256_public_key_file;
-  /// When set, a token's `iss` must equal it.
+  /// When set, a token's `iss` must equal it (and mint-token sets it).
   std::string issuer;
+  /// When set, a token's `aud` (a string, or an array per RFC 7519 §4.1.3)
+  /// must name it (and mint-token sets it): a token minted with the same
+  /// key for another service is refused.
+  std::string audience;
   int leeway_s = 30;
   std::string service_header = "X-Services-Token";
   std::vector<service_token_config> service_tokens;

@@ -12,8 +12,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <map>
 
+#include "config/template_value.hpp"
 #include "fuzz/fuzz_support.hpp"
 #include "http/exchange.hpp"
 #include "provider/oauth_flow.hpp"
@@ -68,6 +70,32 @@ bool plain_host(const std::string& host) {
   return host.find_first_of("@\\ \t\r\n%") == std::string::npos;
 }
 
+/// How many of the characters that delimit a URL's parts it holds: a
+/// filled template must hold exactly as many as the template itself.
+size_t delimiters(const std::string& url) {
+  return static_cast<size_t>(std::count_if(url.begin(), url.end(), [](char c) {
+    return c == '/' || c == '\\' || c == '?' || c == '#' || c == '@' || c == ':' || c == '%';
+  }));
+}
+
+/// Whether a path segment of `url` is "." or "..", which libcurl and most
+/// servers resolve away.
+bool has_dot_segment(const std::string& url) {
+  auto start = url.find("://");
+  auto end = url.find_first_of("?#");
+  auto path = url.substr(0, end);
+  for (size_t pos = start == std::string::npos ? 0 : start + 3; pos < path.size();) {
+    auto slash = path.find('/', pos);
+    auto segment = path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    if (segment == "." || segment == "..")
+      return true;
+    if (slash == std::string::npos)
+      break;
+    pos = slash + 1;
+  }
+  return false;
+}
+
 void check_expansions(const config::provider_entry& entry,
                       const std::map<std::string, std::string>& query) {
   std::string problem;
@@ -83,7 +111,7 @@ void check_expansions(const config::provider_entry& entry,
   for (auto& [name, pattern] : entry.template_params)
     if (query.count(name) && values->contains(name))
       CM_FUZZ_CHECK((*values)[name].get_ref<const std::string&>().size() <=
-                      oauth::max_template_value_bytes,
+                      config::max_template_value_bytes,
                     "a template value is bounded before its pattern runs");
   auto urls = {entry.authorization_url, entry.token_url, entry.refresh_url, entry.revoke_url,
                entry.account ? entry.account->url : std::string{},
@@ -96,6 +124,8 @@ void check_expansions(const config::provider_entry& entry,
       continue;
     auto host = host_of(*expanded);
     CM_FUZZ_CHECK(plain_host(host), "a template value cannot reshape a provider's host");
+    CM_FUZZ_CHECK(delimiters(*expanded) == delimiters(url) && !has_dot_segment(*expanded),
+                  "a template value keeps the URL's shape (issue 16: tenant=..)");
     if (entry.name == "shopify") {
       static const std::string suffix = ".myshopify.com";
       CM_FUZZ_CHECK(host.size() > suffix.size() &&

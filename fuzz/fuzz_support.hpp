@@ -5,6 +5,7 @@
 
 #include <sodium.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -85,10 +86,14 @@ inline const std::string& scratch_dir() {
   return dir;
 }
 
+/// Mode 0600: the service refuses key files others may read.
 inline std::string write_scratch_file(const std::string& name, const std::string& content) {
   auto path = scratch_dir() + "/" + name;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << content;
+  }
+  ::chmod(path.c_str(), 0600);
   return path;
 }
 

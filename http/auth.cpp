@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "common/private_file.hpp"
 #include "config/yaml_schema.hpp"
 
 namespace cm::http {
@@ -23,6 +24,39 @@ std::string read_key_file(const std::string& path) {
   if (!in)
     throw config::config_error(path + ": cannot open key file");
   return std::string{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// The HS256 secret: the file's bytes, less the line endings at its end
+/// ("\n", "\r\n", as `echo` or an editor leaves them), the rule of every
+/// secret file of the service. Spaces and tabs are part of the secret. The
+/// file is private like the keyring: whoever reads it can mint sessions.
+std::string read_hs256_secret(const std::string& path) {
+  std::string text;
+  try {
+    text = read_private_file(path, "HS256 secret file");
+  } catch (const private_file_error& e) {
+    throw config::config_error(e.what());
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+    text.pop_back();
+  return text;
+}
+
+/// Whether the token's `aud` names `audience`: RFC 7519 §4.1.3 allows a
+/// single string or an array of strings.
+bool audience_includes(jwt_t* jwt, const std::string& audience) {
+  char* raw = jwt_get_grants_json(jwt, "aud");
+  if (raw == nullptr)
+    return false;
+  auto json = nlohmann::json::parse(raw, nullptr, false);
+  free(raw);
+  if (json.is_string())
+    return json.get_ref<const std::string&>() == audience;
+  if (json.is_array())
+    for (auto& item : json)
+      if (item.is_string() && item.get_ref<const std::string&>() == audience)
+        return true;
+  return false;
 }
 
 caf::error unauthenticated(const char* why) { return make_error(ec::unauthenticated, why); }
@@ -107,9 +141,7 @@ std::string sha256_hex(std::string_view data) {
 
 authenticator::authenticator(const config::auth_config& cfg) : cfg_(cfg) {
   if (!cfg_.hs256_secret_file.empty()) {
-    hs256_secret_ = read_key_file(cfg_.hs256_secret_file);
-    while (!hs256_secret_.empty() && std::isspace(static_cast<unsigned char>(hs256_secret_.back())))
-      hs256_secret_.pop_back();
+    hs256_secret_ = read_hs256_secret(cfg_.hs256_secret_file);
     if (hs256_secret_.size() < 32)
       throw config::config_error(cfg_.hs256_secret_file +
                                  ": the HS256 secret must be at least 32 bytes");
@@ -189,6 +221,9 @@ caf::expected<identity> authenticator::verify_jwt(const std::string& token) cons
     if (iss == nullptr || cfg_.issuer != iss)
       return unauthenticated("bearer token has the wrong issuer");
   }
+  // A token another service minted with the same key names that service.
+  if (!cfg_.audience.empty() && !audience_includes(jwt.get(), cfg_.audience))
+    return unauthenticated("bearer token is for another audience");
   auto claim = [&](const char* name) {
     auto v = jwt_get_grant(jwt.get(), name);
     return v ? std::string{v} : std::string{};
@@ -252,6 +287,8 @@ std::string authenticator::mint(const std::string& user, const std::string& team
   jwt_add_grant_int(jwt.get(), "exp", now + ttl_seconds);
   if (!cfg_.issuer.empty())
     jwt_add_grant(jwt.get(), "iss", cfg_.issuer.c_str());
+  if (!cfg_.audience.empty())
+    jwt_add_grant(jwt.get(), "aud", cfg_.audience.c_str());
   if (jwt_set_alg(jwt.get(), JWT_ALG_HS256,
                   reinterpret_cast<const unsigned char*>(hs256_secret_.data()),
                   static_cast<int>(hs256_secret_.size())) != 0)

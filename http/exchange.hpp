@@ -23,7 +23,8 @@ namespace cm::http {
 
 struct request {
   std::string method;
-  /// Path without the query, percent-decoding not applied.
+  /// Path without the query, percent-decoding not applied, normalized
+  /// (http/router.hpp's normalize_path: no empty segments).
   std::string path;
   /// Decoded query parameters (the last value wins for repeated keys).
   std::map<std::string, std::string> query;

@@ -54,6 +54,21 @@ inline std::vector<std::string_view> split_path(std::string_view path) {
   return parts;
 }
 
+/// The one form of a request path that everything deciding by path sees:
+/// "/" and the non-empty segments joined by "/" ("//a//b/" -> "/a/b", ""
+/// -> "/"). The server stores it in request::path, so a check on the path
+/// (the event stream's, http/server.cpp) and the route it lands on
+/// (match_path) always agree on what was asked for. Dot segments and
+/// percent-escapes are left alone: "." and ".." match no route (404).
+inline std::string normalize_path(std::string_view path) {
+  std::string out;
+  for (auto part : split_path(path)) {
+    out.push_back('/');
+    out.append(part);
+  }
+  return out.empty() ? "/" : out;
+}
+
 /// Matches `path` against `pattern`; fills `params` for {name} segments.
 inline bool match_path(std::string_view pattern, std::string_view path, route_params& params) {
   auto want = split_path(pattern);

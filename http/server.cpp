@@ -18,6 +18,7 @@
 #include "http/exchange.hpp"
 #include "http/request_guard.hpp"
 #include "http/response_order.hpp"
+#include "http/router.hpp"
 
 namespace cm::http {
 
@@ -106,7 +107,9 @@ struct connection_state_allocator {
 /// are held in order until the earliest is written.
 constexpr uint64_t max_pipelined_requests = 32;
 
-/// Routes that answer with a stream instead of a response.
+/// Routes that answer with a stream instead of a response. `req.path` is
+/// normalized (normalize_path), as the router matches it: compared raw,
+/// "/api/v1/events/" reached the events route without a stream opener.
 bool streaming_route(const request& req) {
   return req.method == "GET" && req.path == "/api/v1/events";
 }
@@ -218,7 +221,7 @@ public:
       request req;
       req.request_id = new_request_id();
       req.method = Http::methodString(pistache_req.method());
-      req.path = pistache_req.resource();
+      req.path = normalize_path(pistache_req.resource());
       req.remote_address = pistache_req.address().host();
       for (auto& [name, raw] : pistache_req.headers().rawList()) {
         std::string lower = name;

@@ -114,6 +114,12 @@ transfer* make_transfer(outbound_request req, curl_engine::callback done) {
   // our credentials elsewhere.
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  // The path goes out as built: libcurl would otherwise resolve "." and
+  // ".." segments itself and send the request (with its code, verifier or
+  // client secret) to another path than the URL names. Template values
+  // cannot hold such segments (config/template_value.hpp); this is the
+  // second line, should a URL ever carry one.
+  curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->req.timeout_ms));
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::min<int64_t>(t->req.timeout_ms, 5000)));

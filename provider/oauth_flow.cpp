@@ -9,6 +9,8 @@
 #include <openssl/sha.h>
 #include <sodium.h>
 
+#include "config/template_value.hpp"
+
 namespace cm::oauth {
 
 namespace {
@@ -148,8 +150,8 @@ std::optional<nlohmann::json> template_values(const config::provider_entry& entr
     if (it == given.end())
       continue;
     auto value = name == "shop" ? normalize_shop(it->second) : it->second;
-    if (!template_value_matches(value, pattern)) {
-      problem = name + " is not valid";
+    if (auto why = config::template_value_problem(value, pattern); !why.empty()) {
+      problem = name + " is not valid: it " + why;
       return std::nullopt;
     }
     values[name] = value;

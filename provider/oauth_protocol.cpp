@@ -10,6 +10,8 @@
 #include <jwt.h>
 #include <sodium.h>
 
+#include "config/template_value.hpp"
+
 namespace cm::oauth {
 
 const char* to_string(outcome o) {
@@ -84,11 +86,6 @@ std::string form_encode(const std::vector<std::pair<std::string, std::string>>& 
   return out;
 }
 
-bool template_value_matches(const std::string& value, const std::string& pattern) {
-  // The length first: the matcher itself is what a long value breaks.
-  return value.size() <= max_template_value_bytes && std::regex_match(value, std::regex{pattern});
-}
-
 std::optional<std::string> expand_url(const config::provider_entry& entry, const std::string& url,
                                       const nlohmann::json& values) {
   static const std::regex placeholder{"\\{([a-z_]+)\\}"};
@@ -101,7 +98,7 @@ std::optional<std::string> expand_url(const config::provider_entry& entry, const
         !values.contains(name) || !values[name].is_string())
       return std::nullopt;
     auto value = values[name].get<std::string>();
-    if (!template_value_matches(value, pattern->second))
+    if (!config::template_value_problem(value, pattern->second).empty())
       return std::nullopt;
     out.append(begin, url.cbegin() + it->position());
     out += value;

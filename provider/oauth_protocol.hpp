@@ -95,20 +95,10 @@ std::optional<outbound_request> provider_request(const config::provider_entry& e
 /// application/x-www-form-urlencoded.
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields);
 
-/// Longest value a URL template parameter (a Shopify shop, a Microsoft
-/// tenant) may have. libstdc++'s std::regex matcher recurses once per
-/// character: a 30,000-character value overflows an 8 MiB stack, and such a
-/// value arrives in one query string. Real values are far shorter (a DNS
-/// label is at most 63 bytes, a domain 253).
-inline constexpr size_t max_template_value_bytes = 256;
-
-/// Whether a caller's value may fill a placeholder whose catalog pattern is
-/// `pattern`: at most max_template_value_bytes, and matching it.
-bool template_value_matches(const std::string& value, const std::string& pattern);
-
 /// Fills {name} placeholders from `values`; each must be declared in the
-/// entry's template_params and match its pattern (template_value_matches).
-/// nullopt otherwise.
+/// entry's template_params, keep the URL's shape and match its pattern
+/// (config/template_value.hpp). nullopt otherwise. Every provider URL with
+/// placeholders is filled here, so no value escapes that rule.
 std::optional<std::string> expand_url(const config::provider_entry& entry,
                                       const std::string& url,
                                       const nlohmann::json& values);

@@ -11,6 +11,8 @@
 
 #include <sodium.h>
 
+#include "common/private_file.hpp"
+
 namespace cm::storage {
 
 namespace {
@@ -35,35 +37,11 @@ private:
 };
 
 std::string read_whole_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw crypto_error("cannot open key file " + path + ": " + std::strerror(errno));
-  struct stat st{};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw crypto_error("cannot stat key file " + path);
+  try {
+    return read_private_file(path, "key file");
+  } catch (const private_file_error& e) {
+    throw crypto_error(e.what());
   }
-  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    ::close(fd);
-    throw crypto_error("key file " + path + " is accessible by group or others; chmod 600 it");
-  }
-  if (st.st_size > 1 << 20) {
-    ::close(fd);
-    throw crypto_error("key file " + path + " is too large");
-  }
-  std::string text(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < text.size()) {
-    auto n = ::read(fd, text.data() + got, text.size() - got);
-    if (n <= 0) {
-      ::close(fd);
-      sodium_memzero(text.data(), text.size());
-      throw crypto_error("cannot read key file " + path);
-    }
-    got += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  return text;
 }
 
 std::string fresh_key_line(uint32_t id) {

@@ -3,6 +3,7 @@
 #include <jwt.h>
 #include <sodium.h>
 
+#include <cstdio>
 #include <ctime>
 #include <limits>
 
@@ -194,6 +195,134 @@ TEST(Auth, IssuerIsCheckedWhenConfigured) {
             ec::unauthenticated);
   claims["iss"] = "https://login.acme.test";
   EXPECT_TRUE(auth.verify_jwt(sign(JWT_ALG_HS256, hs_secret, claims)));
+}
+
+// Issue 16: a token minted with the same key for another service was
+// accepted. With auth.jwt.audience set, `aud` (a string or an array, RFC
+// 7519 §4.1.3) must name this service.
+TEST(Auth, AudienceIsCheckedWhenConfigured) {
+  auto cfg = hs_config();
+  cfg.issuer = "https://login.acme.test";
+  cfg.audience = "connector-manager";
+  authenticator auth{cfg};
+  auto claims = user_claims();
+  claims["iss"] = "https://login.acme.test";
+  auto verdict = [&](const nlohmann::json& aud) {
+    auto c = claims;
+    if (!aud.is_null())
+      c["aud"] = aud;
+    return code_of_result(auth.verify_jwt(sign(JWT_ALG_HS256, hs_secret, c)));
+  };
+  EXPECT_EQ(verdict(nullptr), ec::unauthenticated) << "no aud";
+  EXPECT_EQ(verdict("billing-service"), ec::unauthenticated) << "another service's token";
+  EXPECT_EQ(verdict(nlohmann::json::array({"billing-service"})), ec::unauthenticated);
+  EXPECT_EQ(verdict(nlohmann::json::array()), ec::unauthenticated);
+  EXPECT_EQ(verdict(42), ec::unauthenticated);
+  EXPECT_EQ(verdict("connector-manager "), ec::unauthenticated) << "compared exactly";
+  EXPECT_EQ(verdict(nlohmann::json::array({nlohmann::json::array({"connector-manager"})})),
+            ec::unauthenticated)
+    << "only strings count";
+  EXPECT_EQ(verdict("connector-manager"), ec::none);
+  EXPECT_EQ(verdict(nlohmann::json::array({"billing-service", "connector-manager"})), ec::none);
+  // Service JWTs are held to it too.
+  nlohmann::json service = {{"sub", "sync-worker"}, {"scopes", {"FETCH_CONFIG"}},
+                            {"iss", "https://login.acme.test"}, {"aud", "billing-service"},
+                            {"exp", static_cast<long>(std::time(nullptr)) + 600}};
+  EXPECT_EQ(code_of_result(auth.verify_jwt(sign(JWT_ALG_HS256, hs_secret, service))),
+            ec::unauthenticated);
+  // RS256 tokens as well.
+  auto rs = rs_config();
+  rs.audience = "connector-manager";
+  authenticator rs_auth{rs};
+  auto key = cm::test::read_file(test_keys().rsa_private);
+  auto rs_claims = user_claims();
+  rs_claims["aud"] = "billing-service";
+  EXPECT_EQ(code_of_result(rs_auth.verify_jwt(sign(JWT_ALG_RS256, key, rs_claims))),
+            ec::unauthenticated);
+  rs_claims["aud"] = "connector-manager";
+  EXPECT_TRUE(rs_auth.verify_jwt(sign(JWT_ALG_RS256, key, rs_claims)));
+  // Without the setting, aud is not looked at (as before).
+  authenticator lenient{hs_config()};
+  auto other = user_claims();
+  other["aud"] = "billing-service";
+  EXPECT_TRUE(lenient.verify_jwt(sign(JWT_ALG_HS256, hs_secret, other)));
+}
+
+TEST(Auth, MintedTokensCarryTheConfiguredIssuerAndAudience) {
+  auto cfg = hs_config();
+  cfg.issuer = "https://login.acme.test";
+  cfg.audience = "connector-manager";
+  authenticator auth{cfg};
+  auto token = auth.mint("alice", "acme", "", "member", 600);
+  EXPECT_TRUE(auth.verify_jwt(token));
+  jwt_t* raw = nullptr;
+  ASSERT_EQ(jwt_decode(&raw, token.c_str(), reinterpret_cast<const unsigned char*>(hs_secret.data()),
+                       static_cast<int>(hs_secret.size())),
+            0);
+  EXPECT_STREQ(jwt_get_grant(raw, "iss"), "https://login.acme.test");
+  EXPECT_STREQ(jwt_get_grant(raw, "aud"), "connector-manager");
+  jwt_free(raw);
+  // Without them configured, neither claim is set.
+  authenticator plain{hs_config()};
+  raw = nullptr;
+  auto bare = plain.mint("alice", "acme", "", "member", 600);
+  ASSERT_EQ(jwt_decode(&raw, bare.c_str(), reinterpret_cast<const unsigned char*>(hs_secret.data()),
+                       static_cast<int>(hs_secret.size())),
+            0);
+  EXPECT_EQ(jwt_get_grant(raw, "iss"), nullptr);
+  EXPECT_EQ(jwt_get_grant(raw, "aud"), nullptr);
+  jwt_free(raw);
+}
+
+// Issue 16: the HS256 secret signs every session; like the keyring it must
+// not be readable by anyone but the service's user.
+TEST(Auth, Hs256SecretFileReadableByOthersIsRefused) {
+  cm::test::temp_dir dir;
+  auto path = dir.file("loose.secret");
+  for (unsigned mode : {0640u, 0604u, 0620u, 0601u, 0660u, 0644u}) {
+    std::remove(path.c_str());
+    cm::test::write_file(path, hs_secret, mode);
+    auto cfg = hs_config();
+    cfg.hs256_secret_file = path;
+    try {
+      authenticator auth{cfg};
+      ADD_FAILURE() << "accepted mode " << std::oct << mode;
+    } catch (const config::config_error& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find(path), std::string::npos) << what;
+      EXPECT_NE(what.find("chmod 600"), std::string::npos) << what;
+      EXPECT_EQ(what.find(hs_secret), std::string::npos) << "the secret is never quoted";
+    }
+  }
+  for (unsigned mode : {0600u, 0400u}) {
+    std::remove(path.c_str());
+    cm::test::write_file(path, hs_secret, mode);
+    auto cfg = hs_config();
+    cfg.hs256_secret_file = path;
+    EXPECT_NO_THROW(authenticator{cfg}) << std::oct << mode;
+  }
+}
+
+// Issue 16, as README documents: only line endings at the end of the file
+// are dropped; every other byte, spaces and tabs included, is the secret.
+TEST(Auth, Hs256SecretFileDropsOnlyTrailingLineEndings) {
+  cm::test::temp_dir dir;
+  auto path = dir.file("hs.secret");
+  auto cfg = hs_config();
+  cfg.hs256_secret_file = path;
+  auto accepts = [&](const std::string& content, const std::string& key) {
+    cm::test::write_file(path, content);
+    authenticator auth{cfg};
+    return static_cast<bool>(auth.verify_jwt(sign(JWT_ALG_HS256, key, user_claims())));
+  };
+  EXPECT_TRUE(accepts(hs_secret, hs_secret));
+  EXPECT_TRUE(accepts(hs_secret + "\n", hs_secret));
+  EXPECT_TRUE(accepts(hs_secret + "\r\n", hs_secret));
+  EXPECT_TRUE(accepts(hs_secret + "\n\n", hs_secret));
+  EXPECT_TRUE(accepts(hs_secret + " \t\n", hs_secret + " \t"));
+  EXPECT_FALSE(accepts(hs_secret + " \t\n", hs_secret)) << "trailing spaces are the secret's";
+  EXPECT_TRUE(accepts(" " + hs_secret + "\n", " " + hs_secret));
+  EXPECT_FALSE(accepts(" " + hs_secret + "\n", hs_secret));
 }
 
 TEST(Auth, ServiceTokensFromEitherHeaderCarryTheirScopes) {

@@ -230,3 +230,45 @@ TEST(ProviderCatalog, DeploymentOverridesReplaceUrls) {
   wrong_kind["stripe"].urls["token_url"] = "http://127.0.0.1/";
   EXPECT_THROW(apply_provider_settings(catalog, wrong_kind), config_error);
 }
+
+// Issue 16: every value that fills a URL placeholder keeps the URL's shape,
+// including the catalog's own defaults and this deployment's client id
+// (GitHub's revocation path holds {client_id}).
+TEST(ProviderCatalog, TemplateDefaultsAndDeploymentClientIdsKeepTheUrlsShape) {
+  auto with_default = [](const std::string& value) {
+    return catalog_error("providers:\n  x:\n    auth_mode: oauth2\n    template_params:\n"
+                         "      tenant: '^.*$'\n    template_defaults:\n      tenant: '" +
+                         value + "'\n    authorization_url: https://login.test/{tenant}/a\n"
+                         "    token_url: https://login.test/{tenant}/t\n");
+  };
+  EXPECT_EQ(with_default("common"), "");
+  for (auto refused : {"..", ".", "a/b", "%2e%2e", "a?b", "a#b"}) {
+    auto error = with_default(refused);
+    EXPECT_NE(error.find("providers.x.template_defaults.tenant"), std::string::npos)
+      << refused << ": " << error;
+  }
+  auto empty_pattern = catalog_error(
+    "providers:\n  x:\n    auth_mode: oauth2\n    template_params:\n      tenant: ''\n"
+    "    authorization_url: https://login.test/{tenant}/a\n    token_url: https://login.test/t\n");
+  EXPECT_NE(empty_pattern.find("providers.x.template_params.tenant"), std::string::npos)
+    << empty_pattern;
+
+  auto catalog = load_provider_catalog(cm::test::source_dir() + "/config/providers.yaml");
+  for (auto provider : {"github", "microsoft", "shopify"}) {
+    for (auto refused : {"..", ".", "app/../x", "a%2F", "a b"}) {
+      std::map<std::string, provider_settings> settings;
+      settings[provider].client_id = refused;
+      try {
+        apply_provider_settings(catalog, settings);
+        ADD_FAILURE() << provider << " accepted client_id " << refused;
+      } catch (const config_error& e) {
+        EXPECT_NE(std::string(e.what()).find(std::string("providers.") + provider + ".client_id"),
+                  std::string::npos)
+          << e.what();
+      }
+    }
+    std::map<std::string, provider_settings> fine;
+    fine[provider].client_id = "Iv1.0123abcd_-";
+    EXPECT_NO_THROW(apply_provider_settings(catalog, fine)) << provider;
+  }
+}

@@ -208,6 +208,36 @@ TEST(Connectors, ConfigSecretIsWriteOnlyAndBadBodiesChangeNothing) {
             0);
 }
 
+// Issue 16: a team's clientId fills {client_id} in GitHub's revocation
+// path; `..` made libcurl send the client secret and the token to another
+// path on the provider's host. It obeys the rule for every template value.
+TEST(Connectors, ClientIdThatWouldReshapeAUrlIs400AndNothingIsStored) {
+  world w;
+  for (auto connector : {"github", "google-workspace"}) {
+    for (auto client_id : {"..", ".", "a/../b", "%2e%2e", "x?y", "x#y", "x\\\\y", "x y", "x@y"}) {
+      SCOPED_TRACE(std::string(connector) + " " + client_id);
+      auto r = w.call("PUT", std::string("/api/v1/connectors/config/") + connector, w.admin,
+                      std::string(R"({"baseUrl":"https://api.example","auth":{"clientId":")") +
+                        client_id + R"(","clientSecret":")" + secret_canary + R"("}})");
+      EXPECT_EQ(r.status, 400) << r.body;
+      EXPECT_EQ(r.json()["error"]["code"], "bad_request") << r.body;
+      EXPECT_NE(r.json()["error"]["message"].get<std::string>().find("auth.clientId"),
+                std::string::npos)
+        << r.body;
+      EXPECT_EQ(r.raw.find(secret_canary), std::string::npos);
+    }
+  }
+  EXPECT_EQ(w.count("SELECT count(*) FROM connector_configs"), 0);
+  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log"), 0);
+  EXPECT_EQ(w.count("SELECT count(*) FROM event_outbox"), 0);
+  // A real client id is stored.
+  auto ok = w.call("PUT", "/api/v1/connectors/config/github", w.admin,
+                   R"({"baseUrl":"https://api.github.com","auth":{"clientId":"Iv1.0123abcd"}})");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(w.count("SELECT count(*) FROM connector_configs"), 1);
+  EXPECT_EQ(w.server->log().find(secret_canary), std::string::npos);
+}
+
 TEST(Connectors, SchemaAndFiltersAreValidatedFromTheCatalog) {
   world w;
   auto schema = w.call("GET", "/api/v1/connectors/schema/github", w.admin).json();

@@ -29,6 +29,7 @@
 #include "http/json_body.hpp"
 #include "http/request_guard.hpp"
 #include "http/response_order.hpp"
+#include "tests/support/event_clients.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/server_process.hpp"
 
@@ -966,4 +967,56 @@ TEST(HostileHttp, PipelinedRequestsAreAnsweredInOrderAndARefusalComesLast) {
   c.read(5000ms, has_answer);
   expect_refusal(take_answer(c.received()), 400, "bad_request");
   EXPECT_TRUE(c.closed_by_server());
+}
+
+// Issue 16: the router ignores empty segments, so "/api/v1/events/" and
+// "//api/v1/events" reached the events route, but the server decided on the
+// raw path whether the request may stream, and answered 500. Every shape
+// the router accepts must reach the same route, and any other a clean 404.
+TEST(HostileHttp, PathShapesReachTheSameRouteOrAClean404) {
+  hostile_server s;
+  ASSERT_TRUE(s.ready) << s.server->log();
+  auto admin = "Bearer " + s.server->mint("ada", "acme", true);
+  auto member = "Bearer " + s.server->mint("max", "acme");
+  for (auto path : {"/api/v1/health/", "//api/v1/health", "/api//v1///health//"}) {
+    auto r = http_call(s.port(), "GET", path);
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+    EXPECT_EQ(r.json()["status"], "healthy") << path;
+  }
+  for (auto path : {"/api/connectors/list/", "//api/connectors//list"}) {
+    auto r = http_call(s.port(), "GET", path, {{"Authorization", member}});
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+    EXPECT_TRUE(r.json()["connections"].is_array()) << path << ": " << r.body;
+  }
+  for (auto path : {"/api/v1/connectors/schema/github/", "//api/v1/connectors//schema/github"}) {
+    auto r = http_call(s.port(), "GET", path, {{"Authorization", admin}});
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+    EXPECT_EQ(r.json()["title"], "GitHub") << path;
+  }
+  // The event stream, in every shape: a stream, not a 500.
+  for (auto path : {"/api/v1/events/", "//api/v1/events", "/api//v1/events/?topics=entity-events"}) {
+    sse_client stream{s.port(), path, {{"Authorization", admin}}};
+    EXPECT_EQ(stream.status(), 200) << path << ": " << stream.error_body();
+  }
+  {
+    // And it is the real stream: an event arrives on it.
+    sse_client stream{s.port(), "//api/v1/events/", {{"Authorization", admin}}};
+    ASSERT_EQ(stream.status(), 200) << stream.error_body();
+    ASSERT_EQ(http_call(s.port(), "POST", "/api/v1/connectors/toggle/stripe",
+                        {{"Authorization", admin}}, R"({"enabled":true})")
+                .status,
+              200);
+    auto e = stream.next(10s);
+    ASSERT_TRUE(e) << s.server->log();
+    EXPECT_EQ(nlohmann::json::parse(e->data)["connectorName"], "stripe");
+  }
+  // Other shapes are not these routes: 404 in our JSON shape.
+  for (auto path : {"/api/v1/events/more", "/api/v1/./events", "/api/v1/events/..",
+                    "/api/v1/x/../events", "/api/v1/%65vents", "/api/v1/health/."}) {
+    auto r = http_call(s.port(), "GET", path, {{"Authorization", admin}});
+    EXPECT_EQ(r.status, 404) << path << ": " << r.body;
+    EXPECT_EQ(r.json()["error"]["code"], "not_found") << path << ": " << r.body;
+  }
+  s.expect_alive();
+  EXPECT_EQ(s.server->log().find("handler failed"), std::string::npos) << s.server->log();
 }

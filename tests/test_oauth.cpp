@@ -348,6 +348,43 @@ TEST(OAuth, ShopifyShopAndHmacAreCheckedBeforeTheCodeIsUsed) {
   EXPECT_EQ(w.rows(), 1);
 }
 
+// Issue 16: `tenant=..` matched Microsoft's pattern; libcurl then resolved
+// .../{tenant}/oauth2/v2.0/token to another path on the provider's host,
+// and the code, the PKCE verifier and the client secret went there. Every
+// value that would change a URL's shape is refused before a state exists.
+TEST(OAuth, TemplateValuesThatWouldReshapeAUrlAre400AndNothingIsStored) {
+  oauth_world w{"  microsoft:\n    client_id: cm-test-client\n    client_secret: cm-test-secret\n"
+                "    authorization_url: http://127.0.0.1:1/{tenant}/oauth2/v2.0/authorize\n"
+                "    token_url: http://127.0.0.1:1/{tenant}/oauth2/v2.0/token\n"};
+  auto ada = "Bearer " + w.server->mint("ada", "acme", true);
+  for (auto tenant : {"..", ".", "%2E%2E", "%2e", "a%2Fb", "a%5Cb", "a%3Fb", "a%23b",
+                      "%252e%252e", "a%00", "a%20b", ""}) {
+    SCOPED_TRACE(tenant);
+    auto r = w.authorize("microsoft", w.alice, allowed, std::string("&tenant=") + tenant);
+    expect_refused(r, 400, "tenant");
+    EXPECT_EQ(r.json()["error"]["code"], "bad_request");
+    // The team flow reads the same values.
+    auto team = http_call(w.port(), "GET",
+                          "/api/v1/connectors/microsoft/oauth/authorize?redirect_uri=" +
+                            oauth::form_encode({{"", allowed}}).substr(1) + "&tenant=" + tenant,
+                          {{"Authorization", ada}});
+    expect_refused(team, 400, "tenant");
+  }
+  EXPECT_EQ(psql_int(w.db, "SELECT count(*) FROM oauth_states"), 0);
+  EXPECT_EQ(w.rows(), 0);
+  // Real tenants, and the catalog's default, still work.
+  for (auto tenant : {"&tenant=contoso.onmicrosoft.com",
+                      "&tenant=72f988bf-86f1-41af-91ab-2d7cd011db47", ""}) {
+    auto r = w.authorize("microsoft", w.alice, allowed, tenant);
+    ASSERT_EQ(r.status, 200) << tenant << ": " << r.body;
+  }
+  auto url = w.authorize("microsoft", w.alice, allowed, "&tenant=contoso.onmicrosoft.com")
+               .json()["auth_url"].get<std::string>();
+  EXPECT_EQ(url.rfind("http://127.0.0.1:1/contoso.onmicrosoft.com/oauth2/v2.0/authorize?", 0), 0u)
+    << url;
+  EXPECT_EQ(psql_int(w.db, "SELECT count(*) FROM oauth_states"), 4);
+}
+
 TEST(OAuth, TeamFlowNeedsAnAdmin) {
   oauth_world w;
   auto path = "/api/v1/connectors/github/oauth/authorize?redirect_uri=" +

@@ -1,5 +1,11 @@
 // The OAuth wire protocol (pure functions) and the libcurl provider client
 // against the fake provider on loopback.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <thread>
 
@@ -9,6 +15,7 @@
 
 #include "actors/actor_config.hpp"
 #include "actors/provider_client_actor.hpp"
+#include "config/template_value.hpp"
 #include "provider/oauth_flow.hpp"
 #include "provider/oauth_protocol.hpp"
 #include "tests/support/actor_doubles.hpp"
@@ -98,7 +105,7 @@ TEST(OAuthProtocol, LongTemplateValuesAreRefusedBeforeThePattern) {
   auto e = entry();
   e.token_url = "https://{shop}.myshopify.com/admin/oauth/access_token";
   e.template_params = {{"shop", "^[a-zA-Z0-9][a-zA-Z0-9-_]*$"}};
-  std::string longest(oauth::max_template_value_bytes, 'a');
+  std::string longest(config::max_template_value_bytes, 'a');
   std::string huge(200000, 'a');
   EXPECT_TRUE(oauth::expand_url(e, e.token_url, {{"shop", longest}}));
   EXPECT_FALSE(oauth::expand_url(e, e.token_url, {{"shop", longest + "a"}}));
@@ -106,7 +113,67 @@ TEST(OAuthProtocol, LongTemplateValuesAreRefusedBeforeThePattern) {
   std::string problem;
   EXPECT_TRUE(oauth::template_values(e, {{"shop", longest + ".myshopify.com"}}, problem));
   EXPECT_FALSE(oauth::template_values(e, {{"shop", huge}}, problem));
-  EXPECT_EQ(problem, "shop is not valid");
+  EXPECT_EQ(problem, "shop is not valid: it must be 1 to 256 characters");
+}
+
+// Issue 16: `tenant=..` matched Microsoft's pattern, and libcurl resolved
+// https://login.microsoftonline.com/../oauth2/v2.0/token to another path on
+// the provider's host, code, verifier and client secret included. A value
+// fills one segment or label and nothing else, whatever the catalog's
+// pattern allows.
+TEST(TemplateValues, KeepTheUrlsShapeWhateverThePattern) {
+  for (const std::string& refused :
+       {std::string(""), std::string("."), std::string(".."), std::string("a/b"),
+        std::string("/"), std::string("a\\b"), std::string("a?b"), std::string("a#b"),
+        std::string("%2e%2e"), std::string("%2F"), std::string("%5c"), std::string("a%00"),
+        std::string("a\nb"), std::string("a\x01"), std::string(1, '\0'), std::string("a b"),
+        std::string("evil.com@x"), std::string("x:443"), std::string("caf\xc3\xa9"),
+        std::string("a&b=c"), std::string(config::max_template_value_bytes + 1, 'a')}) {
+    EXPECT_NE(config::template_value_shape_problem(refused), "") << refused;
+    EXPECT_NE(config::template_value_problem(refused, "^.*$"), "") << refused;
+  }
+  for (const char* accepted :
+       {"common", "contoso.onmicrosoft.com", "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "Iv1.0123abcd_-~", "...", ".a", "a..b"})
+    EXPECT_EQ(config::template_value_problem(accepted, "^.*$"), "") << accepted;
+  EXPECT_EQ(config::template_value_problem("acme", "^[0-9]+$"),
+            "does not match the expected format");
+}
+
+TEST(TemplateValues, NeitherATenantNorAClientIdIsADotSegment) {
+  // Microsoft's tenant, as the catalog declares it.
+  auto e = entry();
+  e.name = "microsoft";
+  e.authorization_url = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize";
+  e.token_url = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
+  e.template_params = {{"tenant", "^[A-Za-z0-9.-]+$"}};
+  e.template_defaults = {{"tenant", "common"}};
+  for (auto tenant : {"..", "."}) {
+    EXPECT_FALSE(oauth::expand_url(e, e.token_url, {{"tenant", tenant}})) << tenant;
+    EXPECT_FALSE(oauth::refresh_request(e, client(), secret{"rt"}, {{"tenant", tenant}}, 5000));
+    EXPECT_FALSE(oauth::code_request(e, client(), "code", "https://cm.test/cb", "verifier",
+                                     {{"tenant", tenant}}, 5000));
+    std::string problem;
+    EXPECT_FALSE(oauth::template_values(e, {{"tenant", tenant}}, problem)) << tenant;
+    EXPECT_EQ(problem, "tenant is not valid: it must not be '.' or '..'");
+  }
+  EXPECT_EQ(*oauth::expand_url(e, e.token_url, {{"tenant", "contoso.onmicrosoft.com"}}),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
+
+  // GitHub's revocation path holds the client id, a team admin's included.
+  auto github = entry();
+  github.revoke_url = "https://api.github.com/applications/{client_id}/token";
+  github.revoke_style = "github_token";
+  github.template_params = {{"client_id", "^[A-Za-z0-9._-]+$"}};
+  token_record grant;
+  grant.access_token = secret{"gho_access"};
+  auto team_app = client();
+  team_app.client_id = "..";
+  EXPECT_FALSE(oauth::revoke_request(github, team_app, grant, 5000));
+  team_app.client_id = "Iv1.0123abcd";
+  auto revoke = oauth::revoke_request(github, team_app, grant, 5000);
+  ASSERT_TRUE(revoke);
+  EXPECT_EQ(revoke->url, "https://api.github.com/applications/Iv1.0123abcd/token");
 }
 
 TEST(OAuthProtocol, ReadsTokensAndKeepsMissingRefreshTokenEmpty) {
@@ -245,6 +312,81 @@ TEST_F(client_fixture, RefreshAgainstTheFakeRotates) {
   auto after = oauth::read_token_answer(e, fetch(*oauth::refresh_request(e, creds, tokens.refresh_token, {}, 5000)));
   EXPECT_EQ(after.result, oauth::outcome::invalid_grant) << "family revoked";
   EXPECT_EQ(fake.refresh_calls(), 3);
+}
+
+namespace {
+
+/// A loopback listener that answers one request with `{}` and keeps its
+/// request line as it arrived on the wire.
+class one_request_server {
+public:
+  one_request_server() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 1) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      throw std::runtime_error("cannot listen on loopback");
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~one_request_server() {
+    if (thread_.joinable())
+      thread_.join();
+    ::close(fd_);
+  }
+  uint16_t port() const { return port_; }
+  /// Waits for the request (at most 5 s) and returns its first line.
+  std::string request_line() {
+    if (thread_.joinable())
+      thread_.join();
+    return head_.substr(0, head_.find("\r\n"));
+  }
+
+private:
+  void serve() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0)
+      return;
+    int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0)
+      return;
+    char buf[4096];
+    while (head_.find("\r\n\r\n") == std::string::npos) {
+      pollfd c{client, POLLIN, 0};
+      if (::poll(&c, 1, 5000) <= 0)
+        break;
+      auto n = ::recv(client, buf, sizeof buf, 0);
+      if (n <= 0)
+        break;
+      head_.append(buf, static_cast<size_t>(n));
+    }
+    std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    [[maybe_unused]] auto sent = ::send(client, answer.data(), answer.size(), MSG_NOSIGNAL);
+    ::close(client);
+  }
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::string head_;
+  std::thread thread_;
+};
+
+} // namespace
+
+// Issue 16: libcurl resolved "." and ".." path segments before sending, so
+// a URL's path was not what went out. CURLOPT_PATH_AS_IS sends it as built.
+TEST_F(client_fixture, DotSegmentsGoOutAsWrittenNotResolvedByLibcurl) {
+  one_request_server provider;
+  auto res = fetch(get("http://127.0.0.1:" + std::to_string(provider.port()) +
+                       "/applications/../token/./x"));
+  EXPECT_EQ(res.error, transport_error::none);
+  EXPECT_EQ(res.status, 200);
+  EXPECT_EQ(provider.request_line(), "GET /applications/../token/./x HTTP/1.1");
 }
 
 TEST_F(client_fixture, ConnectionRefusedIsConnectFailed) {

@@ -1,11 +1,16 @@
 // The real executable end to end: start-up checks, the README's demo
 // (health, minted token accepted, forged refused), structured logs, and
 // canary secrets that must never reach a log line or a response.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
 #include <sstream>
 
 #include <caf/actor_system.hpp>
 #include <caf/scoped_actor.hpp>
 #include <gtest/gtest.h>
+#include <jwt.h>
 
 #include "actors/actor_config.hpp"
 #include "actors/storage_actor.hpp"
@@ -97,6 +102,114 @@ TEST(Server, BadConfigurationStopsStartupNamingFileLineAndKey) {
                             "/config/connector-manager.yaml 2>&1; echo \"exit=$?\"");
   EXPECT_NE(env.find("CM_LISTEN__PORT"), std::string::npos) << env;
   EXPECT_NE(env.find("exit=2"), std::string::npos) << env;
+}
+
+// Issue 16: the HS256 secret signs every session; a group- or
+// world-readable one is refused at start and by check-config, as the
+// keyring is.
+TEST(Server, GroupOrWorldReadableJwtSecretStopsStartupAndCheckConfig) {
+  temp_dir dir;
+  server_options opts{"dbname=never-reached"};
+  write_file(dir.file("service.yaml"), service_yaml(opts, dir));
+  ASSERT_EQ(run_command(server_binary() + " keygen --out " + dir.file("master.key") + " >/dev/null"),
+            0);
+  const std::string secret = "loose-secret-" + random_hex(24);
+  for (unsigned mode : {0644u, 0640u, 0604u}) {
+    ::unlink(dir.file("jwt.secret").c_str());
+    write_file(dir.file("jwt.secret"), secret, mode);
+    for (auto command : {"serve", "check-config", "mint-token --user a --team t"}) {
+      auto out = command_output(server_binary() + " " + command + " --config " +
+                                dir.file("service.yaml") + " 2>&1; echo \"exit=$?\"");
+      EXPECT_NE(out.find("exit=2"), std::string::npos) << command << ": " << out;
+      EXPECT_NE(out.find(dir.file("jwt.secret")), std::string::npos) << out;
+      EXPECT_NE(out.find("chmod 600"), std::string::npos) << out;
+      EXPECT_EQ(out.find(secret), std::string::npos) << "the secret is never quoted";
+    }
+  }
+  ::unlink(dir.file("jwt.secret").c_str());
+  write_file(dir.file("jwt.secret"), secret, 0600);
+  auto ok = command_output(server_binary() + " check-config --config " + dir.file("service.yaml") +
+                           " 2>&1; echo \"exit=$?\"");
+  EXPECT_NE(ok.find("configuration OK"), std::string::npos) << ok;
+}
+
+// Issue 16: auth.jwt.issuer and auth.jwt.audience apply from the next
+// request after a hot reload, mint-token sets them, and a reload that
+// finds the secret file readable by others is refused whole.
+TEST(Server, JwtIssuerAndAudienceFollowHotReload) {
+  const std::string reload_token = "svc-token-reload-jwt-000000001";
+  server_options opts{fresh_database("jwtreload")};
+  opts.log_level = "info";
+  opts.service_tokens.push_back({"reloader", reload_token, {"FETCH_CONFIG"}});
+  server_process server{opts};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto list = [&](const std::string& token) {
+    return http_call(server.port(), "GET", "/api/connectors/list",
+                     {{"Authorization", "Bearer " + token}})
+      .status;
+  };
+  auto reload = [&] {
+    return http_call(server.port(), "POST", "/api/v1/connectors/updateAppConfig",
+                     {{"X-Services-Token", reload_token}}, "{}");
+  };
+  auto before = server.mint("alice", "acme");
+  ASSERT_EQ(list(before), 200);
+
+  auto original = read_file(server.config_path());
+  auto with_claims = original;
+  auto line = "    hs256_secret_file: " + server.dir().file("jwt.secret") + "\n";
+  auto at = with_claims.find(line);
+  ASSERT_NE(at, std::string::npos) << with_claims;
+  with_claims.insert(at + line.size(),
+                     "    issuer: https://cm.test\n    audience: connector-manager\n");
+  write_file(server.config_path(), with_claims);
+  auto applied = reload();
+  ASSERT_EQ(applied.status, 200) << applied.body;
+  EXPECT_EQ(applied.json()["restartRequired"], nlohmann::json::array()) << applied.body;
+
+  EXPECT_EQ(list(before), 401) << "a token without iss and aud";
+  auto minted = server.mint("alice", "acme");
+  EXPECT_EQ(list(minted), 200) << "mint-token sets the configured iss and aud";
+  // Tokens signed with the same key for another service.
+  auto key = read_file(server.dir().file("jwt.secret"));
+  auto signed_for = [&](const nlohmann::json& aud) {
+    nlohmann::json claims = {{"sub", "alice"}, {"team", "acme"}, {"iss", "https://cm.test"},
+                             {"exp", static_cast<long>(std::time(nullptr)) + 600}};
+    if (!aud.is_null())
+      claims["aud"] = aud;
+    jwt_t* jwt = nullptr;
+    jwt_new(&jwt);
+    jwt_add_grants_json(jwt, claims.dump().c_str());
+    jwt_set_alg(jwt, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(key.data()),
+                static_cast<int>(key.size()));
+    char* out = jwt_encode_str(jwt);
+    std::string token = out;
+    free(out);
+    jwt_free(jwt);
+    return token;
+  };
+  auto billing = http_call(server.port(), "GET", "/api/connectors/list",
+                           {{"Authorization", "Bearer " + signed_for("billing-service")}});
+  EXPECT_EQ(billing.status, 401) << billing.body;
+  EXPECT_EQ(billing.json()["error"]["code"], "unauthenticated");
+  EXPECT_EQ(list(signed_for(nlohmann::json::array({"billing-service", "connector-manager"}))),
+            200);
+  EXPECT_EQ(list(signed_for(nullptr)), 401);
+
+  // A secret file others may read: the reload is refused, nothing changes.
+  ::chmod(server.dir().file("jwt.secret").c_str(), 0644);
+  write_file(server.config_path(), original);
+  auto refused = reload();
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_NE(refused.body.find("chmod 600"), std::string::npos) << refused.body;
+  EXPECT_EQ(refused.body.find(key), std::string::npos);
+  EXPECT_EQ(list(minted), 200) << "the running settings stay";
+  EXPECT_EQ(list(before), 401) << "the running settings stay";
+  // Fixed: the original settings apply again.
+  ::chmod(server.dir().file("jwt.secret").c_str(), 0600);
+  ASSERT_EQ(reload().status, 200);
+  EXPECT_EQ(list(before), 200);
+  EXPECT_EQ(server.log().find(key), std::string::npos) << "the secret never reaches the log";
 }
 
 TEST(Server, MigrateSubcommandIsIdempotent) {
