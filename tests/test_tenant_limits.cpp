@@ -1,0 +1,183 @@
+// Hostile tenants (issue 16) against real server processes: one member or
+// team must not be able to spend what everyone shares.
+//  - Routes that write or call providers draw from a token bucket per
+//    caller: one member is refused with 429 + Retry-After while another is
+//    served, and a refused request changes nothing.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <memory>
+#include <thread>
+
+#include "common/time.hpp"
+#include "provider/oauth_flow.hpp"
+#include "storage/cipher.hpp"
+#include "storage/database.hpp"
+#include "storage/keyring.hpp"
+#include "storage/migrations.hpp"
+#include "storage/outbox.hpp"
+#include "storage/token_store.hpp"
+#include "tests/support/event_clients.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/server_process.hpp"
+
+using namespace cm;
+using namespace cm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string allowed = "https://app.example/integrations/done";
+const std::string reporting_token = "svc-token-tenant-limits-reporting-01";
+const std::string billing_token = "svc-token-tenant-limits-billing-0001";
+const std::string github_config = R"({"baseUrl":"https://api.github.com"})";
+
+/// A GitHub OAuth app (authorize only builds a URL; nothing is contacted) and
+/// the redirect allowlist, plus `extra` YAML (top-level sections) and
+/// `oauth_extra` (keys of the oauth section).
+server_options limits_options(const std::string& db, const std::string& extra,
+                              const std::string& oauth_extra = "") {
+  server_options o{db};
+  o.log_level = "info";
+  o.service_tokens.push_back({"reporting", reporting_token, {"FETCH_CONFIG"}});
+  o.service_tokens.push_back({"billing", billing_token, {"FETCH_CONFIG"}});
+  // Providers a refused request would have called point at a closed
+  // loopback port: nothing leaves the machine, limits or not.
+  o.extra_yaml = "oauth:\n  allowed_redirect_uris: [" + allowed + "]\n" + oauth_extra + extra +
+                 "providers:\n  github:\n    client_id: cm-test-client\n"
+                 "    client_secret: cm-test-secret\n"
+                 "    token_url: http://127.0.0.1:9/token\n"
+                 "    revoke_url: http://127.0.0.1:9/revoke\n"
+                 "  figma:\n    validate_url: http://127.0.0.1:9/v1/me\n"
+                 "  google-workspace:\n    token_url: http://127.0.0.1:9/token\n";
+  return o;
+}
+
+std::string authorize_path(bool team_flow) {
+  auto redirect = oauth::form_encode({{"redirect_uri", allowed}});
+  return team_flow ? "/api/v1/connectors/github/oauth/authorize?" + redirect
+                   : "/api/oauth/github/authorize?" + redirect;
+}
+
+http_reply as(uint16_t port, const std::string& method, const std::string& target,
+              const header_map& who, const std::string& body = "") {
+  return http_call(port, method, target, who, body);
+}
+
+header_map bearer(const std::string& jwt) { return {{"Authorization", "Bearer " + jwt}}; }
+
+void expect_rate_limited(const http_reply& r, int64_t max_retry_after_s) {
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_EQ(r.json()["error"]["code"], "rate_limited") << r.body;
+  auto retry = r.header("retry-after");
+  ASSERT_FALSE(retry.empty()) << "429 without Retry-After";
+  ASSERT_EQ(retry.find_first_not_of("0123456789"), std::string::npos) << retry;
+  EXPECT_GE(std::stoll(retry), 1);
+  EXPECT_LE(std::stoll(retry), max_retry_after_s);
+}
+
+/// Everything a refused request could have changed.
+std::string tables(const std::string& db) {
+  return psql(db, "SELECT team_id, user_id, provider, encode(state_hash, 'hex') FROM oauth_states "
+                  "ORDER BY 1, 2, 4") +
+         "|" +
+         psql(db, "SELECT team_id, connector_name, enabled, config::text, filters::text, version "
+                  "FROM connector_configs ORDER BY 1, 2") +
+         "|" + psql(db, "SELECT count(*) FROM connector_tokens") + "|" +
+         psql(db, "SELECT count(*), coalesce(max(seq), 0) FROM audit_log") + "|" +
+         psql(db, "SELECT count(*) FROM event_outbox");
+}
+
+int64_t pending_states(const std::string& db, const std::string& team, const std::string& user) {
+  return psql_int(db, "SELECT count(*) FROM oauth_states WHERE team_id = '" + team +
+                        "' AND user_id = '" + user + "'");
+}
+
+} // namespace
+
+// -- rate limits ---------------------------------------------------------------
+
+TEST(TenantRateLimit, OneMemberIsRefusedWhileAnotherIsServedAndNothingChanges) {
+  auto db = fresh_database("ratelimit");
+  // Small buckets refilled once a minute, so the test never races a refill.
+  server_process server{limits_options(
+    db, "rate_limit:\n  user_burst: 3\n  user_per_minute: 1\n  service_burst: 2\n"
+        "  service_per_minute: 1\n")};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto port = server.port();
+  auto alice = bearer(server.mint("alice", "acme"));
+  auto bob = bearer(server.mint("bob", "acme"));
+  auto ada = bearer(server.mint("ada", "acme", true));
+
+  // Alice spends her burst on authorizations, all on one connection.
+  http_connection c{port};
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(c.request("GET", authorize_path(false), alice).status, 200) << i;
+  // The admin spends hers on configuration changes.
+  ASSERT_EQ(as(port, "PUT", "/api/v1/connectors/config/github", ada, github_config).status, 200);
+  ASSERT_EQ(as(port, "POST", "/api/v1/connectors/toggle/github", ada, R"({"enabled":true})").status,
+            200);
+  ASSERT_EQ(as(port, "POST", "/api/v1/connectors/filters/github", ada, R"({"includeArchived":true})")
+              .status,
+            200);
+  ASSERT_EQ(psql_int_eventually(db, "SELECT count(*) FROM audit_log", 3), 3);
+  auto before = tables(db);
+
+  // Every metered route now refuses them, whatever it would have done.
+  expect_rate_limited(c.request("GET", authorize_path(false), alice), 60);
+  expect_rate_limited(as(port, "DELETE", "/api/connectors/github", alice), 60);
+  expect_rate_limited(as(port, "POST", "/api/connectors/connect", alice,
+                         R"({"provider":"figma","api_key":"figd_x"})"),
+                      60);
+  expect_rate_limited(as(port, "POST", "/api/connectors/github/refresh", alice), 60);
+  expect_rate_limited(as(port, "PUT", "/api/v1/connectors/config/github", ada,
+                         R"({"baseUrl":"https://github.example"})"),
+                      60);
+  expect_rate_limited(as(port, "POST", "/api/v1/connectors/toggle/github", ada,
+                         R"({"enabled":false})"),
+                      60);
+  expect_rate_limited(as(port, "GET", authorize_path(true), ada), 60);
+  expect_rate_limited(as(port, "POST", "/api/v1/connectors/getTokenFromCode", ada,
+                         R"({"tempCode":"x"})"),
+                      60);
+  std::this_thread::sleep_for(200ms); // an audit row would be written by now
+  EXPECT_EQ(tables(db), before) << "a refused request changed a table";
+
+  // Reads are not metered.
+  EXPECT_EQ(as(port, "GET", "/api/connectors/list", alice).status, 200);
+  EXPECT_EQ(as(port, "GET", "/api/v1/connectors/config/github", ada).status, 200);
+  // Another member of the same team is unaffected.
+  auto for_bob = as(port, "GET", authorize_path(false), bob);
+  EXPECT_EQ(for_bob.status, 200) << for_bob.body;
+  EXPECT_EQ(pending_states(db, "acme", "bob"), 1);
+
+  // Services: a bucket each; token fetches are never metered.
+  auto refresh_body = R"({"userId":"alice","connectorName":"github","orgId":"acme"})";
+  header_map reporting{{"X-Services-Token", reporting_token}};
+  header_map billing{{"X-Services-Token", billing_token}};
+  auto refresh = [&](const header_map& who) {
+    return as(port, "POST", "/api/v1/connectors/internal/refreshIndividualConnectorToken", who,
+              refresh_body);
+  };
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(refresh(reporting).status, 404) << "no such connection, but not limited";
+  expect_rate_limited(refresh(reporting), 60);
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(as(port, "GET", "/api/internal/tokens/github?user_id=alice&team_id=acme", reporting)
+                .status,
+              404);
+  EXPECT_EQ(refresh(billing).status, 404) << "another service has its own bucket";
+}
+
+TEST(TenantRateLimit, CanBeSwitchedOff) {
+  auto db = fresh_database("ratelimitoff");
+  server_process server{limits_options(
+    db, "rate_limit:\n  enabled: false\n  user_burst: 1\n  user_per_minute: 1\n")};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto alice = bearer(server.mint("alice", "acme"));
+  http_connection c{server.port()};
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(c.request("GET", authorize_path(false), alice).status, 200) << i;
+}
