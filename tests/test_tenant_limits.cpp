@@ -3,6 +3,9 @@
 //  - Routes that write or call providers draw from a token bucket per
 //    caller: one member is refused with 429 + Retry-After while another is
 //    served, and a refused request changes nothing.
+//  - A member keeps at most oauth.max_pending_states OAuth states (both
+//    flow families together), however fast and from however many
+//    instances they are created.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -180,4 +183,157 @@ TEST(TenantRateLimit, CanBeSwitchedOff) {
   http_connection c{server.port()};
   for (int i = 0; i < 5; ++i)
     EXPECT_EQ(c.request("GET", authorize_path(false), alice).status, 200) << i;
+}
+
+// -- pending OAuth states ------------------------------------------------------
+
+TEST(TenantOAuthStates, AMemberKeepsTheNewestTwentyWhateverTheRouteFamily) {
+  auto db = fresh_database("statecap");
+  // Limits off: this is about the states alone (the default cap, 20).
+  server_process server{limits_options(db, "rate_limit:\n  enabled: false\n")};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto ada = bearer(server.mint("ada", "acme", true));
+  auto bob = bearer(server.mint("bob", "acme"));
+  ASSERT_EQ(as(server.port(), "GET", authorize_path(false), bob).status, 200);
+
+  // 300 authorizations on one keep-alive connection, alternating families.
+  http_connection c{server.port()};
+  std::vector<std::string> states;
+  for (int i = 0; i < 300; ++i) {
+    auto r = c.request("GET", authorize_path(i % 2 == 0), ada);
+    ASSERT_EQ(r.status, 200) << r.body;
+    states.push_back(query_of(r.json()["auth_url"].get<std::string>())["state"]);
+  }
+  EXPECT_EQ(pending_states(db, "acme", "ada"), 20);
+  EXPECT_EQ(psql_int(db, "SELECT count(*) FROM oauth_states WHERE user_id = 'ada' AND "
+                         "connector_name IS NOT NULL"),
+            10)
+    << "both families share one cap";
+  EXPECT_EQ(pending_states(db, "acme", "bob"), 1) << "another member's state was dropped";
+
+  // The oldest were dropped; the newest still work.
+  auto callback = [&](size_t i) {
+    auto family = i % 2 == 0 ? "/api/v1/connectors/github/oauth/callback?"
+                             : "/api/oauth/github/callback?";
+    return http_call(server.port(), "GET",
+                     family + oauth::form_encode({{"state", states[i]}, {"error", "access_denied"}}));
+  };
+  auto oldest = callback(0);
+  EXPECT_EQ(oldest.status, 400);
+  EXPECT_NE(oldest.body.find("unknown or already used state"), std::string::npos) << oldest.body;
+  auto dropped = callback(279);
+  EXPECT_NE(dropped.body.find("unknown or already used state"), std::string::npos) << dropped.body;
+  auto newest = callback(299);
+  EXPECT_EQ(newest.status, 400);
+  EXPECT_NE(newest.body.find("the provider refused the authorization"), std::string::npos)
+    << newest.body;
+  auto kept = callback(280);
+  EXPECT_NE(kept.body.find("the provider refused the authorization"), std::string::npos)
+    << kept.body;
+}
+
+TEST(TenantOAuthStates, ConcurrentAuthorizationsOnTwoInstancesNeverPassTheCap) {
+  auto db = fresh_database("statecaptwo");
+  auto options =
+    limits_options(db, "rate_limit:\n  enabled: false\n", "  max_pending_states: 5\n");
+  server_process first{options};
+  ASSERT_TRUE(first.wait_ready()) << first.log();
+  options.key_file = first.dir().file("master.key");
+  server_process second{options};
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  // An admin, so both families are open to her.
+  std::vector<std::pair<uint16_t, std::string>> callers = {
+    {first.port(), first.mint("alice", "acme", true)}, {first.port(), first.mint("alice", "acme", true)},
+    {second.port(), second.mint("alice", "acme", true)},
+    {second.port(), second.mint("alice", "acme", true)}};
+
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> most{0};
+  std::thread watcher([&] {
+    while (!done) {
+      most = std::max<int64_t>(most, pending_states(db, "acme", "alice"));
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (auto& [port, jwt] : callers)
+    threads.emplace_back([&, port = port, jwt = jwt] {
+      http_connection c{port};
+      for (int i = 0; i < 25; ++i)
+        if (c.request("GET", authorize_path(i % 2 == 0), bearer(jwt)).status != 200)
+          ++failures;
+    });
+  for (auto& t : threads)
+    t.join();
+  done = true;
+  watcher.join();
+  EXPECT_EQ(failures, 0) << first.log() << second.log();
+  EXPECT_EQ(pending_states(db, "acme", "alice"), 5);
+  EXPECT_LE(most, 5) << "more than the cap was visible at some point";
+}
+
+TEST(TenantOAuthStates, CapHoldsForConcurrentWritersOnSeparateConnections) {
+  // The storage layer alone, eight connections writing in lockstep rounds
+  // (every writer starts its round together): the member's lock is what
+  // keeps the count, not one storage actor's serial order. Without it the
+  // last round alone leaves up to cap + 7 states behind.
+  config::database_config cfg;
+  cfg.url = fresh_database("statecaprace");
+  {
+    storage::database db{cfg};
+    storage::apply_migrations(db);
+  }
+  auto keys = storage::keyring::parse("active 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+  constexpr int32_t cap = 3;
+  constexpr int writers = 8;
+  constexpr int rounds = 30;
+  std::mutex mutex;
+  std::condition_variable cv;
+  int waiting = 0;
+  int round = 0;
+  auto start_round_together = [&] {
+    std::unique_lock<std::mutex> lock{mutex};
+    auto mine = round;
+    if (++waiting == writers) {
+      waiting = 0;
+      ++round;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return round != mine; });
+    }
+  };
+  std::atomic<int> failures{0};
+  std::atomic<int64_t> most{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w)
+    threads.emplace_back([&, w] {
+      storage::database db{cfg};
+      storage::column_cipher cipher{keys};
+      storage::outbox events{db};
+      storage::token_store store{db, cipher, events};
+      for (int i = 0; i < rounds; ++i) {
+        oauth_state_record st;
+        st.state_hash = random_hex(32);
+        st.team_id = "acme";
+        st.user_id = "alice";
+        st.provider = "github";
+        st.redirect_uri = allowed;
+        st.expires_at_ms = unix_now_ms() + 600000;
+        start_round_together();
+        try {
+          store.put_state(st, cap);
+        } catch (const std::exception&) {
+          ++failures;
+        }
+        // One writer looks between rounds, while the others are writing.
+        if (w == 0)
+          most = std::max<int64_t>(most, pending_states(cfg.url, "acme", "alice"));
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(pending_states(cfg.url, "acme", "alice"), cap);
+  EXPECT_LE(most, cap);
 }
