@@ -6,6 +6,8 @@
 //  - A member keeps at most oauth.max_pending_states OAuth states (both
 //    flow families together), however fast and from however many
 //    instances they are created.
+//  - Event streams have quotas per team and per service and a share
+//    reserved for services.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -336,4 +338,78 @@ TEST(TenantOAuthStates, CapHoldsForConcurrentWritersOnSeparateConnections) {
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(pending_states(cfg.url, "acme", "alice"), cap);
   EXPECT_LE(most, cap);
+}
+
+// -- event streams -------------------------------------------------------------
+
+TEST(TenantEventStreams, OneTeamCannotTakeEveryStream) {
+  auto db = fresh_database("streamquota");
+  // A pool of 6: 2 reserved for services, so admins share 4; 2 per team,
+  // 2 per service.
+  server_process server{limits_options(
+    db, "events:\n  poll_ms: 200\n  heartbeat_ms: 500\n  max_subscribers: 6\n"
+        "  max_subscribers_per_team: 2\n  max_subscribers_per_service: 2\n"
+        "  reserved_service_subscribers: 2\n")};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto port = server.port();
+  auto admin = [&](const std::string& team) {
+    return header_map{{"Authorization", "Bearer " + server.mint("admin-" + team, team, true)}};
+  };
+  header_map reporting{{"X-Services-Token", reporting_token}};
+  header_map billing{{"X-Services-Token", billing_token}};
+  auto open = [&](const header_map& who) {
+    return std::make_unique<sse_client>(port, "/api/v1/events", who);
+  };
+  auto expect_refused = [](const sse_client& s, int status, const std::string& code) {
+    EXPECT_EQ(s.status(), status) << s.error_body();
+    auto body = nlohmann::json::parse(s.error_body(), nullptr, false);
+    EXPECT_EQ(body["error"]["code"], code) << s.error_body();
+    EXPECT_EQ(s.header("retry-after"), "1") << "a departed client's slot frees within a heartbeat";
+  };
+
+  // Acme's admins try to take every stream: two, then refused.
+  auto acme = admin("acme");
+  std::vector<std::unique_ptr<sse_client>> acme_streams;
+  for (int i = 0; i < 6; ++i) {
+    acme_streams.push_back(open(acme));
+    if (i < 2)
+      ASSERT_EQ(acme_streams.back()->status(), 200) << acme_streams.back()->error_body();
+    else
+      expect_refused(*acme_streams.back(), 429, "rate_limited");
+  }
+  acme_streams.resize(2);
+  // Another team's admin and a service still get streams.
+  auto globex = open(admin("globex"));
+  EXPECT_EQ(globex->status(), 200) << globex->error_body();
+  auto reporting_1 = open(reporting);
+  EXPECT_EQ(reporting_1->status(), 200) << reporting_1->error_body();
+
+  // Admins fill their share of the pool; services still get the reserve.
+  auto initech = open(admin("initech"));
+  EXPECT_EQ(initech->status(), 200) << initech->error_body();
+  expect_refused(*open(admin("umbrella")), 503, "unavailable");
+  auto reporting_2 = open(reporting);
+  EXPECT_EQ(reporting_2->status(), 200) << reporting_2->error_body();
+  expect_refused(*open(reporting), 429, "rate_limited");
+  expect_refused(*open(billing), 503, "unavailable");
+
+  // Closed streams stop counting.
+  acme_streams.clear();
+  auto acme_again = open(acme);
+  EXPECT_EQ(acme_again->status(), 200) << acme_again->error_body();
+  auto umbrella = open(admin("umbrella"));
+  EXPECT_EQ(umbrella->status(), 200) << umbrella->error_body();
+  reporting_1.reset();
+  auto billing_1 = open(billing);
+  EXPECT_EQ(billing_1->status(), 200) << billing_1->error_body();
+
+  // The streams that were let in deliver events.
+  ASSERT_EQ(as(port, "POST", "/api/v1/connectors/toggle/github", admin("globex"),
+               R"({"enabled":true})")
+              .status,
+            200);
+  auto e = globex->next(5s);
+  ASSERT_TRUE(e) << server.log();
+  EXPECT_EQ(nlohmann::json::parse(e->data)["orgId"], "globex");
+  EXPECT_TRUE(billing_1->next(5s)) << "the service sees every team's events";
 }
