@@ -67,7 +67,10 @@ reload_outcome config_reloader::reload() {
          "scheduler");
     keep(cfg.events.poll_ms != running.events.poll_ms ||
            cfg.events.heartbeat_ms != running.events.heartbeat_ms ||
-           cfg.events.max_subscribers != running.events.max_subscribers,
+           cfg.events.max_subscribers != running.events.max_subscribers ||
+           cfg.events.max_subscribers_per_team != running.events.max_subscribers_per_team ||
+           cfg.events.max_subscribers_per_service != running.events.max_subscribers_per_service ||
+           cfg.events.reserved_service_subscribers != running.events.reserved_service_subscribers,
          "events (stream settings)");
     keep(cfg.token_service.enabled != running.token_service.enabled ||
            cfg.token_service.address != running.token_service.address ||

@@ -620,7 +620,10 @@ void events_stream(const call& c) {
     c.ex->reply_error(ec::unavailable, "event delivery is not running");
     return;
   }
-  c.self->send(c.ctx().events, subscribe_atom_v, c.ex, team, topics, last_seen);
+  // Admins' streams count against their team's quota, services' against
+  // their own (actors/event_hub.hpp).
+  auto service = c.who.is_service() ? c.who.subject : std::string{};
+  c.self->send(c.ctx().events, subscribe_atom_v, c.ex, team, topics, last_seen, service);
 }
 
 } // namespace cm

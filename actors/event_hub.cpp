@@ -161,17 +161,63 @@ void replay(self_ptr self, uint64_t id) {
       });
 }
 
+/// Forgets subscribers whose client has gone, so their slots count no more.
+void drop_departed(self_ptr self) {
+  auto& subs = self->state.subscribers;
+  for (auto it = subs.begin(); it != subs.end();) {
+    if (it->second.stream->peer_closed())
+      it = subs.erase(it);
+    else
+      ++it;
+  }
+}
+
+/// Why a new stream cannot be had now, if it cannot: quota (429) or pool
+/// (503). A slot held by a client that left unnoticed frees within a
+/// heartbeat, hence the Retry-After.
+bool refuse_over_quota(self_ptr self, const exchange_ptr& ex, const std::string& team,
+                       const std::string& service) {
+  auto& st = self->state;
+  drop_departed(self);
+  size_t same_owner = 0;
+  size_t admins = 0;
+  for (auto& [id, sub] : st.subscribers) {
+    if (sub.service.empty())
+      ++admins;
+    if (service.empty() ? sub.service.empty() && sub.team == team : sub.service == service)
+      ++same_owner;
+  }
+  auto retry_after_s = std::max<int64_t>(1, (st.cfg.heartbeat_ms + 999) / 1000);
+  auto quota = static_cast<size_t>(service.empty() ? st.cfg.max_subscribers_per_team
+                                                   : st.cfg.max_subscribers_per_service);
+  if (same_owner >= quota) {
+    ex->reply(http::error_response(ec::rate_limited,
+                                   service.empty()
+                                     ? "the team holds all the event streams it may open"
+                                     : "the service holds all the event streams it may open",
+                                   retry_after_s));
+    return true;
+  }
+  auto admin_share =
+    static_cast<size_t>(st.cfg.max_subscribers - st.cfg.reserved_service_subscribers);
+  if (st.subscribers.size() >= static_cast<size_t>(st.cfg.max_subscribers) ||
+      (service.empty() && admins >= admin_share)) {
+    ex->reply(http::error_response(ec::unavailable, "too many event subscribers", retry_after_s));
+    return true;
+  }
+  return false;
+}
+
 void subscribe(self_ptr self, const exchange_ptr& ex, const std::string& team,
-               const std::vector<std::string>& topics, const outbox_position& last_seen) {
+               const std::vector<std::string>& topics, const outbox_position& last_seen,
+               const std::string& service) {
   auto& st = self->state;
   if (!st.started) {
     ex->reply_error(ec::unavailable, "event delivery is starting");
     return;
   }
-  if (st.subscribers.size() >= static_cast<size_t>(st.cfg.max_subscribers)) {
-    ex->reply_error(ec::unavailable, "too many event subscribers");
+  if (refuse_over_quota(self, ex, team, service))
     return;
-  }
   auto stream = ex->start_stream({{"Content-Type", "text/event-stream"},
                                   {"X-Accel-Buffering", "no"}});
   if (!stream)
@@ -182,6 +228,7 @@ void subscribe(self_ptr self, const exchange_ptr& ex, const std::string& team,
   event_subscriber sub;
   sub.stream = std::move(stream);
   sub.team = team;
+  sub.service = service;
   sub.topics.insert(topics.begin(), topics.end());
   auto id = st.next_id++;
   if (last_seen.txid >= 0) {
@@ -195,7 +242,7 @@ void subscribe(self_ptr self, const exchange_ptr& ex, const std::string& team,
     st.subscribers.emplace(id, std::move(sub));
   }
   log::info("events", "subscriber joined",
-            {{"request_id", ex->req().request_id}, {"team_id", team},
+            {{"request_id", ex->req().request_id}, {"team_id", team}, {"service", service},
              {"subscribers", st.subscribers.size()}});
 }
 
@@ -253,8 +300,9 @@ event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event
   self->delayed_send(self, std::chrono::milliseconds(self->state.cfg.heartbeat_ms), ping_atom_v);
   return {
     [=](subscribe_atom, const exchange_ptr& ex, const std::string& team,
-        const std::vector<std::string>& topics, const outbox_position& last_seen) {
-      subscribe(self, ex, team, topics, last_seen);
+        const std::vector<std::string>& topics, const outbox_position& last_seen,
+        const std::string& service) {
+      subscribe(self, ex, team, topics, last_seen, service);
     },
     [=](tick_atom) { poll(self); },
     [=](tick_atom, bool) {
@@ -273,7 +321,10 @@ event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event
       self->delayed_send(self, std::chrono::milliseconds(self->state.cfg.heartbeat_ms),
                          ping_atom_v);
     },
-    [=](status_atom) -> int64_t { return static_cast<int64_t>(self->state.subscribers.size()); },
+    [=](status_atom) -> int64_t {
+      drop_departed(self);
+      return static_cast<int64_t>(self->state.subscribers.size());
+    },
     [=](head_atom) -> bool {
       start(self); // no-op once started or while the read runs
       return self->state.started;

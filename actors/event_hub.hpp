@@ -10,6 +10,15 @@
 // reconnects with Last-Event-ID gets every event of its team after it,
 // replayed from the table.
 //
+// Streams are a shared pool (events.max_subscribers) with quotas, so one
+// tenant cannot take them all (issue 16): a team's admins together hold at
+// most max_subscribers_per_team, a service max_subscribers_per_service,
+// and reserved_service_subscribers of the pool are left to services. A
+// stream over its owner's quota is refused with 429, one that finds the
+// pool (or the admins' share of it) full with 503; both carry Retry-After.
+// Streams whose client hung up are found with a peek and stop counting at
+// the next subscription, not only when a heartbeat fails.
+//
 // The hub also tells the registry about TOKEN_CREATED, TOKEN_EXPIRED and
 // TOKEN_REVOKED events, so a reconnect or disconnect made through another
 // instance reaches this instance's connection actors within a poll.
@@ -36,17 +45,18 @@ namespace cm {
 
 using event_hub_actor = caf::typed_actor<
   // A new subscriber: the request to answer with a stream, its team (""
-  // for a service that sees every team), topics, and the last event it saw
-  // (txid -1: none, start with new events).
+  // for a service that sees every team), topics, the last event it saw
+  // (txid -1: none, start with new events), and the service holding it (""
+  // for an admin, whose stream counts against the team's quota).
   caf::reacts_to<subscribe_atom, exchange_ptr, std::string, std::vector<std::string>,
-                 outbox_position>,
+                 outbox_position, std::string>,
   // New events may be in the outbox.
   caf::reacts_to<tick_atom>,
   // Internal: the polling timer.
   caf::reacts_to<tick_atom, bool>,
   // Internal: the heartbeat timer.
   caf::reacts_to<ping_atom>,
-  // The subscriber count (tests, health).
+  // The subscriber count, streams whose client left excluded (tests, health).
   caf::replies_to<status_atom>::with<int64_t>,
   // Whether the start position has been read, so subscribers are served
   // (start-up waits for it before logging "ready").
@@ -54,7 +64,10 @@ using event_hub_actor = caf::typed_actor<
 
 struct event_subscriber {
   http::event_stream_ptr stream;
+  /// The team whose events it gets ("" for all).
   std::string team;
+  /// The service holding the stream; "" for an admin (quota: `team`).
+  std::string service;
   std::set<std::string> topics;
   /// The last position this subscriber has been sent (or skipped past).
   outbox_position sent;

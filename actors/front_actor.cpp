@@ -241,38 +241,47 @@ void service_refresh(const call& c) {
 
 // -- routing -------------------------------------------------------------------
 
+// Metered routes write or call providers and draw from the caller's token
+// bucket. Reads are not metered: each is one indexed query scoped to the
+// caller, and services fetch tokens (served from memory) on their hot path.
+// Callbacks carry no session to meter by; each one that reaches a provider
+// needs a fresh single-use state, which only a metered authorize creates.
 const std::vector<http::route<handler_fn>>& routes() {
   using http::access;
+  constexpr auto metered = http::metering::metered;
   static const std::vector<http::route<handler_fn>> table = {
     {"GET", "/api/v1/health", access::open, "", health},
     {"GET", "/api/connectors/list", access::user, "", list_connections},
-    {"POST", "/api/connectors/{provider}/refresh", access::user, "", refresh_own},
+    {"POST", "/api/connectors/{provider}/refresh", access::user, "", refresh_own, metered},
     {"GET", "/api/internal/tokens/{provider}", access::service, http::scope_fetch_config,
      internal_token},
-    {"GET", "/api/oauth/{provider}/authorize", access::user, "", oauth_authorize},
+    {"GET", "/api/oauth/{provider}/authorize", access::user, "", oauth_authorize, metered},
     {"GET", "/api/oauth/{provider}/callback", access::open, "", oauth_callback},
     {"GET", "/api/v1/connectors/{connectorName}/oauth/authorize", access::admin, "",
-     oauth_authorize},
+     oauth_authorize, metered},
     {"GET", "/api/v1/connectors/{connectorName}/oauth/callback", access::open, "",
      oauth_callback},
-    {"DELETE", "/api/connectors/{provider}", access::user, "", disconnect},
-    {"POST", "/api/connectors/connect", access::user, "", connect_api_key},
+    {"DELETE", "/api/connectors/{provider}", access::user, "", disconnect, metered},
+    {"POST", "/api/connectors/connect", access::user, "", connect_api_key, metered},
     {"POST", "/api/v1/connectors/internal/refreshIndividualConnectorToken", access::service,
-     http::scope_fetch_config, service_refresh},
+     http::scope_fetch_config, service_refresh, metered},
     // Team connector management (admins of the caller's team).
     {"GET", "/api/v1/connectors", access::admin, "", connectors_all},
     {"GET", "/api/v1/connectors/active", access::admin, "", connectors_active},
     {"GET", "/api/v1/connectors/inactive", access::admin, "", connectors_inactive},
     {"GET", "/api/v1/connectors/config/{connectorName}", access::admin, "", connector_config_get},
-    {"PUT", "/api/v1/connectors/config/{connectorName}", access::admin, "", connector_config_put},
+    {"PUT", "/api/v1/connectors/config/{connectorName}", access::admin, "", connector_config_put,
+     metered},
     {"GET", "/api/v1/connectors/schema/{connectorName}", access::admin, "", connector_schema_get},
-    {"POST", "/api/v1/connectors/toggle/{connectorName}", access::admin, "", connector_toggle},
+    {"POST", "/api/v1/connectors/toggle/{connectorName}", access::admin, "", connector_toggle,
+     metered},
     {"GET", "/api/v1/connectors/filters/{connectorName}", access::admin, "", connector_filters_get},
     {"POST", "/api/v1/connectors/filters/{connectorName}", access::admin, "",
-     connector_filters_post},
-    {"POST", "/api/v1/connectors/getTokenFromCode", access::admin, "", get_token_from_code},
+     connector_filters_post, metered},
+    {"POST", "/api/v1/connectors/getTokenFromCode", access::admin, "", get_token_from_code,
+     metered},
     {"POST", "/api/v1/connectors/updateAppConfig", access::service, http::scope_fetch_config,
-     update_app_config},
+     update_app_config, metered},
     {"GET", "/api/v1/audit", access::admin, "", audit_list},
     {"GET", "/api/v1/events", access::admin_or_service, http::scope_fetch_config, events_stream},
   };
@@ -288,6 +297,32 @@ caf::error check_access(const http::route<handler_fn>& r, const http::identity& 
     case http::access::admin_or_service: return http::require_admin_or_service(who, r.scope);
   }
   return make_error(ec::forbidden, "forbidden");
+}
+
+/// The bucket a caller draws from: a member by (team, user), a service by
+/// name. Length-prefixed, so no two identities share a key.
+std::string caller_key(const http::identity& who) {
+  if (who.is_service())
+    return "service:" + who.subject;
+  return "member:" + std::to_string(who.team.size()) + ":" + who.team + who.subject;
+}
+
+/// Takes one request from the caller's bucket; answers 429 with
+/// Retry-After and returns false when it is empty.
+bool within_rate_limit(front_self self, const exchange_ptr& ex, const http::identity& who) {
+  auto& ctx = *self->state.ctx;
+  const auto& cfg = ctx.cfg.rate_limit;
+  if (!cfg.enabled || !ctx.limiter)
+    return true;
+  auto limits = who.is_service() ? http::bucket_limits{cfg.service_burst, cfg.service_per_minute}
+                                 : http::bucket_limits{cfg.user_burst, cfg.user_per_minute};
+  auto verdict = ctx.limiter->take(caller_key(who), limits, http::rate_limiter::clock::now());
+  if (verdict.allowed)
+    return true;
+  ex->reply(http::error_response(ec::rate_limited,
+                                 "too many requests that write or call providers; retry later",
+                                 verdict.retry_after_s));
+  return false;
 }
 
 void dispatch(front_self self, const exchange_ptr& ex) {
@@ -307,6 +342,8 @@ void dispatch(front_self self, const exchange_ptr& ex) {
         ex->reply_error(denied);
         return;
       }
+      if (r.cost == http::metering::metered && !within_rate_limit(self, ex, *who))
+        return;
       c.who = std::move(*who);
     }
     r.handler(c);
@@ -320,7 +357,7 @@ void dispatch(front_self self, const exchange_ptr& ex) {
 std::vector<route_shape> route_table() {
   std::vector<route_shape> out;
   for (auto& r : routes())
-    out.push_back({r.method, r.pattern, r.who, r.scope});
+    out.push_back({r.method, r.pattern, r.who, r.scope, r.cost});
   return out;
 }
 

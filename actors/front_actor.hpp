@@ -21,6 +21,7 @@
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
 #include "http/auth.hpp"
+#include "http/rate_limiter.hpp"
 #include "http/router.hpp"
 
 namespace cm {
@@ -52,6 +53,10 @@ struct front_context {
   /// Applies POST /updateAppConfig. Owned by the serve command, which
   /// outlives every actor; null where reloading is not offered (tests).
   config_reloader* reloader = nullptr;
+  /// The callers' token buckets of this instance: shared by every front
+  /// actor and kept across reloads (a reload copies the context), so only
+  /// `cfg.rate_limit` changes. Internally synchronized.
+  std::shared_ptr<http::rate_limiter> limiter = std::make_shared<http::rate_limiter>();
 };
 
 struct front_state {
@@ -68,6 +73,7 @@ struct route_shape {
   std::string pattern;
   http::access who;
   std::string scope;
+  http::metering cost;
 };
 
 /// Every route the front serves, in matching order, without handlers: the

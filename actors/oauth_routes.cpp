@@ -346,7 +346,10 @@ void start_authorization(const call& c, const config::provider_entry& entry_ref,
   st.expires_at_ms = unix_now_ms() + int64_t{c.ctx().cfg.oauth.state_ttl_s} * 1000;
   auto ex = c.ex;
   auto auth_url = *url;
-  c.self->request(c.ctx().storage, budget(c), state_put_atom_v, std::move(st))
+  // At most oauth.max_pending_states per member: a new flow drops the
+  // member's oldest (storage/token_store.hpp).
+  c.self->request(c.ctx().storage, budget(c), state_put_atom_v, std::move(st),
+                  int32_t{c.ctx().cfg.oauth.max_pending_states})
     .then([ex, auth_url](bool) { ex->reply_json(200, {{"auth_url", auth_url}}); },
           [ex](const caf::error& err) { ex->reply_error(err); });
 }

@@ -166,9 +166,11 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       -> caf::result<std::vector<std::string>> {
       return guarded([&] { return self->state.tokens->teams_of(user, provider); });
     },
-    [=](state_put_atom, const oauth_state_record& st) -> caf::result<bool> {
+    [=](state_put_atom, const oauth_state_record& st, int32_t max_pending) -> caf::result<bool> {
       return guarded([&] {
-        self->state.tokens->put_state(st);
+        if (auto dropped = self->state.tokens->put_state(st, max_pending))
+          log::debug("storage", "oldest pending OAuth states dropped",
+                     {{"team_id", st.team_id}, {"user_id", st.user_id}, {"dropped", dropped}});
         return true;
       });
     },

@@ -68,7 +68,7 @@ using storage_actor = token_repository_actor::extend<
   // Internal: writes the pending audit rows.
   caf::reacts_to<audit_atom>,
   // Stores a pending OAuth authorization.
-  caf::replies_to<state_put_atom, oauth_state_record>::with<bool>,
+  caf::replies_to<state_put_atom, oauth_state_record, int32_t>::with<bool>,
   // Consumes a state by its hash (exactly once); not_found if unknown.
   caf::replies_to<state_take_atom, std::string>::with<oauth_state_record>,
   // Stores a new grant plus TOKEN_CREATED; answers what it replaced.

@@ -100,8 +100,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   service_config cfg;
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
-  reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "log",
-                                "scheduler", "refresh", "token_service", "cluster", "events",
+  reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "rate_limit",
+                                "log", "scheduler", "refresh", "token_service", "cluster", "events",
                                 "providers_file", "providers"});
 
   // listen
@@ -183,12 +183,29 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   // oauth
   auto oauth = root["oauth"];
-  reader.expect_keys(oauth, "oauth", {"public_base_url", "allowed_redirect_uris", "state_ttl_s"});
+  reader.expect_keys(oauth, "oauth", {"public_base_url", "allowed_redirect_uris", "state_ttl_s",
+                                      "max_pending_states"});
   cfg.oauth.public_base_url =
     reader.get_string(oauth, "oauth", "public_base_url", cfg.oauth.public_base_url);
   cfg.oauth.allowed_redirect_uris = reader.get_string_list(oauth, "oauth", "allowed_redirect_uris");
   cfg.oauth.state_ttl_s =
     static_cast<int>(reader.get_int(oauth, "oauth", "state_ttl_s", 600, 30, 3600));
+  cfg.oauth.max_pending_states = static_cast<int>(reader.get_int(
+    oauth, "oauth", "max_pending_states", cfg.oauth.max_pending_states, 1, 1000));
+
+  // rate_limit
+  auto limits = root["rate_limit"];
+  reader.expect_keys(limits, "rate_limit", {"enabled", "user_burst", "user_per_minute",
+                                            "service_burst", "service_per_minute"});
+  auto& rl = cfg.rate_limit;
+  rl.enabled = reader.get_bool(limits, "rate_limit", "enabled", rl.enabled);
+  rl.user_burst = reader.get_int(limits, "rate_limit", "user_burst", rl.user_burst, 1, 100000);
+  rl.user_per_minute =
+    reader.get_int(limits, "rate_limit", "user_per_minute", rl.user_per_minute, 1, 6000000);
+  rl.service_burst =
+    reader.get_int(limits, "rate_limit", "service_burst", rl.service_burst, 1, 100000);
+  rl.service_per_minute = reader.get_int(limits, "rate_limit", "service_per_minute",
+                                         rl.service_per_minute, 1, 6000000);
 
   // log
   auto log_node = root["log"];
@@ -259,8 +276,10 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   // events
   auto events = root["events"];
-  reader.expect_keys(events, "events", {"poll_ms", "heartbeat_ms",
-                                        "max_subscribers", "webhook_timeout_ms",
+  reader.expect_keys(events, "events", {"poll_ms", "heartbeat_ms", "max_subscribers",
+                                        "max_subscribers_per_team",
+                                        "max_subscribers_per_service",
+                                        "reserved_service_subscribers", "webhook_timeout_ms",
                                         "webhook_retry_base_ms", "webhook_retry_cap_ms",
                                         "webhook_max_attempts", "webhooks"});
   auto& ev = cfg.events;
@@ -268,6 +287,19 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   ev.heartbeat_ms = reader.get_int(events, "events", "heartbeat_ms", ev.heartbeat_ms, 100, 600000);
   ev.max_subscribers = static_cast<int32_t>(
     reader.get_int(events, "events", "max_subscribers", ev.max_subscribers, 1, 100000));
+  // Quotas default to shares of the pool that fit whatever its size; set
+  // explicitly, they must fit it.
+  ev.reserved_service_subscribers = static_cast<int32_t>(
+    reader.get_int(events, "events", "reserved_service_subscribers", ev.max_subscribers / 8, 0,
+                   ev.max_subscribers - 1));
+  ev.max_subscribers_per_team = static_cast<int32_t>(reader.get_int(
+    events, "events", "max_subscribers_per_team",
+    std::min(ev.max_subscribers_per_team, ev.max_subscribers - ev.reserved_service_subscribers),
+    1, ev.max_subscribers - ev.reserved_service_subscribers));
+  ev.max_subscribers_per_service = static_cast<int32_t>(
+    reader.get_int(events, "events", "max_subscribers_per_service",
+                   std::min(ev.max_subscribers_per_service, ev.max_subscribers), 1,
+                   ev.max_subscribers));
   ev.webhook_timeout_ms =
     reader.get_int(events, "events", "webhook_timeout_ms", ev.webhook_timeout_ms, 100, 120000);
   ev.webhook_retry_base_ms = reader.get_int(events, "events", "webhook_retry_base_ms",

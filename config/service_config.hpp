@@ -61,6 +61,22 @@ struct oauth_config {
   std::string public_base_url = "http://127.0.0.1:8080";
   std::vector<std::string> allowed_redirect_uris;
   int state_ttl_s = 600;
+  /// Pending states kept per member (team, user), both flow families
+  /// together: a new one drops that member's oldest (storage/token_store.hpp).
+  int max_pending_states = 20;
+};
+
+/// Per-caller token buckets on the routes that write or call providers
+/// (http/rate_limiter.hpp). Services get larger buckets: one service acts
+/// for every member of every team.
+struct rate_limit_config {
+  bool enabled = true;
+  /// A member's bucket, keyed by (team, user).
+  int64_t user_burst = 30;
+  int64_t user_per_minute = 300;
+  /// A service's bucket, keyed by its token's name or its JWT's subject.
+  int64_t service_burst = 120;
+  int64_t service_per_minute = 1200;
 };
 
 struct scheduler_config {
@@ -140,7 +156,15 @@ struct events_config {
   int64_t poll_ms = 1000;
   /// SSE comment lines keep idle streams (and proxies) alive.
   int64_t heartbeat_ms = 15000;
+  /// SSE streams per instance (the pool).
   int32_t max_subscribers = 256;
+  /// Streams one team's admins may hold together on one instance.
+  int32_t max_subscribers_per_team = 16;
+  /// Streams one service may hold on one instance.
+  int32_t max_subscribers_per_service = 16;
+  /// Streams of the pool only services may take, so admins filling the
+  /// rest cannot cut the services off.
+  int32_t reserved_service_subscribers = 32;
   int64_t webhook_timeout_ms = 5000;
   int64_t webhook_retry_base_ms = 1000;
   int64_t webhook_retry_cap_ms = 600000;
@@ -157,6 +181,7 @@ struct service_config {
   std::string key_file;
   auth_config auth;
   oauth_config oauth;
+  rate_limit_config rate_limit;
   log::level log_level = log::level::info;
   scheduler_config scheduler;
   refresh_config refresh;

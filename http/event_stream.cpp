@@ -2,6 +2,8 @@
 
 #include "http/answer_writer.hpp"
 
+#include <cerrno>
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +16,20 @@ event_stream::~event_stream() { close(); }
 bool event_stream::is_open() const {
   std::lock_guard<std::mutex> guard{mutex_};
   return fd_ >= 0;
+}
+
+bool event_stream::peer_closed() const {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (fd_ < 0)
+    return true;
+  // A peek never consumes: 0 is the client's FIN, an error its reset.
+  // Bytes a client sends on an event stream are never read, so any data
+  // means it is still there.
+  char byte;
+  auto got = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (got == 0)
+    return true;
+  return got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
 void event_stream::close() {

@@ -38,6 +38,11 @@ public:
 
   bool is_open() const;
 
+  /// True when the client has hung up (or the stream was closed), found
+  /// without writing: a stream nobody reads must not hold its quota until
+  /// the next heartbeat. Thread-safe.
+  bool peer_closed() const;
+
 private:
   mutable std::mutex mutex_;
   int fd_;

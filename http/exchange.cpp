@@ -35,12 +35,14 @@ response json_response(int status, const nlohmann::json& body) {
 }
 
 response error_response(ec code, const std::string& message) {
+  return error_response(code, message, 1);
+}
+
+response error_response(ec code, const std::string& message, int64_t retry_after_s) {
   auto res = json_response(http_status(code),
                            {{"error", {{"code", to_string(code)}, {"message", message}}}});
-  if (code == ec::unavailable)
-    res.headers.emplace_back("Retry-After", "1");
-  if (code == ec::rate_limited)
-    res.headers.emplace_back("Retry-After", "1");
+  if (code == ec::unavailable || code == ec::rate_limited)
+    res.headers.emplace_back("Retry-After", std::to_string(std::max<int64_t>(retry_after_s, 1)));
   return res;
 }
 

@@ -47,9 +47,11 @@ struct response {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
-/// `{"error":{"code":…,"message":…}}` with the code's status. 503 adds
-/// Retry-After.
+/// `{"error":{"code":…,"message":…}}` with the code's status. 503 and 429
+/// add Retry-After (1 second unless the refusal knows better, below).
 response error_response(ec code, const std::string& message);
+/// The same with Retry-After set to `retry_after_s` seconds.
+response error_response(ec code, const std::string& message, int64_t retry_after_s);
 response error_response(const caf::error& err);
 response json_response(int status, const nlohmann::json& body);
 

@@ -26,6 +26,13 @@ enum class access {
   admin_or_service,
 };
 
+/// Whether a route draws from its caller's token bucket
+/// (http/rate_limiter.hpp): routes that write or call providers do.
+enum class metering {
+  unmetered,
+  metered,
+};
+
 template <class Handler>
 struct route {
   std::string method;
@@ -34,6 +41,8 @@ struct route {
   /// Scope a service needs (access::service, access::admin_or_service).
   std::string scope;
   Handler handler;
+  /// Last and defaulted, so only metered routes say so.
+  metering cost = metering::unmetered;
 };
 
 /// Splits "/a/b/" into {"a", "b"}.

@@ -96,10 +96,27 @@ const statement load_batch_stmt{"tokens_load_batch",
 const statement teams_of_stmt{"tokens_teams_of",
   "SELECT team_id FROM connector_tokens WHERE user_id = $1 AND provider = $2 ORDER BY team_id"};
 
+// created_at is taken after the member's lock (clock_timestamp, not the
+// transaction's start), so it orders that member's states by insertion.
 const statement insert_state_stmt{"states_insert",
   "INSERT INTO oauth_states (team_id, state_hash, user_id, provider, connector_name, "
-  "code_verifier, redirect_uri, params, key_id, expires_at) VALUES ($1, decode($2, 'hex'), $3, "
-  "$4, NULLIF($5, ''), $6, $7, $8::jsonb, $9::integer, to_timestamp($10::bigint / 1000.0))"};
+  "code_verifier, redirect_uri, params, key_id, expires_at, created_at) VALUES ($1, "
+  "decode($2, 'hex'), $3, $4, NULLIF($5, ''), $6, $7, $8::jsonb, $9::integer, "
+  "to_timestamp($10::bigint / 1000.0), clock_timestamp())"};
+
+// One member's pending states are trimmed under this lock, held until the
+// transaction ends. Two-integer keys do not overlap the single-bigint key
+// of the migration lock (storage/migrations.cpp); a hash collision between
+// two members only makes them wait for each other.
+const statement lock_member_states_stmt{"states_lock_member",
+  "SELECT pg_advisory_xact_lock(727002, hashtext($1::text || '/' || $2::text))"};
+
+// Keeps the member's newest $3 states (usable ones before expired ones)
+// and deletes the rest, making room for one more.
+const statement drop_oldest_states_stmt{"states_drop_oldest",
+  "DELETE FROM oauth_states WHERE team_id = $1 AND state_hash IN ("
+  "SELECT state_hash FROM oauth_states WHERE team_id = $1 AND user_id = $2 "
+  "ORDER BY expires_at > now() DESC, created_at DESC, state_hash DESC OFFSET $3::integer)"};
 
 // $1: comma-separated hex hashes, one per key in the ring (a state may have
 // been hashed under a key that is no longer active). At most one matches.
@@ -440,7 +457,7 @@ void token_store::audit_batch(const std::vector<audit_entry>& entries) {
   db_.exec(insert_audit_batch_stmt, params);
 }
 
-void token_store::put_state(const oauth_state_record& st) {
+int64_t token_store::put_state(const oauth_state_record& st, int32_t max_pending) {
   // Expired states are swept as new ones arrive; the table stays small.
   db_.exec(purge_states_stmt);
   auto verifier = st.code_verifier.empty()
@@ -448,12 +465,22 @@ void token_store::put_state(const oauth_state_record& st) {
                     : param::bytes(cipher_.encrypt(
                         st.code_verifier.view(),
                         {"oauth_states", st.state_hash, st.user_id, st.provider, "code_verifier"}));
+  // Count, trim and insert under the member's lock: without it, two
+  // instances could each see room for one more and both insert.
+  database::transaction tx{db_};
+  db_.exec(lock_member_states_stmt, {param::text(st.team_id), param::text(st.user_id)});
+  auto dropped = db_.exec(drop_oldest_states_stmt,
+                          {param::text(st.team_id), param::text(st.user_id),
+                           param::text(std::to_string(std::max<int32_t>(max_pending, 1) - 1))})
+                   .affected();
   db_.exec(insert_state_stmt,
            {param::text(st.team_id), param::text(st.state_hash), param::text(st.user_id),
             param::text(st.provider), param::text(st.connector_name), verifier,
             param::text(st.redirect_uri), param::text(st.params),
             param::text(std::to_string(cipher_.keys().active_id())),
             param::text(std::to_string(st.expires_at_ms))});
+  tx.commit();
+  return dropped;
 }
 
 std::optional<oauth_state_record> token_store::take_state(const std::string& state_hashes) {

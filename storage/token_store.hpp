@@ -76,8 +76,12 @@ public:
   /// Appends many audit rows in one statement.
   void audit_batch(const std::vector<audit_entry>& entries);
 
-  /// Stores a pending authorization (verifier encrypted).
-  void put_state(const oauth_state_record& state);
+  /// Stores a pending authorization (verifier encrypted), keeping at most
+  /// `max_pending` states of its member (team, user): the oldest go first,
+  /// expired ones before any still usable. Concurrent calls for one member,
+  /// from any instance, serialize on a transaction-scoped advisory lock, so
+  /// the cap holds at every commit. Returns how many states were dropped.
+  int64_t put_state(const oauth_state_record& state, int32_t max_pending);
 
   /// Consumes a state atomically: exactly one caller gets it, expired or
   /// not (the caller checks expires_at_ms). nullopt when unknown or used.

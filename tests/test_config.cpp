@@ -137,6 +137,55 @@ TEST(ServiceConfig, ServiceTokensNeedAHexSha256) {
   EXPECT_EQ(cfg.auth.service_tokens[0].scopes.at(0), "FETCH_CONFIG");
 }
 
+TEST(ServiceConfig, TenantLimitsHaveDefaultsAndAreCheckedAgainstThePool) {
+  auto cfg = parse(minimal);
+  EXPECT_EQ(cfg.oauth.max_pending_states, 20);
+  EXPECT_TRUE(cfg.rate_limit.enabled);
+  EXPECT_EQ(cfg.rate_limit.user_burst, 30);
+  EXPECT_EQ(cfg.rate_limit.user_per_minute, 300);
+  EXPECT_EQ(cfg.rate_limit.service_burst, 120);
+  EXPECT_EQ(cfg.rate_limit.service_per_minute, 1200);
+  EXPECT_EQ(cfg.events.max_subscribers, 256);
+  EXPECT_EQ(cfg.events.max_subscribers_per_team, 16);
+  EXPECT_EQ(cfg.events.max_subscribers_per_service, 16);
+  EXPECT_EQ(cfg.events.reserved_service_subscribers, 32);
+  // Unset quotas follow a small pool instead of refusing it.
+  auto small = parse(minimal + "events:\n  max_subscribers: 8\n");
+  EXPECT_EQ(small.events.reserved_service_subscribers, 1);
+  EXPECT_EQ(small.events.max_subscribers_per_team, 7);
+  EXPECT_EQ(small.events.max_subscribers_per_service, 8);
+  auto set = parse(minimal + "rate_limit:\n  enabled: false\n  user_burst: 5\n"
+                             "  user_per_minute: 1\noauth:\n  max_pending_states: 3\n",
+                   {"CM_RATE_LIMIT__SERVICE_BURST=7"});
+  EXPECT_FALSE(set.rate_limit.enabled);
+  EXPECT_EQ(set.rate_limit.user_burst, 5);
+  EXPECT_EQ(set.rate_limit.user_per_minute, 1);
+  EXPECT_EQ(set.rate_limit.service_burst, 7);
+  EXPECT_EQ(set.oauth.max_pending_states, 3);
+
+  EXPECT_NE(error_of(minimal + "rate_limit:\n  user_burst: 0\n").find("rate_limit.user_burst"),
+            std::string::npos);
+  EXPECT_NE(error_of(minimal + "rate_limit:\n  enabled: sometimes\n").find("rate_limit.enabled"),
+            std::string::npos);
+  EXPECT_NE(error_of(minimal + "rate_limit:\n  per_second: 5\n").find("unknown key"),
+            std::string::npos);
+  EXPECT_NE(
+    error_of(minimal + "oauth:\n  max_pending_states: 0\n").find("oauth.max_pending_states"),
+    std::string::npos);
+  auto quota = error_of(minimal + "events:\n  max_subscribers: 10\n"
+                                  "  reserved_service_subscribers: 4\n"
+                                  "  max_subscribers_per_team: 7\n");
+  EXPECT_NE(quota.find("events.max_subscribers_per_team"), std::string::npos) << quota;
+  EXPECT_NE(quota.find("between 1 and 6"), std::string::npos) << quota;
+  EXPECT_NE(error_of(minimal + "events:\n  max_subscribers: 10\n"
+                                "  reserved_service_subscribers: 10\n")
+              .find("events.reserved_service_subscribers"),
+            std::string::npos);
+  EXPECT_NE(error_of(minimal + "events:\n  max_subscribers_per_service: 300\n")
+              .find("events.max_subscribers_per_service"),
+            std::string::npos);
+}
+
 TEST(ServiceConfig, ShippedServiceFileLoads) {
   char* env[] = {nullptr};
   auto cfg = load_service_config(cm::test::source_dir() + "/config/connector-manager.yaml", env);

@@ -104,7 +104,11 @@ struct key_world {
                    "  lease_poll_ms: 50\n"
                    // Each forced refresh must reach the provider: the rows
                    // are re-sealed by refreshes on either instance.
-                   "  min_forced_interval_ms: 0\n";
+                   "  min_forced_interval_ms: 0\n"
+                   // The rotation test drives forced refreshes through one
+                   // service on purpose (scripts/soak: for minutes); the
+                   // limits have tests of their own (test_tenant_limits).
+                   "rate_limit:\n  enabled: false\n";
     return o;
   }
 

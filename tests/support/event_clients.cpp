@@ -59,6 +59,18 @@ sse_client::sse_client(uint16_t port, const std::string& target,
   auto head = buffer_.substr(0, head_end);
   buffer_.erase(0, head_end + 4);
   status_ = std::stoi(head.substr(9, 3));
+  for (size_t pos = head.find("\r\n"); pos != std::string::npos;) {
+    auto next = head.find("\r\n", pos + 2);
+    auto line =
+      head.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
+    auto colon = line.find(':');
+    if (colon != std::string::npos) {
+      auto value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      headers_[lower(line.substr(0, colon))] = value;
+    }
+    pos = next;
+  }
   if (status_ != 200) {
     // An error answer is a normal response with Content-Length.
     auto cl = lower(head).find("content-length:");
@@ -67,6 +79,11 @@ sse_client::sse_client(uint16_t port, const std::string& target,
     }
     error_body_ = buffer_.substr(0, length);
   }
+}
+
+std::string sse_client::header(const std::string& lower_name) const {
+  auto it = headers_.find(lower_name);
+  return it == headers_.end() ? std::string{} : it->second;
 }
 
 sse_client::~sse_client() {

@@ -38,6 +38,8 @@ public:
   int status() const { return status_; }
   /// The body when the server answered with an error instead of a stream.
   const std::string& error_body() const { return error_body_; }
+  /// A response header by lower-case name, or "".
+  std::string header(const std::string& lower_name) const;
   /// The next event, or nullopt after `timeout` (comments are skipped).
   std::optional<sse_event> next(std::chrono::milliseconds timeout);
   /// Everything received so far (for leak checks).
@@ -50,6 +52,7 @@ private:
   std::string buffer_;
   std::string raw_;
   std::string error_body_;
+  std::map<std::string, std::string> headers_;
 };
 
 struct webhook_delivery {

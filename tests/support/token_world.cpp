@@ -59,6 +59,10 @@ server_options token_world::options(const std::string& extra_refresh) const {
   o.extra_yaml = "providers:\n  github:\n    client_id: cm-test-client\n"
                  "    client_secret: cm-test-secret\n    token_url: " +
                  fake.url("/token") + "\n" +
+                 // Fault tests force every connection's refresh through one
+                 // service (1,000 in scripts/soak); the limits have tests
+                 // of their own (test_tenant_limits).
+                 "rate_limit:\n  enabled: false\n"
                  "refresh:\n  provider_timeout_ms: 3000\n  lease_ms: 10000\n"
                  "  lease_poll_ms: 50\n" + extra_refresh;
   return o;
