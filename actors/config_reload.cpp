@@ -69,6 +69,9 @@ reload_outcome config_reloader::reload() {
            cfg.events.heartbeat_ms != running.events.heartbeat_ms ||
            cfg.events.max_subscribers != running.events.max_subscribers,
          "events (stream settings)");
+    keep(cfg.key_signing.threads != running.key_signing.threads ||
+           cfg.key_signing.max_queued != running.key_signing.max_queued,
+         "key_signing");
     keep(cfg.token_service.enabled != running.token_service.enabled ||
            cfg.token_service.address != running.token_service.address ||
            cfg.token_service.port != running.token_service.port,
@@ -82,6 +85,7 @@ reload_outcome config_reloader::reload() {
     cfg.key_file = running.key_file;
     cfg.scheduler = running.scheduler;
     cfg.token_service = running.token_service;
+    cfg.key_signing = running.key_signing;
 
     auto ctx = std::make_shared<front_context>(*current_);
     ctx->cfg = cfg;

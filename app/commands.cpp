@@ -20,6 +20,7 @@
 #include "actors/event_hub.hpp"
 #include "actors/webhook_dispatcher.hpp"
 #include "actors/front_actor.hpp"
+#include "actors/key_signer_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/refresh_drain.hpp"
 #include "actors/registry_actor.hpp"
@@ -199,10 +200,12 @@ int cmd_serve(const config::service_config& cfg, char**) {
     return 1;
   }
   auto provider_client_handle = sys.spawn(provider_client);
+  auto key_signer_handle = spawn_key_signer(sys, cfg.key_signing);
   auto deps = make_registry_deps(cfg, catalog);
   auto clients = deps.clients;
   deps.storage = *storage;
   deps.provider_client = provider_client_handle;
+  deps.key_signer = key_signer_handle;
   auto registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
   auto service_auth = std::make_shared<shared_authenticator>(auth);
@@ -223,6 +226,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
       caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
   };
   {
@@ -283,6 +287,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->storage = *storage;
   ctx->registry = registry_handle;
   ctx->provider_client = provider_client_handle;
+  ctx->key_signer = key_signer_handle;
   ctx->keys = keys;
   ctx->clients = std::move(clients);
   ctx->events = hub;

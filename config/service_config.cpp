@@ -101,7 +101,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "log",
-                                "scheduler", "refresh", "token_service", "events",
+                                "scheduler", "refresh", "token_service", "key_signing", "events",
                                 "providers_file", "providers"});
 
   // listen
@@ -243,6 +243,14 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.get_string(ts, "token_service", "address", cfg.token_service.address);
   cfg.token_service.port =
     static_cast<uint16_t>(reader.get_int(ts, "token_service", "port", 8081, 0, 65535));
+
+  // key_signing
+  auto signing = root["key_signing"];
+  reader.expect_keys(signing, "key_signing", {"threads", "max_queued"});
+  cfg.key_signing.threads = static_cast<int>(
+    reader.get_int(signing, "key_signing", "threads", cfg.key_signing.threads, 1, 16));
+  cfg.key_signing.max_queued = static_cast<int>(
+    reader.get_int(signing, "key_signing", "max_queued", cfg.key_signing.max_queued, 1, 1024));
 
   cfg.providers_file = resolve_path(
     base_dir, reader.get_string(root, "", "providers_file", "providers.yaml"));

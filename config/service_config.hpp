@@ -98,6 +98,14 @@ struct token_service_config {
   uint16_t port = 8081;
 };
 
+/// Checking and signing with service-account keys, on threads of their own
+/// (actors/key_signer_actor.hpp).
+struct key_signing_config {
+  int threads = 1;
+  /// Signings waiting for a thread; one more is refused (503, Retry-After).
+  int max_queued = 16;
+};
+
 /// Per-provider settings of this deployment: OAuth app credentials and URL
 /// overrides (tests point these at loopback fakes).
 struct provider_settings {
@@ -145,6 +153,7 @@ struct service_config {
   scheduler_config scheduler;
   refresh_config refresh;
   token_service_config token_service;
+  key_signing_config key_signing;
   events_config events;
   std::string providers_file;
   std::map<std::string, provider_settings> providers;

@@ -127,6 +127,22 @@ TEST(ServiceConfig, BadEnvironmentOverridesNameTheVariable) {
   EXPECT_NE(shape.find("CM_DATABASE__URL__X"), std::string::npos) << shape;
 }
 
+TEST(ServiceConfig, KeySigningIsParsedStrictly) {
+  auto defaults = parse(minimal);
+  EXPECT_EQ(defaults.key_signing.threads, 1);
+  EXPECT_EQ(defaults.key_signing.max_queued, 16);
+  auto set = parse(minimal + "key_signing:\n  threads: 2\n  max_queued: 4\n",
+                   {"CM_KEY_SIGNING__MAX_QUEUED=8"});
+  EXPECT_EQ(set.key_signing.threads, 2);
+  EXPECT_EQ(set.key_signing.max_queued, 8);
+  auto none = error_of(minimal + "key_signing:\n  threads: 0\n");
+  EXPECT_NE(none.find("key_signing.threads"), std::string::npos) << none;
+  auto unbounded = error_of(minimal + "key_signing:\n  max_queued: 0\n");
+  EXPECT_NE(unbounded.find("key_signing.max_queued"), std::string::npos) << unbounded;
+  auto unknown = error_of(minimal + "key_signing:\n  queue: 4\n");
+  EXPECT_NE(unknown.find("key_signing.queue"), std::string::npos) << unknown;
+}
+
 TEST(ServiceConfig, ServiceTokensNeedAHexSha256) {
   auto err = error_of(minimal.substr(0, minimal.size()) +
                       "  service_tokens:\n    - name: reporting\n      sha256: nothex\n");
