@@ -72,9 +72,14 @@ reload_outcome config_reloader::reload() {
     keep(cfg.key_signing.threads != running.key_signing.threads ||
            cfg.key_signing.max_queued != running.key_signing.max_queued,
          "key_signing");
-    keep(cfg.token_service.enabled != running.token_service.enabled ||
-           cfg.token_service.address != running.token_service.address ||
-           cfg.token_service.port != running.token_service.port,
+    const auto& ts = cfg.token_service;
+    const auto& running_ts = running.token_service;
+    keep(ts.enabled != running_ts.enabled || ts.address != running_ts.address ||
+           ts.port != running_ts.port || ts.max_peers != running_ts.max_peers ||
+           ts.max_message_bytes != running_ts.max_message_bytes ||
+           ts.handshake_timeout_ms != running_ts.handshake_timeout_ms ||
+           ts.stall_timeout_ms != running_ts.stall_timeout_ms ||
+           ts.idle_timeout_ms != running_ts.idle_timeout_ms,
          "token_service");
     // Read once by the SIGTERM handler in app/commands.cpp.
     keep(cfg.refresh.shutdown_grace_ms != running.refresh.shutdown_grace_ms,

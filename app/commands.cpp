@@ -24,6 +24,7 @@
 #include "actors/provider_client_actor.hpp"
 #include "actors/refresh_drain.hpp"
 #include "actors/registry_actor.hpp"
+#include "actors/token_port_gate.hpp"
 #include "actors/token_service_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
@@ -255,17 +256,23 @@ int cmd_serve(const config::service_config& cfg, char**) {
               {{"count", hydrated_connections_armed() - armed_before}});
   }
   uint16_t token_service_port = 0;
+  // Declared after the actor system, so it stops (and closes its peers)
+  // before the middleman does.
+  std::unique_ptr<token_port_gate> gate;
   if (cfg.token_service.enabled) {
     service = sys.spawn(token_service, registry_handle, *storage, service_auth);
-    auto port = sys.middleman().publish(service, cfg.token_service.port,
-                                        cfg.token_service.address.c_str(), true);
-    if (!port) {
+    // Not middleman().publish(): the gate bounds what peers can make the
+    // process allocate before their service token is checked.
+    auto started = token_port_gate::start(sys, service, cfg.token_service);
+    if (!started) {
       log::error("main", "cannot publish the token service",
-                 {{"address", cfg.token_service.address}, {"port", cfg.token_service.port}});
+                 {{"address", cfg.token_service.address}, {"port", cfg.token_service.port},
+                  {"error", to_string(started.error())}});
       stop_actors({});
       return 1;
     }
-    token_service_port = *port;
+    gate = std::move(*started);
+    token_service_port = gate->port();
   }
 
   // Lifecycle events: SSE subscribers, webhooks, and NOTIFY to wake both
@@ -316,6 +323,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // provider store what it answered before the actors stop
   // (actors/refresh_drain.hpp).
   server.stop();
+  gate.reset();
   if (service)
     caf::anon_send_exit(service, caf::exit_reason::user_shutdown);
   auto drained = drain_refreshes(std::chrono::milliseconds(cfg.refresh.shutdown_grace_ms));
