@@ -13,6 +13,10 @@ actor_config::actor_config(bool with_middleman) {
   // The token service is published to other CAF programs.
   if (with_middleman)
     load<caf::io::middleman>();
+  // Clients send a heartbeat now and then, so the token port does not take
+  // a quiet but live connection for an idle one (token_service.idle_timeout_ms,
+  // default 5 minutes).
+  set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(60)});
   // No console noise from CAF itself; the project logs JSON lines.
   set("logger.console", caf::atom("none"));
 }

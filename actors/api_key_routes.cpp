@@ -11,6 +11,7 @@
 #include "http/json_body.hpp"
 #include "provider/api_key_check.hpp"
 #include "provider/oauth_protocol.hpp"
+#include "provider/service_account.hpp"
 
 namespace cm {
 
@@ -93,28 +94,16 @@ void store_and_reply(const call& c, token_record record) {
       [c](const caf::error& err) { c.ex->reply_error(err); });
 }
 
-/// Google service-account keys: mint an access token with the JWT-bearer
-/// grant, prove it can read the property, then store the key file as the
-/// long-lived credential (refresh_token column) and the minted token.
-void connect_service_account(const call& c, const config::provider_entry& entry,
-                             std::string key_json, nlohmann::json fields) {
-  std::string problem;
-  auto key = oauth::parse_service_account(key_json, problem);
-  if (!key) {
-    c.ex->reply_error(ec::bad_request, problem);
-    return;
-  }
-  auto timeout = c.ctx().cfg.refresh.provider_timeout_ms;
-  auto grant = oauth::service_account_request(entry, *key, unix_now_ms() / 1000, timeout);
-  if (!grant) {
-    c.ex->reply_error(ec::bad_request, "the service-account private key cannot sign");
-    return;
-  }
+/// The service-account connect once the grant is signed: mint an access
+/// token at the token endpoint, check it reads the property, store.
+void request_service_account_token(const call& c, const config::provider_entry& entry,
+                                   outbound_request signed_grant,
+                                   std::shared_ptr<secret> credential, std::string email,
+                                   nlohmann::json fields) {
   auto copy = c;
   auto entry_ptr = &entry;
-  auto credential = std::make_shared<secret>(std::move(key_json));
-  auto email = key->client_email;
-  c.self->request(c.ctx().provider_client, budget(c), std::move(*grant))
+  auto timeout = c.ctx().cfg.refresh.provider_timeout_ms;
+  c.self->request(c.ctx().provider_client, budget(c), std::move(signed_grant))
     .then(
       [copy, entry_ptr, credential, email, fields, timeout](const outbound_response& res) mutable {
         auto answer = oauth::read_token_answer(*entry_ptr, res);
@@ -156,6 +145,34 @@ void connect_service_account(const call& c, const config::provider_entry& entry,
       [copy](const caf::error&) {
         copy.ex->reply_error(ec::provider_failed, "the key could not be validated: no answer");
       });
+}
+
+/// Google service-account keys: have the key signer check the key and sign
+/// a JWT-bearer grant (off the workers: actors/key_signer_actor.hpp), mint
+/// an access token with it, prove it can read the property, then store the
+/// key file as the long-lived credential (refresh_token column) and the
+/// minted token.
+void connect_service_account(const call& c, const config::provider_entry& entry,
+                             std::string key_json, nlohmann::json fields) {
+  std::string problem;
+  auto key = oauth::parse_service_account(key_json, problem);
+  if (!key) {
+    c.ex->reply_error(ec::bad_request, problem);
+    return;
+  }
+  auto timeout = c.ctx().cfg.refresh.provider_timeout_ms;
+  auto email = key->client_email;
+  auto grant = oauth::service_account_grant(entry, std::move(*key), unix_now_ms() / 1000, timeout);
+  auto credential = std::make_shared<secret>(std::move(key_json));
+  c.self->request(c.ctx().key_signer, budget(c), std::move(grant))
+    .then(
+      [c, entry_ptr = &entry, credential, email, fields](outbound_request& signed_grant) {
+        request_service_account_token(c, *entry_ptr, std::move(signed_grant), credential, email,
+                                      fields);
+      },
+      // A refused key (400 naming api_key), or too many signings waiting
+      // (503 with Retry-After).
+      [c](const caf::error& err) { c.ex->reply_error(err); });
 }
 
 } // namespace

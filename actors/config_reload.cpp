@@ -72,9 +72,17 @@ reload_outcome config_reloader::reload() {
            cfg.events.max_subscribers_per_service != running.events.max_subscribers_per_service ||
            cfg.events.reserved_service_subscribers != running.events.reserved_service_subscribers,
          "events (stream settings)");
-    keep(cfg.token_service.enabled != running.token_service.enabled ||
-           cfg.token_service.address != running.token_service.address ||
-           cfg.token_service.port != running.token_service.port,
+    keep(cfg.key_signing.threads != running.key_signing.threads ||
+           cfg.key_signing.max_queued != running.key_signing.max_queued,
+         "key_signing");
+    const auto& ts = cfg.token_service;
+    const auto& running_ts = running.token_service;
+    keep(ts.enabled != running_ts.enabled || ts.address != running_ts.address ||
+           ts.port != running_ts.port || ts.max_peers != running_ts.max_peers ||
+           ts.max_message_bytes != running_ts.max_message_bytes ||
+           ts.handshake_timeout_ms != running_ts.handshake_timeout_ms ||
+           ts.stall_timeout_ms != running_ts.stall_timeout_ms ||
+           ts.idle_timeout_ms != running_ts.idle_timeout_ms,
          "token_service");
     keep(cfg.cluster.heartbeat_ms != running.cluster.heartbeat_ms, "cluster");
     // Read once by the SIGTERM handler in app/commands.cpp.
@@ -87,6 +95,7 @@ reload_outcome config_reloader::reload() {
     cfg.scheduler = running.scheduler;
     cfg.token_service = running.token_service;
     cfg.cluster = running.cluster;
+    cfg.key_signing = running.key_signing;
 
     auto ctx = std::make_shared<front_context>(*current_);
     ctx->cfg = cfg;

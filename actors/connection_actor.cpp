@@ -434,54 +434,13 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
       });
 }
 
-void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retried,
-                  std::shared_ptr<const oauth::client_credentials> client);
-
-/// Refreshes with the app that issued the grant: the team's own (read from
-/// its connector configuration) or the deployment's.
-void call_provider(self_ptr self, token_record leased, int64_t fence, bool retried) {
+/// Calls the token endpoint with a refresh (or JWT-bearer) request and acts
+/// on the answer.
+void send_token_request(self_ptr self, token_record leased, int64_t fence, bool retried,
+                        outbound_request req) {
   auto& s = self->state;
-  if (s.deps->provider->mode == config::auth_mode::service_account ||
-      !issued_by_team_app(leased.metadata)) {
-    send_refresh(self, std::move(leased), fence, retried, s.deps->client);
-    return;
-  }
-  self->request(s.deps->repository, storage_timeout(self), config_get_atom_v, s.key.team_id,
-                s.key.provider)
-    .then(
-      [=](const connector_config_record& cfg) {
-        auto client = team_client(cfg);
-        if (!client) {
-          transient_failure(self, "the team's OAuth app is no longer configured", 0, fence);
-          return;
-        }
-        send_refresh(self, leased, fence, retried, std::move(client));
-      },
-      [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence, code_of(err)); });
-}
-
-void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retried,
-                  std::shared_ptr<const oauth::client_credentials> client) {
-  auto& s = self->state;
-  auto metadata = nlohmann::json::parse(leased.metadata, nullptr, false);
-  std::optional<outbound_request> req;
-  if (s.deps->provider->mode == config::auth_mode::service_account) {
-    // The stored credential is the key file; a refresh is a JWT-bearer grant.
-    std::string problem;
-    auto key = oauth::parse_service_account(leased.refresh_token.reveal(), problem);
-    if (key)
-      req = oauth::service_account_request(*s.deps->provider, *key, now_ms(self) / 1000,
-                                           settings(self).provider_timeout_ms);
-  } else if (client) {
-    req = oauth::refresh_request(*s.deps->provider, *client, leased.refresh_token,
-                                 metadata, settings(self).provider_timeout_ms);
-  }
-  if (!req) {
-    transient_failure(self, "refresh URL cannot be built from the connection", 0, fence);
-    return;
-  }
   auto budget = ms{settings(self).provider_timeout_ms + 2000};
-  self->request(s.deps->provider_client, budget, std::move(*req))
+  self->request(s.deps->provider_client, budget, req)
     .then(
       [=](outbound_response& res) {
         auto& st = self->state;
@@ -502,8 +461,8 @@ void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retrie
           case oauth::outcome::possibly_consumed:
             if (!retried) {
               // The provider may have rotated the token without telling us.
-              // One retry with the same token, still under our lease.
-              send_refresh(self, leased, fence, true, client);
+              // One retry with the same request, still under our lease.
+              send_token_request(self, leased, fence, true, req);
               return;
             }
             [[fallthrough]];
@@ -513,6 +472,85 @@ void send_refresh(self_ptr self, token_record leased, int64_t fence, bool retrie
         }
       },
       [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence); });
+}
+
+/// A service account's refresh: the stored credential is the key file and
+/// a refresh is a JWT-bearer grant. The key was stored before its checks
+/// may have existed, so it goes through the key signer like a new one (the
+/// check and the signature run off the workers). A key that is refused can
+/// never sign: the connection needs re-authorization.
+void sign_service_account_grant(self_ptr self, token_record leased, int64_t fence) {
+  auto& s = self->state;
+  std::string problem;
+  auto key = oauth::parse_service_account(leased.refresh_token.reveal(), problem);
+  if (!key) {
+    give_up(self, fence, "the stored service-account key is refused: " + problem);
+    return;
+  }
+  if (!s.deps->key_signer) {
+    transient_failure(self, "no key signer to sign the service-account grant", 0, fence);
+    return;
+  }
+  auto grant = oauth::service_account_grant(*s.deps->provider, std::move(*key), now_ms(self) / 1000,
+                                            settings(self).provider_timeout_ms);
+  // A full queue answers at once; a queued signing takes well under this.
+  auto budget = ms{settings(self).provider_timeout_ms + 2000};
+  self->request(s.deps->key_signer, budget, std::move(grant))
+    .then(
+      [=](outbound_request& req) {
+        send_token_request(self, leased, fence, false, std::move(req));
+      },
+      [=](caf::error& err) {
+        if (code_of(err) == ec::bad_request) {
+          give_up(self, fence, "the stored service-account key is refused: " + message_of(err));
+          return;
+        }
+        // Too many signings waiting: back off like any transient failure.
+        transient_failure(self, message_of(err), 0, fence, code_of(err));
+      });
+}
+
+/// An OAuth refresh with `client`'s credentials.
+void send_refresh(self_ptr self, token_record leased, int64_t fence,
+                  std::shared_ptr<const oauth::client_credentials> client) {
+  auto& s = self->state;
+  auto metadata = nlohmann::json::parse(leased.metadata, nullptr, false);
+  std::optional<outbound_request> req;
+  if (client)
+    req = oauth::refresh_request(*s.deps->provider, *client, leased.refresh_token,
+                                 metadata, settings(self).provider_timeout_ms);
+  if (!req) {
+    transient_failure(self, "refresh URL cannot be built from the connection", 0, fence);
+    return;
+  }
+  send_token_request(self, std::move(leased), fence, false, std::move(*req));
+}
+
+/// Refreshes with the key file of a service account, or with the app that
+/// issued the grant: the team's own (read from its connector
+/// configuration) or the deployment's.
+void call_provider(self_ptr self, token_record leased, int64_t fence) {
+  auto& s = self->state;
+  if (s.deps->provider->mode == config::auth_mode::service_account) {
+    sign_service_account_grant(self, std::move(leased), fence);
+    return;
+  }
+  if (!issued_by_team_app(leased.metadata)) {
+    send_refresh(self, std::move(leased), fence, s.deps->client);
+    return;
+  }
+  self->request(s.deps->repository, storage_timeout(self), config_get_atom_v, s.key.team_id,
+                s.key.provider)
+    .then(
+      [=](const connector_config_record& cfg) {
+        auto client = team_client(cfg);
+        if (!client) {
+          transient_failure(self, "the team's OAuth app is no longer configured", 0, fence);
+          return;
+        }
+        send_refresh(self, leased, fence, std::move(client));
+      },
+      [=](caf::error& err) { transient_failure(self, message_of(err), 0, fence, code_of(err)); });
 }
 
 void take_lease(self_ptr self, mode m, int32_t polls) {
@@ -544,7 +582,7 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
           give_up(self, fence, "token expired; the provider issued no refresh token");
           return;
         }
-        call_provider(self, std::move(leased), fence, false);
+        call_provider(self, std::move(leased), fence);
       },
       [=](caf::error& err) {
         auto code = code_of(err);

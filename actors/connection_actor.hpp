@@ -31,6 +31,7 @@
 #include <caf/typed_response_promise.hpp>
 
 #include "actors/fwd.hpp"
+#include "actors/key_signer_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/refresh_drain.hpp"
 #include "actors/refresh_wheel.hpp"
@@ -49,6 +50,9 @@ using refresh_settings = config::refresh_config;
 struct connection_deps {
   token_repository_actor repository;
   provider_client_actor provider_client;
+  /// Checks service-account keys and signs their grants off the workers
+  /// (null where no connection uses a service account, as in actor tests).
+  key_signer_actor key_signer;
   /// Null when the catalog no longer knows the provider (tokens are still
   /// served until they expire, but never refreshed).
   std::shared_ptr<const config::provider_entry> provider;

@@ -15,6 +15,7 @@
 
 #include "actors/event_hub.hpp"
 #include "actors/fwd.hpp"
+#include "actors/key_signer_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
@@ -44,6 +45,8 @@ struct front_context {
   storage_actor storage;
   registry_actor registry;
   provider_client_actor provider_client;
+  /// Checks service-account keys and signs their grants off the workers.
+  key_signer_actor key_signer;
   /// Keys for hashing OAuth states.
   std::shared_ptr<const storage::keyring> keys;
   /// This deployment's OAuth apps by provider.

@@ -11,6 +11,7 @@
 #include <caf/type_id.hpp>
 
 #include "provider/outbound.hpp"
+#include "provider/service_account.hpp"
 #include "storage/records.hpp"
 
 namespace cm::http {
@@ -72,6 +73,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(connector_manager, (cm::connector_config_record))
   CAF_ADD_TYPE_ID(connector_manager, (cm::connector_config_records))
   CAF_ADD_TYPE_ID(connector_manager, (cm::connector_change))
+  CAF_ADD_TYPE_ID(connector_manager, (cm::oauth::jwt_bearer_grant))
 
   // Atom texts are at most 10 characters (CAF 0.17).
   CAF_ADD_ATOM(connector_manager, cm, ping_atom, "ping")
@@ -110,5 +112,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, subscribe_atom, "subscribe")
   CAF_ADD_ATOM(connector_manager, cm, configure_atom, "configure")
   CAF_ADD_ATOM(connector_manager, cm, version_atom, "version")
+  CAF_ADD_ATOM(connector_manager, cm, signed_atom, "signed")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

@@ -29,6 +29,7 @@ connection_deps_ptr build_connection_deps(self_ptr self, const std::string& prov
   auto deps = std::make_shared<connection_deps>();
   deps->repository = s.deps.storage;
   deps->provider_client = s.deps.provider_client;
+  deps->key_signer = s.deps.key_signer;
   if (auto it = s.deps.providers.find(provider); it != s.deps.providers.end())
     deps->provider = it->second;
   if (auto it = s.deps.clients.find(provider); it != s.deps.clients.end())

@@ -42,6 +42,7 @@ using registry_actor = caf::typed_actor<
 struct registry_deps {
   storage_actor storage;
   provider_client_actor provider_client;
+  key_signer_actor key_signer;
   std::map<std::string, std::shared_ptr<const config::provider_entry>> providers;
   std::map<std::string, std::shared_ptr<const oauth::client_credentials>> clients;
   std::string instance_id;

@@ -20,9 +20,11 @@
 #include "actors/event_hub.hpp"
 #include "actors/webhook_dispatcher.hpp"
 #include "actors/front_actor.hpp"
+#include "actors/key_signer_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/refresh_drain.hpp"
 #include "actors/registry_actor.hpp"
+#include "actors/token_port_gate.hpp"
 #include "actors/token_service_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
@@ -208,6 +210,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
     return 1;
   }
   auto provider_client_handle = sys.spawn(provider_client);
+  auto key_signer_handle = spawn_key_signer(sys, cfg.key_signing);
   auto deps = make_registry_deps(cfg, catalog);
   auto clients = deps.clients;
   deps.storage = *storage;
@@ -225,9 +228,11 @@ int cmd_serve(const config::service_config& cfg, char**) {
     caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
     return 1;
   }
   deps.cluster = cluster;
+  deps.key_signer = key_signer_handle;
   auto registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
   auto service_auth = std::make_shared<shared_authenticator>(auth);
@@ -251,6 +256,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
     // After every refresh has been stored or abandoned: from here on this
     // instance takes no lease and stores nothing.
     heartbeat->leave();
+    caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
   };
@@ -280,17 +286,23 @@ int cmd_serve(const config::service_config& cfg, char**) {
               {{"count", hydrated_connections_armed() - armed_before}});
   }
   uint16_t token_service_port = 0;
+  // Declared after the actor system, so it stops (and closes its peers)
+  // before the middleman does.
+  std::unique_ptr<token_port_gate> gate;
   if (cfg.token_service.enabled) {
     service = sys.spawn(token_service, registry_handle, *storage, service_auth);
-    auto port = sys.middleman().publish(service, cfg.token_service.port,
-                                        cfg.token_service.address.c_str(), true);
-    if (!port) {
+    // Not middleman().publish(): the gate bounds what peers can make the
+    // process allocate before their service token is checked.
+    auto started = token_port_gate::start(sys, service, cfg.token_service);
+    if (!started) {
       log::error("main", "cannot publish the token service",
-                 {{"address", cfg.token_service.address}, {"port", cfg.token_service.port}});
+                 {{"address", cfg.token_service.address}, {"port", cfg.token_service.port},
+                  {"error", to_string(started.error())}});
       stop_actors({});
       return 1;
     }
-    token_service_port = *port;
+    gate = std::move(*started);
+    token_service_port = gate->port();
   }
 
   // Lifecycle events: SSE subscribers, webhooks, and NOTIFY to wake both
@@ -312,6 +324,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->storage = *storage;
   ctx->registry = registry_handle;
   ctx->provider_client = provider_client_handle;
+  ctx->key_signer = key_signer_handle;
   ctx->keys = keys;
   ctx->clients = std::move(clients);
   ctx->events = hub;
@@ -340,6 +353,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // provider store what it answered before the actors stop
   // (actors/refresh_drain.hpp).
   server.stop();
+  gate.reset();
   if (service)
     caf::anon_send_exit(service, caf::exit_reason::user_shutdown);
   auto drained = drain_refreshes(std::chrono::milliseconds(cfg.refresh.shutdown_grace_ms));

@@ -101,7 +101,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "rate_limit",
-                                "log", "scheduler", "refresh", "token_service", "cluster", "events",
+                                "log", "scheduler", "refresh", "token_service", "key_signing",
+                                "cluster", "events",
                                 "providers_file", "providers"});
 
   // listen
@@ -264,12 +265,31 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   // token_service
   auto ts = root["token_service"];
-  reader.expect_keys(ts, "token_service", {"enabled", "address", "port"});
-  cfg.token_service.enabled = reader.get_bool(ts, "token_service", "enabled", true);
-  cfg.token_service.address =
-    reader.get_string(ts, "token_service", "address", cfg.token_service.address);
-  cfg.token_service.port =
-    static_cast<uint16_t>(reader.get_int(ts, "token_service", "port", 8081, 0, 65535));
+  reader.expect_keys(ts, "token_service", {"enabled", "address", "port", "max_peers",
+                                           "max_message_bytes", "handshake_timeout_ms",
+                                           "stall_timeout_ms", "idle_timeout_ms"});
+  auto& tsc = cfg.token_service;
+  tsc.enabled = reader.get_bool(ts, "token_service", "enabled", true);
+  tsc.address = reader.get_string(ts, "token_service", "address", tsc.address);
+  tsc.port = static_cast<uint16_t>(reader.get_int(ts, "token_service", "port", 8081, 0, 65535));
+  tsc.max_peers =
+    static_cast<int>(reader.get_int(ts, "token_service", "max_peers", tsc.max_peers, 1, 10000));
+  tsc.max_message_bytes = reader.get_int(ts, "token_service", "max_message_bytes",
+                                         tsc.max_message_bytes, 1024, 16 << 20);
+  tsc.handshake_timeout_ms = reader.get_int(ts, "token_service", "handshake_timeout_ms",
+                                            tsc.handshake_timeout_ms, 100, 600000);
+  tsc.stall_timeout_ms = reader.get_int(ts, "token_service", "stall_timeout_ms",
+                                        tsc.stall_timeout_ms, 100, 600000);
+  tsc.idle_timeout_ms = reader.get_int(ts, "token_service", "idle_timeout_ms",
+                                       tsc.idle_timeout_ms, 1000, 86400000);
+
+  // key_signing
+  auto signing = root["key_signing"];
+  reader.expect_keys(signing, "key_signing", {"threads", "max_queued"});
+  cfg.key_signing.threads = static_cast<int>(
+    reader.get_int(signing, "key_signing", "threads", cfg.key_signing.threads, 1, 16));
+  cfg.key_signing.max_queued = static_cast<int>(
+    reader.get_int(signing, "key_signing", "max_queued", cfg.key_signing.max_queued, 1, 1024));
 
   cfg.providers_file = resolve_path(
     base_dir, reader.get_string(root, "", "providers_file", "providers.yaml"));

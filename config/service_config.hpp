@@ -122,12 +122,33 @@ struct cluster_config {
   int64_t heartbeat_ms = 1000;
 };
 
-/// The token service published to other CAF programs.
+/// The token service published to other CAF programs, and the bounds its
+/// port puts on every peer (actors/token_port_gate.hpp).
 struct token_service_config {
   bool enabled = true;
   std::string address = "127.0.0.1";
   /// 0 picks a free port (logged in the `ready` line).
   uint16_t port = 8081;
+  /// Peers connected at once; more are closed at accept.
+  int max_peers = 64;
+  /// Longest BASP message payload a peer may announce (a token request is
+  /// well under 1 KiB); a longer one closes the connection.
+  int64_t max_message_bytes = 65536;
+  /// A new peer must send its handshake within this.
+  int64_t handshake_timeout_ms = 10000;
+  /// A message must arrive, and what the peer is sent be read, within this.
+  int64_t stall_timeout_ms = 10000;
+  /// A peer that sends nothing for this long is dropped (clients built on
+  /// actor_config send a heartbeat every 60 s).
+  int64_t idle_timeout_ms = 300000;
+};
+
+/// Checking and signing with service-account keys, on threads of their own
+/// (actors/key_signer_actor.hpp).
+struct key_signing_config {
+  int threads = 1;
+  /// Signings waiting for a thread; one more is refused (503, Retry-After).
+  int max_queued = 16;
 };
 
 /// Per-provider settings of this deployment: OAuth app credentials and URL
@@ -187,6 +208,7 @@ struct service_config {
   refresh_config refresh;
   token_service_config token_service;
   cluster_config cluster;
+  key_signing_config key_signing;
   events_config events;
   std::string providers_file;
   std::map<std::string, provider_settings> providers;

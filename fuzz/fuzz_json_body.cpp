@@ -6,7 +6,8 @@
 //     config and filters schemas of every shipped catalog entry
 //     (config/connector_schema.cpp, config/schema_validator.cpp), then what
 //     PUT /config does with an accepted body (clientSecret split off);
-//   * oauth::parse_service_account (a service-account key given as api_key);
+//   * oauth::parse_service_account (a service-account key given as api_key)
+//     and oauth::check_signing_key on the private key it holds;
 //   * the JSON response writer (http::json_response) on the parsed body.
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include "http/exchange.hpp"
 #include "http/json_body.hpp"
 #include "provider/oauth_protocol.hpp"
+#include "provider/service_account.hpp"
 
 using namespace cm;
 using nlohmann::json;
@@ -142,6 +144,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto key = oauth::parse_service_account(std::string(text), sa_problem);
   if (key) {
     CM_FUZZ_CHECK(key->client_email.find('@') != std::string::npos, "a key has a client_email");
+    // The private key's checks (PEM, PKCS#8, RSA sizes) before any signing.
+    std::string key_problem;
+    if (!oauth::check_signing_key(key->private_key, key_problem))
+      CM_FUZZ_CHECK(key_problem.rfind("api_key: private_key ", 0) == 0,
+                    "a refused private key names the field");
   } else {
     CM_FUZZ_CHECK(!sa_problem.empty(), "a refused key says why");
   }

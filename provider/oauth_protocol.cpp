@@ -4,10 +4,8 @@
 #include <cstring>
 #include <cmath>
 #include <ctime>
-#include <memory>
 #include <regex>
 
-#include <jwt.h>
 #include <sodium.h>
 
 #include "config/template_value.hpp"
@@ -223,70 +221,6 @@ std::optional<outbound_request> refresh_request(const config::provider_entry& en
     fields.emplace_back(k, v);
   req.body = form_encode(fields);
   req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
-  return req;
-}
-
-std::optional<service_account_key> parse_service_account(const std::string& text,
-                                                         std::string& problem) {
-  auto json = nlohmann::json::parse(text, nullptr, false);
-  auto str = [&](const char* name) {
-    return json.is_object() && json.contains(name) && json[name].is_string()
-             ? json[name].get<std::string>() : std::string{};
-  };
-  if (!json.is_object() || str("type") != "service_account") {
-    problem = "api_key must be a service-account JSON key";
-    return std::nullopt;
-  }
-  service_account_key key;
-  key.client_email = str("client_email");
-  key.private_key_id = str("private_key_id");
-  auto pem = str("private_key");
-  if (key.client_email.find('@') == std::string::npos) {
-    problem = "the service-account key has no client_email";
-    return std::nullopt;
-  }
-  if (pem.find("-----BEGIN PRIVATE KEY-----") == std::string::npos) {
-    problem = "the service-account key has no private_key";
-    return std::nullopt;
-  }
-  key.private_key = secret{std::move(pem)};
-  return key;
-}
-
-std::optional<outbound_request> service_account_request(const config::provider_entry& entry,
-                                                        const service_account_key& key,
-                                                        int64_t now_s, int64_t timeout_ms) {
-  jwt_t* raw = nullptr;
-  if (jwt_new(&raw) != 0)
-    return std::nullopt;
-  std::unique_ptr<jwt_t, void (*)(jwt_t*)> jwt{raw, jwt_free};
-  std::string scope;
-  for (auto& s : entry.scopes)
-    scope += (scope.empty() ? "" : " ") + s;
-  jwt_add_grant(jwt.get(), "iss", key.client_email.c_str());
-  jwt_add_grant(jwt.get(), "scope", scope.c_str());
-  jwt_add_grant(jwt.get(), "aud", entry.token_url.c_str());
-  jwt_add_grant_int(jwt.get(), "iat", now_s);
-  jwt_add_grant_int(jwt.get(), "exp", now_s + 3600);
-  if (!key.private_key_id.empty())
-    jwt_add_header(jwt.get(), "kid", key.private_key_id.c_str());
-  auto& pem = key.private_key.reveal();
-  if (jwt_set_alg(jwt.get(), JWT_ALG_RS256, reinterpret_cast<const unsigned char*>(pem.data()),
-                  static_cast<int>(pem.size())) != 0)
-    return std::nullopt;
-  char* assertion = jwt_encode_str(jwt.get());
-  if (assertion == nullptr)
-    return std::nullopt;
-  std::string signed_assertion{assertion};
-  free(assertion);
-  outbound_request req;
-  req.method = "POST";
-  req.url = entry.token_url;
-  req.timeout_ms = timeout_ms;
-  req.headers.emplace_back("Accept", "application/json");
-  req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
-  req.body = form_encode({{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
-                          {"assertion", signed_assertion}});
   return req;
 }
 

@@ -111,26 +111,6 @@ std::optional<outbound_request> refresh_request(const config::provider_entry& en
                                                 const nlohmann::json& url_values,
                                                 int64_t timeout_ms);
 
-/// A Google service-account key (the JSON file), checked for the fields the
-/// JWT-bearer grant needs.
-struct service_account_key {
-  std::string client_email;
-  std::string private_key_id;
-  secret private_key;
-};
-
-/// Parses a service-account key file; nullopt (with `problem`) when it is
-/// not one.
-std::optional<service_account_key> parse_service_account(const std::string& json,
-                                                         std::string& problem);
-
-/// RFC 7523: grant_type=jwt-bearer with an RS256 assertion signed by the
-/// key, for the entry's scopes, audience = the configured token URL (never
-/// the key file's token_uri, which the caller controls).
-std::optional<outbound_request> service_account_request(const config::provider_entry& entry,
-                                                        const service_account_key& key,
-                                                        int64_t now_s, int64_t timeout_ms);
-
 /// Reads a token endpoint's answer.
 token_answer read_token_answer(const config::provider_entry& entry,
                                const outbound_response& res);

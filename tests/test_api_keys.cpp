@@ -1,10 +1,21 @@
 // API-key connectors end to end: POST /api/connectors/connect against the
 // fake provider, whose endpoints accept exactly the header shape each real
 // provider requires. Nothing is stored unless the provider accepted the key.
+#include <chrono>
+#include <future>
+#include <thread>
+
 #include <gtest/gtest.h>
 
+#include "storage/cipher.hpp"
+#include "storage/database.hpp"
+#include "storage/keyring.hpp"
+#include "storage/outbox.hpp"
+#include "storage/token_store.hpp"
 #include "tests/support/child_process.hpp"
+#include "tests/support/hostile_keys.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/rsa_test_key.hpp"
 #include "tests/support/server_process.hpp"
 
 using namespace cm;
@@ -47,6 +58,13 @@ struct key_world {
   }
   int64_t rows() {
     return psql_int(db, "SELECT count(*) FROM connector_tokens");
+  }
+  /// Every row a connect could write, as text.
+  std::string tables() {
+    std::string out;
+    for (auto table : {"connector_tokens", "event_outbox", "webhook_deliveries", "audit_log"})
+      out += psql(db, std::string("SELECT row_to_json(t)::text FROM ") + table + " t ORDER BY 1");
+    return out;
   }
 };
 
@@ -248,4 +266,148 @@ TEST(ApiKeys, GoogleAnalyticsServiceAccountKeys) {
   auto second = http_call(w.server->port(), "GET", "/api/internal/tokens/google-analytics?user_id=alice",
                           {{"X-Services-Token", service_token}});
   EXPECT_NE(second.json()["access_token"], token.json()["access_token"]);
+}
+
+// Issue 16: a member's key file chooses what signing with it costs (a
+// 30,000-bit modulus with bogus CRT values: seconds to minutes of CPU).
+// Only RSA keys of the sizes Google issues, consistent, are signed with;
+// anything else is 400 naming api_key before any signing, nothing stored.
+TEST(ApiKeys, ServiceAccountKeysOfOtherSizesOrInconsistentAre400AndNothingIsStored) {
+  key_world w;
+  const std::string email = "cm-ga4@acme-project.iam.gserviceaccount.com";
+  auto good = test::generate_rsa_test_key(2048);
+  w.fake.admin("/__ga4",
+               nlohmann::json{{"client_email", email}, {"public_key", good.public_pem}}.dump());
+  auto before = w.tables();
+  struct refused_key {
+    std::string what;
+    std::string pem;
+    std::string message;
+  };
+  std::vector<refused_key> cases = {
+    {"30,000-bit modulus, bogus CRT values", test::oversized_bogus_crt_pem(30000),
+     "api_key: private_key must be an RSA key of 2048 to 4096 bits (this one has 30000)"},
+    {"1024-bit key", test::generate_rsa_test_key(1024).private_pem,
+     "api_key: private_key must be an RSA key of 2048 to 4096 bits (this one has 1024)"},
+    // Signs correctly (OpenSSL falls back to the private exponent) and the
+    // fake would accept it: only the consistency check refuses it.
+    {"the registered key with a bogus CRT value", test::bogus_crt_pem(good.private_pem),
+     "api_key: private_key is not a consistent RSA key"},
+    {"EC key", test::ec_pem(), "api_key: private_key must be an RSA key"},
+  };
+  for (auto& c : cases) {
+    auto start = std::chrono::steady_clock::now();
+    auto r = w.connect({{"provider", "google-analytics"},
+                        {"api_key", test::service_account_file(c.pem, email)},
+                        {"property_id", "123456"}});
+    auto took = std::chrono::steady_clock::now() - start;
+    expect_error(r, 400, "bad_request", c.message);
+    EXPECT_LT(took, std::chrono::seconds(5)) << c.what << ": refused before any signing";
+    EXPECT_EQ(r.raw.find("PRIVATE KEY"), std::string::npos) << c.what;
+  }
+  EXPECT_EQ(w.fake.refresh_calls(), 0) << "no grant reached the token endpoint";
+  EXPECT_EQ(w.tables(), before);
+  // The same key, consistent, connects.
+  auto ok = w.connect({{"provider", "google-analytics"},
+                       {"api_key", test::service_account_file(good.private_pem, email)},
+                       {"property_id", "123456"}});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+// Signing runs on the key signer's own thread, not on the CAF workers that
+// serve everyone: a service fetching a token over HTTP is answered promptly
+// while members connect keys that are slow to check and sign (4096-bit
+// keys, the largest accepted) and keys that used to stall the workers for
+// a minute each (30,000 bits, bogus CRT values).
+TEST(ApiKeys, SlowServiceAccountKeysDoNotHoldUpOtherRequests) {
+  key_world w;
+  const std::string email = "cm-ga4@acme-project.iam.gserviceaccount.com";
+  ASSERT_EQ(w.connect({{"provider", "stripe"}, {"api_key", "sk_test_good"}}).status, 200);
+  auto fetch = [&] {
+    auto start = std::chrono::steady_clock::now();
+    auto r = http_call(w.server->port(), "GET", "/api/internal/tokens/stripe?user_id=alice",
+                       {{"X-Services-Token", service_token}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 start);
+  };
+  auto idle = fetch();
+  auto largest = test::service_account_file(test::generate_rsa_test_key(4096).private_pem, email);
+  auto hostile = test::service_account_file(test::oversized_bogus_crt_pem(30000), email);
+  std::vector<std::string> keys = {hostile, hostile};
+  for (int i = 0; i < 8; ++i)
+    keys.push_back(largest);
+  std::vector<std::future<std::pair<int, std::chrono::steady_clock::time_point>>> connects;
+  for (auto& key : keys)
+    connects.push_back(std::async(std::launch::async, [&w, key] {
+      auto r = w.connect({{"provider", "google-analytics"}, {"api_key", key},
+                          {"property_id", "123456"}});
+      return std::make_pair(r.status, std::chrono::steady_clock::now());
+    }));
+  // Let the connects reach the server and the signer's queue.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto busy = fetch();
+  auto answered = std::chrono::steady_clock::now();
+  int still_signing = 0;
+  std::map<int, int> statuses;
+  for (auto& c : connects) {
+    auto [status, finished] = c.get();
+    ++statuses[status];
+    still_signing += finished > answered ? 1 : 0;
+  }
+  report_figure("token fetch over HTTP, idle", std::to_string(idle.count()) + " ms");
+  report_figure("token fetch over HTTP while 10 service-account keys are connected",
+                std::to_string(busy.count()) + " ms (" + std::to_string(still_signing) +
+                  " connects still in flight when it was answered)");
+  EXPECT_LT(busy, std::chrono::seconds(2)) << "a generous bound; the workers were held for "
+                                              "a minute per hostile key before";
+  EXPECT_EQ(statuses[400], 2) << "the hostile keys are refused";
+  // The fake knows none of these keys: signed grants are refused there (422);
+  // a connect that found the signer's queue full is 503.
+  EXPECT_EQ(statuses[422] + statuses[503], 8);
+  EXPECT_GT(still_signing, 0) << "the fetch was answered while keys were still being signed";
+}
+
+// Keys stored before these checks existed are checked the same way when a
+// refresh signs with them: a key that fails is never signed with and the
+// connection needs re-authorization.
+TEST(ApiKeys, StoredServiceAccountKeysAreCheckedBeforeARefreshSigns) {
+  key_world w;
+  const std::string email = "cm-ga4@acme-project.iam.gserviceaccount.com";
+  auto good = test::generate_rsa_test_key(2048);
+  w.fake.admin("/__ga4",
+               nlohmann::json{{"client_email", email}, {"public_key", good.public_pem}}.dump());
+  {
+    // As an older version stored it: the registered key, its CRT value off
+    // by two (OpenSSL still signs correctly with it, by the slow path).
+    config::database_config db_cfg;
+    db_cfg.url = w.db;
+    storage::database conn{db_cfg};
+    storage::column_cipher cipher{storage::keyring::load(w.server->dir().file("master.key"))};
+    storage::outbox events{conn};
+    storage::token_store store{conn, cipher, events};
+    token_record r;
+    r.key = {"acme", "alice", "google-analytics"};
+    r.kind = "oauth";
+    r.access_token = secret{"ya29-stored"};
+    r.refresh_token =
+      secret{test::service_account_file(test::bogus_crt_pem(good.private_pem), email)};
+    r.expires_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count() +
+                      3600'000;
+    r.scopes = {"https://www.googleapis.com/auth/analytics.readonly"};
+    r.metadata = nlohmann::json{{"property_id", "123456"}, {"client_email", email},
+                                {"account_name", email}}
+                   .dump();
+    store.save(r);
+  }
+  auto refreshed = http_call(w.server->port(), "POST", "/api/connectors/google-analytics/refresh",
+                             {{"Authorization", w.alice}});
+  expect_error(refreshed, 409, "needs_reauth", "api_key: private_key is not a consistent RSA key");
+  EXPECT_EQ(w.fake.refresh_calls(), 0) << "nothing was signed or sent";
+  EXPECT_EQ(psql(w.db, "SELECT status FROM connector_tokens WHERE user_id = 'alice'"),
+            "needs_reauth");
+  EXPECT_EQ(
+    psql_int(w.db, "SELECT count(*) FROM event_outbox WHERE event_type = 'TOKEN_EXPIRED'"), 1);
 }

@@ -127,6 +127,49 @@ TEST(ServiceConfig, BadEnvironmentOverridesNameTheVariable) {
   EXPECT_NE(shape.find("CM_DATABASE__URL__X"), std::string::npos) << shape;
 }
 
+TEST(ServiceConfig, KeySigningIsParsedStrictly) {
+  auto defaults = parse(minimal);
+  EXPECT_EQ(defaults.key_signing.threads, 1);
+  EXPECT_EQ(defaults.key_signing.max_queued, 16);
+  auto set = parse(minimal + "key_signing:\n  threads: 2\n  max_queued: 4\n",
+                   {"CM_KEY_SIGNING__MAX_QUEUED=8"});
+  EXPECT_EQ(set.key_signing.threads, 2);
+  EXPECT_EQ(set.key_signing.max_queued, 8);
+  auto none = error_of(minimal + "key_signing:\n  threads: 0\n");
+  EXPECT_NE(none.find("key_signing.threads"), std::string::npos) << none;
+  auto unbounded = error_of(minimal + "key_signing:\n  max_queued: 0\n");
+  EXPECT_NE(unbounded.find("key_signing.max_queued"), std::string::npos) << unbounded;
+  auto unknown = error_of(minimal + "key_signing:\n  queue: 4\n");
+  EXPECT_NE(unknown.find("key_signing.queue"), std::string::npos) << unknown;
+}
+
+TEST(ServiceConfig, TokenPortBoundsAreParsedStrictly) {
+  auto defaults = parse(minimal).token_service;
+  EXPECT_EQ(defaults.max_peers, 64);
+  EXPECT_EQ(defaults.max_message_bytes, 65536);
+  EXPECT_EQ(defaults.handshake_timeout_ms, 10000);
+  EXPECT_EQ(defaults.stall_timeout_ms, 10000);
+  EXPECT_EQ(defaults.idle_timeout_ms, 300000);
+  auto set = parse(minimal + "token_service:\n  max_peers: 8\n  max_message_bytes: 4096\n"
+                             "  handshake_timeout_ms: 2000\n  stall_timeout_ms: 3000\n"
+                             "  idle_timeout_ms: 60000\n",
+                   {"CM_TOKEN_SERVICE__MAX_PEERS=9"})
+               .token_service;
+  EXPECT_EQ(set.max_peers, 9);
+  EXPECT_EQ(set.max_message_bytes, 4096);
+  EXPECT_EQ(set.handshake_timeout_ms, 2000);
+  EXPECT_EQ(set.stall_timeout_ms, 3000);
+  EXPECT_EQ(set.idle_timeout_ms, 60000);
+  for (auto bad : {"max_peers: 0", "max_message_bytes: 100", "max_message_bytes: 1073741824",
+                   "handshake_timeout_ms: 0", "stall_timeout_ms: 0", "idle_timeout_ms: 0"}) {
+    auto err = error_of(minimal + "token_service:\n  " + bad + "\n");
+    auto key = std::string(bad).substr(0, std::string(bad).find(':'));
+    EXPECT_NE(err.find("token_service." + key), std::string::npos) << bad << ": " << err;
+  }
+  auto unknown = error_of(minimal + "token_service:\n  max_connections: 4\n");
+  EXPECT_NE(unknown.find("token_service.max_connections"), std::string::npos) << unknown;
+}
+
 TEST(ServiceConfig, ServiceTokensNeedAHexSha256) {
   auto err = error_of(minimal.substr(0, minimal.size()) +
                       "  service_tokens:\n    - name: reporting\n      sha256: nothex\n");

@@ -28,7 +28,7 @@ std::string service_yaml(const server_options& opts, const temp_dir& dir) {
   }
   if (opts.service_tokens.empty())
     y << "    []\n";
-  y << "token_service:\n  port: 0\n"
+  y << "token_service:\n  port: 0\n" << opts.token_service_yaml
     << "log:\n  level: " << opts.log_level << "\n"
     << "providers_file: " << source_dir() << "/config/providers.yaml\n"
     << opts.extra_yaml;

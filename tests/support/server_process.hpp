@@ -22,6 +22,8 @@ struct server_options {
   std::string database_url;
   /// Appended to the generated service file (top-level YAML keys).
   std::string extra_yaml;
+  /// Extra lines under `token_service:` (each indented two spaces).
+  std::string token_service_yaml;
   /// Extra environment variables for the server process.
   std::map<std::string, std::string> env;
   bool create_key = true;
