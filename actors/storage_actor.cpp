@@ -79,6 +79,10 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
   auto& st = self->state;
   st.db = std::make_unique<storage::database>(std::move(cfg));
   st.cipher = std::make_unique<storage::column_cipher>(std::move(keys));
+  // Format-1 values (sealed before team_id joined the binding) are read
+  // only while the deployment allows them (storage/unbound_format.hpp).
+  st.unbound = std::make_unique<storage::unbound_format_policy>(*st.db);
+  st.cipher->set_unbound_policy([unbound = st.unbound.get()] { return unbound->allowed(); });
   st.events = std::make_unique<storage::outbox>(*st.db);
   st.events->set_webhooks(std::move(webhooks));
   st.tokens = std::make_unique<storage::token_store>(*st.db, *st.cipher, *st.events);

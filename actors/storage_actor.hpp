@@ -19,6 +19,7 @@
 #include "storage/connector_config_store.hpp"
 #include "storage/outbox.hpp"
 #include "storage/token_store.hpp"
+#include "storage/unbound_format.hpp"
 
 namespace cm {
 
@@ -97,6 +98,7 @@ using storage_actor = token_repository_actor::extend<
 struct storage_state {
   // CAF 0.17 default-constructs state; the behavior function fills it in.
   std::unique_ptr<storage::database> db;
+  std::unique_ptr<storage::unbound_format_policy> unbound;
   std::unique_ptr<storage::column_cipher> cipher;
   std::unique_ptr<storage::outbox> events;
   std::unique_ptr<storage::token_store> tokens;

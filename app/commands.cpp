@@ -37,6 +37,7 @@
 #include "storage/database.hpp"
 #include "storage/keyring.hpp"
 #include "storage/rekey.hpp"
+#include "storage/unbound_format.hpp"
 #include "storage/migrations.hpp"
 #include "storage/instance_heartbeat.hpp"
 #include "storage/notify_listener.hpp"
@@ -458,8 +459,12 @@ int cmd_rekey(const arguments& args, const config::service_config& cfg) {
   // It holds every token in the clear for a moment, like the server.
   harden_process();
   auto keys = storage::keyring::load(cfg.key_file);
-  storage::column_cipher cipher{keys};
   storage::database db{cfg.database};
+  storage::column_cipher cipher{keys};
+  // Reads format-1 values only while the deployment still allows them:
+  // once refused, one that shows up is a copy, alarmed and left alone.
+  storage::unbound_format_policy unbound{db};
+  cipher.set_unbound_policy([&unbound] { return unbound.allowed(); });
   // Like migrate: wait a bounded time for PostgreSQL to accept us.
   auto patience = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (true) {
@@ -499,8 +504,14 @@ int cmd_rekey(const arguments& args, const config::service_config& cfg) {
               << " failed to decrypt (left alone, alarmed), " << summary.rows_remaining[table]
               << " left\n";
   std::cout << "  oauth_states: " << summary.expired_states_deleted
-            << " expired under an old key deleted, " << summary.rows_remaining["oauth_states"]
+            << " expired under an old key deleted, " << summary.live_states_under_old_keys
             << " live under an old key (they expire; rerun then)\n";
+  if (summary.unbound_refused)
+    std::cout << "  every stored value is bound to its team; the team-unbound format 1 is "
+                 "refused from now on\n";
+  else
+    std::cout << "  " << summary.unbound_remaining
+              << " stored values of the team-unbound format 1 remain\n";
   if (summary.remaining.empty()) {
     std::cout << "  no stored value uses an old key\n";
   } else {

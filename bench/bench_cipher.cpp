@@ -38,7 +38,7 @@ int main() {
   std::printf("%-10s %16s %16s %8s\n", "bytes", "baseline ops/s", "cipher ops/s", "ratio");
   for (size_t size : {64, 512, 4096}) {
     std::string plain(size, 'x');
-    cm::storage::cipher_binding where{"connector_tokens", "row", "user", "github", "access_token"};
+    cm::storage::cipher_binding where{"connector_tokens", "team", "row", "user", "github", "access_token"};
     unsigned char key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
     randombytes_buf(key, sizeof key);
     std::string ct(size + crypto_aead_xchacha20poly1305_ietf_ABYTES, '\0');

@@ -95,8 +95,8 @@ FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bytea[], $5::bytea[], $6::bi
       auto team = team_of(n);
       auto id = uuid_of(n);
       auto user = user_of(n);
-      storage::cipher_binding a{"connector_tokens", id, user, rows.provider, "access_token"};
-      storage::cipher_binding r{"connector_tokens", id, user, rows.provider, "refresh_token"};
+      storage::cipher_binding a{"connector_tokens", team, id, user, rows.provider, "access_token"};
+      storage::cipher_binding r{"connector_tokens", team, id, user, rows.provider, "refresh_token"};
       const char* sep = n == start ? "" : ",";
       teams += sep + team;
       ids += sep + id;

@@ -57,7 +57,7 @@ const statement audit_page_stmt{"audit_page",
   "ORDER BY seq DESC LIMIT $3::integer"};
 
 cipher_binding secrets_binding(const std::string& team_id, const std::string& connector_name) {
-  return {table, team_id, "", connector_name, "secrets"};
+  return {table, team_id, team_id, "", connector_name, "secrets"};
 }
 
 } // namespace

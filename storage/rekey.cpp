@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "storage/unbound_format.hpp"
 
 namespace cm::storage {
 
@@ -13,20 +14,23 @@ namespace {
 
 constexpr const char* component = "rekey";
 
-// The key id sits in bytes 2..5 of every ciphertext (cipher.hpp); these
-// predicates compare it with the active key's 4 bytes ($hdr, hex) without
-// decrypting anything. A row also needs work when its key_id column is stale
-// (e.g. written before complete_refresh kept it exact).
-#define CM_STALE(column, hdr) \
-  "(" column " IS NOT NULL AND substring(" column " FROM 2 FOR 4) <> decode(" hdr ", 'hex'))"
+// The format is byte 1 of every ciphertext and the key id sits in bytes
+// 2..5 (cipher.hpp); these predicates compare them with the current format
+// and the active key's 4 bytes ($hdr, hex) without decrypting anything. A
+// row also needs work when its key_id column is stale (e.g. written before
+// complete_refresh kept it exact).
+#define CM_UNBOUND(column) "substring(" column " FROM 1 FOR 1) <> '\\x02'::bytea"
+#define CM_STALE(column, hdr)                                                          \
+  "(" column " IS NOT NULL AND (substring(" column " FROM 2 FOR 4) <> decode(" hdr ", 'hex')" \
+  " OR " CM_UNBOUND(column) "))"
 
 #define CM_TOKENS_NEED_WORK(hdr, active)                                               \
   "(" CM_STALE("access_token", hdr) " OR " CM_STALE("refresh_token", hdr)                \
   " OR key_id <> " active "::integer)"
 
-#define CM_CONFIGS_NEED_WORK(hdr, active)                                                \
-  "(secrets IS NOT NULL AND (substring(secrets FROM 2 FOR 4) <> decode(" hdr ", 'hex')"  \
-  " OR key_id IS DISTINCT FROM " active "::integer))"
+#define CM_CONFIGS_NEED_WORK(hdr, active) \
+  "(" CM_STALE("secrets", hdr) " OR (secrets IS NOT NULL AND key_id IS DISTINCT FROM " active \
+  "::integer))"
 
 // Keyset pages in primary-key order, read without locks: a plain SELECT
 // never waits for a refresh, and no refresh ever waits for this read.
@@ -63,6 +67,30 @@ const statement states_expire{"rekey_states_expire",
 const statement states_pending{"rekey_states_pending",
   "SELECT count(*) FROM oauth_states WHERE key_id <> $1::integer"};
 
+// A verifier sealed before team_id joined the binding (format 1), or none
+// at all (states of providers without PKCE were not sealed then), is
+// sealed again in place: the verifier's own key may change (its header
+// names it), the state's hash key (key_id) cannot and does not. Written
+// only if the verifier is still the one read (states are never updated
+// otherwise; a callback deletes the row).
+#define CM_VERIFIER_NEEDS_WORK "(code_verifier IS NULL OR " CM_UNBOUND("code_verifier") ")"
+
+const statement verifiers_batch{"rekey_verifiers_batch",
+  "SELECT team_id, encode(state_hash, 'hex'), user_id, provider, code_verifier, "
+  "coalesce(encode(code_verifier, 'hex'), '') FROM oauth_states "
+  "WHERE (team_id, state_hash) > ($1, decode($2, 'hex')) AND " CM_VERIFIER_NEEDS_WORK
+  " ORDER BY team_id, state_hash LIMIT $3::integer"};
+
+const statement verifiers_write{"rekey_verifiers_write",
+  "UPDATE oauth_states AS s SET code_verifier = decode(u.verifier, 'hex') "
+  "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
+  "AS u(team_id, state_hash, was, verifier) "
+  "WHERE s.team_id = u.team_id AND s.state_hash = decode(u.state_hash, 'hex') "
+  "AND s.code_verifier IS NOT DISTINCT FROM nullif(decode(u.was, 'hex'), ''::bytea)"};
+
+const statement verifiers_pending{"rekey_verifiers_pending",
+  "SELECT count(*) FROM oauth_states WHERE " CM_VERIFIER_NEEDS_WORK};
+
 const statement configs_batch{"rekey_configs_batch",
   "SELECT team_id, connector_name, secrets, version FROM connector_configs "
   "WHERE (team_id, connector_name) > ($1, $2) AND " CM_CONFIGS_NEED_WORK("$3", "$4")
@@ -84,7 +112,7 @@ const statement configs_pending{"rekey_configs_pending",
 // order, so get_byte never runs on a value too short to have a header.
 const statement count_by_key{"rekey_count_by_key",
   "SELECT k, count(*) FROM (SELECT CASE WHEN length(c) < 5 THEN 0 "
-  "WHEN get_byte(c, 0) <> 1 THEN 0 "
+  "WHEN get_byte(c, 0) NOT IN (1, 2) THEN 0 "
   "ELSE (get_byte(c, 1)::bigint << 24) | (get_byte(c, 2)::bigint << 16) | "
   "(get_byte(c, 3)::bigint << 8) | get_byte(c, 4)::bigint END AS k FROM ("
   "SELECT access_token AS c FROM connector_tokens "
@@ -152,8 +180,12 @@ struct rekeyer::table_job {
   const statement* write;
   const statement* pending;
   std::string first_a, first_b;
-  /// Array parameters of the write (the active key id follows them).
+  /// Array parameters of the write.
   size_t arrays;
+  /// Whether the batch and pending statements take the active key's header
+  /// and id, and the write the active key id after its arrays (every job
+  /// but OAuth verifiers, whose work is the format alone).
+  bool keyed;
   /// Names the row in logs: the row's identity, never a value.
   std::function<nlohmann::json(const result&, int)> describe;
   /// Re-encrypts one row into one entry per array; false (and `failure`)
@@ -174,7 +206,7 @@ bool rekey_summary::complete() const {
   for (auto& [table, rows] : rows_remaining)
     if (rows != 0)
       return false;
-  return remaining.empty() && tampered() == 0;
+  return remaining.empty() && tampered() == 0 && unbound_remaining == 0;
 }
 
 std::map<uint32_t, int64_t> ciphertexts_by_key(database& db) {
@@ -187,9 +219,10 @@ std::map<uint32_t, int64_t> ciphertexts_by_key(database& db) {
 
 int64_t rekeyer::pending(const table_job& job) {
   auto active = cipher_.keys().active_id();
-  auto res = db_.exec(*job.pending,
-                      {param::text(header_hex(active)), param::text(std::to_string(active))});
-  return res.integer(0, 0);
+  std::vector<param> params;
+  if (job.keyed)
+    params = {param::text(header_hex(active)), param::text(std::to_string(active))};
+  return db_.exec(*job.pending, params).integer(0, 0);
 }
 
 int64_t rekeyer::pass(const table_job& job, rekey_summary& summary, const progress_fn& progress) {
@@ -198,10 +231,13 @@ int64_t rekeyer::pass(const table_job& job, rekey_summary& summary, const progre
   std::string after_a = job.first_a, after_b = job.first_b;
   int64_t rewritten_now = 0;
   while (true) {
-    auto res = db_.exec(*job.batch,
-                        {param::text(after_a), param::text(after_b),
-                         param::text(header_hex(active)), param::text(std::to_string(active)),
-                         param::text(std::to_string(options_.batch_size))});
+    std::vector<param> batch_params{param::text(after_a), param::text(after_b)};
+    if (job.keyed) {
+      batch_params.push_back(param::text(header_hex(active)));
+      batch_params.push_back(param::text(std::to_string(active)));
+    }
+    batch_params.push_back(param::text(std::to_string(options_.batch_size)));
+    auto res = db_.exec(*job.batch, batch_params);
     int rows = res.rows();
     std::vector<text_array> arrays(job.arrays);
     int64_t ready = 0;
@@ -232,7 +268,8 @@ int64_t rekeyer::pass(const table_job& job, rekey_summary& summary, const progre
       std::vector<param> params;
       for (auto& a : arrays)
         params.push_back(a.done());
-      params.push_back(param::text(std::to_string(active)));
+      if (job.keyed)
+        params.push_back(param::text(std::to_string(active)));
       auto written = db_.exec(*job.write, params).affected();
       counts.rewritten += written;
       rewritten_now += written;
@@ -268,7 +305,7 @@ rekey_summary rekeyer::run(const progress_fn& progress) {
   std::vector<table_job> jobs;
   jobs.push_back(table_job{
     "connector_tokens", &tokens_batch, &tokens_write, &tokens_pending, "",
-    "00000000-0000-0000-0000-000000000000", 5,
+    "00000000-0000-0000-0000-000000000000", 5, true,
     [](const result& res, int i) -> nlohmann::json {
       return {{"team_id", std::string(res.text(i, 0))},
               {"row_id", std::string(res.text(i, 1))},
@@ -282,9 +319,9 @@ rekey_summary rekeyer::run(const progress_fn& progress) {
       std::optional<std::string> access, refresh;
       const char* column = "access_token";
       try {
-        access = reseal(res, i, 4, {"connector_tokens", id, user, provider, column});
+        access = reseal(res, i, 4, {"connector_tokens", team, id, user, provider, column});
         column = "refresh_token";
-        refresh = reseal(res, i, 5, {"connector_tokens", id, user, provider, column});
+        refresh = reseal(res, i, 5, {"connector_tokens", team, id, user, provider, column});
       } catch (const crypto_error& e) {
         failure = {column, e.what()};
         return false;
@@ -293,7 +330,7 @@ rekey_summary rekeyer::run(const progress_fn& progress) {
       return true;
     }});
   jobs.push_back(table_job{
-    "connector_configs", &configs_batch, &configs_write, &configs_pending, "", "", 4,
+    "connector_configs", &configs_batch, &configs_write, &configs_pending, "", "", 4, true,
     [](const result& res, int i) -> nlohmann::json {
       return {{"team_id", std::string(res.text(i, 0))},
               {"connector", std::string(res.text(i, 1))}};
@@ -304,12 +341,42 @@ rekey_summary rekeyer::run(const progress_fn& progress) {
       std::optional<std::string> sealed;
       try {
         // Bound like connector_config_store's secrets_binding.
-        sealed = reseal(res, i, 2, {"connector_configs", team, "", name, "secrets"});
+        sealed = reseal(res, i, 2, {"connector_configs", team, team, "", name, "secrets"});
       } catch (const crypto_error& e) {
         failure = {"secrets", e.what()};
         return false;
       }
       values = {team, name, std::string(res.text(i, 3)), std::move(sealed)};
+      return true;
+    }});
+  jobs.push_back(table_job{
+    "oauth_states", &verifiers_batch, &verifiers_write, &verifiers_pending, "", "", 4, false,
+    [](const result& res, int i) -> nlohmann::json {
+      return {{"team_id", std::string(res.text(i, 0))},
+              {"user_id", std::string(res.text(i, 2))},
+              {"provider", std::string(res.text(i, 3))}};
+    },
+    [&](const result& res, int i, std::vector<std::optional<std::string>>& values,
+        decrypt_failure& failure) {
+      std::string team{res.text(i, 0)}, hash{res.text(i, 1)}, user{res.text(i, 2)},
+        provider{res.text(i, 3)};
+      std::optional<std::string> sealed;
+      try {
+        // Bound like token_store's put_state; a missing verifier is an
+        // empty one, sealed.
+        cipher_binding where{"oauth_states", team, hash, user, provider, "code_verifier"};
+        if (res.is_null(i, 4)) {
+          if (!cipher.unbound_allowed())
+            throw crypto_error("state has no sealed verifier (the retired team-unbound format)");
+          sealed = to_hex(cipher.encrypt("", where));
+        } else {
+          sealed = reseal(res, i, 4, where);
+        }
+      } catch (const crypto_error& e) {
+        failure = {"code_verifier", e.what()};
+        return false;
+      }
+      values = {team, hash, std::string(res.text(i, 5)), std::move(sealed)};
       return true;
     }});
 
@@ -341,7 +408,15 @@ rekey_summary rekeyer::run(const progress_fn& progress) {
   }
   for (auto& job : jobs)
     summary.rows_remaining[job.table] = pending(job);
-  summary.rows_remaining["oauth_states"] = states_left();
+  // Verifiers still of format 1, and states under an old key.
+  summary.live_states_under_old_keys = states_left();
+  summary.rows_remaining["oauth_states"] += summary.live_states_under_old_keys;
+  // The last format-1 value is gone: from now on one can only be a copy.
+  summary.unbound_remaining = unbound_values(db_);
+  if (summary.unbound_remaining == 0) {
+    refuse_unbound_format(db_);
+    summary.unbound_refused = true;
+  }
   for (auto& [key, count] : ciphertexts_by_key(db_))
     if (key != summary.active_key)
       summary.remaining[key] = count;

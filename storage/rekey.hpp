@@ -23,7 +23,13 @@
 // descheduled job then stalled the servers' single storage connections for
 // seconds and refreshes timed out.) Any pause happens between batches.
 //
-// OAuth states are the exception: the key that sealed a state's verifier
+// Values sealed before team_id joined the binding (format 1, cipher.hpp)
+// need work too, whatever their key: the job re-seals them in format 2,
+// OAuth verifiers included (in place: their hash key does not change). When
+// no format-1 value is left, it records so (unbound_format.hpp) and every
+// instance refuses format 1 from then on.
+//
+// OAuth states are the exception for keys: the key that sealed a state's verifier
 // also keyed its hash, which cannot be recomputed without the state (only
 // the hash is stored). They live state_ttl (10 minutes): the job deletes
 // expired ones under an old key and reports live ones as remaining until
@@ -82,6 +88,12 @@ struct rekey_summary {
   std::map<std::string, int64_t> rows_remaining;
   /// Expired OAuth states under an old key, deleted.
   int64_t expired_states_deleted = 0;
+  /// Live OAuth states whose hash is under an old key (they expire).
+  int64_t live_states_under_old_keys = 0;
+  /// Stored values still of the team-unbound format 1 (tampered ones
+  /// included); when 0, the format is refused from now on.
+  int64_t unbound_remaining = 0;
+  bool unbound_refused = false;
   int passes = 0;
 
   int64_t tampered() const;

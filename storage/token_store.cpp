@@ -175,7 +175,7 @@ const statement delete_token{"tokens_delete", R"(
 DELETE FROM connector_tokens WHERE team_id = $1 AND user_id = $2 AND provider = $3)"};
 
 cipher_binding binding(const std::string& id, const connection_key& key, const char* column) {
-  return {table, id, key.user_id, key.provider, column};
+  return {table, key.team_id, id, key.user_id, key.provider, column};
 }
 
 std::vector<std::string> parse_scopes(std::string_view text) {
@@ -460,11 +460,12 @@ void token_store::audit_batch(const std::vector<audit_entry>& entries) {
 int64_t token_store::put_state(const oauth_state_record& st, int32_t max_pending) {
   // Expired states are swept as new ones arrive; the table stays small.
   db_.exec(purge_states_stmt);
-  auto verifier = st.code_verifier.empty()
-                    ? param::null()
-                    : param::bytes(cipher_.encrypt(
-                        st.code_verifier.view(),
-                        {"oauth_states", st.state_hash, st.user_id, st.provider, "code_verifier"}));
+  // Sealed even when empty (a provider without PKCE): the ciphertext is
+  // what binds the row to its team, user and provider, so a state copied
+  // into another team is refused at the callback.
+  auto verifier = param::bytes(cipher_.encrypt(
+    st.code_verifier.view(),
+    {"oauth_states", st.team_id, st.state_hash, st.user_id, st.provider, "code_verifier"}));
   // Count, trim and insert under the member's lock: without it, two
   // instances could each see room for one more and both insert.
   database::transaction tx{db_};
@@ -494,10 +495,18 @@ std::optional<oauth_state_record> token_store::take_state(const std::string& sta
   st.user_id = std::string(res.text(0, 1));
   st.provider = std::string(res.text(0, 2));
   st.connector_name = std::string(res.text(0, 3));
-  if (!res.is_null(0, 4)) {
+  {
     try {
-      st.code_verifier = cipher_.decrypt(
-        res.bytes(0, 4), {"oauth_states", st.state_hash, st.user_id, st.provider, "code_verifier"});
+      // No verifier at all: a state written before every state was sealed
+      // (issue 16), as team-unbound as format 1 and read only while it is.
+      if (res.is_null(0, 4)) {
+        if (!cipher_.unbound_allowed())
+          throw crypto_error("state has no sealed verifier (the retired team-unbound format)");
+      } else {
+        st.code_verifier = cipher_.decrypt(
+          res.bytes(0, 4),
+          {"oauth_states", st.team_id, st.state_hash, st.user_id, st.provider, "code_verifier"});
+      }
     } catch (const crypto_error& e) {
       log::error("storage", "ALARM: stored OAuth verifier failed to decrypt",
                  {{"team_id", st.team_id}, {"user_id", st.user_id}, {"provider", st.provider},

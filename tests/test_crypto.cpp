@@ -7,6 +7,7 @@
 #include "storage/cipher.hpp"
 #include "storage/keyring.hpp"
 #include "tests/support/test_env.hpp"
+#include "tests/support/unbound_format.hpp"
 
 using namespace cm;
 using namespace cm::storage;
@@ -18,8 +19,8 @@ const std::string key2 = "key 2 HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=\n";
 
 cipher_binding where(const char* row = "row-1", const char* user = "alice",
                      const char* column = "access_token", const char* provider = "github",
-                     const char* table = "connector_tokens") {
-  return {table, row, user, provider, column};
+                     const char* table = "connector_tokens", const char* team = "acme") {
+  return {table, team, row, user, provider, column};
 }
 
 column_cipher make_cipher(const std::string& text = "active 1\n" + key1) {
@@ -68,6 +69,49 @@ TEST(Crypto, MovedToAnotherRowUserColumnProviderOrTableFails) {
                crypto_error);
   // Length-prefixed fields: shifting a character between fields is caught.
   EXPECT_THROW(c.decrypt(blob, where("row-1a", "lice")), crypto_error);
+}
+
+TEST(Crypto, MovedToAnotherTeamUnderTheSameIdFails) {
+  // Issue 16: the primary key is (team_id, id), so a row copied into
+  // another team keeps its id, user and provider; only the team differs.
+  auto c = make_cipher();
+  auto blob = c.encrypt("secret", where());
+  EXPECT_EQ(column_cipher::format_of(blob), 2);
+  EXPECT_THROW(c.decrypt(blob, where("row-1", "alice", "access_token", "github",
+                                     "connector_tokens", "globex")),
+               crypto_error);
+  EXPECT_EQ(c.decrypt(blob, where()).reveal(), "secret");
+}
+
+TEST(Crypto, TeamUnboundFormatIsReadOnlyWhileThePolicyAllowsIt) {
+  auto c = make_cipher();
+  auto legacy = cm::test::seal_unbound(c.keys(), "sealed-before-the-upgrade", where());
+  EXPECT_EQ(column_cipher::format_of(legacy), 1);
+  EXPECT_EQ(column_cipher::key_id_of(legacy), 1u);
+  // Without a policy, and with one that refuses: refused, whatever the team.
+  EXPECT_THROW(c.decrypt(legacy, where()), crypto_error);
+  bool allowed = false;
+  int asked = 0;
+  c.set_unbound_policy([&] {
+    ++asked;
+    return allowed;
+  });
+  EXPECT_THROW(c.decrypt(legacy, where()), crypto_error);
+  EXPECT_EQ(asked, 1);
+  allowed = true;
+  EXPECT_EQ(c.decrypt(legacy, where()).reveal(), "sealed-before-the-upgrade");
+  // Format 1 never bound the team: this is the hole format 2 closes.
+  EXPECT_EQ(c.decrypt(legacy, where("row-1", "alice", "access_token", "github",
+                                    "connector_tokens", "globex"))
+              .reveal(),
+            "sealed-before-the-upgrade");
+  // The rest of its binding still holds.
+  EXPECT_THROW(c.decrypt(legacy, where("row-2")), crypto_error);
+  // Current values never ask.
+  asked = 0;
+  auto current = c.encrypt("x", where());
+  EXPECT_EQ(c.decrypt(current, where()).reveal(), "x");
+  EXPECT_EQ(asked, 0);
 }
 
 TEST(Crypto, UnknownKeyIdFails) {

@@ -44,6 +44,7 @@
 #include "tests/support/child_process.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/server_process.hpp"
+#include "tests/support/unbound_format.hpp"
 
 using namespace cm;
 using namespace cm::test;
@@ -887,4 +888,320 @@ TEST(Keys, OAuthFlowsStartedBeforeARotationStillComplete) {
   EXPECT_EQ(psql_int(w.db, "SELECT count(*) FROM connector_tokens WHERE key_id = 2"), 2);
   after.stop();
   EXPECT_EQ(after.log().find("ALARM"), std::string::npos) << after.log();
+}
+
+// ---------------------------------------------------------------------------
+// Ciphertexts bound to their team (issue 16, item 7).
+
+namespace {
+
+/// acme's own OAuth app secret for github, stored as an admin would.
+void store_team_secret(key_world& w, const std::string& team, const std::string& value) {
+  storage::database conn{db_config(w.db)};
+  storage::column_cipher cipher{storage::keyring::load(w.key_file)};
+  storage::outbox events{conn};
+  storage::token_store tokens{conn, cipher, events};
+  storage::connector_config_store configs{conn, cipher, events, tokens};
+  connector_change change;
+  change.team_id = team;
+  change.connector_name = "github";
+  change.what = "config";
+  change.client_secret = secret{value};
+  change.audit = {team, "system", "test", "connector.config", "github", "", "", "{}"};
+  configs.apply(change);
+}
+
+/// Copies `where`'s rows of `table` into team `to`, changing nothing else
+/// (same id, user, provider, ciphertexts): what someone with write access
+/// to the database, or a bug in a migration, could do.
+std::string copy_into_team(const std::string& table, const std::string& where,
+                           const std::string& to) {
+  return "CREATE TEMP TABLE copied AS SELECT * FROM " + table + " WHERE " + where +
+         "; UPDATE copied SET team_id = '" + to + "'; INSERT INTO " + table +
+         " SELECT * FROM copied; DROP TABLE copied;";
+}
+
+/// A digest of what a table holds (to show a refused request changed
+/// nothing).
+std::string table_digest(const std::string& db, const std::string& table) {
+  return psql(db, "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM " +
+                    table + " t");
+}
+
+int64_t values_of_format(const std::string& db, int format) {
+  auto f = "'\\x0" + std::to_string(format) + "'::bytea";
+  auto is = [&](const std::string& column) {
+    return "count(*) FILTER (WHERE substring(" + column + " FROM 1 FOR 1) = " + f + ")";
+  };
+  return psql_int(db, "SELECT (SELECT " + is("access_token") + " + " + is("refresh_token") +
+                        " FROM connector_tokens) + (SELECT " + is("secrets") +
+                        " FROM connector_configs) + (SELECT " + is("code_verifier") +
+                        " FROM oauth_states)");
+}
+
+} // namespace
+
+TEST(Keys, ACopyIntoAnotherTeamUnderTheSameIdIsRefusedAndAlarmed) {
+  key_world w;
+  w.seed({{"acme", "alice"}}, true);
+  store_team_secret(w, "acme", "team-app-secret-canary");
+  std::vector<std::pair<std::string, std::string>> bob_flow;
+  {
+    server_process before{w.options()};
+    ASSERT_TRUE(before.wait_ready()) << before.log();
+    bob_flow = approved_flow(w, before, "bob");
+  }
+  auto alice_row = w.row_id("alice");
+  // Only the team differs: the primary key is (team_id, id), so the copy
+  // keeps its id. A state's hash is unique across teams (migration 0002),
+  // so Bob's pending state is moved to globex rather than copied.
+  psql(w.db, copy_into_team("connector_tokens", "user_id = 'alice'", "globex") +
+               copy_into_team("connector_configs", "team_id = 'acme'", "globex") +
+               "UPDATE oauth_states SET team_id = 'globex' WHERE user_id = 'bob';");
+  ASSERT_EQ(psql(w.db, "SELECT team_id FROM oauth_states WHERE user_id = 'bob'"), "globex");
+  ASSERT_EQ(psql(w.db, "SELECT string_agg(team_id, ',' ORDER BY team_id) FROM connector_tokens "
+                       "WHERE id = '" + alice_row + "'"),
+            "acme,globex");
+  auto tokens_before = table_digest(w.db, "connector_tokens");
+  auto configs_before = table_digest(w.db, "connector_configs");
+  std::vector<std::string> never_shown = {"at-seed-alice", "rt-seed-alice",
+                                          "team-app-secret-canary"};
+  for (auto& [name, value] : bob_flow)
+    never_shown.push_back(value);
+
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto port = server.port();
+  auto calls_before = w.fake.refresh_calls();
+  expect_refused(service_get(port, "globex", "alice"), "the copied row by service", never_shown);
+  expect_refused(user_refresh(server, "globex", "alice"), "the copied row refreshed by its user",
+                 never_shown);
+  expect_refused(service_refresh(port, "globex", "alice"), "the copied row refreshed by service",
+                 never_shown);
+  EXPECT_EQ(w.fake.refresh_calls(), calls_before) << "the copied refresh token never left";
+  expect_refused(http_call(port, "GET", "/api/v1/connectors/config/github",
+                           {{"Authorization", "Bearer " + server.mint("boss", "globex", true)}}),
+                 "the copied team secret", never_shown);
+  auto callback = finish_flow(server, bob_flow);
+  EXPECT_EQ(callback.status, 500) << callback.body;
+  for (auto& s : never_shown)
+    EXPECT_EQ(callback.raw.find(s), std::string::npos) << "the callback's answer leaks " << s;
+  EXPECT_EQ(psql_int(w.db, "SELECT count(*) FROM connector_tokens WHERE user_id = 'bob'"), 0)
+    << "a copied state's flow connects no one";
+
+  // The original is untouched and served.
+  auto original = service_get(port, "acme", "alice");
+  ASSERT_EQ(original.status, 200) << original.body;
+  EXPECT_EQ(original.json()["access_token"], "at-seed-alice");
+  // Nothing refused changed a row.
+  EXPECT_EQ(table_digest(w.db, "connector_tokens"), tokens_before);
+  EXPECT_EQ(table_digest(w.db, "connector_configs"), configs_before);
+
+  server.stop();
+  auto log = server.log();
+  EXPECT_GE(lines_with(log, {"ALARM", "\"row_id\":\"" + alice_row + "\"",
+                             "\"team_id\":\"globex\"", "does not authenticate"}),
+            1)
+    << log;
+  EXPECT_GE(lines_with(log, {"ALARM", "connector secret", "\"team_id\":\"globex\""}), 1) << log;
+  EXPECT_GE(lines_with(log, {"ALARM", "OAuth verifier", "\"team_id\":\"globex\""}), 1) << log;
+  EXPECT_EQ(lines_with(log, {"ALARM", "\"team_id\":\"acme\""}), 0) << "the originals never alarm";
+  for (auto& s : never_shown)
+    EXPECT_EQ(log.find(s), std::string::npos) << "log leaks " << s;
+}
+
+TEST(Keys, TeamUnboundValuesAreResealedOnlineAndTheFormatIsThenRefused) {
+  const int n = 60, refreshing = 10;
+  key_world w;
+  std::vector<std::string> users;
+  std::vector<std::pair<std::string, std::string>> static_rows, refreshing_rows;
+  for (int i = 0; i < n; ++i) {
+    users.push_back("user" + std::to_string(i));
+    (i < refreshing ? refreshing_rows : static_rows).push_back({"acme", users.back()});
+  }
+  w.seed(refreshing_rows, true);
+  w.seed(static_rows, false);
+  store_team_secret(w, "acme", "team-app-secret-canary");
+  std::vector<std::pair<std::string, std::string>> carol_flow;
+  {
+    server_process before{w.options()};
+    ASSERT_TRUE(before.wait_ready()) << before.log();
+    carol_flow = approved_flow(w, before, "carol");
+  }
+  // The deployment as it was before this version: every value sealed in
+  // format 1, migration 0007 not applied yet.
+  {
+    storage::database db{db_config(w.db)};
+    storage::column_cipher cipher{storage::keyring::load(w.key_file)};
+    EXPECT_GE(make_deployment_before_team_binding(db, cipher), 2 * n + 1);
+  }
+  auto unbound_at_start = values_of_format(w.db, 1);
+  EXPECT_EQ(values_of_format(w.db, 2), 0);
+
+  // The upgrade: instances of this version start (and migrate); rows
+  // exist, so format 1 stays readable.
+  fleet instances{w};
+  EXPECT_EQ(psql(w.db, "SELECT unbound_refused_since IS NULL FROM cipher_formats"), "t");
+  auto is_refreshing = [&](const std::string& user) { return w.family_of.count(user) != 0; };
+  auto right_token = [&](const std::string& user, const std::string& token) {
+    return token == "at-seed-" + user ||
+           (is_refreshing(user) && token.rfind("at-" + w.family_of.at(user) + "-", 0) == 0);
+  };
+  for (auto& user : users)
+    for (int slot = 0; slot < 2; ++slot) {
+      auto r = service_get(instances.server(slot).port(), "acme", user);
+      ASSERT_EQ(r.status, 200) << user << " in format 1: " << r.body;
+      EXPECT_TRUE(right_token(user, r.json().value("access_token", ""))) << user;
+    }
+
+  // Reads and forced refreshes on both instances throughout.
+  load_stats stats;
+  std::atomic<bool> stop{false};
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  std::thread load([&] {
+    block_child_signals();
+    for (long i = 0; !stop && i < 1'000'000 && std::chrono::steady_clock::now() < deadline; ++i) {
+      uint16_t port = 0;
+      int slot = instances.acquire(static_cast<int>(i % 2), port);
+      try {
+        if (i % 5 == 4) {
+          auto& user = refreshing_rows[static_cast<size_t>(i / 5) % refreshing_rows.size()].second;
+          auto r = service_refresh(port, "acme", user);
+          ++stats.refreshes;
+          stats.count(r, "refresh " + user);
+        } else {
+          auto& user = users[static_cast<size_t>(i) % users.size()];
+          auto r = service_get(port, "acme", user);
+          ++stats.reads;
+          stats.count(r, "read " + user);
+          if (r.status == 200 && !right_token(user, r.json().value("access_token", ""))) {
+            ++stats.wrong_values;
+            stats.note("read " + user + " served a token that is not its own");
+          }
+        }
+      } catch (const std::exception& e) {
+        ++stats.transport_errors;
+        stats.note(e.what());
+      }
+      instances.release(slot);
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  struct joiner {
+    std::function<void()> f;
+    ~joiner() { f(); }
+  } join_on_exit{[&] {
+    stop = true;
+    if (load.joinable())
+      load.join();
+  }};
+
+  // The job, slowed down and killed with SIGKILL halfway: resumable.
+  {
+    child_process job{{server_binary(), "rekey", "--config", w.tool_config, "--batch-size", "4",
+                       "--pause-ms", "100"},
+                      w.dir.file("rekey-killed.log")};
+    auto until = std::chrono::steady_clock::now() + 30s;
+    while (values_of_format(w.db, 2) < n && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(5ms);
+    job.kill_now();
+  }
+  auto left_after_kill = values_of_format(w.db, 1);
+  EXPECT_GT(left_after_kill, 0) << "the job finished before it could be killed";
+  EXPECT_LT(left_after_kill, unbound_at_start);
+  EXPECT_EQ(psql(w.db, "SELECT unbound_refused_since IS NULL FROM cipher_formats"), "t")
+    << "an interrupted job refuses nothing";
+
+  std::string out;
+  ASSERT_EQ(w.tool("rekey --batch-size 20", &out), 0) << out;
+  EXPECT_NE(out.find("every stored value is bound to its team"), std::string::npos) << out;
+  EXPECT_EQ(values_of_format(w.db, 1), 0);
+  EXPECT_EQ(psql(w.db, "SELECT unbound_refused_since IS NOT NULL FROM cipher_formats"), "t");
+  for (auto& s : {"at-seed-", "rt-seed-", "team-app-secret-canary"})
+    EXPECT_EQ(out.find(s), std::string::npos) << "the job's output leaks " << s;
+
+  // A flow started before the upgrade completes after it: its verifier
+  // was re-sealed in place.
+  auto carol = finish_flow(instances.server(0), carol_flow);
+  ASSERT_EQ(carol.status, 200) << carol.body;
+  EXPECT_EQ(carol.json()["connected"], true);
+  EXPECT_EQ(http_call(instances.server(1).port(), "GET", "/api/v1/connectors/config/github",
+                      {{"Authorization", "Bearer " + instances.server(1).mint("boss", "acme", true)}})
+              .status,
+            200);
+
+  stop = true;
+  load.join();
+  EXPECT_EQ(stats.server_errors, 0);
+  EXPECT_EQ(stats.other_failures, 0);
+  EXPECT_EQ(stats.transport_errors, 0);
+  EXPECT_EQ(stats.wrong_values, 0);
+  for (auto& p : stats.problems)
+    ADD_FAILURE() << p;
+  EXPECT_GE(stats.refreshes, 1);
+  // Nothing lost, no refresh token reused: every row holds the provider's
+  // latest tokens.
+  auto families = w.families();
+  {
+    storage::database db{db_config(w.db)};
+    storage::column_cipher cipher{storage::keyring::load(w.key_file)};
+    storage::outbox events{db};
+    storage::token_store store{db, cipher, events};
+    for (auto& user : users) {
+      std::string access = "at-seed-" + user, refresh = "rt-seed-" + user;
+      if (is_refreshing(user)) {
+        auto& f = families[w.family_of[user]];
+        EXPECT_FALSE(f["revoked"].get<bool>()) << user;
+        access = f["current_access"].get<std::string>();
+        refresh = f["current_refresh"].get<std::string>();
+      }
+      std::optional<token_record> row;
+      EXPECT_NO_THROW(row = store.find({"acme", user, "github"})) << user;
+      ASSERT_TRUE(row) << user;
+      EXPECT_EQ(row->access_token.reveal(), access) << user;
+      EXPECT_EQ(row->refresh_token.reveal(), refresh) << user;
+    }
+  }
+  auto logs = instances.logs();
+  EXPECT_EQ(logs.find("ALARM"), std::string::npos) << logs;
+
+  // From now on a format-1 value can only be a copy: one sealed the old
+  // way for another team (the team was not in its binding) is refused by
+  // the running instances, by a fresh one, and by the job, which does not
+  // launder it. A running instance that still allowed format 1 re-checks
+  // at most every 5 s (storage/unbound_format.hpp); the copy arrives after
+  // that (a value read inside the window stays in memory until its next
+  // refresh, like any row tampered under a running server).
+  std::this_thread::sleep_for(6s);
+  auto donor = w.row_id(users[refreshing]);
+  {
+    storage::database db{db_config(w.db)};
+    auto keys = storage::keyring::load(w.key_file);
+    auto sealed = [&](const std::string& value, const char* column) {
+      return storage::param::bytes(seal_unbound(
+        *keys, value, {"connector_tokens", "globex", donor, "mallory", "github", column}));
+    };
+    db.exec({"test_insert_unbound_copy",
+             "INSERT INTO connector_tokens (team_id, id, user_id, provider, kind, access_token, "
+             "refresh_token, expires_at, scopes, key_id) VALUES ('globex', $1::uuid, 'mallory', "
+             "'github', 'oauth', $2, $3, now() + interval '1 hour', '[]', 1)"},
+            {storage::param::text(donor), sealed("at-copied-canary", "access_token"),
+             sealed("rt-copied-canary", "refresh_token")});
+  }
+  expect_refused(service_get(instances.server(0).port(), "globex", "mallory"),
+                 "a format-1 copy on a running instance", {"at-copied-canary"});
+  instances.restart(1);
+  expect_refused(service_get(instances.server(1).port(), "globex", "mallory"),
+                 "a format-1 copy on a fresh instance", {"at-copied-canary"});
+  EXPECT_EQ(w.tool("rekey", &out), 1) << out;
+  EXPECT_NE(out.find("connector_tokens: 0 rows re-encrypted, 1 failed to decrypt"),
+            std::string::npos)
+    << out;
+  EXPECT_EQ(values_of_format(w.db, 1), 2) << "the copy stays as it was, alarmed";
+  logs = instances.logs() + out;
+  EXPECT_GE(lines_with(logs, {"ALARM", "\"team_id\":\"globex\"", "retired team-unbound format"}),
+            2)
+    << logs;
+  for (auto& s : {"at-copied-canary", "rt-copied-canary"})
+    EXPECT_EQ(logs.find(s), std::string::npos) << "leaks " << s;
 }

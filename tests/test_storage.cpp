@@ -15,6 +15,7 @@
 #include "storage/database.hpp"
 #include "storage/instance_heartbeat.hpp"
 #include "storage/migrations.hpp"
+#include "storage/unbound_format.hpp"
 #include "tests/support/test_env.hpp"
 
 using namespace cm;
@@ -94,9 +95,14 @@ TEST(Migrations, ApplyingTwiceIsANoOp) {
   // the deployment's own tables are Citus reference tables (docs/STORAGE.md).
   auto without_team = db.exec_script(
     "SELECT count(*) FROM information_schema.tables t WHERE t.table_schema = 'public' "
-    "AND t.table_name NOT IN ('schema_migrations', 'service_instances') AND NOT EXISTS (SELECT 1 FROM "
+    "AND t.table_name NOT IN ('schema_migrations', 'service_instances', 'cipher_formats') "
+    "AND NOT EXISTS (SELECT 1 FROM "
     "information_schema.columns c WHERE c.table_name = t.table_name AND c.column_name = 'team_id')");
   EXPECT_EQ(without_team.integer(0, 0), 0);
+  // A database that never held a ciphertext refuses the team-unbound
+  // format 1 from the start (migration 0007).
+  EXPECT_EQ(db.exec_script("SELECT unbound_refused_since IS NOT NULL FROM cipher_formats").text(0, 0),
+            "t");
 }
 
 TEST_F(storage_fixture, SaveFindListRemove) {
@@ -566,4 +572,30 @@ TEST_F(storage_fixture, TamperedRowsCanStillBeReplacedAndDeleted) {
   EXPECT_EQ(code_of(call<token_record>(find_atom_v, connection_key{"acme", "mallory", "github"})
                       .error()),
             ec::not_found);
+}
+
+TEST(UnboundFormatPolicy, AllowedUntilRecordedThenRefusedForGood) {
+  auto url = cm::test::fresh_database("unbound");
+  storage::database db{db_config(url)};
+  storage::apply_migrations(db);
+  // As after an upgrade of a database that held ciphertexts.
+  db.exec_script("UPDATE cipher_formats SET unbound_refused_since = NULL");
+  storage::unbound_format_policy policy{db, 0ms};
+  EXPECT_TRUE(policy.allowed());
+  db.exec_script("INSERT INTO connector_tokens (team_id, id, user_id, provider, kind, "
+                 "access_token, key_id) VALUES ('acme', gen_random_uuid(), 'alice', 'github', "
+                 "'api_key', '\\x01'::bytea || '\\x00000001'::bytea, 1)");
+  EXPECT_EQ(storage::unbound_values(db), 1);
+  db.exec_script("DELETE FROM connector_tokens");
+  EXPECT_EQ(storage::unbound_values(db), 0);
+  storage::refuse_unbound_format(db);
+  EXPECT_FALSE(policy.allowed()) << "seen at the next re-check";
+  auto since = db.exec_script("SELECT unbound_refused_since::text FROM cipher_formats").text(0, 0);
+  storage::refuse_unbound_format(db);
+  EXPECT_EQ(db.exec_script("SELECT unbound_refused_since::text FROM cipher_formats").text(0, 0),
+            since)
+    << "the first time is kept";
+  // Remembered: even if the row were cleared, this instance keeps refusing.
+  db.exec_script("UPDATE cipher_formats SET unbound_refused_since = NULL");
+  EXPECT_FALSE(policy.allowed());
 }
