@@ -161,7 +161,38 @@ struct key_world {
   nlohmann::json families() {
     return nlohmann::json::parse(fake.admin("/__stats", ""))["families"];
   }
+
+  /// Whether `token` is one of `user`'s own access tokens: the seeded one,
+  /// or one its provider family issued.
+  bool is_own_token(const std::string& user, const std::string& token) const {
+    auto it = family_of.find(user);
+    return token == "at-seed-" + user ||
+           (it != family_of.end() && token.rfind("at-" + it->second + "-", 0) == 0);
+  }
+
+  /// The (access, refresh) tokens `user` must hold now: the provider's
+  /// latest for a user with a family, whose family must not be revoked (no
+  /// refresh token was reused); the seeded ones otherwise.
+  std::pair<std::string, std::string> expected_tokens(const nlohmann::json& all_families,
+                                                      const std::string& user) {
+    auto it = family_of.find(user);
+    if (it == family_of.end())
+      return {"at-seed-" + user, "rt-seed-" + user};
+    auto& f = all_families[it->second];
+    EXPECT_FALSE(f["revoked"].get<bool>()) << user;
+    return {f["current_access"].get<std::string>(), f["current_refresh"].get<std::string>()};
+  }
 };
+
+/// The row of acme's `user` decrypts to exactly (access, refresh).
+void expect_stored(storage::token_store& store, const std::string& user,
+                   const std::pair<std::string, std::string>& tokens) {
+  std::optional<token_record> row;
+  EXPECT_NO_THROW(row = store.find({"acme", user, "github"})) << user;
+  ASSERT_TRUE(row) << user;
+  EXPECT_EQ(row->access_token.reveal(), tokens.first) << user;
+  EXPECT_EQ(row->refresh_token.reveal(), tokens.second) << user;
+}
 
 http_reply service_get(uint16_t port, const std::string& team, const std::string& user) {
   return http_call(port, "GET",
@@ -529,7 +560,6 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
   }
   w.seed(refreshing_rows, true);
   w.seed(static_rows, false);
-  auto is_refreshing = [&](const std::string& user) { return w.family_of.count(user) != 0; };
   auto started = std::chrono::steady_clock::now();
 
   fleet instances{w};
@@ -562,9 +592,7 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
       if (r.status != 200)
         continue;
       auto token = r.json().value("access_token", "");
-      bool right = token == "at-seed-" + user ||
-                   (is_refreshing(user) && token.rfind("at-" + w.family_of.at(user) + "-", 0) == 0);
-      if (!right) {
+      if (!w.is_own_token(user, token)) {
         ++stats.wrong_values;
         stats.note("read " + user + " served a token that is not its own");
       }
@@ -764,18 +792,9 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
   storage::outbox final_events{db};
   storage::token_store final_store{db, final_cipher, final_events};
   for (auto& user : users) {
-    std::string access = "at-seed-" + user, refresh = "rt-seed-" + user;
-    if (is_refreshing(user)) {
-      auto& f = families[w.family_of[user]];
-      EXPECT_FALSE(f["revoked"].get<bool>()) << user;
-      access = f["current_access"].get<std::string>();
-      refresh = f["current_refresh"].get<std::string>();
-    }
-    std::optional<token_record> row;
-    EXPECT_NO_THROW(row = final_store.find({"acme", user, "github"})) << user;
-    ASSERT_TRUE(row) << user;
-    EXPECT_EQ(row->refresh_token.reveal(), refresh) << user;
-    EXPECT_EQ(row->access_token.reveal(), access) << user;
+    auto tokens = w.expected_tokens(families, user);
+    auto& access = tokens.first;
+    expect_stored(final_store, user, tokens);
     for (int slot = 0; slot < 2; ++slot) {
       auto r = service_get(instances.server(slot).port(), "acme", user);
       EXPECT_EQ(r.status, 200) << user << ": " << r.body;
@@ -1042,16 +1061,11 @@ TEST(Keys, TeamUnboundValuesAreResealedOnlineAndTheFormatIsThenRefused) {
   // exist, so format 1 stays readable.
   fleet instances{w};
   EXPECT_EQ(psql(w.db, "SELECT unbound_refused_since IS NULL FROM cipher_formats"), "t");
-  auto is_refreshing = [&](const std::string& user) { return w.family_of.count(user) != 0; };
-  auto right_token = [&](const std::string& user, const std::string& token) {
-    return token == "at-seed-" + user ||
-           (is_refreshing(user) && token.rfind("at-" + w.family_of.at(user) + "-", 0) == 0);
-  };
   for (auto& user : users)
     for (int slot = 0; slot < 2; ++slot) {
       auto r = service_get(instances.server(slot).port(), "acme", user);
       ASSERT_EQ(r.status, 200) << user << " in format 1: " << r.body;
-      EXPECT_TRUE(right_token(user, r.json().value("access_token", ""))) << user;
+      EXPECT_TRUE(w.is_own_token(user, r.json().value("access_token", ""))) << user;
     }
 
   // Reads and forced refreshes on both instances throughout.
@@ -1074,7 +1088,7 @@ TEST(Keys, TeamUnboundValuesAreResealedOnlineAndTheFormatIsThenRefused) {
           auto r = service_get(port, "acme", user);
           ++stats.reads;
           stats.count(r, "read " + user);
-          if (r.status == 200 && !right_token(user, r.json().value("access_token", ""))) {
+          if (r.status == 200 && !w.is_own_token(user, r.json().value("access_token", ""))) {
             ++stats.wrong_values;
             stats.note("read " + user + " served a token that is not its own");
           }
@@ -1147,20 +1161,8 @@ TEST(Keys, TeamUnboundValuesAreResealedOnlineAndTheFormatIsThenRefused) {
     storage::column_cipher cipher{storage::keyring::load(w.key_file)};
     storage::outbox events{db};
     storage::token_store store{db, cipher, events};
-    for (auto& user : users) {
-      std::string access = "at-seed-" + user, refresh = "rt-seed-" + user;
-      if (is_refreshing(user)) {
-        auto& f = families[w.family_of[user]];
-        EXPECT_FALSE(f["revoked"].get<bool>()) << user;
-        access = f["current_access"].get<std::string>();
-        refresh = f["current_refresh"].get<std::string>();
-      }
-      std::optional<token_record> row;
-      EXPECT_NO_THROW(row = store.find({"acme", user, "github"})) << user;
-      ASSERT_TRUE(row) << user;
-      EXPECT_EQ(row->access_token.reveal(), access) << user;
-      EXPECT_EQ(row->refresh_token.reveal(), refresh) << user;
-    }
+    for (auto& user : users)
+      expect_stored(store, user, w.expected_tokens(families, user));
   }
   auto logs = instances.logs();
   EXPECT_EQ(logs.find("ALARM"), std::string::npos) << logs;
