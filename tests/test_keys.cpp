@@ -143,6 +143,20 @@ struct key_world {
     }
   }
 
+  /// acme's users user0 … user<n-1>, the first `refreshing` of them with a
+  /// token family at the fake provider.
+  std::vector<std::string> seed_acme_users(int n, int refreshing) {
+    std::vector<std::string> users;
+    std::vector<std::pair<std::string, std::string>> static_rows, refreshing_rows;
+    for (int i = 0; i < n; ++i) {
+      users.push_back("user" + std::to_string(i));
+      (i < refreshing ? refreshing_rows : static_rows).push_back({"acme", users.back()});
+    }
+    seed(refreshing_rows, true);
+    seed(static_rows, false);
+    return users;
+  }
+
   std::string row_id(const std::string& user) {
     return psql(db, "SELECT id FROM connector_tokens WHERE user_id = '" + user + "'");
   }
@@ -552,14 +566,7 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
   const int n = connection_count();
   const int refreshing = std::max(10, n / 10);
   key_world w;
-  std::vector<std::string> users;
-  std::vector<std::pair<std::string, std::string>> static_rows, refreshing_rows;
-  for (int i = 0; i < n; ++i) {
-    users.push_back("user" + std::to_string(i));
-    (i < refreshing ? refreshing_rows : static_rows).push_back({"acme", users.back()});
-  }
-  w.seed(refreshing_rows, true);
-  w.seed(static_rows, false);
+  auto users = w.seed_acme_users(n, refreshing);
   auto started = std::chrono::steady_clock::now();
 
   fleet instances{w};
@@ -609,9 +616,9 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
     for (long i = 0; !stop_refreshes && i < 100'000 &&
                      std::chrono::steady_clock::now() < load_deadline;
          ++i) {
-      // refreshing_rows[0] is left to the explicit cross-key check below.
+      // users[0] is left to the explicit cross-key check below.
       auto& user =
-        refreshing_rows[1 + static_cast<size_t>(i) % (refreshing_rows.size() - 1)].second;
+        users[1 + static_cast<size_t>(i) % static_cast<size_t>(refreshing - 1)];
       uint16_t port = 0;
       int fixed = refresh_slot;
       int slot = instances.acquire(fixed >= 0 ? fixed : static_cast<int>(i % 2), port);
@@ -664,7 +671,7 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
   {
     // A row instance 0 seals under key 2 is read (leased and refreshed) by
     // instance 1, which still seals under key 1, and the other way round.
-    auto& user = refreshing_rows[0].second;
+    auto& user = users[0];
     auto key_of = [&] {
       return psql_int(w.db, "SELECT key_id FROM connector_tokens WHERE user_id = '" + user + "'");
     };
@@ -1032,14 +1039,7 @@ TEST(Keys, ACopyIntoAnotherTeamUnderTheSameIdIsRefusedAndAlarmed) {
 TEST(Keys, TeamUnboundValuesAreResealedOnlineAndTheFormatIsThenRefused) {
   const int n = 60, refreshing = 10;
   key_world w;
-  std::vector<std::string> users;
-  std::vector<std::pair<std::string, std::string>> static_rows, refreshing_rows;
-  for (int i = 0; i < n; ++i) {
-    users.push_back("user" + std::to_string(i));
-    (i < refreshing ? refreshing_rows : static_rows).push_back({"acme", users.back()});
-  }
-  w.seed(refreshing_rows, true);
-  w.seed(static_rows, false);
+  auto users = w.seed_acme_users(n, refreshing);
   store_team_secret(w, "acme", "team-app-secret-canary");
   std::vector<std::pair<std::string, std::string>> carol_flow;
   {
@@ -1079,7 +1079,7 @@ TEST(Keys, TeamUnboundValuesAreResealedOnlineAndTheFormatIsThenRefused) {
       int slot = instances.acquire(static_cast<int>(i % 2), port);
       try {
         if (i % 5 == 4) {
-          auto& user = refreshing_rows[static_cast<size_t>(i / 5) % refreshing_rows.size()].second;
+          auto& user = users[static_cast<size_t>(i / 5) % static_cast<size_t>(refreshing)];
           auto r = service_refresh(port, "acme", user);
           ++stats.refreshes;
           stats.count(r, "refresh " + user);

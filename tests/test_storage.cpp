@@ -590,7 +590,9 @@ TEST(UnboundFormatPolicy, AllowedUntilRecordedThenRefusedForGood) {
   EXPECT_EQ(storage::unbound_values(db), 0);
   storage::refuse_unbound_format(db);
   EXPECT_FALSE(policy.allowed()) << "seen at the next re-check";
-  auto since = db.exec_script("SELECT unbound_refused_since::text FROM cipher_formats").text(0, 0);
+  // A copy: text() views the result, which is gone after this line.
+  std::string since{
+    db.exec_script("SELECT unbound_refused_since::text FROM cipher_formats").text(0, 0)};
   storage::refuse_unbound_format(db);
   EXPECT_EQ(db.exec_script("SELECT unbound_refused_since::text FROM cipher_formats").text(0, 0),
             since)
