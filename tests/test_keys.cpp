@@ -143,6 +143,22 @@ struct key_world {
     }
   }
 
+  /// `team`'s own OAuth app secret for github, stored as an admin would.
+  void store_team_secret(const std::string& team, const std::string& value) {
+    storage::database conn{db_config(db)};
+    storage::column_cipher cipher{storage::keyring::load(key_file)};
+    storage::outbox events{conn};
+    storage::token_store tokens{conn, cipher, events};
+    storage::connector_config_store configs{conn, cipher, events, tokens};
+    connector_change change;
+    change.team_id = team;
+    change.connector_name = "github";
+    change.what = "config";
+    change.client_secret = secret{value};
+    change.audit = {team, "system", "test", "connector.config", "github", "", "", "{}"};
+    configs.apply(change);
+  }
+
   /// acme's users user0 … user<n-1>, the first `refreshing` of them with a
   /// token family at the fake provider.
   std::vector<std::string> seed_acme_users(int n, int refreshing) {
@@ -270,20 +286,7 @@ TEST(Keys, TamperedCiphertextsAreDetectedAlarmedAndNeverServed) {
   w.seed({{"acme", "swap_a"}, {"acme", "swap_b"}, {"acme", "flip"}, {"acme", "row_a"},
           {"globex", "row_b"}, {"acme", "wrong_key"}, {"acme", "plain1"}, {"acme", "plain2"}},
          true);
-  {
-    storage::database conn{db_config(w.db)};
-    storage::column_cipher cipher{storage::keyring::load(w.key_file)};
-    storage::outbox events{conn};
-    storage::token_store tokens{conn, cipher, events};
-    storage::connector_config_store configs{conn, cipher, events, tokens};
-    connector_change change;
-    change.team_id = "acme";
-    change.connector_name = "github";
-    change.what = "config";
-    change.client_secret = secret{"team-app-secret-canary"};
-    change.audit = {"acme", "system", "test", "connector.config", "github", "", "", "{}"};
-    configs.apply(change);
-  }
+  w.store_team_secret("acme", "team-app-secret-canary");
   // A piece of every ciphertext as stored (past the header), and every
   // plaintext: none may ever show up in an answer, the log or the tools.
   std::vector<std::string> never_shown;
@@ -921,22 +924,6 @@ TEST(Keys, OAuthFlowsStartedBeforeARotationStillComplete) {
 
 namespace {
 
-/// acme's own OAuth app secret for github, stored as an admin would.
-void store_team_secret(key_world& w, const std::string& team, const std::string& value) {
-  storage::database conn{db_config(w.db)};
-  storage::column_cipher cipher{storage::keyring::load(w.key_file)};
-  storage::outbox events{conn};
-  storage::token_store tokens{conn, cipher, events};
-  storage::connector_config_store configs{conn, cipher, events, tokens};
-  connector_change change;
-  change.team_id = team;
-  change.connector_name = "github";
-  change.what = "config";
-  change.client_secret = secret{value};
-  change.audit = {team, "system", "test", "connector.config", "github", "", "", "{}"};
-  configs.apply(change);
-}
-
 /// Copies `where`'s rows of `table` into team `to`, changing nothing else
 /// (same id, user, provider, ciphertexts): what someone with write access
 /// to the database, or a bug in a migration, could do.
@@ -970,7 +957,7 @@ int64_t values_of_format(const std::string& db, int format) {
 TEST(Keys, ACopyIntoAnotherTeamUnderTheSameIdIsRefusedAndAlarmed) {
   key_world w;
   w.seed({{"acme", "alice"}}, true);
-  store_team_secret(w, "acme", "team-app-secret-canary");
+  w.store_team_secret("acme", "team-app-secret-canary");
   std::vector<std::pair<std::string, std::string>> bob_flow;
   {
     server_process before{w.options()};
@@ -1040,7 +1027,7 @@ TEST(Keys, TeamUnboundValuesAreResealedOnlineAndTheFormatIsThenRefused) {
   const int n = 60, refreshing = 10;
   key_world w;
   auto users = w.seed_acme_users(n, refreshing);
-  store_team_secret(w, "acme", "team-app-secret-canary");
+  w.store_team_secret("acme", "team-app-secret-canary");
   std::vector<std::pair<std::string, std::string>> carol_flow;
   {
     server_process before{w.options()};
