@@ -113,7 +113,8 @@ void schedule_tick(self_ptr self, int64_t at_ms) {
   auto& s = self->state;
   ++s.timer_generation;
   s.next_refresh_at_ms = at_ms;
-  if (at_ms <= 0)
+  // A guest plans but arms nothing: the owner of its shard refreshes.
+  if (at_ms <= 0 || !s.owned)
     return;
   auto delay = std::max<int64_t>(at_ms - now_ms(self), 0);
   if (auto& wheel = s.deps->wheel; wheel && delay > wheel->horizon_ms()) {
@@ -270,6 +271,14 @@ void fail_waiters(self_ptr self, const caf::error& err) {
 
 /// Runs a reload that arrived while a refresh was in flight.
 void after_refresh(self_ptr self) {
+  if (!self->state.handovers.empty()) {
+    // Handed over: the outcome is stored, the new owner loads it.
+    for (auto& p : self->state.handovers)
+      p.deliver(true);
+    self->state.handovers.clear();
+    self->quit();
+    return;
+  }
   if (self->state.reload_pending) {
     self->state.reload_pending = false;
     load(self);
@@ -740,6 +749,7 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     deps->seed ^ std::hash<std::string>{}(s.key.team_id + '/' + s.key.user_id + '/' +
                                          s.key.provider)));
   s.deps = std::move(deps);
+  s.owned = s.deps->owner;
   // Stopped (disconnected, shutting down): nobody is left waiting forever.
   self->set_exit_handler([=](caf::exit_msg& msg) {
     for (auto& p : self->state.confirming)
@@ -866,6 +876,25 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     },
     [=](complete_atom, refreshed_tokens& tokens, int64_t fence, int32_t attempt) {
       store_tokens(self, std::move(tokens), fence, attempt);
+    },
+    [=](own_atom) {
+      auto& st = self->state;
+      if (st.owned)
+        return;
+      st.owned = true;
+      if (st.record && !st.refreshing)
+        arm_timer(self);
+    },
+    [=](handover_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      st.owned = false;
+      ++st.timer_generation;
+      if (!st.refreshing) {
+        self->quit();
+        return true;
+      }
+      st.handovers.push_back(self->make_response_promise<bool>());
+      return st.handovers.back();
     },
   };
 }

@@ -75,6 +75,12 @@ struct connection_deps {
   /// Answers version checks on a database connection of its own, so they
   /// never queue behind hydration or a refresh storm. Unset: `repository`.
   token_repository_actor freshness;
+  /// Whether actors spawned with these deps belong to a shard this instance
+  /// owns (storage/shard_ownership.hpp). An owner refreshes ahead of expiry
+  /// on its timer; a guest, spawned for a request to a connection another
+  /// instance owns, refreshes only when a request finds its token inside
+  /// the refresh window, under the same lease and fence.
+  bool owner = true;
 };
 
 /// Shared by every connection actor of one provider: a copy per actor would
@@ -100,7 +106,12 @@ using connection_actor = caf::typed_actor<
   // Internal: try the lease again (force, polls so far).
   caf::reacts_to<retry_atom, bool, int32_t>,
   // Internal: store refreshed tokens again after a database hiccup.
-  caf::reacts_to<complete_atom, refreshed_tokens, int64_t, int32_t>>;
+  caf::reacts_to<complete_atom, refreshed_tokens, int64_t, int32_t>,
+  // Its shard is now owned here: refresh ahead of expiry from now on.
+  caf::reacts_to<own_atom>,
+  // Its shard goes to another instance: stop once the refresh in flight
+  // (if any) has stored its outcome; answers just before stopping.
+  caf::replies_to<handover_atom>::with<bool>>;
 
 /// What a connection actor keeps of its row: what serving and planning
 /// need, and no more, since a million of them stay resident. The refresh
@@ -166,6 +177,11 @@ struct connection_state {
   int64_t jitter_ms = 0;
   int64_t jitter_for_expiry_ms = -1;
   uint64_t timer_generation = 0;
+  /// Refreshes ahead of expiry (its shard is owned here); see
+  /// connection_deps::owner.
+  bool owned = true;
+  /// Handover requests, answered when the refresh in flight ends.
+  std::vector<caf::typed_response_promise<bool>> handovers;
   std::minstd_rand rng;
   static inline const char* name = "connection";
 };

@@ -74,6 +74,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(connector_manager, (cm::connector_config_records))
   CAF_ADD_TYPE_ID(connector_manager, (cm::connector_change))
   CAF_ADD_TYPE_ID(connector_manager, (cm::oauth::jwt_bearer_grant))
+  CAF_ADD_TYPE_ID(connector_manager, (std::vector<int32_t>))
 
   // Atom texts are at most 10 characters (CAF 0.17).
   CAF_ADD_ATOM(connector_manager, cm, ping_atom, "ping")
@@ -113,5 +114,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, configure_atom, "configure")
   CAF_ADD_ATOM(connector_manager, cm, version_atom, "version")
   CAF_ADD_ATOM(connector_manager, cm, signed_atom, "signed")
+  CAF_ADD_ATOM(connector_manager, cm, own_atom, "own")
+  CAF_ADD_ATOM(connector_manager, cm, handover_atom, "handover")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 
@@ -17,6 +18,7 @@
 #include "common/log.hpp"
 #include "config/yaml_schema.hpp"
 #include "http/exchange.hpp"
+#include "storage/shards.hpp"
 
 namespace cm {
 
@@ -24,7 +26,8 @@ namespace {
 
 using self_ptr = registry_actor::stateful_pointer<registry_state>;
 
-connection_deps_ptr build_connection_deps(self_ptr self, const std::string& provider) {
+connection_deps_ptr build_connection_deps(self_ptr self, const std::string& provider,
+                                          bool owner) {
   auto& s = self->state;
   auto deps = std::make_shared<connection_deps>();
   deps->repository = s.deps.storage;
@@ -41,22 +44,35 @@ connection_deps_ptr build_connection_deps(self_ptr self, const std::string& prov
   deps->wheel = s.wheel;
   deps->cluster = s.deps.cluster;
   deps->freshness = s.deps.freshness;
+  deps->owner = owner;
   return deps;
 }
 
-connection_deps_ptr connection_deps_for(self_ptr self, const std::string& provider) {
-  auto& cache = self->state.connection_deps;
+connection_deps_ptr connection_deps_for(self_ptr self, const std::string& provider,
+                                        bool owner = true) {
+  auto& cache = owner ? self->state.connection_deps : self->state.guest_deps;
   auto it = cache.find(provider);
   if (it == cache.end())
-    it = cache.emplace(provider, build_connection_deps(self, provider)).first;
+    it = cache.emplace(provider, build_connection_deps(self, provider, owner)).first;
   return it->second;
+}
+
+int32_t shard_of_key(self_ptr self, const connection_key& key) {
+  auto& shards = self->state.deps.shards;
+  return shards ? storage::shard_of(key, shards->shard_count()) : 0;
+}
+
+/// Whether this instance owns the connection's shard.
+bool owns(self_ptr self, const connection_key& key) {
+  auto& shards = self->state.deps.shards;
+  return !shards || shards->owns(shard_of_key(self, key));
 }
 
 connection_actor spawn_connection(self_ptr self, const connection_key& key,
                                   std::optional<token_record> initial) {
   auto& s = self->state;
   auto actor = self->spawn(connection, key, std::move(initial),
-                           connection_deps_for(self, key.provider));
+                           connection_deps_for(self, key.provider, owns(self, key)));
   self->monitor(actor);
   auto entry = s.connections.insert_or_assign(key, actor).first;
   s.keys[actor.address()] = &entry->first;
@@ -112,6 +128,62 @@ void hydrate_page(self_ptr self, std::string after_team, std::string after_id,
         }
       },
       [=](caf::error& err) mutable { promise.deliver(err); });
+}
+
+/// Loading newly owned shards: each loader walks one shard at a time in
+/// keyset pages, and the loaders run in parallel on their own connections.
+struct shard_load {
+  std::vector<int32_t> pending;
+  size_t running = 0;
+  int64_t loaded = 0;
+  caf::typed_response_promise<int64_t> promise;
+};
+using shard_load_ptr = std::shared_ptr<shard_load>;
+
+void load_next_shard(self_ptr self, shard_load_ptr job, storage_actor loader);
+
+void load_shard_page(self_ptr self, shard_load_ptr job, storage_actor loader, int32_t shard,
+                     std::string after_team, std::string after_id) {
+  auto& s = self->state;
+  self->request(loader, std::chrono::seconds(60), hydrate_atom_v, shard, after_team, after_id,
+                s.deps.hydrate_page)
+    .then(
+      [=](hydrate_batch& batch) {
+        // The next page is read and decrypted while this one spawns.
+        if (!batch.done)
+          load_shard_page(self, job, loader, shard, batch.last_team, batch.last_id);
+        auto& st = self->state;
+        for (auto& row : batch.rows) {
+          auto it = st.connections.find(row.key);
+          if (it != st.connections.end()) {
+            // A guest until now (no-op for an owner).
+            self->send(it->second, own_atom_v);
+            continue;
+          }
+          auto key = row.key;
+          spawn_connection(self, key, std::move(row));
+          ++job->loaded;
+        }
+        if (batch.done)
+          load_next_shard(self, job, loader);
+      },
+      [=](caf::error& err) {
+        // Its connections are spawned on demand instead (as owners).
+        log::warn("registry", "could not load a shard",
+                  {{"shard", shard}, {"error", message_of(err)}});
+        load_next_shard(self, job, loader);
+      });
+}
+
+void load_next_shard(self_ptr self, shard_load_ptr job, storage_actor loader) {
+  if (!job->pending.empty()) {
+    auto shard = job->pending.back();
+    job->pending.pop_back();
+    load_shard_page(self, job, loader, shard, std::string{}, std::string{});
+    return;
+  }
+  if (--job->running == 0)
+    job->promise.deliver(job->loaded);
 }
 
 } // namespace
@@ -219,6 +291,9 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       auto forwarded = std::make_shared<registry_deps>(*deps);
       auto previous = std::move(s.connection_deps);
       s.connection_deps.clear();
+      // Running guests get the owners' set below (their `owned` flag is
+      // their own); new guests get a fresh one.
+      s.guest_deps.clear();
       for (auto& [provider, old_deps] : previous) {
         auto fresh = connection_deps_for(self, provider);
         if (!fresh->provider && old_deps->provider) {
@@ -233,6 +308,58 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
               [message](caf::event_based_actor* sender, const caf::actor& target) {
                 sender->send(caf::actor_cast<connection_actor>(target), configure_atom_v, message);
               });
+    },
+    [=](own_atom, std::vector<int32_t>& shards) -> caf::typed_response_promise<int64_t> {
+      auto& s = self->state;
+      auto job = std::make_shared<shard_load>();
+      job->promise = self->make_response_promise<int64_t>();
+      auto promise = job->promise;
+      // Connections spawned on demand before the load (guests, or owners
+      // of shards taken just now) are promoted as their rows arrive.
+      std::reverse(shards.begin(), shards.end());
+      job->pending = std::move(shards);
+      std::vector<storage_actor> loaders = s.deps.loaders;
+      if (loaders.empty())
+        loaders.push_back(s.deps.storage);
+      job->running = std::min(loaders.size(), job->pending.size());
+      if (job->running == 0) {
+        promise.deliver(int64_t{0});
+        return promise;
+      }
+      for (size_t i = 0; i < job->running; ++i)
+        load_next_shard(self, job, loaders[i]);
+      return promise;
+    },
+    [=](handover_atom, const std::vector<int32_t>& shards) -> caf::typed_response_promise<int64_t> {
+      auto& s = self->state;
+      auto promise = self->make_response_promise<int64_t>();
+      std::vector<bool> leaving(static_cast<size_t>(s.deps.shards ? s.deps.shards->shard_count() : 1));
+      for (auto shard : shards)
+        if (shard >= 0 && static_cast<size_t>(shard) < leaving.size())
+          leaving[static_cast<size_t>(shard)] = true;
+      auto waiting = std::make_shared<int64_t>(0);
+      auto stopped = std::make_shared<int64_t>(0);
+      // Each stays registered (and keeps answering requests) until it is
+      // down, so no second actor for its key can start a refresh meanwhile.
+      for (auto& [key, actor] : s.connections) {
+        if (!leaving[static_cast<size_t>(shard_of_key(self, key))])
+          continue;
+        ++*waiting;
+        self->request(actor, std::chrono::minutes(2), handover_atom_v)
+          .then(
+            [=](bool) mutable {
+              ++*stopped;
+              if (--*waiting == 0)
+                promise.deliver(*stopped);
+            },
+            [=](caf::error&) mutable {
+              if (--*waiting == 0)
+                promise.deliver(*stopped);
+            });
+      }
+      if (*waiting == 0)
+        promise.deliver(int64_t{0});
+      return promise;
     },
     [=](hydrate_atom) -> caf::typed_response_promise<int64_t> {
       auto promise = self->make_response_promise<int64_t>();

@@ -20,6 +20,7 @@
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
+#include "storage/shard_ownership.hpp"
 
 namespace cm {
 
@@ -32,8 +33,15 @@ using registry_actor = caf::typed_actor<
   caf::reacts_to<reload_atom, connection_key>,
   // A connection was deleted: stop its actor.
   caf::reacts_to<remove_atom, connection_key>,
-  // Spawns an actor for every live connection; answers how many.
+  // Spawns an actor for every live connection; answers how many (an
+  // instance without shard ownership: tools, tests, benches).
   caf::replies_to<hydrate_atom>::with<int64_t>,
+  // These shards are owned here now: loads their connections (owner
+  // actors, guests already running are promoted); answers how many loaded.
+  caf::replies_to<own_atom, std::vector<int32_t>>::with<int64_t>,
+  // These shards go elsewhere: their actors stop once their refresh in
+  // flight is stored; answers how many stopped.
+  caf::replies_to<handover_atom, std::vector<int32_t>>::with<int64_t>,
   // A configuration reload: providers, OAuth apps and refresh settings for
   // new and running connection actors.
   caf::reacts_to<configure_atom, registry_deps_ptr>>;
@@ -54,6 +62,14 @@ struct registry_deps {
   /// storage actor that answers version checks (unset: `storage`).
   storage::cluster_view_ptr cluster;
   token_repository_actor freshness;
+  /// The shards this instance owns (null: it owns every connection, as a
+  /// tool or test that runs alone). A connection outside them gets a guest
+  /// actor, which serves requests but leaves proactive refreshes to the
+  /// owner (connection_deps::owner).
+  storage::shard_set_ptr shards;
+  /// Storage actors that load owned shards in parallel, each on its own
+  /// connection (empty: `storage`).
+  std::vector<storage_actor> loaders;
   /// Filled by the registry when it forwards a reload to its connection
   /// actors: the new shared dependencies of each provider's running actors
   /// (a provider the new catalog dropped keeps its old entry there, so a
@@ -71,8 +87,10 @@ struct registry_state {
   /// The key of each live actor, for its down message. Points into
   /// `connections` (std::map nodes do not move); erased with the entry.
   std::map<caf::actor_addr, const connection_key*> keys;
-  /// One shared dependency set per provider for actors spawned from now on.
+  /// One shared dependency set per provider for actors spawned from now on,
+  /// for owners and for guests.
   std::map<std::string, connection_deps_ptr> connection_deps;
+  std::map<std::string, connection_deps_ptr> guest_deps;
   /// Coarse timers of this registry's connections, and their driver.
   refresh_wheel_ptr wheel;
   refresh_wheel_driver wheel_driver;

@@ -146,12 +146,12 @@ void harden_process() {
 }
 
 /// Applies migrations, waiting a bounded time for PostgreSQL to come up.
-int migrate_with_retry(const config::database_config& db_cfg, std::chrono::seconds patience) {
+int migrate_with_retry(const config::service_config& cfg, std::chrono::seconds patience) {
   auto deadline = std::chrono::steady_clock::now() + patience;
-  storage::database db{db_cfg};
+  storage::database db{cfg.database};
   while (true) {
     try {
-      auto applied = storage::apply_migrations(db);
+      auto applied = storage::apply_migrations(db, cfg.cluster.shards);
       log::info("storage", "migrations are current", {{"applied_now", applied}});
       return 0;
     } catch (const storage::db_error& e) {
@@ -182,7 +182,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // Declared before the actor system: front actors hold a pointer to it.
   config_reloader reloader{cfg.source_file};
 
-  if (migrate_with_retry(cfg.database, std::chrono::seconds(30)) != 0)
+  if (migrate_with_retry(cfg, std::chrono::seconds(30)) != 0)
     return 1;
 
   // Block the signals we wait for before CAF starts its threads, so only
@@ -586,7 +586,7 @@ int run(int argc, char** argv, char** env) {
     if (args.command == "serve")
       return cmd_serve(cfg, env);
     if (args.command == "migrate")
-      return migrate_with_retry(cfg.database, std::chrono::seconds(10));
+      return migrate_with_retry(cfg, std::chrono::seconds(10));
     if (args.command == "mint-token")
       return cmd_mint(args, cfg);
     if (args.command == "rekey")

@@ -120,6 +120,12 @@ struct cluster_config {
   /// How often this instance announces itself; the join grace, the
   /// "alone" trust and the activity window are multiples of it.
   int64_t heartbeat_ms = 1000;
+  /// Shards of a new deployment; stored at its first migration and fixed
+  /// from then on (migration 0008).
+  int32_t shards = 256;
+  /// Database connections that load owned shards in parallel at start-up
+  /// and on takeover, each its own storage actor.
+  int32_t loaders = 2;
 };
 
 /// The token service published to other CAF programs, and the bounds its

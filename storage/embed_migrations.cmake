@@ -5,6 +5,8 @@ set(content "// Generated from storage/migrations/*.sql; do not edit.\n#include 
 foreach(f IN LISTS FILES)
   get_filename_component(name ${f} NAME_WE)
   string(REGEX MATCH "^[0-9]+" version ${name})
+  # 0008 is not an octal literal: drop the leading zeros.
+  string(REGEX REPLACE "^0+([0-9])" "\\1" version ${version})
   file(READ ${f} sql)
   string(APPEND content "    {${version}, \"${name}\", R\"cm_sql(${sql})cm_sql\"},\n")
 endforeach()

@@ -22,6 +22,12 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 const statement select_applied{"migrations_select_applied",
                                "SELECT version FROM schema_migrations ORDER BY version"};
+// Read by migration 0008 when it creates shard_settings.
+const statement set_shard_count{"migrations_set_shard_count",
+                                "SELECT set_config('cm.shard_count', $1, false)"};
+const statement select_shard_count{"migrations_select_shard_count",
+                                   "SELECT shard_count FROM shard_settings"};
+
 const statement insert_applied{"migrations_insert_applied",
                                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"};
 
@@ -36,10 +42,16 @@ std::vector<int> applied_migrations(database& db) {
   return versions;
 }
 
-int apply_migrations(database& db) {
+int32_t stored_shard_count(database& db) {
+  auto res = db.exec(select_shard_count);
+  return static_cast<int32_t>(res.integer(0, 0));
+}
+
+int apply_migrations(database& db, int32_t shard_count) {
   db.exec_script(lock_sql);
   int applied = 0;
   try {
+    db.exec(set_shard_count, {param::text(std::to_string(shard_count))});
     auto done = applied_migrations(db);
     for (auto& m : embedded_migrations()) {
       if (std::find(done.begin(), done.end(), m.version) != done.end())
@@ -57,6 +69,10 @@ int apply_migrations(database& db) {
     throw;
   }
   db.exec_script(unlock_sql);
+  if (auto stored = stored_shard_count(db); stored != shard_count)
+    log::warn("storage", "cluster.shards differs from the deployment's shard count; the stored "
+                         "count stays",
+              {{"configured", shard_count}, {"stored", stored}});
   return applied;
 }
 

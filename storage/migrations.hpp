@@ -4,8 +4,11 @@
 // serialize on an advisory lock.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "storage/shards.hpp"
 
 namespace cm::storage {
 
@@ -21,8 +24,13 @@ struct migration {
 const std::vector<migration>& embedded_migrations();
 
 /// Applies the missing migrations; returns how many were applied.
+/// `shard_count` (`cluster.shards`) is stored by the migration that creates
+/// the shards (0008) and ignored, with a warning, once a count is stored.
 /// Throws db_error.
-int apply_migrations(database& db);
+int apply_migrations(database& db, int32_t shard_count = default_shard_count);
+
+/// The deployment's shard count (migration 0008 must have run).
+int32_t stored_shard_count(database& db);
 
 /// Versions recorded as applied, ascending.
 std::vector<int> applied_migrations(database& db);

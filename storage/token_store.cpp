@@ -93,6 +93,12 @@ const statement load_batch_stmt{"tokens_load_batch",
   "WHERE (team_id, id) > ($1, $2::uuid) AND status <> 'disconnected' "
   "ORDER BY team_id, id LIMIT $3"};
 
+// Walks connector_tokens_by_shard (shard, team_id, id).
+const statement load_shard_batch_stmt{"tokens_load_shard_batch",
+  "SELECT " CM_TOKEN_COLUMNS " FROM connector_tokens "
+  "WHERE shard = $4::integer AND (team_id, id) > ($1, $2::uuid) AND status <> 'disconnected' "
+  "ORDER BY team_id, id LIMIT $3"};
+
 const statement teams_of_stmt{"tokens_teams_of",
   "SELECT team_id FROM connector_tokens WHERE user_id = $1 AND provider = $2 ORDER BY team_id"};
 
@@ -395,11 +401,26 @@ token_record token_store::mark_needs_reauth(const connection_key& key, int64_t f
 
 hydrate_batch token_store::load_batch(const std::string& after_team, const std::string& after_id,
                                       int limit) {
-  auto res = db_.exec(load_batch_stmt,
-                      {param::text(after_team),
-                       param::text(after_id.empty() ? "00000000-0000-0000-0000-000000000000"
-                                                    : after_id),
-                       param::text(std::to_string(limit))});
+  return read_batch(db_.exec(load_batch_stmt,
+                             {param::text(after_team),
+                              param::text(after_id.empty() ? "00000000-0000-0000-0000-000000000000"
+                                                           : after_id),
+                              param::text(std::to_string(limit))}),
+                    limit);
+}
+
+hydrate_batch token_store::load_shard_batch(int32_t shard, const std::string& after_team,
+                                            const std::string& after_id, int limit) {
+  return read_batch(db_.exec(load_shard_batch_stmt,
+                             {param::text(after_team),
+                              param::text(after_id.empty() ? "00000000-0000-0000-0000-000000000000"
+                                                           : after_id),
+                              param::text(std::to_string(limit)),
+                              param::text(std::to_string(shard))}),
+                    limit);
+}
+
+hydrate_batch token_store::read_batch(const result& res, int limit) {
   hydrate_batch out;
   out.rows.reserve(static_cast<size_t>(res.rows()));
   for (int i = 0; i < res.rows(); ++i) {

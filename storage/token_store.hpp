@@ -66,6 +66,9 @@ public:
   /// Live connections after (team_id, id) in key order, at most `limit`:
   /// start-up hydration streams the table in such batches.
   hydrate_batch load_batch(const std::string& after_team, const std::string& after_id, int limit);
+  /// The same, within one shard (migration 0008): an owner loads its shards.
+  hydrate_batch load_shard_batch(int32_t shard, const std::string& after_team,
+                                 const std::string& after_id, int limit);
 
   /// Teams in which `user_id` has a connection to `provider` (for callers
   /// that do not name the team).
@@ -102,6 +105,7 @@ private:
   void throw_if_fenced(const std::string& owner);
 
   token_record read_row(const result& res, int row);
+  hydrate_batch read_batch(const result& res, int limit);
   void insert_event(const std::string& type, const std::string& connection_id,
                     const connection_key& key, const std::string& reason);
 
