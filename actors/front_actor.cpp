@@ -24,14 +24,20 @@ namespace {
 /// GET /api/v1/health: reachability and latency of every dependency.
 void health(const call& c) {
   auto ex = c.ex;
+  auto shards = c.ctx().shards;
   c.self->request(c.ctx().storage, std::min(budget(c), std::chrono::milliseconds{3000}),
                   ping_atom_v)
     .then(
-      [ex](int64_t latency_us) {
-        ex->reply_json(200, {{"status", "healthy"},
-                             {"checks",
-                              {{"postgres",
-                                {{"status", "up"}, {"latency_ms", latency_us / 1000.0}}}}}});
+      [ex, shards](int64_t latency_us) {
+        nlohmann::json body = {
+          {"status", "healthy"},
+          {"checks", {{"postgres", {{"status", "up"}, {"latency_ms", latency_us / 1000.0}}}}}};
+        // How the work is split (docs/DECISIONS.md, "Shards and their owners").
+        if (shards)
+          body["shards"] = {{"owned", shards->owned_count()},
+                            {"total", shards->shard_count()},
+                            {"instances", shards->members()}};
+        ex->reply_json(200, body);
       },
       [ex](const caf::error& err) {
         auto res = http::json_response(

@@ -15,6 +15,7 @@
 
 #include "actors/event_hub.hpp"
 #include "actors/fwd.hpp"
+#include "storage/shard_ownership.hpp"
 #include "actors/key_signer_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
@@ -60,6 +61,9 @@ struct front_context {
   /// actor and kept across reloads (a reload copies the context), so only
   /// `cfg.rate_limit` changes. Internally synchronized.
   std::shared_ptr<http::rate_limiter> limiter = std::make_shared<http::rate_limiter>();
+  /// The shards this instance owns, reported by the health route (null:
+  /// no shard ownership, as in tests).
+  storage::shard_set_ptr shards;
 };
 
 struct front_state {

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -40,6 +41,7 @@
 #include "storage/unbound_format.hpp"
 #include "storage/migrations.hpp"
 #include "storage/instance_heartbeat.hpp"
+#include "storage/shard_ownership.hpp"
 #include "storage/notify_listener.hpp"
 
 namespace cm::app {
@@ -210,6 +212,25 @@ int cmd_serve(const config::service_config& cfg, char**) {
     caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
     return 1;
   }
+  // Owned shards load on connections of their own, in parallel, so a
+  // refresh storm on `storage` never delays a takeover.
+  std::vector<storage_actor> loaders;
+  for (int32_t i = 0; i < cfg.cluster.loaders; ++i) {
+    auto loader = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
+    if (!loader) {
+      log::error("main", "cannot start storage", {{"error", message_of(loader.error())}});
+      for (auto& l : loaders)
+        caf::anon_send_exit(l, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+    loaders.push_back(*loader);
+  }
+  auto stop_loaders = [&] {
+    for (auto& l : loaders)
+      caf::anon_send_exit(l, caf::exit_reason::user_shutdown);
+  };
   auto provider_client_handle = sys.spawn(provider_client);
   auto key_signer_handle = spawn_key_signer(sys, cfg.key_signing);
   auto deps = make_registry_deps(cfg, catalog);
@@ -228,13 +249,57 @@ int cmd_serve(const config::service_config& cfg, char**) {
     log::error("main", "cannot announce this instance in the database");
     caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
+    stop_loaders();
     caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
     return 1;
   }
   deps.cluster = cluster;
   deps.key_signer = key_signer_handle;
-  auto registry_handle = sys.spawn(registry, std::move(deps));
+  deps.loaders = loaders;
+  // Shard ownership (storage/shard_ownership.hpp): the registry keeps owner
+  // actors for the shards this instance holds and guests for the others.
+  registry_actor registry_handle;
+  storage::shard_ownership::handlers on_shards;
+  std::atomic<int64_t> loaded_connections{0};
+  on_shards.acquired = [&sys, &registry_handle,
+                        &loaded_connections](const std::vector<int32_t>& shards) {
+    caf::scoped_actor self{sys};
+    self->request(registry_handle, std::chrono::minutes(10), own_atom_v, shards)
+      .receive([&](int64_t n) {
+                 loaded_connections += n;
+                 log::info("main", "loaded owned shards",
+                           {{"shards", shards.size()}, {"connections", n}});
+               },
+               [&](caf::error& err) {
+                 log::warn("main", "could not load owned shards", {{"error", message_of(err)}});
+               });
+  };
+  on_shards.releasing = [&sys, &registry_handle](const std::vector<int32_t>& shards) {
+    caf::scoped_actor self{sys};
+    self->request(registry_handle, std::chrono::minutes(3), handover_atom_v, shards)
+      .receive([&](int64_t) {},
+               [&](caf::error& err) {
+                 log::warn("main", "handover did not finish", {{"error", message_of(err)}});
+               });
+  };
+  on_shards.lost = [&registry_handle](const std::vector<int32_t>& shards) {
+    // The new owner may be refreshing already: stop at once (after any
+    // refresh in flight), without waiting here.
+    caf::anon_send(registry_handle, handover_atom_v, shards);
+  };
+  auto shard_count = cfg.cluster.shards;
+  try {
+    storage::database db{cfg.database};
+    shard_count = storage::stored_shard_count(db);
+  } catch (const storage::db_error& e) {
+    log::error("main", "cannot read the shard count", {{"error", e.what()}});
+  }
+  auto ownership = std::make_unique<storage::shard_ownership>(
+    cfg.database, deps.instance_id, shard_count,
+    std::chrono::milliseconds(cfg.cluster.heartbeat_ms), on_shards);
+  deps.shards = ownership->owned();
+  registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
   auto service_auth = std::make_shared<shared_authenticator>(auth);
   event_hub_actor hub;
@@ -252,6 +317,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
       caf::anon_send_exit(dispatcher, caf::exit_reason::user_shutdown);
     for (auto& f : fronts)
       caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
+    // The locks go first, without a handover: refreshes are drained and
+    // every actor stops now, so the next owners may load at once.
+    ownership->stop(false);
     caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
     // After every refresh has been stored or abandoned: from here on this
@@ -260,23 +328,20 @@ int cmd_serve(const config::service_config& cfg, char**) {
     caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
+    stop_loaders();
   };
   {
-    // Every live connection gets its actor and refresh timer before the
-    // first request is served.
-    caf::scoped_actor self{sys};
-    bool hydrated = false;
-    int64_t count = 0;
+    // Every connection of the shards taken at start gets its actor and
+    // refresh timer before the first request is served. The first round takes this instance's share of the free shards
+    // (all of them when it is alone) and loads them; later rounds hand
+    // shards over and take them over in the background.
     auto armed_before = hydrated_connections_armed();
-    self->request(registry_handle, std::chrono::minutes(10), hydrate_atom_v)
-      .receive([&](int64_t n) { hydrated = true; count = n; },
-               [&](caf::error& err) {
-                 log::error("main", "could not load connections", {{"error", message_of(err)}});
-               });
-    if (!hydrated) {
+    if (!ownership->start(std::chrono::seconds(60))) {
+      log::error("main", "could not take a share of the shards");
       stop_actors({});
       return 1;
     }
+    int64_t count = loaded_connections.load();
     // Spawned actors initialise (and arm their timer) on their first run:
     // wait for all of them, so "ready" means every refresh is planned.
     auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
@@ -330,6 +395,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->clients = std::move(clients);
   ctx->events = hub;
   ctx->reloader = &reloader;
+  ctx->shards = ownership->owned();
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));

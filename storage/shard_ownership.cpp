@@ -115,7 +115,7 @@ ownership_round shard_ownership::round_once() {
 
   // 2. The fair share among the live instances.
   out.members = db.exec(members_stmt).integer(0, 0);
-  members_ = out.members;
+  owned_->set_members(out.members);
   out.target = fair_share(shard_count_, out.members);
 
   // Locks held but not yet known as owned (a round that failed after
@@ -193,7 +193,7 @@ bool shard_ownership::start(std::chrono::milliseconds limit) {
       break;
     } catch (const db_error& e) {
       log::warn(component, "shard ownership round failed", {{"error", e.what()}});
-      drop_all(false);
+      drop_all(drop::lost);
       if (std::chrono::steady_clock::now() >= give_up)
         return false;
       std::this_thread::sleep_for(interval_);
@@ -203,7 +203,7 @@ bool shard_ownership::start(std::chrono::milliseconds limit) {
   return true;
 }
 
-void shard_ownership::drop_all(bool graceful) {
+void shard_ownership::drop_all(drop how) {
   std::vector<int32_t> owned;
   for (int32_t s = 0; s < shard_count_; ++s)
     if (owned_->owns(s))
@@ -211,12 +211,13 @@ void shard_ownership::drop_all(bool graceful) {
   for (auto s : owned)
     owned_->set(s, false);
   if (!owned.empty()) {
-    if (graceful && on_.releasing)
+    if (how == drop::hand_over && on_.releasing)
       on_.releasing(owned);
-    else if (!graceful && on_.lost)
+    else if (how == drop::lost && on_.lost)
       on_.lost(owned);
   }
-  if (graceful) {
+  owned_->set_members(0);
+  if (how != drop::lost) {
     try {
       conn_->db.exec(unlock_all_stmt);
     } catch (const db_error& e) {
@@ -228,7 +229,7 @@ void shard_ownership::drop_all(bool graceful) {
   conn_->db.disconnect();
 }
 
-void shard_ownership::stop() {
+void shard_ownership::stop(bool hand_over) {
   if (stopping_.exchange(true))
     return;
   char byte = 1;
@@ -239,7 +240,7 @@ void shard_ownership::stop() {
   if (stopped_)
     return;
   stopped_ = true;
-  drop_all(true);
+  drop_all(hand_over ? drop::hand_over : drop::quietly);
 }
 
 void shard_ownership::run() {
@@ -262,7 +263,7 @@ void shard_ownership::run() {
                   {{"error", e.what()}});
       failing = true;
       std::lock_guard<std::mutex> guard{round_mutex_};
-      drop_all(false);
+      drop_all(drop::lost);
     }
   }
 }

@@ -55,9 +55,13 @@ public:
       n += owns(i) ? 1 : 0;
     return n;
   }
+  /// Live instances at the owner's last round (0 before the first).
+  int64_t members() const { return members_.load(std::memory_order_relaxed); }
+  void set_members(int64_t n) { members_.store(n, std::memory_order_relaxed); }
 
 private:
   int32_t count_;
+  std::atomic<int64_t> members_{0};
   std::unique_ptr<std::atomic<bool>[]> flags_;
 };
 
@@ -95,9 +99,10 @@ public:
   /// answer), then goes on in the background. False when no round worked.
   bool start(std::chrono::milliseconds limit);
 
-  /// Hands every shard over gracefully (`releasing`, then unlock) and stops.
-  /// Also done by the destructor.
-  void stop();
+  /// Stops. hand_over: every shard goes through `releasing` first (the
+  /// destructor does this); otherwise the locks are released at once, for a
+  /// shutdown that has already drained its refreshes and stops every actor.
+  void stop(bool hand_over = true);
 
   /// One round on the caller's thread (tests; `start` before it is not
   /// needed). Throws db_error.
@@ -107,11 +112,12 @@ public:
   shard_set_ptr owned() const { return owned_; }
   int32_t shard_count() const { return shard_count_; }
   /// Live instances at the last round (0 before the first).
-  int64_t members() const { return members_.load(); }
+  int64_t members() const { return owned_->members(); }
 
 private:
   void run();
-  void drop_all(bool graceful);
+  enum class drop { hand_over, lost, quietly };
+  void drop_all(drop how);
 
   config::database_config db_cfg_;
   std::string instance_id_;
@@ -119,7 +125,6 @@ private:
   std::chrono::milliseconds interval_;
   handlers on_;
   shard_set_ptr owned_;
-  std::atomic<int64_t> members_{0};
   /// Serialises rounds with stop().
   std::mutex round_mutex_;
   struct connection;
