@@ -181,6 +181,8 @@ caf::error not_connected_error(self_ptr self) {
                                         (r.reason.empty() ? std::string{} : ": " + r.reason));
 }
 
+void finish_handover_if_idle(self_ptr self);
+
 void answer_waiters(self_ptr self) {
   auto waiters = std::move(self->state.waiters);
   self->state.waiters.clear();
@@ -195,6 +197,7 @@ void answer_waiters(self_ptr self) {
     for (auto& w : waiters)
       w.deliver(err);
   }
+  finish_handover_if_idle(self);
 }
 
 /// Whether a token held in memory may be served without asking the
@@ -266,6 +269,20 @@ void fail_waiters(self_ptr self, const caf::error& err) {
   self->state.waiters.clear();
   for (auto& w : waiters)
     w.deliver(err);
+  finish_handover_if_idle(self);
+}
+
+/// A handed-over actor stops once no refresh is in flight and nobody is
+/// waiting for an answer (a load, a version check): requests that reached
+/// it are answered by it, not dropped.
+void finish_handover_if_idle(self_ptr self) {
+  auto& s = self->state;
+  if (s.handovers.empty() || s.refreshing || !s.waiters.empty() || !s.confirming.empty())
+    return;
+  for (auto& p : s.handovers)
+    p.deliver(true);
+  s.handovers.clear();
+  self->quit();
 }
 
 
@@ -273,10 +290,7 @@ void fail_waiters(self_ptr self, const caf::error& err) {
 void after_refresh(self_ptr self) {
   if (!self->state.handovers.empty()) {
     // Handed over: the outcome is stored, the new owner loads it.
-    for (auto& p : self->state.handovers)
-      p.deliver(true);
-    self->state.handovers.clear();
-    self->quit();
+    finish_handover_if_idle(self);
     return;
   }
   if (self->state.reload_pending) {
@@ -889,12 +903,10 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       auto& st = self->state;
       st.owned = false;
       ++st.timer_generation;
-      if (!st.refreshing) {
-        self->quit();
-        return true;
-      }
       st.handovers.push_back(self->make_response_promise<bool>());
-      return st.handovers.back();
+      auto promise = st.handovers.back();
+      finish_handover_if_idle(self);
+      return promise;
     },
   };
 }

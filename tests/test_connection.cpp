@@ -789,6 +789,79 @@ TEST_F(deterministic, WithOtherInstancesAConnectionDeletedElsewhereIsNotFound) {
   EXPECT_EQ(code_of(got->at(0).error()), ec::not_found);
 }
 
+TEST_F(deterministic, AGuestArmsNoTimerButRefreshesWhenAskedAndOwningArmsIt) {
+  // Issue 17: a connection whose shard another instance owns is served by
+  // a guest here; the owner refreshes ahead of expiry, the guest only when
+  // a request finds the token inside the refresh window.
+  auto record = seed(key, 3600'000);
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  script->answers.push_back(token_ok("at-2", "rt-2", 3600));
+  auto guest = std::make_shared<connection_deps>(*deps());
+  guest->owner = false;
+  auto conn = sys.spawn(connection, key, std::optional<token_record>{record},
+                        connection_deps_ptr{guest});
+  spawned.push_back(conn);
+  sched.run();
+  auto planned = status(conn).next_refresh_at_ms;
+  ASSERT_GT(planned, 0) << "the plan is kept for the status";
+  advance_to(planned + 1000);
+  EXPECT_TRUE(script->requests.empty()) << "a guest refreshed on its own";
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0)) << to_string(got->at(0).error());
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
+  EXPECT_EQ(script->requests.size(), 1u);
+  // Its shard is taken here: from now on the timer refreshes it.
+  caf::anon_send(conn, own_atom_v);
+  sched.run();
+  auto next = status(conn).next_refresh_at_ms;
+  advance_to(next);
+  EXPECT_EQ(script->requests.size(), 2u) << "an owner refreshes on its timer";
+  EXPECT_EQ(stored_refresh(), "rt-2");
+}
+
+TEST_F(deterministic, AHandedOverActorStopsOnlyOnceItsRefreshIsStored) {
+  // Issue 17: when its shard goes to another instance, an actor with a
+  // refresh in flight stores the provider's answer before it stops, so the
+  // new owner never meets a consumed refresh token.
+  // A refresh on the timer: nobody waits for it but the handover.
+  auto conn = spawn(seed(key, 3600'000));
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto handed = std::make_shared<int>(0);
+  auto stored_when_handed = std::make_shared<bool>(false);
+  script->on_request = [this, conn, handed, stored_when_handed] {
+    sys.spawn([this, conn, handed, stored_when_handed](caf::event_based_actor* self) {
+      self->request(conn, caf::infinite, handover_atom_v).then([=](bool) {
+        ++*handed;
+        *stored_when_handed = stored_refresh() == "rt-1";
+      });
+    });
+  };
+  // The database refuses the first writes: the actor must keep the
+  // provider's tokens and retry, handover or not.
+  repo->fail_completes = 3;
+  advance_to(status(conn).next_refresh_at_ms);
+  ASSERT_EQ(script->requests.size(), 1u);
+  for (int i = 0; i < 30 && *handed == 0; ++i)
+    advance(1s);
+  EXPECT_EQ(*handed, 1);
+  EXPECT_TRUE(*stored_when_handed) << "handed over before the refresh was stored";
+  EXPECT_EQ(stored_refresh(), "rt-1");
+  // It has stopped: a later request finds nobody (the registry spawns anew).
+  auto after = ask(conn);
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_FALSE(after->at(0));
+  // An idle actor stops at once.
+  key = {"acme", "bob", "github"};
+  auto idle = spawn(seed(key, 3600'000));
+  auto answered = std::make_shared<bool>(false);
+  sys.spawn([idle, answered](caf::event_based_actor* self) {
+    self->request(idle, caf::infinite, handover_atom_v).then([=](bool) { *answered = true; });
+  });
+  sched.run();
+  EXPECT_TRUE(*answered);
+  EXPECT_FALSE(ask(idle)->at(0));
+}
+
 TEST_F(deterministic, TokenWithoutRefreshTokenExpiresIntoNeedsReauth) {
   auto conn = spawn(seed(key, 60'000, ""));
   EXPECT_EQ(status(conn).next_refresh_at_ms, now() + 60'000) << "timer at expiry itself";
