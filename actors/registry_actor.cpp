@@ -130,6 +130,26 @@ void hydrate_page(self_ptr self, std::string after_team, std::string after_id,
       [=](caf::error& err) mutable { promise.deliver(err); });
 }
 
+/// Asks a connection actor that is being handed over for a token; if it
+/// stopped before the request reached it, a fresh actor is asked once.
+void ask_leaving(self_ptr self, connection_actor actor, connection_key key, bool force,
+                 caf::typed_response_promise<token_grant> promise) {
+  self->request(actor, caf::infinite, get_token_atom_v, force)
+    .then([=](token_grant& grant) mutable { promise.deliver(std::move(grant)); },
+          [=](caf::error& err) mutable {
+            if (err != caf::sec::request_receiver_down) {
+              promise.deliver(err);
+              return;
+            }
+            auto& st = self->state;
+            auto it = st.connections.find(key);
+            if (it != st.connections.end() && it->second.address() == actor.address())
+              forget(self, it);
+            st.leaving.erase(actor.address());
+            promise.delegate(find_or_spawn(self, key), get_token_atom_v, force);
+          });
+}
+
 /// Loading newly owned shards: each loader walks one shard at a time in
 /// keyset pages, and the loaders run in parallel on their own connections.
 struct shard_load {
@@ -248,6 +268,7 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
   });
   self->set_down_handler([=](const caf::down_msg& msg) {
     auto& s = self->state;
+    s.leaving.erase(msg.source);
     auto it = s.keys.find(msg.source);
     if (it == s.keys.end())
       return;
@@ -258,8 +279,13 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       s.keys.erase(it);
   });
   return {
-    [=](get_token_atom, const connection_key& key, bool force) {
-      return self->delegate(find_or_spawn(self, key), get_token_atom_v, force);
+    [=](get_token_atom, const connection_key& key, bool force) -> caf::result<token_grant> {
+      auto actor = find_or_spawn(self, key);
+      if (self->state.leaving.count(actor.address()) == 0)
+        return self->delegate(actor, get_token_atom_v, force);
+      auto promise = self->make_response_promise<token_grant>();
+      ask_leaving(self, actor, key, force, promise);
+      return promise;
     },
     [=](status_atom, const connection_key& key) {
       return self->delegate(find_or_spawn(self, key), status_atom_v);
@@ -345,6 +371,7 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
         if (!leaving[static_cast<size_t>(shard_of_key(self, key))])
           continue;
         ++*waiting;
+        s.leaving.insert(actor.address());
         self->request(actor, std::chrono::minutes(2), handover_atom_v)
           .then(
             [=](bool) mutable {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 
@@ -94,6 +95,10 @@ struct registry_state {
   /// Coarse timers of this registry's connections, and their driver.
   refresh_wheel_ptr wheel;
   refresh_wheel_driver wheel_driver;
+  /// Actors handed over and about to stop: requests for them go through
+  /// the registry (not delegated) so one that meets a stopped actor is
+  /// asked again of a fresh one instead of failing.
+  std::set<caf::actor_addr> leaving;
   /// Actors spawned by the hydration in progress.
   int64_t hydrated = 0;
   static inline const char* name = "registry";

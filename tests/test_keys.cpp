@@ -743,10 +743,8 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
   }
   stats.phase("restart instance 1 in the half-rotated state");
   instances.restart(1);
-  EXPECT_EQ(lines_with(instances.server(1).log(),
-                       {"hydrated connections", "\"count\":" + std::to_string(n)}),
-            1)
-    << instances.server(1).log();
+  // It takes over its share of the shards from the other instance and
+  // reads every row it is asked for; none fails to decrypt.
   for (auto& user : users) {
     uint16_t port = 0;
     int slot = instances.acquire(1, port);
@@ -754,6 +752,7 @@ TEST(Keys, RotationUnderLoadWithTheJobKilledHalfwayLosesNothing) {
     instances.release(slot);
     EXPECT_EQ(r.status, 200) << user << " in the half-rotated state: " << r.body;
   }
+  EXPECT_EQ(lines_with(instances.server(1).log(), {"ALARM"}), 0) << instances.server(1).log();
 
   // 4. Rerun to completion.
   stats.phase("rekey rerun");
