@@ -71,6 +71,100 @@ void flush_audit(storage_self self) {
   }
 }
 
+// Group commit. A refresh storm sends leases and completions faster than
+// one transaction each can commit (each commit waits for the WAL flush).
+// They are queued, and a flush message the actor sends itself runs every
+// write that arrived before it in one transaction: one commit for all.
+// Nobody is answered before that commit. A write that its own code refuses
+// (a stale fence, a lease held elsewhere, a fenced instance) throws before
+// it changes anything, so it is answered with its error and the others go
+// on. An SQL error aborts the whole transaction: it is rolled back and each
+// write runs again on its own, as without grouping.
+constexpr size_t group_limit = 256;
+
+void enqueue_grouped(storage_self self, std::function<token_record()> run,
+                     caf::typed_response_promise<token_record> promise) {
+  auto& st = self->state;
+  st.grouped.push_back({std::move(run), std::move(promise)});
+  if (!st.group_armed) {
+    st.group_armed = true;
+    self->send(self, flush_atom_v);
+  }
+}
+
+/// One grouped write on its own (after its group was rolled back).
+void run_alone(storage_state::grouped_write& w) {
+  try {
+    w.promise.deliver(w.run());
+  } catch (const storage::db_error& e) {
+    w.promise.deliver(to_caller_error(e));
+  } catch (const storage::crypto_error&) {
+    w.promise.deliver(make_error(ec::internal, "encryption failed"));
+  } catch (const std::exception&) {
+    w.promise.deliver(make_error(ec::internal, "storage error"));
+  }
+}
+
+void flush_grouped(storage_self self) {
+  auto& st = self->state;
+  st.group_armed = false;
+  std::vector<storage_state::grouped_write> batch;
+  if (st.grouped.size() <= group_limit) {
+    batch = std::move(st.grouped);
+    st.grouped.clear();
+  } else {
+    auto cut = st.grouped.begin() + static_cast<std::ptrdiff_t>(group_limit);
+    batch.assign(std::make_move_iterator(st.grouped.begin()), std::make_move_iterator(cut));
+    st.grouped.erase(st.grouped.begin(), cut);
+    st.group_armed = true;
+    self->send(self, flush_atom_v);
+  }
+  if (batch.size() == 1) {
+    run_alone(batch.front());
+    return;
+  }
+  std::vector<std::optional<token_record>> results(batch.size());
+  std::vector<caf::error> refusals(batch.size());
+  bool aborted = false;
+  try {
+    storage::database::transaction tx{*st.db};
+    for (size_t i = 0; i < batch.size() && !aborted; ++i) {
+      try {
+        results[i] = batch[i].run();
+      } catch (const storage::db_error& e) {
+        // Refused by our own checks, before any write: only this one fails.
+        if (e.sqlstate.empty() && st.db->connected())
+          refusals[i] = to_caller_error(e);
+        else
+          aborted = true;
+      } catch (const storage::crypto_error&) {
+        refusals[i] = make_error(ec::internal, "encryption failed");
+      }
+    }
+    if (!aborted)
+      tx.commit();
+  } catch (const std::exception&) {
+    aborted = true;
+  }
+  if (aborted) {
+    if (!st.db->connected()) {
+      // Nothing was committed; each caller keeps what it has and retries.
+      for (auto& w : batch)
+        w.promise.deliver(make_error(ec::unavailable, "the database is unavailable"));
+      return;
+    }
+    for (auto& w : batch)
+      run_alone(w);
+    return;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (results[i])
+      batch[i].promise.deliver(std::move(*results[i]));
+    else
+      batch[i].promise.deliver(refusals[i]);
+  }
+}
+
 } // namespace
 
 storage_actor::behavior_type
@@ -90,6 +184,9 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
     std::make_unique<storage::connector_config_store>(*st.db, *st.cipher, *st.events, *st.tokens);
   // Pending audit rows are written before the actor goes.
   self->set_exit_handler([=](caf::exit_msg& msg) {
+    // Leases and completions already received are committed and answered.
+    while (!self->state.grouped.empty())
+      flush_grouped(self);
     flush_audit(self);
     self->quit(msg.reason);
   });
@@ -141,19 +238,26 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
     },
     [=](lease_atom, const connection_key& key, const std::string& owner,
         int64_t lease_ms) -> caf::result<token_record> {
-      try {
-        auto leased = self->state.tokens->acquire_lease(key, owner, lease_ms);
+      auto promise = self->make_response_promise<token_record>();
+      auto* tokens = self->state.tokens.get();
+      enqueue_grouped(self, [tokens, key, owner, lease_ms] {
+        auto leased = tokens->acquire_lease(key, owner, lease_ms);
         if (!leased)
-          return make_error(ec::conflict, "refresh lease held by another instance");
+          throw storage::db_error(ec::conflict, "", "refresh lease held by another instance");
         return std::move(*leased);
-      } catch (const storage::db_error& e) {
-        return to_caller_error(e);
-      }
+      }, promise);
+      return promise;
     },
     [=](complete_atom, const connection_key& key, int64_t fence, const std::string& owner,
         const refreshed_tokens& tokens) -> caf::result<token_record> {
-      return guarded([&] { return self->state.tokens->complete_refresh(key, fence, owner, tokens); });
+      auto promise = self->make_response_promise<token_record>();
+      auto* store = self->state.tokens.get();
+      enqueue_grouped(self, [store, key, fence, owner, tokens] {
+        return store->complete_refresh(key, fence, owner, tokens);
+      }, promise);
+      return promise;
     },
+    [=](flush_atom) { flush_grouped(self); },
     [=](release_atom, const connection_key& key, int64_t fence, const std::string& owner,
         const std::string& reason) -> caf::result<bool> {
       return guarded([&] { return self->state.tokens->release_lease(key, fence, owner, reason); });

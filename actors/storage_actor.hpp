@@ -5,7 +5,9 @@
 // backoff and later calls succeed again.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include <caf/fwd.hpp>
@@ -70,6 +72,8 @@ using storage_actor = token_repository_actor::extend<
   caf::reacts_to<audit_atom, audit_entry>,
   // Internal: writes the pending audit rows.
   caf::reacts_to<audit_atom>,
+  // Internal: commits the grouped leases and completions.
+  caf::reacts_to<flush_atom>,
   // Stores a pending OAuth authorization.
   caf::replies_to<state_put_atom, oauth_state_record, int32_t>::with<bool>,
   // Consumes a state by its hash (exactly once); not_found if unknown.
@@ -105,6 +109,14 @@ struct storage_state {
   std::unique_ptr<storage::outbox> events;
   std::unique_ptr<storage::token_store> tokens;
   std::unique_ptr<storage::connector_config_store> configs;
+  /// Leases and completions waiting for the next group commit
+  /// (actors/storage_actor.cpp, "Group commit").
+  struct grouped_write {
+    std::function<token_record()> run;
+    caf::typed_response_promise<token_record> promise;
+  };
+  std::vector<grouped_write> grouped;
+  bool group_armed = false;
   /// Audit rows not yet written (see audit_atom).
   std::vector<audit_entry> audit_pending;
   bool audit_flush_armed = false;

@@ -78,6 +78,7 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
     },
     [=](audit_atom, const audit_entry&) {},
     [=](audit_atom) {},
+    [=](flush_atom) {},
     [=](state_put_atom, const oauth_state_record&, int32_t) { return hold<bool>(self); },
     [=](state_take_atom, const std::string&) { return hold<oauth_state_record>(self); },
     [=](connect_atom, const token_record&) { return hold<connect_result>(self); },

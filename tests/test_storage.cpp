@@ -332,6 +332,83 @@ TEST_F(storage_fixture, CompleteStoresRotatedTokensAndTheEventTogether) {
   EXPECT_TRUE(call<token_record>(lease_atom_v, key, std::string{"instance-b"}, int64_t{30000}));
 }
 
+TEST_F(storage_fixture, LeasesAndCompletionsThatArriveTogetherCommitTogether) {
+  // Issue 17: a refresh storm's leases and completions are grouped into
+  // one transaction each, and every caller still gets its own answer.
+  const int n = 40;
+  for (int i = 0; i < n; ++i)
+    ASSERT_TRUE(call<token_record>(save_atom_v, sample("u" + std::to_string(i), "github")));
+  auto key_of = [](int i) { return connection_key{"acme", "u" + std::to_string(i), "github"}; };
+  // u0 is leased elsewhere: our lease on it is refused inside the group.
+  ASSERT_TRUE(call<token_record>(lease_atom_v, key_of(0), std::string{"b"}, int64_t{30000}));
+  storage::database db{db_config(url)};
+  // Every write in one transaction has the same xmin.
+  auto transactions_of = [&](const std::string& where) {
+    return db.exec_script("SELECT count(DISTINCT xmin::text) FROM connector_tokens WHERE " + where)
+      .integer(0, 0);
+  };
+  // Sends every request before reading any answer.
+  caf::scoped_actor self{sys};
+  auto all_at_once = [&](auto&& request_of, int count) {
+    std::vector<caf::expected<token_record>> out;
+    std::vector<decltype(request_of(0))> handles;
+    for (int i = 0; i < count; ++i)
+      handles.push_back(request_of(i));
+    for (auto& h : handles) {
+      caf::expected<token_record> r = caf::make_error(caf::sec::request_timeout);
+      h.receive([&](token_record& v) { r = std::move(v); }, [&](caf::error& e) { r = e; });
+      out.push_back(std::move(r));
+    }
+    return out;
+  };
+  auto leases = all_at_once(
+    [&](int i) {
+      auto key = i < n ? key_of(i) : connection_key{"acme", "nobody", "github"};
+      return self->request(store, 10s, lease_atom_v, key, std::string{"a"}, int64_t{30000});
+    },
+    n + 1);
+  EXPECT_EQ(code_of(leases[0].error()), ec::conflict);
+  EXPECT_EQ(code_of(leases[static_cast<size_t>(n)].error()), ec::not_found);
+  for (int i = 1; i < n; ++i)
+    ASSERT_TRUE(leases[static_cast<size_t>(i)]) << i << ": " << to_string(leases[static_cast<size_t>(i)].error());
+  EXPECT_LE(transactions_of("lease_owner = 'a'"), 4) << "leases that arrive together commit together";
+
+  // Completions, one with a stale fence among them; and one row whose
+  // UPDATE fails in SQL (a trigger), which rolls the group back: each write
+  // then runs on its own and only that one fails.
+  db.exec_script(
+    "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF NEW.user_id = 'u7' AND NEW.access_token IS DISTINCT FROM OLD.access_token THEN "
+    "RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$; "
+    "CREATE TRIGGER poison BEFORE UPDATE ON connector_tokens FOR EACH ROW EXECUTE FUNCTION poison()");
+  auto completes = all_at_once(
+    [&](int i) {
+      refreshed_tokens fresh;
+      fresh.access_token = secret{"access-" + std::to_string(i + 1)};
+      fresh.refresh_token = secret{"refresh-" + std::to_string(i + 1)};
+      fresh.expires_at_ms = 1'900'000'360'000;
+      auto fence = leases[static_cast<size_t>(i + 1)]->version - (i == 2 ? 1 : 0);
+      return self->request(store, 10s, complete_atom_v, key_of(i + 1), fence, std::string{"a"},
+                           fresh);
+    },
+    n - 1);
+  for (int i = 1; i < n; ++i) {
+    auto& r = completes[static_cast<size_t>(i - 1)];
+    auto found = call<token_record>(find_atom_v, key_of(i));
+    ASSERT_TRUE(found);
+    if (i == 3 || i == 7) {
+      ASSERT_FALSE(r) << i;
+      EXPECT_EQ(code_of(r.error()), i == 3 ? ec::conflict : ec::internal) << i;
+      EXPECT_EQ(found->refresh_token.reveal(), "refresh-canary-1") << i;
+      continue;
+    }
+    ASSERT_TRUE(r) << i << ": " << to_string(r.error());
+    EXPECT_EQ(r->refresh_token.reveal(), "refresh-" + std::to_string(i)) << i;
+    EXPECT_EQ(found->refresh_token.reveal(), "refresh-" + std::to_string(i)) << i;
+  }
+  EXPECT_EQ(count_events(url, "TOKEN_REFRESHED"), n - 3) << "one event per stored refresh";
+}
+
 TEST_F(storage_fixture, AnInstanceOutsideItsActivityNeitherLeasesNorStores) {
   ASSERT_TRUE(call<token_record>(save_atom_v, sample("alice", "github")));
   connection_key key{"acme", "alice", "github"};
