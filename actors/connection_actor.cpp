@@ -299,9 +299,20 @@ void after_refresh(self_ptr self) {
   }
 }
 
+/// The refresh (or key re-validation) is over: its gate slot, if any, is
+/// free for the next connection.
+void end_refresh(self_ptr self) {
+  auto& s = self->state;
+  s.refreshing = false;
+  if (s.slot_from) {
+    self->send(s.slot_from, release_atom_v);
+    s.slot_from = nullptr;
+  }
+}
+
 void finish(self_ptr self) {
   // A forced request that joined this refresh is served by its result.
-  self->state.refreshing = false;
+  end_refresh(self);
   self->state.force_requested = false;
   self->state.retry_not_before_ms = 0;
   answer_waiters(self);
@@ -344,7 +355,7 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
   auto bound = backoff_bound_ms(std::max(s.failures, 1), cfg.backoff_base_ms, cfg.backoff_cap_ms);
   std::uniform_int_distribution<int64_t> dist(0, bound);
   auto delay = std::max(dist(s.rng), retry_after_s * 1000);
-  s.refreshing = false;
+  end_refresh(self);
   if (s.forced || s.force_requested) {
     // Whoever asked for a refresh now learns that it failed, rather than
     // silently getting the old token.
@@ -373,7 +384,7 @@ void give_up(self_ptr self, int64_t fence, const std::string& reason) {
     .then(
       [=](token_record& stored) {
         self->state.record = std::move(stored);
-        self->state.refreshing = false;
+        end_refresh(self);
         fail_waiters(self, not_connected_error(self));
         schedule_tick(self, 0);
         after_refresh(self);
@@ -434,7 +445,7 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
         }
         if (code == ec::not_found) {
           // Disconnected meanwhile: the tokens belong to nobody now.
-          self->state.refreshing = false;
+          end_refresh(self);
           fail_waiters(self, make_error(ec::not_found, "no such connection"));
           self->quit();
           return;
@@ -651,7 +662,7 @@ void revalidate(self_ptr self) {
             fields["reason"] = verdict.reason;
             log::warn(component, "key re-validation inconclusive", fields);
           }
-          self->state.refreshing = false;
+          end_refresh(self);
           arm_timer(self);
           return;
         }
@@ -661,12 +672,12 @@ void revalidate(self_ptr self) {
                       st.deps->instance_id, settings(self).lease_ms)
           .then([=](token_record& leased) { give_up(self, leased.version, reason); },
                 [=](caf::error&) {
-                  self->state.refreshing = false;
+                  end_refresh(self);
                   arm_timer(self);
                 });
       },
       [=](caf::error&) {
-        self->state.refreshing = false;
+        end_refresh(self);
         arm_timer(self);
       });
 }
@@ -675,22 +686,74 @@ caf::error shutting_down_error() {
   return make_error(ec::unavailable, "the service is shutting down");
 }
 
-void start_refresh(self_ptr self, mode m) {
+/// How long a request for a still-valid token waits for a refresh that is
+/// queued at the refresh gate before it gets the token it has.
+constexpr ms slot_patience{100};
+
+/// Takes the lease and refreshes, holding a gate slot (or none: no gate).
+void begin_refresh(self_ptr self, mode m) {
   auto& s = self->state;
-  if (s.refreshing) {
-    if (m == mode::force)
-      s.force_requested = true;
-    return;
-  }
   if (refreshes_stopped()) {
     // Shutting down: a refresh started now might be answered after the
     // process is gone. The next process plans it again.
+    end_refresh(self);
     fail_waiters(self, shutting_down_error());
     return;
+  }
+  // A forced request that arrived while this one waited for its slot is
+  // served by it: it starts after that request.
+  if (s.force_requested && m == mode::refresh) {
+    m = mode::force;
+    s.force_requested = false;
   }
   s.refreshing = true;
   s.forced = m == mode::force;
   take_lease(self, m, 0);
+}
+
+void start_refresh(self_ptr self, mode m) {
+  auto& s = self->state;
+  if (s.refreshing || s.awaiting_slot) {
+    if (m == mode::force)
+      s.force_requested = true;
+    else if (s.awaiting_slot && usable(self) &&
+             now_ms(self) - s.awaiting_since_ms >= slot_patience.count())
+      answer_waiters(self); // still valid: nobody waits in line for it
+    return;
+  }
+  if (refreshes_stopped()) {
+    fail_waiters(self, shutting_down_error());
+    return;
+  }
+  if (!s.deps->gate) {
+    begin_refresh(self, m);
+    return;
+  }
+  // Back-pressure (actors/refresh_gate.hpp): wait in line for a slot. A
+  // refresh somebody waits for goes ahead of the planned ones.
+  // While the token is still valid, requests that would wait for this
+  // refresh get it after a short patience and the refresh waits its turn;
+  // a forced one, or one for an expired token, has somebody waiting and
+  // goes first.
+  bool urgent = m == mode::force || !usable(self);
+  s.awaiting_slot = true;
+  s.awaiting_since_ms = now_ms(self);
+  if (!urgent)
+    self->delayed_send(self, slot_patience, claim_atom_v);
+  auto gate = s.deps->gate;
+  self->request(gate, caf::infinite, claim_atom_v, urgent)
+    .then(
+      [=](bool) {
+        auto& st = self->state;
+        st.awaiting_slot = false;
+        st.slot_from = gate;
+        begin_refresh(self, m);
+      },
+      [=](caf::error&) {
+        // The gate is gone (the process is stopping): no bound to keep.
+        self->state.awaiting_slot = false;
+        begin_refresh(self, m);
+      });
 }
 
 /// Called once the record is known: serve or refresh for queued requesters.
@@ -884,6 +947,13 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         return;
       }
       start_refresh(self, can_refresh(self) ? mode::refresh : mode::expire);
+    },
+    [=](claim_atom) {
+      // The patience for a gate slot is over: requests for a token that is
+      // still valid get it now.
+      auto& st = self->state;
+      if (st.awaiting_slot && usable(self))
+        answer_waiters(self);
     },
     [=](retry_atom, bool force, int32_t polls) {
       take_lease(self, force ? mode::force : mode::refresh, polls);

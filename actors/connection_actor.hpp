@@ -34,6 +34,7 @@
 #include "actors/key_signer_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/refresh_drain.hpp"
+#include "actors/refresh_gate.hpp"
 #include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
@@ -81,6 +82,9 @@ struct connection_deps {
   /// instance owns, refreshes only when a request finds its token inside
   /// the refresh window, under the same lease and fence.
   bool owner = true;
+  /// Bounds the refreshes in flight (actors/refresh_gate.hpp); null: no
+  /// bound (actor tests that do not test it).
+  refresh_gate_actor gate;
 };
 
 /// Shared by every connection actor of one provider: a copy per actor would
@@ -103,6 +107,8 @@ using connection_actor = caf::typed_actor<
   caf::reacts_to<configure_atom, registry_deps_ptr>,
   // Internal: a refresh timer fired (its generation).
   caf::reacts_to<tick_atom, uint64_t>,
+  // Internal: requests have waited long enough for a gate slot.
+  caf::reacts_to<claim_atom>,
   // Internal: try the lease again (force, polls so far).
   caf::reacts_to<retry_atom, bool, int32_t>,
   // Internal: store refreshed tokens again after a database hiccup.
@@ -153,6 +159,12 @@ struct connection_state {
   /// Between taking a refresh lease and recording the outcome; counted
   /// process-wide, so shutdown can wait for it (actors/refresh_drain.hpp).
   counted_refresh_flag refreshing;
+  /// Waiting for a slot at the refresh gate (not refreshing yet: a
+  /// handover or shutdown does not wait for it), and holding one, and the
+  /// gate it came from (a reload may bring new deps).
+  bool awaiting_slot = false;
+  int64_t awaiting_since_ms = 0;
+  refresh_gate_actor slot_from;
   /// The refresh in flight was asked for explicitly (force).
   bool forced = false;
   bool force_requested = false;

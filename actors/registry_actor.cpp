@@ -45,6 +45,7 @@ connection_deps_ptr build_connection_deps(self_ptr self, const std::string& prov
   deps->cluster = s.deps.cluster;
   deps->freshness = s.deps.freshness;
   deps->owner = owner;
+  deps->gate = s.gate;
   return deps;
 }
 
@@ -256,6 +257,8 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
   self->state.wheel = std::make_shared<refresh_wheel>();
   self->state.wheel_driver = self->spawn<caf::linked>(refresh_wheel_drive, self->state.wheel,
                                                        self->state.deps.wall_offset_ms);
+  self->state.gate =
+    self->spawn<caf::linked>(refresh_gate, self->state.deps.settings.max_in_flight);
   // Connection actors are monitored, not linked (one that finds no row must
   // not take the registry down), so shutting down stops them explicitly.
   self->set_exit_handler([=](caf::exit_msg& msg) {
@@ -312,6 +315,7 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       s.deps.providers = deps->providers;
       s.deps.clients = deps->clients;
       s.deps.settings = deps->settings;
+      self->send(s.gate, configure_atom_v, s.deps.settings.max_in_flight);
       // New shared dependencies per provider; running actors of a provider
       // the new catalog dropped keep its old entry.
       auto forwarded = std::make_shared<registry_deps>(*deps);

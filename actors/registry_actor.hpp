@@ -95,6 +95,8 @@ struct registry_state {
   /// Coarse timers of this registry's connections, and their driver.
   refresh_wheel_ptr wheel;
   refresh_wheel_driver wheel_driver;
+  /// Bounds this instance's refreshes in flight (refresh.max_in_flight).
+  refresh_gate_actor gate;
   /// Actors handed over and about to stop: requests for them go through
   /// the registry (not delegated) so one that meets a stopped actor is
   /// asked again of a fresh one instead of failing.

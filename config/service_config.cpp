@@ -230,7 +230,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
                                           "max_failures", "backoff_base_ms", "backoff_cap_ms",
                                           "lease_poll_ms", "storage_timeout_ms",
                                           "key_revalidation_s", "shutdown_grace_ms",
-                                          "min_forced_interval_ms"});
+                                          "min_forced_interval_ms", "max_in_flight"});
   auto& r = cfg.refresh;
   auto margin_s = reader.get_int(refresh, "refresh", "margin_s", -1, -1, 86400);
   r.margin_override_ms = margin_s < 0 ? -1 : margin_s * 1000;
@@ -256,6 +256,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.get_int(refresh, "refresh", "shutdown_grace_ms", r.shutdown_grace_ms, 0, 600000);
   r.min_forced_interval_ms = reader.get_int(refresh, "refresh", "min_forced_interval_ms",
                                             r.min_forced_interval_ms, 0, 3600000);
+  r.max_in_flight =
+    reader.get_int(refresh, "refresh", "max_in_flight", r.max_in_flight, 1, 1000000);
 
   // cluster
   auto cluster = root["cluster"];

@@ -113,6 +113,10 @@ struct refresh_config {
   /// the provider: one member's refresh loop must not spend the
   /// deployment's OAuth-app rate limit or flood event consumers.
   int64_t min_forced_interval_ms = 10000;
+  /// Refreshes in flight at once (from the lease to the stored outcome);
+  /// more wait in line (actors/refresh_gate.hpp), so a storm is late by
+  /// queueing rather than by timeouts and retries.
+  int64_t max_in_flight = 512;
 };
 
 /// Instances sharing one database (storage/instance_heartbeat.hpp).

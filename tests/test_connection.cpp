@@ -43,6 +43,8 @@ struct deterministic : ::testing::Test {
   connection_key key{"acme", "alice", "github"};
   /// Null: this instance is alone.
   storage::cluster_view_ptr cluster;
+  /// Null: refreshes in flight are not bounded.
+  refresh_gate_actor gate;
 
   deterministic() {
     // Actors here never exit by themselves; the test coordinator does not
@@ -71,6 +73,8 @@ struct deterministic : ::testing::Test {
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(repository, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(provider, caf::exit_reason::user_shutdown);
+    if (gate)
+      caf::anon_send_exit(gate, caf::exit_reason::user_shutdown);
     sched.run();
   }
 
@@ -118,6 +122,7 @@ struct deterministic : ::testing::Test {
     d.wall_offset_ms = offset_ms;
     d.seed = seed;
     d.cluster = cluster;
+    d.gate = gate;
     return shared;
   }
 
@@ -860,6 +865,132 @@ TEST_F(deterministic, AHandedOverActorStopsOnlyOnceItsRefreshIsStored) {
   sched.run();
   EXPECT_TRUE(*answered);
   EXPECT_FALSE(ask(idle)->at(0));
+}
+
+namespace {
+
+/// A stand-in for a connection actor at the refresh gate: claims a slot at
+/// start and records when it gets it; gives it back on `release_atom`,
+/// stops (without giving it back) on `remove_atom`.
+caf::behavior gate_holder(caf::event_based_actor* self, refresh_gate_actor gate, std::string name,
+                          bool urgent, std::shared_ptr<std::vector<std::string>> granted) {
+  self->request(gate, caf::infinite, claim_atom_v, urgent).then([=](bool) {
+    granted->push_back(name);
+  });
+  return {
+    [=](release_atom) { self->send(gate, release_atom_v); },
+    [=](remove_atom) { self->quit(); },
+  };
+}
+
+} // namespace
+
+TEST_F(deterministic, TheRefreshGateAdmitsInOrderUrgentFirstAndGetsSlotsBackFromStoppedHolders) {
+  gate = sys.spawn(refresh_gate, 1);
+  auto granted = std::make_shared<std::vector<std::string>>();
+  auto holder = [&](const std::string& name, bool urgent) {
+    auto a = sys.spawn(gate_holder, gate, name, urgent, granted);
+    sched.run();
+    return a;
+  };
+  auto gate_status = [&] {
+    auto out = std::make_shared<std::pair<int64_t, int64_t>>();
+    sys.spawn([=](caf::event_based_actor* self) {
+      self->request(gate, caf::infinite, status_atom_v).then([=](int64_t in_flight, int64_t waiting) {
+        *out = {in_flight, waiting};
+      });
+    });
+    sched.run();
+    return *out;
+  };
+  auto a = holder("a", false);
+  auto b = holder("b", false);
+  auto c = holder("c", false);
+  auto d = holder("d", true);
+  EXPECT_EQ(*granted, std::vector<std::string>{"a"});
+  EXPECT_EQ(gate_status(), std::make_pair(int64_t{1}, int64_t{3}));
+  // A refresh somebody waits for goes ahead of the planned ones.
+  caf::anon_send(a, release_atom_v);
+  sched.run();
+  EXPECT_EQ(*granted, (std::vector<std::string>{"a", "d"}));
+  // A holder that stops without giving its slot back (a handover, a
+  // deleted connection) does not keep it.
+  caf::anon_send(d, remove_atom_v);
+  sched.run();
+  EXPECT_EQ(*granted, (std::vector<std::string>{"a", "d", "b"}));
+  // A waiter that stopped is skipped.
+  caf::anon_send(c, remove_atom_v);
+  auto e = holder("e", false);
+  caf::anon_send(b, release_atom_v);
+  sched.run();
+  EXPECT_EQ(*granted, (std::vector<std::string>{"a", "d", "b", "e"}));
+  EXPECT_EQ(gate_status(), std::make_pair(int64_t{1}, int64_t{0}));
+  // A larger limit (a configuration reload) admits waiters at once.
+  auto f = holder("f", false);
+  auto g = holder("g", false);
+  caf::anon_send(gate, configure_atom_v, int64_t{3});
+  sched.run();
+  EXPECT_EQ(*granted, (std::vector<std::string>{"a", "d", "b", "e", "f", "g"}));
+  for (auto& x : {a, b, e, f, g})
+    caf::anon_send(x, remove_atom_v);
+  sched.run();
+  EXPECT_EQ(gate_status(), std::make_pair(int64_t{0}, int64_t{0}));
+}
+
+TEST_F(deterministic, AStormWaitsForGateSlotsInsteadOfLeasingEverythingAtOnce) {
+  // Issue 17: refreshes in flight are bounded; the rest queue for a slot
+  // (no lease taken, no timeout running) instead of all leasing at once.
+  gate = sys.spawn(refresh_gate, 1);
+  std::vector<connection_key> keys;
+  std::vector<connection_actor> conns;
+  for (int i = 0; i < 3; ++i) {
+    keys.push_back({"acme", "user-" + std::to_string(i), "github"});
+    script->answers.push_back(token_ok("at-" + std::to_string(i + 1), "rt-1", 3600));
+    // Expiring within the refresh margin: due the moment it starts.
+    auto r = seed(keys.back(), 60'000);
+    conns.push_back(sys.spawn(connection, r.key, std::optional<token_record>{r}, deps()));
+    spawned.push_back(conns.back());
+  }
+  auto leases_at_call = std::make_shared<std::vector<int>>();
+  script->on_request = [this, leases_at_call] { leases_at_call->push_back(repo->leases_granted); };
+  sched.run(); // each arms its timer
+  advance(1s); // every timer fires at once
+  ASSERT_EQ(script->requests.size(), 3u);
+  // The n-th provider call happens with n leases taken: one at a time.
+  EXPECT_EQ(*leases_at_call, (std::vector<int>{1, 2, 3}));
+  for (auto& k : keys)
+    EXPECT_EQ(repo->rows[k].record.refresh_token.reveal(), "rt-1") << k.user_id;
+}
+
+TEST_F(deterministic, AValidTokenIsServedWhileItsRefreshWaitsForAGateSlot) {
+  gate = sys.spawn(refresh_gate, 1);
+  auto granted = std::make_shared<std::vector<std::string>>();
+  // Another refresh holds the only slot.
+  auto other = sys.spawn(gate_holder, gate, std::string{"other"}, false, granted);
+  sched.run();
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  // Inside the refresh window, still valid for a minute.
+  auto conn = spawn(seed(key, 60'000));
+  advance(1s); // its timer fires
+  EXPECT_TRUE(script->requests.empty()) << "waits for a slot";
+  EXPECT_TRUE(status(conn).refreshing == false);
+  auto got = ask(conn);
+  EXPECT_TRUE(got->empty()) << "a short patience first";
+  advance(100ms);
+  ASSERT_EQ(got->size(), 1u);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-0");
+  // Once the patience is over, later requests are served at once.
+  auto later = ask(conn);
+  ASSERT_EQ(later->size(), 1u);
+  EXPECT_EQ(later->at(0)->access_token.reveal(), "at-0");
+  // The slot comes free: the refresh runs.
+  caf::anon_send(other, release_atom_v);
+  sched.run();
+  ASSERT_EQ(script->requests.size(), 1u);
+  EXPECT_EQ(ask(conn)->at(0)->access_token.reveal(), "at-1");
+  caf::anon_send(other, remove_atom_v);
+  sched.run();
 }
 
 TEST_F(deterministic, TokenWithoutRefreshTokenExpiresIntoNeedsReauth) {
