@@ -1,5 +1,6 @@
 // Refresh storm: N OAuth connections (100,000 by default) whose tokens all
-// expire within the same minute, loaded by the real registry, connection
+// expire within the same minute, loaded by the real registry (every shard
+// owned, loaded on the loader connections as `serve` does), connection
 // actors and storage actor over PostgreSQL, refreshing against a loopback
 // token endpoint that rotates refresh tokens and refuses a used one.
 //
@@ -197,12 +198,21 @@ int main(int argc, char** argv) {
   actor_config actor_cfg{false};
   actor_cfg.apply(cfg.scheduler);
   caf::actor_system sys{actor_cfg};
+  // As `serve` wires it: leases and completions on one storage actor,
+  // loading on loader actors with connections of their own, every shard
+  // owned by this one instance.
   auto store = *spawn_storage(sys, cfg.database, keys);
+  std::vector<storage_actor> loaders;
+  for (int32_t i = 0; i < cfg.cluster.loaders; ++i)
+    loaders.push_back(*spawn_storage(sys, cfg.database, keys));
   auto client = sys.spawn(provider_client);
   auto deps = make_registry_deps(cfg, catalog);
   deps.storage = store;
-
+  deps.loaders = loaders;
   deps.provider_client = client;
+  std::vector<int32_t> every_shard(static_cast<size_t>(storage::stored_shard_count(db)));
+  for (size_t s = 0; s < every_shard.size(); ++s)
+    every_shard[s] = static_cast<int32_t>(s);
 
   // The storm starts as the registry loads the connections.
   auto start_ms = unix_ms();
@@ -210,7 +220,7 @@ int main(int argc, char** argv) {
   auto registry_handle = sys.spawn(registry, std::move(deps));
   {
     caf::scoped_actor self{sys};
-    self->request(registry_handle, std::chrono::minutes(5), hydrate_atom_v)
+    self->request(registry_handle, std::chrono::minutes(5), own_atom_v, every_shard)
       .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
   }
   double hydrated_s = std::chrono::duration<double>(clock_type::now() - t0).count();
@@ -227,6 +237,8 @@ int main(int argc, char** argv) {
   caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
+  for (auto& l : loaders)
+    caf::anon_send_exit(l, caf::exit_reason::user_shutdown);
   sys.await_all_actors_done();
 
   // When each connection was refreshed, against its token's expiry.
@@ -292,8 +304,8 @@ int main(int argc, char** argv) {
               static_cast<long long>(provider_state->refused.load()));
   std::printf("stored refresh tokens checked: %lld; not the provider's latest (lost): %lld\n",
               static_cast<long long>(checked), static_cast<long long>(lost));
-  std::printf("targets: every refresh before its expiry: %s; ratio >= 0.5: %s\n",
-              late_for_expiry == 0 ? "met" : "NOT met", rate / baseline >= 0.5 ? "met" : "NOT met");
+  std::printf("targets: every refresh before its expiry: %s; ratio >= 1.0: %s\n",
+              late_for_expiry == 0 ? "met" : "NOT met", rate / baseline >= 1.0 ? "met" : "NOT met");
   // A missed target is a figure; a lost or reused token is a failure.
   bool ok = refreshed == connections && lost == 0 && provider_state->refused.load() == 0 &&
             checked == connections && provider_state->issued.load() == connections;
