@@ -877,17 +877,22 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         // Expired and not refreshable: mark it (once) and report.
         if (refreshes_stopped())
           return shutting_down_error();
-        st.waiters.push_back(self->make_response_promise<token_grant>());
+        // start_refresh may answer the waiters at once: keep our promise.
+        auto promise = self->make_response_promise<token_grant>();
+        st.waiters.push_back(promise);
         start_refresh(self, mode::expire);
-        return st.waiters.back();
+        return promise;
       }
       if (force && !can_refresh(self))
         return make_error(ec::bad_request, "this connection cannot be refreshed");
       if (refreshes_stopped())
         return shutting_down_error();
-      st.waiters.push_back(self->make_response_promise<token_grant>());
+      // start_refresh may answer the waiters at once (a still-valid token
+      // whose refresh waits at the gate): keep our promise.
+      auto promise = self->make_response_promise<token_grant>();
+      st.waiters.push_back(promise);
       start_refresh(self, force ? mode::force : mode::refresh);
-      return st.waiters.back();
+      return promise;
     },
     [=](status_atom) -> connection_status {
       auto& st = self->state;
