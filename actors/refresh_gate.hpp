@@ -6,8 +6,10 @@
 // longer. The gate bounds how many refreshes are in flight (from the lease
 // to the stored outcome): a connection asks it for a slot first and waits,
 // in order, until one is free, so an overloaded storm is late by queueing,
-// never by timeouts and retries. A refresh a caller waits for (a request in
-// the refresh window, or forced) goes ahead of the planned ones.
+// never by timeouts and retries. A refresh a caller waits for (forced, or
+// for a token that has expired) goes ahead of the planned ones; a request
+// for a still-valid token does not wait in line (actors/connection_actor.cpp,
+// slot_patience).
 //
 // The gate watches every holder: a connection actor that stops while it
 // holds a slot (a handover, a deleted connection, a crash) gives it back
@@ -36,7 +38,7 @@ using refresh_gate_actor = caf::typed_actor<
   caf::reacts_to<release_atom>,
   // A new limit (configuration reload).
   caf::reacts_to<configure_atom, int64_t>,
-  // How many are in flight and how many wait (for health and tests).
+  // How many are in flight and how many wait (tests read it).
   caf::replies_to<status_atom>::with<int64_t, int64_t>>;
 
 struct refresh_gate_state {
