@@ -243,28 +243,31 @@ void shard_ownership::stop(bool hand_over) {
   drop_all(hand_over ? drop::hand_over : drop::quietly);
 }
 
+bool shard_ownership::round_or_give_up() {
+  try {
+    round_once();
+    if (failing_.exchange(false))
+      log::info(component, "shard ownership restored", {{"owned", owned_->owned_count()}});
+    return true;
+  } catch (const db_error& e) {
+    // The session, and with it every lock, may be gone: stop acting as the
+    // owner of anything until a round succeeds again.
+    if (!failing_.exchange(true))
+      log::warn(component, "shard ownership round failed; every shard is given up",
+                {{"error", e.what()}});
+    std::lock_guard<std::mutex> guard{round_mutex_};
+    drop_all(drop::lost);
+    return false;
+  }
+}
+
 void shard_ownership::run() {
-  bool failing = false;
   while (!stopping_.load()) {
     pollfd p{wake_[0], POLLIN, 0};
     ::poll(&p, 1, static_cast<int>(interval_.count()));
     if (stopping_.load())
       break;
-    try {
-      round_once();
-      if (failing)
-        log::info(component, "shard ownership restored", {{"owned", owned_->owned_count()}});
-      failing = false;
-    } catch (const db_error& e) {
-      // The session, and with it every lock, may be gone: stop acting as
-      // the owner of anything until a round succeeds again.
-      if (!failing)
-        log::warn(component, "shard ownership round failed; every shard is given up",
-                  {{"error", e.what()}});
-      failing = true;
-      std::lock_guard<std::mutex> guard{round_mutex_};
-      drop_all(drop::lost);
-    }
+    round_or_give_up();
   }
 }
 

@@ -108,6 +108,11 @@ public:
   /// needed). Throws db_error.
   ownership_round round_once();
 
+  /// One round as the background thread runs it: a round that fails (the
+  /// session may be gone, and every lock with it) gives every shard up as
+  /// lost until a later round succeeds. Returns whether the round succeeded.
+  bool round_or_give_up();
+
   /// The shards owned now.
   shard_set_ptr owned() const { return owned_; }
   int32_t shard_count() const { return shard_count_; }
@@ -131,6 +136,7 @@ private:
   std::unique_ptr<connection> conn_;
   std::atomic<bool> stopping_{false};
   bool stopped_ = false;
+  std::atomic<bool> failing_{false}; // the last round failed
   int wake_[2] = {-1, -1};
   std::thread thread_;
 };
