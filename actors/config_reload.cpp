@@ -84,7 +84,10 @@ reload_outcome config_reloader::reload() {
            ts.stall_timeout_ms != running_ts.stall_timeout_ms ||
            ts.idle_timeout_ms != running_ts.idle_timeout_ms,
          "token_service");
-    keep(cfg.cluster.heartbeat_ms != running.cluster.heartbeat_ms, "cluster");
+    keep(cfg.cluster.heartbeat_ms != running.cluster.heartbeat_ms ||
+           cfg.cluster.loaders != running.cluster.loaders ||
+           cfg.cluster.guest_idle_ms != running.cluster.guest_idle_ms,
+         "cluster");
     // Read once by the SIGTERM handler in app/commands.cpp.
     keep(cfg.refresh.shutdown_grace_ms != running.refresh.shutdown_grace_ms,
          "refresh.shutdown_grace_ms");

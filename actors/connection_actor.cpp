@@ -711,14 +711,64 @@ void begin_refresh(self_ptr self, mode m) {
   take_lease(self, m, 0);
 }
 
+/// Asks the refresh gate for a slot; the refresh begins once it comes. A
+/// second, urgent claim may overtake a planned one: whichever slot comes
+/// second is given back at once.
+void claim_slot(self_ptr self, mode m, bool urgent) {
+  auto& s = self->state;
+  s.awaiting_slot = true;
+  s.awaiting_urgent = s.awaiting_urgent || urgent;
+  auto gate = s.deps->gate;
+  self->request(gate, caf::infinite, claim_atom_v, urgent)
+    .then(
+      [=](bool) {
+        auto& st = self->state;
+        if (!st.awaiting_slot) {
+          self->send(gate, release_atom_v);
+          return;
+        }
+        st.awaiting_slot = false;
+        st.awaiting_urgent = false;
+        st.slot_from = gate;
+        begin_refresh(self, m);
+      },
+      [=](caf::error&) {
+        // The gate is gone (the process is stopping): no bound to keep.
+        auto& st = self->state;
+        if (!st.awaiting_slot)
+          return;
+        st.awaiting_slot = false;
+        st.awaiting_urgent = false;
+        begin_refresh(self, m);
+      });
+}
+
+/// While a planned refresh waits for its gate slot, requests for a token
+/// that is still valid may get it after the patience; not while somebody
+/// asked for a refresh (forced, or the token expired): that request must
+/// not get the old token, and whoever waits beside it gets the new one
+/// soon, since its claim goes to the front.
+bool may_serve_while_queued(self_ptr self) {
+  auto& s = self->state;
+  return s.awaiting_slot && !s.awaiting_urgent && !s.force_requested && usable(self) &&
+         now_ms(self) - s.awaiting_since_ms >= slot_patience.count();
+}
+
 void start_refresh(self_ptr self, mode m) {
   auto& s = self->state;
   if (s.refreshing || s.awaiting_slot) {
     if (m == mode::force)
       s.force_requested = true;
-    else if (s.awaiting_slot && usable(self) &&
-             now_ms(self) - s.awaiting_since_ms >= slot_patience.count())
-      answer_waiters(self); // still valid: nobody waits in line for it
+    if (s.awaiting_slot) {
+      if (m == mode::force || !usable(self)) {
+        // Somebody waits for this refresh now: it goes ahead of the
+        // planned ones.
+        if (!s.awaiting_urgent && !refreshes_stopped())
+          claim_slot(self, m, true);
+      } else if (may_serve_while_queued(self)) {
+        answer_waiters(self); // still valid: nobody waits in line for it
+      }
+    }
     return;
   }
   if (refreshes_stopped()) {
@@ -729,31 +779,16 @@ void start_refresh(self_ptr self, mode m) {
     begin_refresh(self, m);
     return;
   }
-  // Back-pressure (actors/refresh_gate.hpp): wait in line for a slot. A
-  // refresh somebody waits for goes ahead of the planned ones.
+  // Back-pressure (actors/refresh_gate.hpp): wait in line for a slot.
   // While the token is still valid, requests that would wait for this
   // refresh get it after a short patience and the refresh waits its turn;
   // a forced one, or one for an expired token, has somebody waiting and
   // goes first.
   bool urgent = m == mode::force || !usable(self);
-  s.awaiting_slot = true;
   s.awaiting_since_ms = now_ms(self);
   if (!urgent)
     self->delayed_send(self, slot_patience, claim_atom_v);
-  auto gate = s.deps->gate;
-  self->request(gate, caf::infinite, claim_atom_v, urgent)
-    .then(
-      [=](bool) {
-        auto& st = self->state;
-        st.awaiting_slot = false;
-        st.slot_from = gate;
-        begin_refresh(self, m);
-      },
-      [=](caf::error&) {
-        // The gate is gone (the process is stopping): no bound to keep.
-        self->state.awaiting_slot = false;
-        begin_refresh(self, m);
-      });
+  claim_slot(self, m, urgent);
 }
 
 /// Called once the record is known: serve or refresh for queued requesters.
@@ -784,18 +819,20 @@ void load(self_ptr self) {
         auto& current = self->state.record;
         if (!current || row.version >= current->version)
           current = std::move(row);
-        // A refresh running meanwhile answers the waiters and re-arms the
-        // timer itself; answering here would hand out the old token.
-        if (self->state.refreshing)
+        // A refresh running or waiting for its gate slot meanwhile answers
+        // the waiters and re-arms the timer itself; answering here would
+        // hand out the old token (to a forced request, too: its flag went
+        // to the refresh when an earlier load started it).
+        if (self->state.refreshing || self->state.awaiting_slot)
           return;
         arm_timer(self);
         serve_waiters(self);
       },
       [=](caf::error& err) {
-        // A refresh running meanwhile (a reload raced a tick) owns the
-        // record and answers the waiters; stopping under it could lose the
-        // refresh token it is storing.
-        if (self->state.refreshing)
+        // A refresh running or queued meanwhile (a reload raced a tick)
+        // owns the record and answers the waiters; stopping under it could
+        // lose the refresh token it is storing.
+        if (self->state.refreshing || self->state.awaiting_slot)
           return;
         fail_waiters(self, err);
         // Deleted or never there, failing its integrity check, or storage
@@ -956,8 +993,7 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     [=](claim_atom) {
       // The patience for a gate slot is over: requests for a token that is
       // still valid get it now.
-      auto& st = self->state;
-      if (st.awaiting_slot && usable(self))
+      if (may_serve_while_queued(self))
         answer_waiters(self);
     },
     [=](retry_atom, bool force, int32_t polls) {

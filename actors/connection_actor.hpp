@@ -163,6 +163,8 @@ struct connection_state {
   /// handover or shutdown does not wait for it), and holding one, and the
   /// gate it came from (a reload may bring new deps).
   bool awaiting_slot = false;
+  /// An urgent claim is among those waiting (see claim_slot).
+  bool awaiting_urgent = false;
   int64_t awaiting_since_ms = 0;
   refresh_gate_actor slot_from;
   /// The refresh in flight was asked for explicitly (force).

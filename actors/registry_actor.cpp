@@ -69,12 +69,20 @@ bool owns(self_ptr self, const connection_key& key) {
   return !shards || shards->owns(shard_of_key(self, key));
 }
 
+int64_t clock_ms(self_ptr self) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           self->clock().now().time_since_epoch()).count();
+}
+
 connection_actor spawn_connection(self_ptr self, const connection_key& key,
                                   std::optional<token_record> initial) {
   auto& s = self->state;
+  bool owner = owns(self, key);
   auto actor = self->spawn(connection, key, std::move(initial),
-                           connection_deps_for(self, key.provider, owns(self, key)));
+                           connection_deps_for(self, key.provider, owner));
   self->monitor(actor);
+  if (!owner && s.deps.guest_idle_ms > 0)
+    s.guest_used_ms[actor.address()] = clock_ms(self);
   auto entry = s.connections.insert_or_assign(key, actor).first;
   s.keys[actor.address()] = &entry->first;
   return actor;
@@ -87,6 +95,44 @@ std::vector<caf::actor> connection_handles(self_ptr self) {
   for (auto& [key, actor] : self->state.connections)
     handles.push_back(caf::actor_cast<caf::actor>(actor));
   return handles;
+}
+
+/// A guest served a request: it stays a while longer.
+void note_use(self_ptr self, const connection_actor& actor) {
+  auto& used = self->state.guest_used_ms;
+  if (auto it = used.find(actor.address()); it != used.end())
+    it->second = clock_ms(self);
+}
+
+/// Hands over guests idle for `guest_idle_ms`: they stop once nothing is
+/// in flight, as at a shard handover, and requests meanwhile go through
+/// the registry (`leaving`), which asks a fresh actor if needed.
+void stop_idle_guests(self_ptr self) {
+  auto& s = self->state;
+  auto now = clock_ms(self);
+  for (auto it = s.guest_used_ms.begin(); it != s.guest_used_ms.end();) {
+    auto key = s.keys.find(it->first);
+    if (key == s.keys.end() || owns(self, *key->second)) {
+      // Gone, or promoted to an owner (its shard is owned here now).
+      it = s.guest_used_ms.erase(it);
+      continue;
+    }
+    if (now - it->second < s.deps.guest_idle_ms || s.leaving.count(it->first) > 0) {
+      ++it;
+      continue;
+    }
+    auto entry = s.connections.find(*key->second);
+    if (entry != s.connections.end() && entry->second.address() == it->first) {
+      s.leaving.insert(it->first);
+      self->request(entry->second, std::chrono::minutes(2), handover_atom_v)
+        .then([](bool) {}, [](caf::error&) {});
+    }
+    it = s.guest_used_ms.erase(it);
+  }
+}
+
+std::chrono::milliseconds guest_sweep_every(self_ptr self) {
+  return std::chrono::milliseconds(std::max<int64_t>(self->state.deps.guest_idle_ms / 2, 100));
 }
 
 /// Forgets `entry` and its reverse mapping.
@@ -269,21 +315,31 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
             });
     self->quit(msg.reason);
   });
+  if (self->state.deps.shards && self->state.deps.guest_idle_ms > 0)
+    self->delayed_send(self, guest_sweep_every(self), handover_atom_v);
   self->set_down_handler([=](const caf::down_msg& msg) {
     auto& s = self->state;
-    s.leaving.erase(msg.source);
+    bool was_leaving = s.leaving.erase(msg.source) > 0;
+    s.guest_used_ms.erase(msg.source);
     auto it = s.keys.find(msg.source);
     if (it == s.keys.end())
       return;
     auto entry = s.connections.find(*it->second);
-    if (entry != s.connections.end() && entry->second.address() == msg.source)
+    if (entry != s.connections.end() && entry->second.address() == msg.source) {
+      auto key = entry->first;
       forget(self, entry);
-    else
+      // Its shard came back (or was taken) while it was stopping: the
+      // owner needs an actor with its refresh timer, loaded afresh.
+      if (was_leaving && owns(self, key))
+        spawn_connection(self, key, std::nullopt);
+    } else {
       s.keys.erase(it);
+    }
   });
   return {
     [=](get_token_atom, const connection_key& key, bool force) -> caf::result<token_grant> {
       auto actor = find_or_spawn(self, key);
+      note_use(self, actor);
       if (self->state.leaving.count(actor.address()) == 0)
         return self->delegate(actor, get_token_atom_v, force);
       auto promise = self->make_response_promise<token_grant>();
@@ -291,7 +347,13 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       return promise;
     },
     [=](status_atom, const connection_key& key) {
-      return self->delegate(find_or_spawn(self, key), status_atom_v);
+      auto actor = find_or_spawn(self, key);
+      note_use(self, actor);
+      return self->delegate(actor, status_atom_v);
+    },
+    [=](handover_atom) {
+      stop_idle_guests(self);
+      self->delayed_send(self, guest_sweep_every(self), handover_atom_v);
     },
     [=](reload_atom, const connection_key& key) {
       auto it = self->state.connections.find(key);

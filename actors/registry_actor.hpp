@@ -6,6 +6,7 @@
 
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <memory>
 #include <string>
 
@@ -40,6 +41,9 @@ using registry_actor = caf::typed_actor<
   // These shards are owned here now: loads their connections (owner
   // actors, guests already running are promoted); answers how many loaded.
   caf::replies_to<own_atom, std::vector<int32_t>>::with<int64_t>,
+  // Internal: stops guests idle for `guest_idle_ms` (a handover to nobody:
+  // the owner elsewhere serves them), then checks again later.
+  caf::reacts_to<handover_atom>,
   // These shards go elsewhere: their actors stop once their refresh in
   // flight is stored; answers how many stopped.
   caf::replies_to<handover_atom, std::vector<int32_t>>::with<int64_t>,
@@ -71,6 +75,9 @@ struct registry_deps {
   /// Storage actors that load owned shards in parallel, each on its own
   /// connection (empty: `storage`).
   std::vector<storage_actor> loaders;
+  /// Guests that serve nothing for this long stop (0: never), so an
+  /// instance keeps resident only its own shards and what it is asked for.
+  int64_t guest_idle_ms = 0;
   /// Filled by the registry when it forwards a reload to its connection
   /// actors: the new shared dependencies of each provider's running actors
   /// (a provider the new catalog dropped keeps its old entry there, so a
@@ -101,6 +108,8 @@ struct registry_state {
   /// the registry (not delegated) so one that meets a stopped actor is
   /// asked again of a fresh one instead of failing.
   std::set<caf::actor_addr> leaving;
+  /// When each guest last served a request (actor clock, ms).
+  std::unordered_map<caf::actor_addr, int64_t> guest_used_ms;
   /// Actors spawned by the hydration in progress.
   int64_t hydrated = 0;
   static inline const char* name = "registry";

@@ -257,6 +257,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   deps.cluster = cluster;
   deps.key_signer = key_signer_handle;
   deps.loaders = loaders;
+  deps.guest_idle_ms = cfg.cluster.guest_idle_ms;
   // Shard ownership (storage/shard_ownership.hpp): the registry keeps owner
   // actors for the shards this instance holds and guests for the others.
   registry_actor registry_handle;

@@ -261,13 +261,16 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   // cluster
   auto cluster = root["cluster"];
-  reader.expect_keys(cluster, "cluster", {"heartbeat_ms", "shards", "loaders"});
+  reader.expect_keys(cluster, "cluster", {"heartbeat_ms", "shards", "loaders",
+                                                 "guest_idle_ms"});
   cfg.cluster.heartbeat_ms =
     reader.get_int(cluster, "cluster", "heartbeat_ms", cfg.cluster.heartbeat_ms, 50, 60000);
   cfg.cluster.shards =
     static_cast<int32_t>(reader.get_int(cluster, "cluster", "shards", cfg.cluster.shards, 1, 16384));
   cfg.cluster.loaders =
     static_cast<int32_t>(reader.get_int(cluster, "cluster", "loaders", cfg.cluster.loaders, 1, 16));
+  cfg.cluster.guest_idle_ms = reader.get_int(cluster, "cluster", "guest_idle_ms",
+                                             cfg.cluster.guest_idle_ms, 1000, 86400000);
 
   // token_service
   auto ts = root["token_service"];

@@ -130,6 +130,10 @@ struct cluster_config {
   /// Database connections that load owned shards in parallel at start-up
   /// and on takeover, each its own storage actor.
   int32_t loaders = 2;
+  /// A guest actor (a connection of a shard owned elsewhere, spawned for
+  /// a request) that has served nothing for this long is stopped, so an
+  /// instance keeps resident only its own shards and what it is asked for.
+  int64_t guest_idle_ms = 300000;
 };
 
 /// The token service published to other CAF programs, and the bounds its

@@ -10,7 +10,10 @@
 
 #include "actors/actor_config.hpp"
 #include "actors/connection_actor.hpp"
+#include "actors/registry_actor.hpp"
 #include "common/log.hpp"
+#include "storage/shard_ownership.hpp"
+#include "storage/shards.hpp"
 #include "tests/support/actor_doubles.hpp"
 
 using namespace cm;
@@ -991,6 +994,136 @@ TEST_F(deterministic, AValidTokenIsServedWhileItsRefreshWaitsForAGateSlot) {
   EXPECT_EQ(ask(conn)->at(0)->access_token.reveal(), "at-1");
   caf::anon_send(other, remove_atom_v);
   sched.run();
+}
+
+TEST_F(deterministic, AForcedRequestWaitingForItsSlotNeverGetsTheOldToken) {
+  // CI once saw POST /refresh answer "refreshed" with the token it had:
+  // a reload (the OAuth callback's) completed while the forced refresh
+  // waited for its gate slot, and its load answered the waiters.
+  gate = sys.spawn(refresh_gate, 1);
+  auto granted = std::make_shared<std::vector<std::string>>();
+  auto other = sys.spawn(gate_holder, gate, std::string{"other"}, false, granted);
+  sched.run();
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto conn = spawn(seed(key, 3600'000)); // valid for an hour
+  sched.run();
+  auto forced = ask(conn, 1, true);
+  EXPECT_TRUE(forced->empty()) << "waits for a slot";
+  caf::anon_send(conn, reload_atom_v);
+  sched.run();
+  EXPECT_TRUE(forced->empty()) << "a reload answered the forced request with the old token";
+  // Nor does a plain request after the patience.
+  advance(200ms);
+  auto plain = ask(conn);
+  EXPECT_TRUE(forced->empty()) << "the patience answered the forced request";
+  EXPECT_TRUE(plain->empty() || plain->at(0)->access_token.reveal() == "at-0");
+  caf::anon_send(other, release_atom_v);
+  sched.run();
+  ASSERT_EQ(forced->size(), 1u);
+  ASSERT_TRUE(forced->at(0));
+  EXPECT_EQ(forced->at(0)->access_token.reveal(), "at-1");
+  EXPECT_EQ(script->requests.size(), 1u);
+  caf::anon_send(other, remove_atom_v);
+  sched.run();
+}
+
+TEST_F(deterministic, AForcedRequestMovesAQueuedRefreshToTheFront) {
+  gate = sys.spawn(refresh_gate, 1);
+  auto granted = std::make_shared<std::vector<std::string>>();
+  auto other = sys.spawn(gate_holder, gate, std::string{"other"}, false, granted);
+  sched.run();
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto conn = spawn(seed(key, 60'000));
+  advance(1s); // its planned refresh queues behind `other`
+  auto planned = sys.spawn(gate_holder, gate, std::string{"planned"}, false, granted);
+  sched.run();
+  // Somebody forces a refresh: it overtakes the planned one queued before it.
+  auto forced = ask(conn, 1, true);
+  EXPECT_TRUE(forced->empty()) << "a forced request waits for its refresh";
+  caf::anon_send(other, release_atom_v);
+  sched.run();
+  ASSERT_EQ(script->requests.size(), 1u);
+  ASSERT_EQ(forced->size(), 1u);
+  ASSERT_TRUE(forced->at(0));
+  EXPECT_EQ(forced->at(0)->access_token.reveal(), "at-1");
+  // Its slot, and the planned claim's slot given back, go to the next.
+  EXPECT_EQ(*granted, (std::vector<std::string>{"other", "planned"}));
+  EXPECT_EQ(script->requests.size(), 1u) << "one refresh, not one per claim";
+  for (auto& x : {other, planned})
+    caf::anon_send(x, remove_atom_v);
+  sched.run();
+}
+
+TEST_F(deterministic, AnIdleGuestStopsAndAnOwnerStays) {
+  // Issue 17: an instance keeps resident its own shards and what it is
+  // asked for; a guest (a connection another instance owns, spawned for a
+  // request) stops once it has served nothing for cluster.guest_idle_ms.
+  auto shards = std::make_shared<storage::shard_set>(256);
+  registry_deps rd;
+  // The connection actors only speak the token repository's part of the
+  // storage interface; the registry itself only forwards it to them here.
+  rd.storage = caf::actor_cast<storage_actor>(repository);
+  rd.provider_client = provider;
+  rd.providers["github"] = entry;
+  rd.instance_id = "instance-a";
+  rd.settings = settings;
+  rd.wall_offset_ms = offset_ms;
+  rd.seed = 42;
+  rd.shards = shards;
+  rd.guest_idle_ms = 60'000;
+  auto base = sys.registry().running();
+  auto reg = sys.spawn(registry, rd);
+  sched.run();
+  auto running = [&] { return sys.registry().running(); };
+  auto get = [&](const connection_key& k) {
+    auto out = std::make_shared<std::vector<caf::expected<token_grant>>>();
+    sys.spawn([=](caf::event_based_actor* self) {
+      self->request(reg, caf::infinite, get_token_atom_v, k, false)
+        .then([=](token_grant& g) { out->push_back(std::move(g)); },
+              [=](caf::error& e) { out->push_back(std::move(e)); });
+    });
+    sched.run();
+    return out;
+  };
+  auto before = running();
+  seed(key, 3600'000);
+  auto first = get(key);
+  ASSERT_EQ(first->size(), 1u);
+  ASSERT_TRUE(first->at(0));
+  EXPECT_EQ(first->at(0)->access_token.reveal(), "at-0");
+  EXPECT_EQ(running(), before + 1) << "a guest serves the request";
+  // Used within the idle time: it stays.
+  advance(40s);
+  ASSERT_TRUE(get(key)->at(0));
+  advance(40s);
+  EXPECT_EQ(running(), before + 1) << "used 40 s ago: still resident";
+  // Idle beyond it: stopped at the next check.
+  advance(60s);
+  EXPECT_EQ(running(), before) << "idle for over a minute: stopped";
+  // Asked again: a fresh guest serves it.
+  auto again = get(key);
+  ASSERT_TRUE(again->at(0));
+  EXPECT_EQ(again->at(0)->access_token.reveal(), "at-0");
+  EXPECT_EQ(running(), before + 1);
+  // A connection of a shard owned here is never stopped for idleness.
+  connection_key mine{"acme", "bob", "github"};
+  ASSERT_NE(storage::shard_of(mine, 256), storage::shard_of(key, 256));
+  shards->set(storage::shard_of(mine, 256), true);
+  seed(mine, 3600'000);
+  ASSERT_TRUE(get(mine)->at(0));
+  for (int i = 0; i < 5; ++i)
+    advance(60s);
+  EXPECT_EQ(running(), before + 1) << "the guest went, the owner stayed";
+  // The registry stops its connections from a detached actor (a thread of
+  // its own even here): run until every one of them is gone, or the actor
+  // system would wait for that thread forever.
+  caf::anon_send_exit(reg, caf::exit_reason::user_shutdown);
+  auto give_up = std::chrono::steady_clock::now() + 10s;
+  do
+    sched.run();
+  while (running() > base && std::chrono::steady_clock::now() < give_up &&
+         (std::this_thread::yield(), true));
+  EXPECT_EQ(running(), base);
 }
 
 TEST_F(deterministic, TokenWithoutRefreshTokenExpiresIntoNeedsReauth) {
