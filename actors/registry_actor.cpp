@@ -197,56 +197,70 @@ void ask_leaving(self_ptr self, connection_actor actor, connection_key key, bool
           });
 }
 
-/// Loading newly owned shards: each loader walks one shard at a time in
-/// keyset pages, and the loaders run in parallel on their own connections.
+/// Loading newly owned shards on the loaders, in parallel, each on its own
+/// connection. A few shards (a takeover of some) are walked one at a time
+/// in keyset pages on their index; a large share of them (every shard at a
+/// start) is split among the loaders and each walks the primary key once,
+/// keeping rows of its shards: per-shard walks would read every heap page
+/// once per shard on it, about ten times the work on a million rows.
 struct shard_load {
-  std::vector<int32_t> pending;
+  /// Walks not started yet: one shard each, or one set per loader.
+  std::vector<std::vector<int32_t>> pending;
   size_t running = 0;
   int64_t loaded = 0;
   caf::typed_response_promise<int64_t> promise;
 };
 using shard_load_ptr = std::shared_ptr<shard_load>;
+using shard_walk = std::shared_ptr<const std::vector<int32_t>>;
 
-void load_next_shard(self_ptr self, shard_load_ptr job, storage_actor loader);
+/// From this share of the shards on, one walk of the key per loader.
+constexpr size_t set_walk_divisor = 8;
 
-void load_shard_page(self_ptr self, shard_load_ptr job, storage_actor loader, int32_t shard,
-                     std::string after_team, std::string after_id) {
+void load_next_walk(self_ptr self, shard_load_ptr job, storage_actor loader);
+
+void load_walk_page(self_ptr self, shard_load_ptr job, storage_actor loader, shard_walk walk,
+                    std::string after_team, std::string after_id) {
   auto& s = self->state;
-  self->request(loader, std::chrono::seconds(60), hydrate_atom_v, shard, after_team, after_id,
-                s.deps.hydrate_page)
-    .then(
-      [=](hydrate_batch& batch) {
-        // The next page is read and decrypted while this one spawns.
-        if (!batch.done)
-          load_shard_page(self, job, loader, shard, batch.last_team, batch.last_id);
-        auto& st = self->state;
-        for (auto& row : batch.rows) {
-          auto it = st.connections.find(row.key);
-          if (it != st.connections.end()) {
-            // A guest until now (no-op for an owner).
-            self->send(it->second, own_atom_v);
-            continue;
-          }
-          auto key = row.key;
-          spawn_connection(self, key, std::move(row));
-          ++job->loaded;
-        }
-        if (batch.done)
-          load_next_shard(self, job, loader);
-      },
-      [=](caf::error& err) {
-        // Its connections are spawned on demand instead (as owners).
-        log::warn("registry", "could not load a shard",
-                  {{"shard", shard}, {"error", message_of(err)}});
-        load_next_shard(self, job, loader);
-      });
+  auto on_page = [=](hydrate_batch& batch) {
+    // The next page is read and decrypted while this one spawns.
+    if (!batch.done)
+      load_walk_page(self, job, loader, walk, batch.last_team, batch.last_id);
+    auto& st = self->state;
+    for (auto& row : batch.rows) {
+      auto it = st.connections.find(row.key);
+      if (it != st.connections.end()) {
+        // A guest until now (no-op for an owner).
+        self->send(it->second, own_atom_v);
+        continue;
+      }
+      auto key = row.key;
+      spawn_connection(self, key, std::move(row));
+      ++job->loaded;
+    }
+    if (batch.done)
+      load_next_walk(self, job, loader);
+  };
+  auto on_error = [=](caf::error& err) {
+    // Their connections are spawned on demand instead (as owners).
+    log::warn("registry", "could not load owned shards",
+              {{"shards", walk->size()}, {"error", message_of(err)}});
+    load_next_walk(self, job, loader);
+  };
+  if (walk->size() == 1)
+    self->request(loader, std::chrono::seconds(60), hydrate_atom_v, walk->front(), after_team,
+                  after_id, s.deps.hydrate_page)
+      .then(on_page, on_error);
+  else
+    self->request(loader, std::chrono::seconds(60), hydrate_atom_v, *walk, after_team, after_id,
+                  s.deps.hydrate_page)
+      .then(on_page, on_error);
 }
 
-void load_next_shard(self_ptr self, shard_load_ptr job, storage_actor loader) {
+void load_next_walk(self_ptr self, shard_load_ptr job, storage_actor loader) {
   if (!job->pending.empty()) {
-    auto shard = job->pending.back();
+    auto walk = std::make_shared<const std::vector<int32_t>>(std::move(job->pending.back()));
     job->pending.pop_back();
-    load_shard_page(self, job, loader, shard, std::string{}, std::string{});
+    load_walk_page(self, job, loader, walk, std::string{}, std::string{});
     return;
   }
   if (--job->running == 0)
@@ -406,20 +420,29 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       auto job = std::make_shared<shard_load>();
       job->promise = self->make_response_promise<int64_t>();
       auto promise = job->promise;
-      // Connections spawned on demand before the load (guests, or owners
-      // of shards taken just now) are promoted as their rows arrive.
-      std::reverse(shards.begin(), shards.end());
-      job->pending = std::move(shards);
       std::vector<storage_actor> loaders = s.deps.loaders;
       if (loaders.empty())
         loaders.push_back(s.deps.storage);
+      auto shard_count = static_cast<size_t>(s.deps.shards ? s.deps.shards->shard_count() : 1);
+      // Connections spawned on demand before the load (guests, or owners
+      // of shards taken just now) are promoted as their rows arrive.
+      if (shards.size() * set_walk_divisor >= shard_count && shards.size() > 1) {
+        std::vector<std::vector<int32_t>> sets(std::min(loaders.size(), shards.size()));
+        for (size_t i = 0; i < shards.size(); ++i)
+          sets[i % sets.size()].push_back(shards[i]);
+        job->pending = std::move(sets);
+      } else {
+        std::reverse(shards.begin(), shards.end());
+        for (auto shard : shards)
+          job->pending.push_back({shard});
+      }
       job->running = std::min(loaders.size(), job->pending.size());
       if (job->running == 0) {
         promise.deliver(int64_t{0});
         return promise;
       }
       for (size_t i = 0; i < job->running; ++i)
-        load_next_shard(self, job, loaders[i]);
+        load_next_walk(self, job, loaders[i]);
       return promise;
     },
     [=](handover_atom, const std::vector<int32_t>& shards) -> caf::typed_response_promise<int64_t> {

@@ -275,6 +275,11 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       return guarded(
         [&] { return self->state.tokens->load_shard_batch(shard, after_team, after_id, limit); });
     },
+    [=](hydrate_atom, const std::vector<int32_t>& shards, const std::string& after_team,
+        const std::string& after_id, int32_t limit) -> caf::result<hydrate_batch> {
+      return guarded(
+        [&] { return self->state.tokens->load_shards_batch(shards, after_team, after_id, limit); });
+    },
     [=](teams_atom, const std::string& user, const std::string& provider)
       -> caf::result<std::vector<std::string>> {
       return guarded([&] { return self->state.tokens->teams_of(user, provider); });

@@ -64,6 +64,9 @@ using storage_actor = token_repository_actor::extend<
   caf::replies_to<hydrate_atom, std::string, std::string, int32_t>::with<hydrate_batch>,
   // The same within one shard (shard, after team, after id, limit).
   caf::replies_to<hydrate_atom, int32_t, std::string, std::string, int32_t>::with<hydrate_batch>,
+  // The same within a set of shards, in key order (a large share of them).
+  caf::replies_to<hydrate_atom, std::vector<int32_t>, std::string, std::string,
+                  int32_t>::with<hydrate_batch>,
   // Teams in which (user, provider) has a connection.
   caf::replies_to<teams_atom, std::string, std::string>::with<std::vector<std::string>>,
   // Appends to the audit log, batched: rows are written within

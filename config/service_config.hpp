@@ -80,9 +80,12 @@ struct rate_limit_config {
 };
 
 struct scheduler_config {
-  /// "stealing" or "sharing" (CAF scheduler.policy). Work stealing won the
-  /// token-by-message bench on 2 cores (docs/BENCHMARKS.md).
-  std::string policy = "stealing";
+  /// "stealing" or "sharing" (CAF scheduler.policy). Sharing: CAF 0.17's
+  /// work stealing finds a queue's tail by walking it, so loading a million
+  /// connections (each spawn queued on the registry's worker) took minutes
+  /// and a shutdown over a minute; stealing is about 2x faster only on the
+  /// token-by-message micro-bench (docs/DECISIONS.md).
+  std::string policy = "sharing";
   int max_threads = 2;
 };
 

@@ -99,6 +99,11 @@ const statement load_shard_batch_stmt{"tokens_load_shard_batch",
   "WHERE shard = $4::integer AND (team_id, id) > ($1, $2::uuid) AND status <> 'disconnected' "
   "ORDER BY team_id, id LIMIT $3"};
 
+const statement load_shards_batch_stmt{"tokens_load_shards_batch",
+  "SELECT " CM_TOKEN_COLUMNS " FROM connector_tokens "
+  "WHERE (team_id, id) > ($1, $2::uuid) AND shard = ANY($4::integer[]) "
+  "AND status <> 'disconnected' ORDER BY team_id, id LIMIT $3"};
+
 const statement teams_of_stmt{"tokens_teams_of",
   "SELECT team_id FROM connector_tokens WHERE user_id = $1 AND provider = $2 ORDER BY team_id"};
 
@@ -417,6 +422,21 @@ hydrate_batch token_store::load_shard_batch(int32_t shard, const std::string& af
                                                            : after_id),
                               param::text(std::to_string(limit)),
                               param::text(std::to_string(shard))}),
+                    limit);
+}
+
+hydrate_batch token_store::load_shards_batch(const std::vector<int32_t>& shards,
+                                             const std::string& after_team,
+                                             const std::string& after_id, int limit) {
+  std::string set = "{";
+  for (size_t i = 0; i < shards.size(); ++i)
+    set += (i ? "," : "") + std::to_string(shards[i]);
+  set += "}";
+  return read_batch(db_.exec(load_shards_batch_stmt,
+                             {param::text(after_team),
+                              param::text(after_id.empty() ? "00000000-0000-0000-0000-000000000000"
+                                                           : after_id),
+                              param::text(std::to_string(limit)), param::text(set)}),
                     limit);
 }
 

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "storage/cipher.hpp"
 #include "storage/database.hpp"
@@ -69,6 +70,13 @@ public:
   /// The same, within one shard (migration 0008): an owner loads its shards.
   hydrate_batch load_shard_batch(int32_t shard, const std::string& after_team,
                                  const std::string& after_id, int limit);
+  /// The same within a set of shards, walking the primary key and
+  /// filtering: for a large share of the shards this reads the heap in
+  /// key order, where one walk per shard would visit every heap page once
+  /// per shard in it (about ten times slower on a million rows).
+  hydrate_batch load_shards_batch(const std::vector<int32_t>& shards,
+                                  const std::string& after_team, const std::string& after_id,
+                                  int limit);
 
   /// Teams in which `user_id` has a connection to `provider` (for callers
   /// that do not name the team).

@@ -64,7 +64,7 @@ TEST(ServiceConfig, MinimalFileGetsDocumentedDefaults) {
   EXPECT_EQ(cfg.database.url, "dbname=x");
   EXPECT_EQ(cfg.oauth.state_ttl_s, 600);
   EXPECT_EQ(cfg.auth.service_header, "X-Services-Token");
-  EXPECT_EQ(cfg.scheduler.policy, "stealing");
+  EXPECT_EQ(cfg.scheduler.policy, "sharing");
   // Relative paths resolve against the file's directory.
   EXPECT_EQ(cfg.key_file, "/etc/cm/keys/master.key");
   EXPECT_EQ(cfg.providers_file, "/etc/cm/providers.yaml");

@@ -73,6 +73,8 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
     [=](hydrate_atom, int32_t, const std::string&, const std::string&, int32_t) {
       return hold<hydrate_batch>(self);
     },
+    [=](hydrate_atom, const std::vector<int32_t>&, const std::string&, const std::string&,
+        int32_t) { return hold<hydrate_batch>(self); },
     [=](teams_atom, const std::string&, const std::string&) {
       return hold<std::vector<std::string>>(self);
     },

@@ -1,6 +1,7 @@
 // The storage actor on a real PostgreSQL: migrations, encrypted rows,
 // integrity alarms, and surviving a database restart.
 #include <cstdio>
+#include <map>
 #include <set>
 
 #include <caf/actor_system.hpp>
@@ -15,6 +16,7 @@
 #include "storage/database.hpp"
 #include "storage/instance_heartbeat.hpp"
 #include "storage/migrations.hpp"
+#include "storage/shards.hpp"
 #include "storage/unbound_format.hpp"
 #include "tests/support/test_env.hpp"
 
@@ -592,6 +594,61 @@ TEST_F(storage_fixture, HydrationStreamsEveryLiveRowInPages) {
   }
   EXPECT_EQ(seen.size(), 25u);
   EXPECT_EQ(pages, 3);
+}
+
+TEST_F(storage_fixture, ShardsLoadOneAtATimeOrAsASetWithTheSameRows) {
+  // A takeover of a few shards walks each on its index; a start (a large
+  // share) walks the key once per loader for a set: both must yield
+  // exactly the live rows of those shards, page by page.
+  constexpr int users = 60;
+  for (int i = 0; i < users; ++i)
+    ASSERT_TRUE(call<token_record>(save_atom_v, sample("user-" + std::to_string(i), "github")));
+  auto gone = sample("user-gone", "github");
+  ASSERT_TRUE(call<token_record>(save_atom_v, gone));
+  ASSERT_TRUE(call<bool>(remove_atom_v, gone.key));
+  auto shard_count = static_cast<int32_t>(storage::default_shard_count);
+  std::map<int32_t, std::set<std::string>> expected;
+  for (int i = 0; i < users; ++i) {
+    connection_key k{"acme", "user-" + std::to_string(i), "github"};
+    expected[storage::shard_of(k, shard_count)].insert(k.user_id);
+  }
+  // Every other shard that has rows, as a set; page size 7.
+  std::vector<int32_t> set;
+  std::set<std::string> in_set;
+  bool take = true;
+  for (auto& [shard, names] : expected) {
+    if (take) {
+      set.push_back(shard);
+      in_set.insert(names.begin(), names.end());
+    }
+    take = !take;
+  }
+  ASSERT_GE(set.size(), 2u);
+  auto walk = [&](auto first_arg) {
+    std::multiset<std::string> seen;
+    std::string team, id;
+    for (int pages = 0; pages < 100; ++pages) {
+      auto batch = call<hydrate_batch>(hydrate_atom_v, first_arg, team, id, int32_t{7});
+      EXPECT_TRUE(batch);
+      if (!batch)
+        break;
+      for (auto& r : batch->rows)
+        seen.insert(r.key.user_id);
+      if (batch->done)
+        break;
+      team = batch->last_team;
+      id = batch->last_id;
+    }
+    return seen;
+  };
+  auto by_set = walk(set);
+  EXPECT_EQ(std::set<std::string>(by_set.begin(), by_set.end()), in_set);
+  EXPECT_EQ(by_set.size(), in_set.size()) << "no row twice";
+  std::multiset<std::string> one_by_one;
+  for (auto shard : set)
+    for (auto& name : walk(shard))
+      one_by_one.insert(name);
+  EXPECT_EQ(one_by_one, by_set);
 }
 
 TEST_F(storage_fixture, TeamsOfAndAudit) {
