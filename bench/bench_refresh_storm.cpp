@@ -136,7 +136,7 @@ double update_baseline(storage::database& db, int64_t rows, double seconds) {
 
 int main(int argc, char** argv) {
   int64_t connections = 100000;
-  std::string policy = "stealing";
+  std::string policy = "sharing"; // serve's default (docs/DECISIONS.md)
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--connections"))
       connections = std::atoll(argv[i + 1]);
