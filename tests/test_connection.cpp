@@ -886,6 +886,18 @@ caf::behavior gate_holder(caf::event_based_actor* self, refresh_gate_actor gate,
   };
 }
 
+/// The fixture's gate with one slot, held by a holder named "other" (it
+/// gives the slot back on `release_atom`); the provider's next answer is
+/// at-1 / rt-1.
+caf::actor hold_the_only_slot(deterministic& t,
+                              std::shared_ptr<std::vector<std::string>> granted) {
+  t.gate = t.sys.spawn(refresh_gate, 1);
+  auto other = t.sys.spawn(gate_holder, t.gate, std::string{"other"}, false, granted);
+  t.sched.run();
+  t.script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  return other;
+}
+
 } // namespace
 
 TEST_F(deterministic, TheRefreshGateAdmitsInOrderUrgentFirstAndGetsSlotsBackFromStoppedHolders) {
@@ -966,12 +978,9 @@ TEST_F(deterministic, AStormWaitsForGateSlotsInsteadOfLeasingEverythingAtOnce) {
 }
 
 TEST_F(deterministic, AValidTokenIsServedWhileItsRefreshWaitsForAGateSlot) {
-  gate = sys.spawn(refresh_gate, 1);
   auto granted = std::make_shared<std::vector<std::string>>();
   // Another refresh holds the only slot.
-  auto other = sys.spawn(gate_holder, gate, std::string{"other"}, false, granted);
-  sched.run();
-  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto other = hold_the_only_slot(*this, granted);
   // Inside the refresh window, still valid for a minute.
   auto conn = spawn(seed(key, 60'000));
   advance(1s); // its timer fires
@@ -1000,11 +1009,8 @@ TEST_F(deterministic, AForcedRequestWaitingForItsSlotNeverGetsTheOldToken) {
   // CI once saw POST /refresh answer "refreshed" with the token it had:
   // a reload (the OAuth callback's) completed while the forced refresh
   // waited for its gate slot, and its load answered the waiters.
-  gate = sys.spawn(refresh_gate, 1);
   auto granted = std::make_shared<std::vector<std::string>>();
-  auto other = sys.spawn(gate_holder, gate, std::string{"other"}, false, granted);
-  sched.run();
-  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto other = hold_the_only_slot(*this, granted);
   auto conn = spawn(seed(key, 3600'000)); // valid for an hour
   sched.run();
   auto forced = ask(conn, 1, true);
@@ -1028,11 +1034,8 @@ TEST_F(deterministic, AForcedRequestWaitingForItsSlotNeverGetsTheOldToken) {
 }
 
 TEST_F(deterministic, AForcedRequestMovesAQueuedRefreshToTheFront) {
-  gate = sys.spawn(refresh_gate, 1);
   auto granted = std::make_shared<std::vector<std::string>>();
-  auto other = sys.spawn(gate_holder, gate, std::string{"other"}, false, granted);
-  sched.run();
-  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  auto other = hold_the_only_slot(*this, granted);
   auto conn = spawn(seed(key, 60'000));
   advance(1s); // its planned refresh queues behind `other`
   auto planned = sys.spawn(gate_holder, gate, std::string{"planned"}, false, granted);
