@@ -719,7 +719,9 @@ void claim_slot(self_ptr self, mode m, bool urgent) {
   s.awaiting_slot = true;
   s.awaiting_urgent = s.awaiting_urgent || urgent;
   auto gate = s.deps->gate;
-  self->request(gate, caf::infinite, claim_atom_v, urgent)
+  // Planned refreshes are admitted earliest expiry first.
+  int64_t expires_at_ms = s.record ? s.record->expires_at_ms : 0;
+  self->request(gate, caf::infinite, claim_atom_v, urgent, expires_at_ms)
     .then(
       [=](bool) {
         auto& st = self->state;

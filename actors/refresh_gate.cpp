@@ -1,6 +1,7 @@
 #include "actors/refresh_gate.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <caf/actor_cast.hpp>
 #include <caf/system_messages.hpp>
@@ -34,8 +35,9 @@ bool grant(gate_ptr self, const caf::actor_addr& holder,
 void admit_waiting(gate_ptr self) {
   auto& st = self->state;
   while (st.in_flight < st.limit && !st.queue.empty()) {
-    auto next = std::move(st.queue.front());
-    st.queue.pop_front();
+    auto first = st.queue.begin();
+    auto next = std::move(first->second);
+    st.queue.erase(first);
     grant(self, next.holder, next.promise);
   }
 }
@@ -66,17 +68,19 @@ refresh_gate(refresh_gate_actor::stateful_pointer<refresh_gate_state> self, int6
       give_back(self, msg.source, it->second);
   });
   return {
-    [=](claim_atom, bool urgent) -> caf::result<bool> {
+    [=](claim_atom, bool urgent, int64_t expires_at_ms) -> caf::result<bool> {
       auto holder = caf::actor_cast<caf::actor_addr>(self->current_sender());
       auto promise = self->make_response_promise<bool>();
       auto& st = self->state;
       if (st.in_flight < st.limit && st.queue.empty()) {
         if (!grant(self, holder, promise))
           promise.deliver(make_error(ec::unavailable, "anonymous senders get no refresh slot"));
-      } else if (urgent) {
-        st.queue.push_front({holder, promise});
       } else {
-        st.queue.push_back({holder, promise});
+        refresh_gate_state::place at{
+          !urgent,
+          urgent || expires_at_ms <= 0 ? std::numeric_limits<int64_t>::max() : expires_at_ms,
+          st.arrivals++};
+        st.queue.emplace(at, refresh_gate_state::waiting{holder, promise});
       }
       return promise;
     },

@@ -9,7 +9,10 @@
 // never by timeouts and retries. A refresh a caller waits for (forced, or
 // for a token that has expired) goes ahead of the planned ones; a request
 // for a still-valid token does not wait in line (actors/connection_actor.cpp,
-// slot_patience).
+// slot_patience). The planned ones are admitted earliest expiry first, not
+// in the order they came due: in a storm every connection is due at once
+// (loaded in key order after an outage or a takeover), and a token that
+// expires in a minute must not wait behind a hundred thousand that have two.
 //
 // The gate watches every holder: a connection actor that stops while it
 // holds a slot (a handover, a deleted connection, a crash) gives it back
@@ -17,7 +20,8 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <map>
+#include <tuple>
 #include <unordered_map>
 
 #include <caf/actor_addr.hpp>
@@ -31,9 +35,10 @@
 namespace cm {
 
 using refresh_gate_actor = caf::typed_actor<
-  // A slot for the sender (urgent: a caller waits): answered once one is
-  // free. The sender gives it back with the message below.
-  caf::replies_to<claim_atom, bool>::with<bool>,
+  // A slot for the sender (urgent: a caller waits; then the expiry of its
+  // token in Unix ms, 0 when it has none): answered once one is free. The
+  // sender gives it back with the message below.
+  caf::replies_to<claim_atom, bool, int64_t>::with<bool>,
   // The sender's refresh ended: its slot is free.
   caf::reacts_to<release_atom>,
   // A new limit (configuration reload).
@@ -48,7 +53,19 @@ struct refresh_gate_state {
     caf::actor_addr holder;
     caf::typed_response_promise<bool> promise;
   };
-  std::deque<waiting> queue;
+  /// Admission order: urgent claims first, then planned ones by their
+  /// token's expiry (none: last); arrival order breaks ties.
+  struct place {
+    bool planned;
+    int64_t expires_at_ms;
+    uint64_t arrival;
+    bool operator<(const place& o) const {
+      return std::tie(planned, expires_at_ms, arrival) <
+             std::tie(o.planned, o.expires_at_ms, o.arrival);
+    }
+  };
+  std::map<place, waiting> queue;
+  uint64_t arrivals = 0;
   /// Slots held by each actor (an actor holds one at a time; counted
   /// anyway, so a confused caller cannot make the count drift).
   std::unordered_map<caf::actor_addr, int64_t> held;

@@ -1,7 +1,9 @@
 // Connection actors under CAF's test coordinator: simulated time, in-memory
 // repository and scripted provider. Every step is deterministic; no sleeps.
 #include <algorithm>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -876,8 +878,9 @@ namespace {
 /// start and records when it gets it; gives it back on `release_atom`,
 /// stops (without giving it back) on `remove_atom`.
 caf::behavior gate_holder(caf::event_based_actor* self, refresh_gate_actor gate, std::string name,
-                          bool urgent, std::shared_ptr<std::vector<std::string>> granted) {
-  self->request(gate, caf::infinite, claim_atom_v, urgent).then([=](bool) {
+                          bool urgent, std::shared_ptr<std::vector<std::string>> granted,
+                          int64_t expires_at_ms) {
+  self->request(gate, caf::infinite, claim_atom_v, urgent, expires_at_ms).then([=](bool) {
     granted->push_back(name);
   });
   return {
@@ -892,7 +895,7 @@ caf::behavior gate_holder(caf::event_based_actor* self, refresh_gate_actor gate,
 caf::actor hold_the_only_slot(deterministic& t,
                               std::shared_ptr<std::vector<std::string>> granted) {
   t.gate = t.sys.spawn(refresh_gate, 1);
-  auto other = t.sys.spawn(gate_holder, t.gate, std::string{"other"}, false, granted);
+  auto other = t.sys.spawn(gate_holder, t.gate, std::string{"other"}, false, granted, int64_t{0});
   t.sched.run();
   t.script->answers.push_back(token_ok("at-1", "rt-1", 3600));
   return other;
@@ -904,7 +907,7 @@ TEST_F(deterministic, TheRefreshGateAdmitsInOrderUrgentFirstAndGetsSlotsBackFrom
   gate = sys.spawn(refresh_gate, 1);
   auto granted = std::make_shared<std::vector<std::string>>();
   auto holder = [&](const std::string& name, bool urgent) {
-    auto a = sys.spawn(gate_holder, gate, name, urgent, granted);
+    auto a = sys.spawn(gate_holder, gate, name, urgent, granted, int64_t{0});
     sched.run();
     return a;
   };
@@ -952,6 +955,37 @@ TEST_F(deterministic, TheRefreshGateAdmitsInOrderUrgentFirstAndGetsSlotsBackFrom
   EXPECT_EQ(gate_status(), std::make_pair(int64_t{0}, int64_t{0}));
 }
 
+TEST_F(deterministic, TheRefreshGateAdmitsPlannedRefreshesEarliestExpiryFirst) {
+  // A storm queues connections in the order they were loaded (key order),
+  // not by when their tokens expire: the gate admits the earliest expiry
+  // first, a token without an expiry last, and a refresh somebody waits
+  // for before all of them.
+  gate = sys.spawn(refresh_gate, 1);
+  auto granted = std::make_shared<std::vector<std::string>>();
+  auto holder = [&](const std::string& name, bool urgent, int64_t expires_at_ms) {
+    auto a = sys.spawn(gate_holder, gate, name, urgent, granted, expires_at_ms);
+    sched.run();
+    return a;
+  };
+  std::map<std::string, caf::actor> all;
+  for (auto& [name, urgent, expires] :
+       std::vector<std::tuple<std::string, bool, int64_t>>{
+         {"first", false, 1'000}, {"late", false, 90'000}, {"no-expiry", false, 0},
+         {"soon", false, 30'000}, {"soon-too", false, 30'000}, {"waited-for", true, 120'000},
+         {"sooner", false, 20'000}})
+    all[name] = holder(name, urgent, expires);
+  // Each holder in turn gives its slot back to the next.
+  for (size_t i = 1; i < all.size(); ++i) {
+    caf::anon_send(all[granted->back()], release_atom_v);
+    sched.run();
+  }
+  EXPECT_EQ(*granted, (std::vector<std::string>{"first", "waited-for", "sooner", "soon",
+                                                 "soon-too", "late", "no-expiry"}));
+  for (auto& [name, x] : all)
+    caf::anon_send(x, remove_atom_v);
+  sched.run();
+}
+
 TEST_F(deterministic, AStormWaitsForGateSlotsInsteadOfLeasingEverythingAtOnce) {
   // Issue 17: refreshes in flight are bounded; the rest queue for a slot
   // (no lease taken, no timeout running) instead of all leasing at once.
@@ -975,6 +1009,34 @@ TEST_F(deterministic, AStormWaitsForGateSlotsInsteadOfLeasingEverythingAtOnce) {
   EXPECT_EQ(*leases_at_call, (std::vector<int>{1, 2, 3}));
   for (auto& k : keys)
     EXPECT_EQ(repo->rows[k].record.refresh_token.reveal(), "rt-1") << k.user_id;
+}
+
+TEST_F(deterministic, ConnectionsDueTogetherRefreshEarliestExpiryFirst) {
+  // Loaded in key order, all due at once (inside the refresh margin): the
+  // one whose token expires first is refreshed first, whatever the order
+  // they came due in.
+  auto granted = std::make_shared<std::vector<std::string>>();
+  auto other = hold_the_only_slot(*this, granted);
+  script->answers.clear();
+  std::vector<std::pair<std::string, int64_t>> loaded{
+    {"user-a", 200'000}, {"user-b", 100'000}, {"user-c", 150'000}};
+  for (auto& [user, expires_in] : loaded) {
+    script->answers.push_back(token_ok("at-" + user, "rt-new-" + user, 3600));
+    spawn(seed({"acme", user, "github"}, expires_in, "rt-" + user));
+  }
+  advance(1s); // every timer fires; each waits for the slot
+  EXPECT_TRUE(script->requests.empty());
+  caf::anon_send(other, release_atom_v);
+  sched.run();
+  ASSERT_EQ(script->requests.size(), 3u);
+  std::vector<std::string> order;
+  for (auto& req : script->requests)
+    for (auto& user : {"user-a", "user-b", "user-c"})
+      if (req.body.find(std::string{"refresh_token=rt-"} + user) != std::string::npos)
+        order.push_back(user);
+  EXPECT_EQ(order, (std::vector<std::string>{"user-b", "user-c", "user-a"}));
+  caf::anon_send(other, remove_atom_v);
+  sched.run();
 }
 
 TEST_F(deterministic, AValidTokenIsServedWhileItsRefreshWaitsForAGateSlot) {
@@ -1038,7 +1100,7 @@ TEST_F(deterministic, AForcedRequestMovesAQueuedRefreshToTheFront) {
   auto other = hold_the_only_slot(*this, granted);
   auto conn = spawn(seed(key, 60'000));
   advance(1s); // its planned refresh queues behind `other`
-  auto planned = sys.spawn(gate_holder, gate, std::string{"planned"}, false, granted);
+  auto planned = sys.spawn(gate_holder, gate, std::string{"planned"}, false, granted, int64_t{0});
   sched.run();
   // Somebody forces a refresh: it overtakes the planned one queued before it.
   auto forced = ask(conn, 1, true);
