@@ -74,18 +74,18 @@ void flush_audit(storage_self self) {
 // Group commit. A refresh storm sends leases and completions faster than
 // one transaction each can commit (each commit waits for the WAL flush).
 // They are queued, and a flush message the actor sends itself runs every
-// write that arrived before it in one transaction: one commit for all.
-// Nobody is answered before that commit. A write that its own code refuses
+// write that arrived before it in one transaction: one commit for all,
+// with the leases in one statement and the completions in another
+// (run_as_sets). Nobody is answered before that commit. A write that its own code refuses
 // (a stale fence, a lease held elsewhere, a fenced instance) throws before
 // it changes anything, so it is answered with its error and the others go
 // on. An SQL error aborts the whole transaction: it is rolled back and each
 // write runs again on its own, as without grouping.
 constexpr size_t group_limit = 256;
 
-void enqueue_grouped(storage_self self, std::function<token_record()> run,
-                     caf::typed_response_promise<token_record> promise) {
+void enqueue_grouped(storage_self self, storage_state::grouped_write write) {
   auto& st = self->state;
-  st.grouped.push_back({std::move(run), std::move(promise)});
+  st.grouped.push_back(std::move(write));
   if (!st.group_armed) {
     st.group_armed = true;
     self->send(self, flush_atom_v);
@@ -102,6 +102,36 @@ void run_alone(storage_state::grouped_write& w) {
     w.promise.deliver(make_error(ec::internal, "encryption failed"));
   } catch (const std::exception&) {
     w.promise.deliver(make_error(ec::internal, "storage error"));
+  }
+}
+
+/// The group's leases in one statement and its completions in another
+/// (with one INSERT for their events): a storm's writes cost a few
+/// statements per group instead of three or four each. Whatever a
+/// statement left out runs on its own afterwards, to learn why.
+void run_as_sets(storage_state& st, std::vector<storage_state::grouped_write>& batch,
+                 std::vector<std::optional<token_record>>& results) {
+  std::vector<size_t> lease_at, completion_at;
+  std::vector<storage::token_store::lease_request> leases;
+  std::vector<storage::token_store::completion> completions;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].lease) {
+      lease_at.push_back(i);
+      leases.push_back(*batch[i].lease);
+    } else if (batch[i].completion) {
+      completion_at.push_back(i);
+      completions.push_back(*batch[i].completion);
+    }
+  }
+  if (leases.size() > 1) {
+    auto leased = st.tokens->acquire_leases(leases);
+    for (size_t j = 0; j < leased.size(); ++j)
+      results[lease_at[j]] = std::move(leased[j]);
+  }
+  if (completions.size() > 1) {
+    auto stored = st.tokens->complete_refreshes(completions);
+    for (size_t j = 0; j < stored.size(); ++j)
+      results[completion_at[j]] = std::move(stored[j]);
   }
 }
 
@@ -128,7 +158,10 @@ void flush_grouped(storage_self self) {
   bool aborted = false;
   try {
     storage::database::transaction tx{*st.db};
+    run_as_sets(st, batch, results);
     for (size_t i = 0; i < batch.size() && !aborted; ++i) {
+      if (results[i])
+        continue;
       try {
         results[i] = batch[i].run();
       } catch (const storage::db_error& e) {
@@ -240,21 +273,29 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
         int64_t lease_ms) -> caf::result<token_record> {
       auto promise = self->make_response_promise<token_record>();
       auto* tokens = self->state.tokens.get();
-      enqueue_grouped(self, [tokens, key, owner, lease_ms] {
+      storage_state::grouped_write write;
+      write.run = [tokens, key, owner, lease_ms] {
         auto leased = tokens->acquire_lease(key, owner, lease_ms);
         if (!leased)
           throw storage::db_error(ec::conflict, "", "refresh lease held by another instance");
         return std::move(*leased);
-      }, promise);
+      };
+      write.promise = promise;
+      write.lease = storage::token_store::lease_request{key, owner, lease_ms};
+      enqueue_grouped(self, std::move(write));
       return promise;
     },
     [=](complete_atom, const connection_key& key, int64_t fence, const std::string& owner,
         const refreshed_tokens& tokens) -> caf::result<token_record> {
       auto promise = self->make_response_promise<token_record>();
       auto* store = self->state.tokens.get();
-      enqueue_grouped(self, [store, key, fence, owner, tokens] {
+      storage_state::grouped_write write;
+      write.run = [store, key, fence, owner, tokens] {
         return store->complete_refresh(key, fence, owner, tokens);
-      }, promise);
+      };
+      write.promise = promise;
+      write.completion = storage::token_store::completion{key, fence, owner, tokens};
+      enqueue_grouped(self, std::move(write));
       return promise;
     },
     [=](flush_atom) { flush_grouped(self); },

@@ -115,8 +115,14 @@ struct storage_state {
   /// Leases and completions waiting for the next group commit
   /// (actors/storage_actor.cpp, "Group commit").
   struct grouped_write {
+    /// The write on its own: after the group's statement left it out (to
+    /// learn why), or after the group was rolled back.
     std::function<token_record()> run;
     caf::typed_response_promise<token_record> promise;
+    /// What the group's one statement for all leases, or for all
+    /// completions, takes from this write (exactly one is set).
+    std::optional<storage::token_store::lease_request> lease;
+    std::optional<storage::token_store::completion> completion;
   };
   std::vector<grouped_write> grouped;
   bool group_armed = false;

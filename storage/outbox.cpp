@@ -1,6 +1,7 @@
 #include "storage/outbox.hpp"
 
 #include <algorithm>
+#include <map>
 
 namespace cm::storage {
 
@@ -63,6 +64,18 @@ const statement finish_stmt{"webhook_finish",
   // instance may have attempted (and recorded) the delivery again.
   "AND delivered_at IS NULL AND attempts = $7::integer"};
 
+// The events of a group as one JSON array: one statement, whatever its size.
+const statement insert_events_stmt{"outbox_insert_many",
+  "INSERT INTO event_outbox (team_id, event_id, topic, event_type, payload) "
+  "SELECT e_team, e_id::uuid, e_topic, e_type, e_payload "
+  "FROM jsonb_to_recordset($1::jsonb) AS e(e_team text, e_id text, e_topic text, e_type text, "
+  "e_payload jsonb)"};
+
+const statement insert_deliveries_stmt{"webhook_delivery_insert_many",
+  "INSERT INTO webhook_deliveries (team_id, event_id, webhook) "
+  "SELECT e_team, e_id::uuid, $2 FROM jsonb_to_recordset($1::jsonb) AS e(e_team text, e_id text) "
+  "ON CONFLICT DO NOTHING"};
+
 } // namespace
 
 void outbox::append(const std::string& team_id, const nlohmann::json& event) {
@@ -75,6 +88,29 @@ void outbox::append(const std::string& team_id, const nlohmann::json& event) {
     if (std::find(hook.topics.begin(), hook.topics.end(), topic) != hook.topics.end())
       db_.exec(insert_delivery_stmt,
                {param::text(team_id), param::text(event_id), param::text(hook.name)});
+}
+
+void outbox::append_many(const std::vector<std::pair<std::string, nlohmann::json>>& events) {
+  if (events.empty())
+    return;
+  auto rows = nlohmann::json::array();
+  std::map<std::string, nlohmann::json> by_topic;
+  for (auto& [team_id, event] : events) {
+    auto topic = event.at("topic").get<std::string>();
+    nlohmann::json row{{"e_team", team_id}, {"e_id", event.at("eventId")},
+                       {"e_topic", topic}, {"e_type", event.at("eventType")},
+                       {"e_payload", event}};
+    auto& ids = by_topic[topic];
+    if (ids.is_null())
+      ids = nlohmann::json::array();
+    ids.push_back({{"e_team", team_id}, {"e_id", event.at("eventId")}});
+    rows.push_back(std::move(row));
+  }
+  db_.exec(insert_events_stmt, {param::text(rows.dump())});
+  for (auto& hook : webhooks_)
+    for (auto& [topic, ids] : by_topic)
+      if (std::find(hook.topics.begin(), hook.topics.end(), topic) != hook.topics.end())
+        db_.exec(insert_deliveries_stmt, {param::text(ids.dump()), param::text(hook.name)});
 }
 
 bool outbox::pending() { return db_.exec(pending_stmt).text(0, 0) == "t"; }

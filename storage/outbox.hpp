@@ -7,6 +7,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +28,8 @@ public:
   /// Appends `event` (built by storage/events.hpp; it carries eventId,
   /// eventType and topic) for `team_id`. Runs in the caller's transaction.
   void append(const std::string& team_id, const nlohmann::json& event);
+  /// Appends many events (team_id, event) in one statement per table.
+  void append_many(const std::vector<std::pair<std::string, nlohmann::json>>& events);
 
   /// Events after `after` in delivery order (txid, seq), at most `limit`,
   /// only from transactions older than every running one; only

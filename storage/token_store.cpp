@@ -60,6 +60,19 @@ const statement acquire_lease_stmt{"tokens_acquire_lease",
   "AND " CM_OWNER_IS_ACTIVE("$4") " "
   "RETURNING " CM_TOKEN_COLUMNS};
 
+// A group's leases in one statement: $1 is a JSON array of
+// {k_i, k_team, k_user, k_provider, k_owner, k_ms}; each leased row comes
+// back with its k_i after the usual columns.
+const statement acquire_leases_stmt{"tokens_acquire_leases",
+  "UPDATE connector_tokens SET lease_owner = k.k_owner, "
+  "lease_expires_at = now() + (k.k_ms * interval '1 millisecond'), version = version + 1 "
+  "FROM jsonb_to_recordset($1::jsonb) AS k(k_i integer, k_team text, k_user text, "
+  "k_provider text, k_owner text, k_ms bigint) "
+  "WHERE team_id = k.k_team AND user_id = k.k_user AND provider = k.k_provider "
+  "AND (lease_owner IS NULL OR lease_expires_at < now() OR lease_owner = k.k_owner) "
+  "AND " CM_OWNER_IS_ACTIVE("k.k_owner") " "
+  "RETURNING " CM_TOKEN_COLUMNS ", k.k_i"};
+
 const statement owner_fenced_stmt{"tokens_owner_fenced",
   "SELECT 1 WHERE NOT " CM_OWNER_IS_ACTIVE("$1")};
 
@@ -75,6 +88,34 @@ const statement complete_refresh_stmt{"tokens_complete_refresh",
   "WHERE team_id = $1 AND user_id = $2 AND provider = $3 AND version = $4 AND lease_owner = $5 "
   "AND " CM_OWNER_IS_ACTIVE("$5") " "
   "RETURNING " CM_TOKEN_COLUMNS};
+
+// What a group's completions need before they seal: each row's id (the
+// ciphertexts are bound to it) and its refresh token (sealed again when
+// the provider kept it).
+const statement completion_rows_stmt{"tokens_completion_rows",
+  "SELECT k.k_i, t.id::text, t.refresh_token "
+  "FROM jsonb_to_recordset($1::jsonb) AS k(k_i integer, k_team text, k_user text, "
+  "k_provider text) "
+  "JOIN connector_tokens t ON t.team_id = k.k_team AND t.user_id = k.k_user "
+  "AND t.provider = k.k_provider"};
+
+// A group's completions in one statement, each fenced as
+// complete_refresh_stmt is; ciphertexts travel hex-encoded in the JSON.
+const statement complete_refreshes_stmt{"tokens_complete_refreshes",
+  "UPDATE connector_tokens SET access_token = decode(k.k_access, 'hex'), "
+  "refresh_token = coalesce(decode(k.k_refresh, 'hex'), refresh_token), "
+  "expires_at = CASE WHEN k.k_expires = 0 THEN NULL "
+  "ELSE to_timestamp(k.k_expires / 1000.0) END, "
+  "scopes = coalesce(k.k_scopes, scopes), key_id = $2::integer, status = 'connected', "
+  "reason = NULL, version = version + 1, lease_owner = NULL, lease_expires_at = NULL, "
+  "refresh_failures = 0, last_refresh_at = now(), updated_at = now() "
+  "FROM jsonb_to_recordset($1::jsonb) AS k(k_i integer, k_team text, k_user text, "
+  "k_provider text, k_fence bigint, k_owner text, k_access text, k_refresh text, "
+  "k_expires bigint, k_scopes jsonb) "
+  "WHERE team_id = k.k_team AND user_id = k.k_user AND provider = k.k_provider "
+  "AND version = k.k_fence AND lease_owner = k.k_owner "
+  "AND " CM_OWNER_IS_ACTIVE("k.k_owner") " "
+  "RETURNING " CM_TOKEN_COLUMNS ", k.k_i"};
 
 const statement release_lease_stmt{"tokens_release_lease",
   "UPDATE connector_tokens SET lease_owner = NULL, lease_expires_at = NULL, "
@@ -196,6 +237,14 @@ std::vector<std::string> parse_scopes(std::string_view text) {
     for (auto& s : json)
       if (s.is_string())
         out.push_back(s.get<std::string>());
+  return out;
+}
+
+std::string to_hex(const std::string& bytes) {
+  std::string out(bytes.size() * 2 + 1, '\0');
+  sodium_bin2hex(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                 bytes.size());
+  out.pop_back();
   return out;
 }
 
@@ -322,6 +371,23 @@ std::optional<token_record> token_store::acquire_lease(const connection_key& key
   return std::nullopt;
 }
 
+std::vector<std::optional<token_record>>
+token_store::acquire_leases(const std::vector<lease_request>& group) {
+  std::vector<std::optional<token_record>> out(group.size());
+  auto rows = nlohmann::json::array();
+  for (size_t i = 0; i < group.size(); ++i)
+    rows.push_back({{"k_i", i}, {"k_team", group[i].key.team_id},
+                    {"k_user", group[i].key.user_id}, {"k_provider", group[i].key.provider},
+                    {"k_owner", group[i].owner}, {"k_ms", group[i].lease_ms}});
+  auto res = db_.exec(acquire_leases_stmt, {param::text(rows.dump())});
+  for (int row = 0; row < res.rows(); ++row) {
+    auto i = static_cast<size_t>(res.integer(row, 16));
+    if (i < out.size())
+      out[i] = read_row(res, row);
+  }
+  return out;
+}
+
 void token_store::throw_if_fenced(const std::string& owner) {
   if (db_.exec(owner_fenced_stmt, {param::text(owner)}).rows() == 1)
     throw db_error(ec::unavailable, "",
@@ -378,6 +444,61 @@ token_record token_store::complete_refresh(const connection_key& key, int64_t fe
   insert_event("TOKEN_REFRESHED", stored.id, key, "");
   tx.commit();
   return stored;
+}
+
+std::vector<std::optional<token_record>>
+token_store::complete_refreshes(const std::vector<completion>& group) {
+  std::vector<std::optional<token_record>> out(group.size());
+  auto keys = nlohmann::json::array();
+  for (size_t i = 0; i < group.size(); ++i)
+    keys.push_back({{"k_i", i}, {"k_team", group[i].key.team_id},
+                    {"k_user", group[i].key.user_id}, {"k_provider", group[i].key.provider}});
+  auto current = db_.exec(completion_rows_stmt, {param::text(keys.dump())});
+  auto rows = nlohmann::json::array();
+  for (int row = 0; row < current.rows(); ++row) {
+    auto i = static_cast<size_t>(current.integer(row, 0));
+    if (i >= group.size())
+      continue;
+    auto& c = group[i];
+    std::string id{current.text(row, 1)};
+    nlohmann::json item{{"k_i", i}, {"k_team", c.key.team_id}, {"k_user", c.key.user_id},
+                        {"k_provider", c.key.provider}, {"k_fence", c.fence},
+                        {"k_owner", c.owner}, {"k_expires", c.tokens.expires_at_ms}};
+    try {
+      item["k_access"] = to_hex(cipher_.encrypt(c.tokens.access_token.view(),
+                                                binding(id, c.key, "access_token")));
+      // A kept refresh token is sealed again under the active key, as
+      // complete_refresh does.
+      secret refresh = c.tokens.refresh_token;
+      if (refresh.empty() && !current.is_null(row, 2))
+        refresh = cipher_.decrypt(current.bytes(row, 2), binding(id, c.key, "refresh_token"));
+      if (!refresh.empty())
+        item["k_refresh"] =
+          to_hex(cipher_.encrypt(refresh.view(), binding(id, c.key, "refresh_token")));
+    } catch (const crypto_error&) {
+      continue; // complete_refresh on its own raises the alarm
+    }
+    if (!c.tokens.scopes.empty())
+      item["k_scopes"] = c.tokens.scopes;
+    rows.push_back(std::move(item));
+  }
+  if (rows.empty())
+    return out;
+  auto res = db_.exec(complete_refreshes_stmt,
+                      {param::text(rows.dump()),
+                       param::text(std::to_string(cipher_.keys().active_id()))});
+  std::vector<std::pair<std::string, nlohmann::json>> events;
+  for (int row = 0; row < res.rows(); ++row) {
+    auto i = static_cast<size_t>(res.integer(row, 16));
+    if (i >= out.size())
+      continue;
+    auto stored = read_row(res, row);
+    events.emplace_back(stored.key.team_id, token_event(random_uuid(), "TOKEN_REFRESHED",
+                                                        stored.id, stored.key, ""));
+    out[i] = std::move(stored);
+  }
+  events_.append_many(events);
+  return out;
 }
 
 bool token_store::release_lease(const connection_key& key, int64_t fence,

@@ -40,6 +40,19 @@ public:
   std::optional<token_record> acquire_lease(const connection_key& key, const std::string& owner,
                                             int64_t lease_ms);
 
+  /// One lease of a group (actors/storage_actor.cpp commits a storm's
+  /// leases and completions in groups).
+  struct lease_request {
+    connection_key key;
+    std::string owner;
+    int64_t lease_ms = 0;
+  };
+  /// Takes many leases in one statement, each as acquire_lease would. An
+  /// entry is nullopt where the statement leased nothing (held elsewhere, a
+  /// fenced owner, no such row, the same key twice): acquire_lease on that
+  /// one alone says why. Runs in the caller's transaction.
+  std::vector<std::optional<token_record>> acquire_leases(const std::vector<lease_request>& group);
+
   /// The stored version of one connection (every write bumps it); nullopt
   /// when there is none. Reads no secret, so it is cheap.
   std::optional<int64_t> version_of(const connection_key& key);
@@ -52,6 +65,20 @@ public:
   /// lapsed), as acquire_lease does.
   token_record complete_refresh(const connection_key& key, int64_t fence, const std::string& owner,
                                 const refreshed_tokens& tokens);
+
+  /// One completion of a group.
+  struct completion {
+    connection_key key;
+    int64_t fence = 0;
+    std::string owner;
+    refreshed_tokens tokens;
+  };
+  /// Stores many refreshes as complete_refresh would, in one UPDATE, with
+  /// their TOKEN_REFRESHED events in one INSERT, in the caller's
+  /// transaction. An entry is nullopt where nothing was stored (a stale
+  /// fence, a fenced owner, no such row, a ciphertext that fails to
+  /// decrypt): complete_refresh on that one alone says why.
+  std::vector<std::optional<token_record>> complete_refreshes(const std::vector<completion>& group);
 
   /// Releases `owner`'s lease after an attempt; a non-empty reason counts a
   /// failure. False when the fence is stale.

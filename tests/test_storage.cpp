@@ -363,6 +363,18 @@ TEST_F(storage_fixture, LeasesAndCompletionsThatArriveTogetherCommitTogether) {
     }
     return out;
   };
+  // Counts UPDATE statements on connector_tokens (rolled back with theirs).
+  db.exec_script(
+    "CREATE TABLE update_statements (n integer); INSERT INTO update_statements VALUES (0); "
+    "CREATE FUNCTION count_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "UPDATE update_statements SET n = n + 1; RETURN NULL; END $$; "
+    "CREATE TRIGGER count_update AFTER UPDATE ON connector_tokens "
+    "FOR EACH STATEMENT EXECUTE FUNCTION count_update()");
+  auto update_statements = [&] {
+    auto count = db.exec_script("SELECT n FROM update_statements").integer(0, 0);
+    db.exec_script("UPDATE update_statements SET n = 0");
+    return count;
+  };
   auto leases = all_at_once(
     [&](int i) {
       auto key = i < n ? key_of(i) : connection_key{"acme", "nobody", "github"};
@@ -374,6 +386,9 @@ TEST_F(storage_fixture, LeasesAndCompletionsThatArriveTogetherCommitTogether) {
   for (int i = 1; i < n; ++i)
     ASSERT_TRUE(leases[static_cast<size_t>(i)]) << i << ": " << to_string(leases[static_cast<size_t>(i)].error());
   EXPECT_LE(transactions_of("lease_owner = 'a'"), 4) << "leases that arrive together commit together";
+  // One statement per group, and one for each refused lease to learn why
+  // (u0's and the missing row's), not one each.
+  EXPECT_LE(update_statements(), 4 + 2) << "leases that arrive together go in one statement";
 
   // Completions, one with a stale fence among them; and one row whose
   // UPDATE fails in SQL (a trigger), which rolls the group back: each write
@@ -409,6 +424,51 @@ TEST_F(storage_fixture, LeasesAndCompletionsThatArriveTogetherCommitTogether) {
     EXPECT_EQ(found->refresh_token.reveal(), "refresh-" + std::to_string(i)) << i;
   }
   EXPECT_EQ(count_events(url, "TOKEN_REFRESHED"), n - 3) << "one event per stored refresh";
+
+  // Without the poison, completions that arrive together are stored in one
+  // statement per group, with their events, and each caller gets its own
+  // row; one whose provider kept its refresh token keeps it (sealed again).
+  db.exec_script("DROP TRIGGER poison ON connector_tokens");
+  auto again = all_at_once(
+    [&](int i) {
+      return self->request(store, 10s, lease_atom_v, key_of(i + 1), std::string{"a"},
+                           int64_t{30000});
+    },
+    n - 1);
+  for (auto& r : again)
+    ASSERT_TRUE(r) << to_string(r.error());
+  update_statements();
+  auto stored = all_at_once(
+    [&](int i) {
+      refreshed_tokens fresh;
+      fresh.access_token = secret{"access-again-" + std::to_string(i + 1)};
+      if (i != 4)
+        fresh.refresh_token = secret{"refresh-again-" + std::to_string(i + 1)};
+      fresh.expires_at_ms = 1'900'000'720'000;
+      fresh.scopes = {"repo", "user-" + std::to_string(i + 1)};
+      return self->request(store, 10s, complete_atom_v, key_of(i + 1),
+                           again[static_cast<size_t>(i)]->version, std::string{"a"}, fresh);
+    },
+    n - 1);
+  EXPECT_LE(update_statements(), 4) << "completions that arrive together go in one statement";
+  for (int i = 1; i < n; ++i) {
+    auto& r = stored[static_cast<size_t>(i - 1)];
+    ASSERT_TRUE(r) << i << ": " << to_string(r.error());
+    // u5's provider kept its refresh token: the one stored before stays.
+    auto expected_refresh =
+      i == 5 ? std::string{"refresh-5"} : "refresh-again-" + std::to_string(i);
+    EXPECT_EQ(r->key, key_of(i));
+    EXPECT_EQ(r->access_token.reveal(), "access-again-" + std::to_string(i)) << i;
+    EXPECT_EQ(r->refresh_token.reveal(), expected_refresh) << i;
+    EXPECT_EQ(r->version, again[static_cast<size_t>(i - 1)]->version + 1) << i;
+    EXPECT_EQ(r->scopes, (std::vector<std::string>{"repo", "user-" + std::to_string(i)})) << i;
+    auto found = call<token_record>(find_atom_v, key_of(i));
+    ASSERT_TRUE(found);
+    EXPECT_EQ(found->refresh_token.reveal(), r->refresh_token.reveal()) << i;
+    EXPECT_EQ(found->access_token.reveal(), "access-again-" + std::to_string(i)) << i;
+    EXPECT_EQ(found->expires_at_ms, 1'900'000'720'000) << i;
+  }
+  EXPECT_EQ(count_events(url, "TOKEN_REFRESHED"), n - 3 + n - 1) << "one event per stored refresh";
 }
 
 TEST_F(storage_fixture, AnInstanceOutsideItsActivityNeitherLeasesNorStores) {
