@@ -128,7 +128,7 @@ void request_service_account_token(const call& c, const config::provider_entry& 
                 return;
               token_record record;
               record.key = {copy.who.team, copy.who.subject, entry_ptr->name};
-              record.kind = "oauth";
+              record.kind = connection_kind::oauth;
               record.access_token = tokens->access_token;
               record.refresh_token = *credential;
               record.expires_at_ms = unix_now_ms() + tokens->expires_in_s * 1000;
@@ -243,7 +243,7 @@ void connect_api_key(const call& c) {
           return;
         token_record record;
         record.key = {copy.who.team, copy.who.subject, entry->name};
-        record.kind = "api_key";
+        record.kind = connection_kind::api_key;
         record.access_token = *secret_key;
         values["account_name"] = verdict.account_name;
         record.metadata = values.dump();

@@ -16,19 +16,6 @@
 
 namespace cm {
 
-int64_t planned_refresh_ms(int64_t expires_at_ms, int64_t margin_ms, int64_t jitter_ms) {
-  if (expires_at_ms <= 0)
-    return 0;
-  return expires_at_ms - margin_ms - jitter_ms;
-}
-
-int64_t backoff_bound_ms(int32_t failures, int64_t base_ms, int64_t cap_ms) {
-  int64_t bound = base_ms;
-  for (int32_t i = 1; i < failures && bound < cap_ms; ++i)
-    bound *= 2;
-  return std::min(bound, cap_ms);
-}
-
 namespace {
 
 using self_ptr = connection_actor::stateful_pointer<connection_state>;
@@ -78,35 +65,49 @@ bool from_team_app(self_ptr self) {
 bool can_refresh(self_ptr self) {
   auto& s = self->state;
   // Service-account keys mint their own tokens; OAuth needs the app.
-  return s.record && s.record->kind == "oauth" && s.record->has_refresh_token &&
+  return s.record && s.record->kind == connection_kind::oauth && s.record->has_refresh_token &&
          s.deps->provider &&
          (s.deps->client || s.deps->provider->mode == config::auth_mode::service_account ||
           from_team_app(self));
 }
 
-/// When the timer should fire: before expiry for refreshable tokens, at
-/// expiry for tokens that cannot be refreshed (to mark them expired).
-int64_t planned_time(self_ptr self) {
+/// A uniform draw over all of uint32 (minstd_rand's own range is
+/// [1, 2^31 - 2], half of it).
+uint32_t jitter_draw(std::minstd_rand& rng) {
+  return std::uniform_int_distribution<uint32_t>{}(rng);
+}
+
+/// The facts of the grant in memory that the plan depends on.
+refresh_plan_input plan_input(self_ptr self) {
   auto& s = self->state;
-  if (!s.record || s.record->status != "connected" || s.record->kind != "oauth" ||
-      s.record->expires_at_ms <= 0)
-    return 0;
-  if (!can_refresh(self))
-    return s.record->expires_at_ms;
-  auto margin = margin_ms(self);
-  // A token that lives shorter than the margin plus jitter would be
-  // refreshed again at once: cap the margin at a quarter of its lifetime, so
-  // the refresh falls between half and three quarters of it.
-  auto issued = std::max(s.record->updated_at_ms, s.last_refresh_ms);
-  if (issued > 0 && issued < s.record->expires_at_ms)
-    margin = std::min(margin, (s.record->expires_at_ms - issued) / 4);
-  if (s.jitter_for_expiry_ms != s.record->expires_at_ms) {
-    // Spread equal expiries over the margin instead of one instant.
-    std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(margin - 1, 0));
-    s.jitter_ms = dist(s.rng);
-    s.jitter_for_expiry_ms = s.record->expires_at_ms;
+  auto& r = *s.record;
+  refresh_plan_input in;
+  in.kind = r.kind;
+  in.status = r.status;
+  in.expires_at_ms = r.expires_at_ms;
+  in.issued_at_ms = std::max(r.updated_at_ms, s.last_refresh_ms);
+  in.now_ms = now_ms(self);
+  if (r.kind == connection_kind::oauth) {
+    in.refreshable = can_refresh(self);
+    in.margin_ms = margin_ms(self);
+    if (s.jitter_for_expiry_ms != r.expires_at_ms) {
+      s.jitter_draw = jitter_draw(s.rng);
+      s.jitter_for_expiry_ms = r.expires_at_ms;
+    }
+    in.jitter_draw = s.jitter_draw;
+  } else if (s.deps->provider && s.deps->provider->api_key) {
+    in.revalidation_ms = s.deps->settings.key_revalidation_ms;
+    // A fresh draw each time: every re-validation lands somewhere else.
+    in.jitter_draw = jitter_draw(s.rng);
   }
-  return planned_refresh_ms(s.record->expires_at_ms, margin, s.jitter_ms);
+  return in;
+}
+
+/// The plan for the grant in memory (actors/refresh_plan.hpp).
+refresh_plan current_plan(self_ptr self) {
+  if (!self->state.record)
+    return {};
+  return plan_refresh(plan_input(self));
 }
 
 void schedule_tick(self_ptr self, int64_t at_ms) {
@@ -125,27 +126,36 @@ void schedule_tick(self_ptr self, int64_t at_ms) {
   self->delayed_send(self, ms{delay}, tick_atom_v, s.timer_generation);
 }
 
-/// API keys: the next re-validation, `interval` plus up to a tenth of it.
-int64_t revalidation_time(self_ptr self) {
-  auto& s = self->state;
-  auto interval = s.deps->settings.key_revalidation_ms;
-  if (interval <= 0 || !s.record || s.record->kind != "api_key" ||
-      s.record->status != "connected" || !s.deps->provider || !s.deps->provider->api_key)
-    return 0;
-  std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(interval / 10, 1));
-  return now_ms(self) + interval + dist(s.rng);
-}
-
-void arm_timer(self_ptr self) {
-  auto& s = self->state;
-  schedule_tick(self, s.record && s.record->kind == "api_key" ? revalidation_time(self)
-                                                              : planned_time(self));
-}
+void arm_timer(self_ptr self) { schedule_tick(self, current_plan(self).at_ms); }
 
 bool usable(self_ptr self) {
   auto& s = self->state;
-  return s.record && s.record->status == "connected" &&
+  return s.record && s.record->status == grant_status::connected &&
          (s.record->expires_at_ms == 0 || now_ms(self) < s.record->expires_at_ms);
+}
+
+/// The actor's phase (model/connection_phase.hpp), derived from its state
+/// in this one place.
+/// After a failure, no refresh starts before the backoff ends, whatever
+/// the request volume; a valid token is still served meanwhile.
+bool backing_off(self_ptr self) { return now_ms(self) < self->state.retry_not_before_ms; }
+
+/// The actor's phase (model/connection_phase.hpp), derived from its state
+/// in this one place. A grant that is not connected answers needs_reauth
+/// even while a refresh in flight (a reload raced it) is still ending.
+connection_phase phase_of(self_ptr self) {
+  auto& s = self->state;
+  if (s.load_failure)
+    return connection_phase::load_failed;
+  if (!s.record)
+    return connection_phase::loading;
+  if (s.record->status != grant_status::connected)
+    return connection_phase::needs_reauth;
+  if (s.refreshing || s.awaiting_slot)
+    return connection_phase::refreshing;
+  if (backing_off(self))
+    return connection_phase::backing_off;
+  return connection_phase::serving;
 }
 
 /// Whether the grant was last refreshed (on any instance: the time is the
@@ -158,8 +168,7 @@ bool recently_refreshed(self_ptr self, int64_t refreshed_at_ms) {
 }
 
 bool in_refresh_window(self_ptr self) {
-  auto planned = planned_time(self);
-  return planned > 0 && now_ms(self) >= planned;
+  return cm::in_refresh_window(current_plan(self), now_ms(self));
 }
 
 token_grant make_grant(self_ptr self) {
@@ -168,7 +177,7 @@ token_grant make_grant(self_ptr self) {
   g.key = self->state.key;
   g.kind = r.kind;
   g.access_token = r.access_token;
-  g.token_type = r.kind == "api_key" ? "api_key" : "Bearer";
+  g.token_type = r.kind == connection_kind::api_key ? "api_key" : "Bearer";
   g.expires_at_ms = r.expires_at_ms;
   g.scopes = r.scopes;
   g.metadata = r.metadata;
@@ -191,7 +200,7 @@ void answer_waiters(self_ptr self) {
     for (auto& w : waiters)
       w.deliver(grant);
   } else {
-    auto err = self->state.record && self->state.record->status != "connected"
+    auto err = self->state.record && self->state.record->status != grant_status::connected
                  ? not_connected_error(self)
                  : make_error(ec::provider_failed, "token expired and could not be refreshed");
     for (auto& w : waiters)
@@ -366,7 +375,10 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
   s.force_requested = false;
   // A forced refresh that failed early, outside the refresh window, is not
   // retried before the regular plan: nothing is urgent yet.
-  auto next = std::max(now_ms(self) + std::max<int64_t>(delay, 1), planned_time(self));
+  // (An API key's plan is its next re-validation, not a deadline.)
+  auto plan = current_plan(self);
+  auto planned = plan.purpose == timer_purpose::revalidate ? 0 : plan.at_ms;
+  auto next = std::max(now_ms(self) + std::max<int64_t>(delay, 1), planned);
   s.retry_not_before_ms = next;
   schedule_tick(self, next);
   after_refresh(self);
@@ -597,11 +609,11 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
         auto fence = leased.version;
         auto previous_expiry = st.record ? st.record->expires_at_ms : 0;
         bool newer = leased.expires_at_ms > previous_expiry ||
-                     leased.status != "connected";
+                     leased.status != grant_status::connected;
         // A forced refresh coalesces with one that another instance
         // completed moments ago.
         bool coalesce = m == mode::force && recently_refreshed(self, leased.refreshed_at_ms);
-        if ((m != mode::force && newer) || coalesce || leased.status != "connected") {
+        if ((m != mode::force && newer) || coalesce || leased.status != grant_status::connected) {
           // Another instance refreshed (or re-connected, or gave up) while
           // we waited: adopt the row, give the lease back.
           st.record = std::move(leased);
@@ -798,7 +810,7 @@ void serve_waiters(self_ptr self) {
   auto& s = self->state;
   if (s.waiters.empty())
     return;
-  if (s.record->status != "connected") {
+  if (s.record->status != grant_status::connected) {
     fail_waiters(self, not_connected_error(self));
     return;
   }
@@ -884,17 +896,22 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
   return {
     [=](get_token_atom, bool force) -> caf::result<token_grant> {
       auto& st = self->state;
-      if (st.load_failure)
-        return st.load_failure;
-      if (!st.record) {
-        // Still loading: wait with everyone else.
-        st.force_requested = st.force_requested || force;
-        st.waiters.push_back(self->make_response_promise<token_grant>());
-        return st.waiters.back();
+      switch (phase_of(self)) {
+        case connection_phase::load_failed:
+          return st.load_failure;
+        case connection_phase::loading:
+          // Wait for the row with everyone else.
+          st.force_requested = st.force_requested || force;
+          st.waiters.push_back(self->make_response_promise<token_grant>());
+          return st.waiters.back();
+        case connection_phase::needs_reauth:
+          return not_connected_error(self);
+        case connection_phase::serving:
+        case connection_phase::refreshing:
+        case connection_phase::backing_off:
+          break;
       }
-      if (st.record->status != "connected")
-        return not_connected_error(self);
-      if (st.record->kind != "oauth")
+      if (st.record->kind != connection_kind::oauth)
         return serve_newest(self);
       if (!force && usable(self) && !in_refresh_window(self))
         return serve_newest(self);
@@ -902,7 +919,7 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         // Coalesced with the refresh that issued these tokens moments ago;
         // a refresh in flight is joined instead (below).
         return serve_newest(self);
-      if (!force && now_ms(self) < st.retry_not_before_ms) {
+      if (!force && backing_off(self)) {
         // Backing off after a failure: the valid token is served, otherwise
         // the request waits for the armed retry instead of starting one.
         if (usable(self))
@@ -936,13 +953,12 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     [=](status_atom) -> connection_status {
       auto& st = self->state;
       connection_status out;
+      out.phase = phase_of(self);
       if (st.record) {
         out.status = st.record->status;
         out.reason = st.record->reason;
         out.expires_at_ms = st.record->expires_at_ms;
         out.version = st.record->version;
-      } else {
-        out.status = "loading";
       }
       out.next_refresh_at_ms = st.next_refresh_at_ms;
       out.failures = st.failures;
@@ -983,9 +999,9 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         schedule_tick(self, st.next_refresh_at_ms);
         return;
       }
-      if (st.record->status != "connected")
+      if (st.record->status != grant_status::connected)
         return;
-      if (st.record->kind == "api_key") {
+      if (st.record->kind == connection_kind::api_key) {
         if (!refreshes_stopped())
           revalidate(self);
         return;

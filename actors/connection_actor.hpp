@@ -35,6 +35,7 @@
 #include "actors/provider_client_actor.hpp"
 #include "actors/refresh_drain.hpp"
 #include "actors/refresh_gate.hpp"
+#include "actors/refresh_plan.hpp"
 #include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
 #include "config/provider_catalog.hpp"
@@ -125,11 +126,11 @@ using connection_actor = caf::typed_actor<
 /// so it stays encrypted in PostgreSQL between refreshes. The key lives in
 /// the actor's state, the row id only in storage.
 struct resident_token {
-  std::string kind = "oauth";
-  std::string status = "connected";
+  connection_kind kind = connection_kind::oauth;
+  grant_status status = grant_status::connected;
+  bool has_refresh_token = false;
   std::string reason;
   secret access_token;
-  bool has_refresh_token = false;
   int64_t expires_at_ms = 0;
   std::vector<std::string> scopes;
   std::string metadata = "{}";
@@ -140,8 +141,8 @@ struct resident_token {
   resident_token() = default;
   // Implicit: a row read from storage becomes the resident copy.
   resident_token(token_record row)
-    : kind(std::move(row.kind)), status(std::move(row.status)), reason(std::move(row.reason)),
-      access_token(std::move(row.access_token)), has_refresh_token(!row.refresh_token.empty()),
+    : kind(row.kind), status(row.status), has_refresh_token(!row.refresh_token.empty()),
+      reason(std::move(row.reason)), access_token(std::move(row.access_token)),
       expires_at_ms(row.expires_at_ms), scopes(std::move(row.scopes)),
       metadata(std::move(row.metadata)), version(row.version),
       updated_at_ms(row.updated_at_ms), refreshed_at_ms(row.refreshed_at_ms) {}
@@ -187,8 +188,9 @@ struct connection_state {
   /// When this actor last stored refreshed tokens (unix ms).
   int64_t last_refresh_ms = 0;
   int64_t next_refresh_at_ms = 0;
-  /// Jitter drawn once per expiry, so re-arming does not move the plan.
-  int64_t jitter_ms = 0;
+  /// The plan's jitter draw, made once per expiry so re-arming does not
+  /// move the plan (actors/refresh_plan.hpp).
+  uint32_t jitter_draw = 0;
   int64_t jitter_for_expiry_ms = -1;
   uint64_t timer_generation = 0;
   /// Refreshes ahead of expiry (its shard is owned here); see
@@ -209,13 +211,5 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
 /// means every timer is armed (actors initialise on their first run, not at
 /// spawn).
 int64_t hydrated_connections_armed();
-
-/// The refresh time planned for `record`: expires_at - margin - jitter, with
-/// jitter in [0, margin). 0 when nothing needs refreshing.
-int64_t planned_refresh_ms(int64_t expires_at_ms, int64_t margin_ms, int64_t jitter_ms);
-
-/// Full-jitter exponential backoff bound for the n-th consecutive failure
-/// (n >= 1): min(cap, base * 2^(n-1)).
-int64_t backoff_bound_ms(int32_t failures, int64_t base_ms, int64_t cap_ms);
 
 } // namespace cm

@@ -325,7 +325,7 @@ void store_code_grant(const code_flow_ptr& f, const oauth::id_token_claims& clai
   auto& entry = *f->entry;
   token_record record;
   record.key = {c.who.team, c.who.subject, entry.name};
-  record.kind = "oauth";
+  record.kind = connection_kind::oauth;
   record.access_token = f->answer.access_token;
   record.refresh_token = f->answer.refresh_token;
   bool expires = f->answer.expires_in_given || !f->answer.refresh_token.empty();

@@ -56,10 +56,10 @@ nlohmann::json summary_json(const token_summary& s, bool with_user,
   nlohmann::json out = {
     {"provider", s.key.provider},
     // Service-account keys are stored as refreshable grants but are keys.
-    {"type", s.kind == "api_key" || (catalog.find(s.key.provider) &&
+    {"type", s.kind == connection_kind::api_key || (catalog.find(s.key.provider) &&
                                      catalog.find(s.key.provider)->mode != config::auth_mode::oauth2)
                ? "api_key" : "oauth"},
-    {"status", s.status},
+    {"status", name_of(s.status)},
     {"account", metadata.value("account_name", "")},
     {"scopes", s.scopes},
     {"metadata", metadata},
@@ -100,7 +100,7 @@ nlohmann::json grant_json(const token_grant& g) {
   return {{"provider", g.key.provider},
           {"user_id", g.key.user_id},
           {"team_id", g.key.team_id},
-          {"type", g.kind == "api_key" ? "api_key" : "oauth"},
+          {"type", name_of(g.kind)},
           {"access_token", g.access_token.reveal()},
           {"token_type", g.token_type},
           {"expires_at", g.expires_at_ms ? nlohmann::json(rfc3339(g.expires_at_ms)) : nlohmann::json()},

@@ -127,7 +127,7 @@ void store_grant(const call& c, const config::provider_entry& entry,
   auto& answer = got->answer;
   token_record record;
   record.key = {st.team_id, st.user_id, entry.name};
-  record.kind = "oauth";
+  record.kind = connection_kind::oauth;
   record.access_token = answer.access_token;
   record.refresh_token = answer.refresh_token;
   // No expiry given and nothing to refresh with: a long-lived grant
@@ -497,10 +497,10 @@ void disconnect(const call& c) {
               [copy](const caf::error& err) { copy.ex->reply_error(err); });
         };
         std::optional<outbound_request> req;
-        if (grant.kind == "oauth" && client)
+        if (grant.kind == connection_kind::oauth && client)
           req = oauth::revoke_request(*entry, *client, grant, copy.ctx().cfg.refresh.provider_timeout_ms);
         if (!req) {
-          finish(false, entry->revoke_style == "none" || grant.kind != "oauth"
+          finish(false, entry->revoke_style == "none" || grant.kind != connection_kind::oauth
                           ? "the provider has no revocation endpoint"
                         : !client ? "no OAuth app is configured for this provider"
                                   // A template value stored before it was refused.

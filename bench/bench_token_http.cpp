@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < connections; ++i) {
       token_record r;
       r.key = {"acme", "user-" + std::to_string(i), "stripe"};
-      r.kind = "api_key";
+      r.kind = connection_kind::api_key;
       r.access_token = secret{"sk_test_" + std::string(100, 'k')};
       r.metadata = R"({"account_name":"acme"})";
       self->request(store, std::chrono::seconds(10), save_atom_v, std::move(r))

@@ -41,7 +41,7 @@ using token_source = caf::typed_actor<caf::replies_to<get_token_atom, bool>::wit
 token_grant sample_grant(const connection_key& key) {
   token_grant g;
   g.key = key;
-  g.kind = "oauth";
+  g.kind = connection_kind::oauth;
   g.access_token = secret{std::string(180, 'a')};
   g.expires_at_ms = unix_now_ms() + 86400000;
   g.scopes = {"repo", "read:org"};

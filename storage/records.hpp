@@ -1,46 +1,31 @@
 // Plain data that crosses the storage boundary: what a stored connection is,
-// and the summary that may be shown without revealing a secret.
+// and the summary that may be shown without revealing a secret. The
+// vocabulary every layer shares (the key, kinds, statuses, the grant handed
+// out) lives in model/.
 #pragma once
 
 #include <cstdint>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include <caf/meta/type_name.hpp>
 
 #include "common/secret.hpp"
+#include "model/connection_key.hpp"
+#include "model/connection_kind.hpp"
+#include "model/connection_status.hpp"
+#include "model/grant_status.hpp"
+#include "model/token_grant.hpp"
 
 namespace cm {
-
-/// Identifies one connection: a user's grant for one provider in one team.
-struct connection_key {
-  std::string team_id;
-  std::string user_id;
-  std::string provider;
-
-  friend bool operator<(const connection_key& a, const connection_key& b) {
-    return std::tie(a.team_id, a.user_id, a.provider) <
-           std::tie(b.team_id, b.user_id, b.provider);
-  }
-  friend bool operator==(const connection_key& a, const connection_key& b) {
-    return a.team_id == b.team_id && a.user_id == b.user_id && a.provider == b.provider;
-  }
-  template <class Inspector>
-  friend typename Inspector::result_type inspect(Inspector& f, connection_key& x) {
-    return f(caf::meta::type_name("connection_key"), x.team_id, x.user_id, x.provider);
-  }
-};
 
 /// A stored connection with its secrets decrypted.
 struct token_record {
   /// UUID, chosen by the service so ciphertexts can bind to it before insert.
   std::string id;
   connection_key key;
-  /// "oauth" or "api_key".
-  std::string kind = "oauth";
-  /// "connected", "needs_reauth" or "disconnected".
-  std::string status = "connected";
+  connection_kind kind = connection_kind::oauth;
+  grant_status status = grant_status::connected;
   std::string reason;
   secret access_token;
   secret refresh_token;
@@ -67,8 +52,8 @@ struct token_record {
 /// What a listing shows: everything but the secrets.
 struct token_summary {
   connection_key key;
-  std::string kind;
-  std::string status;
+  connection_kind kind = connection_kind::oauth;
+  grant_status status = grant_status::connected;
   std::string reason;
   int64_t expires_at_ms = 0;
   std::vector<std::string> scopes;
@@ -97,44 +82,6 @@ struct hydrate_batch {
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, hydrate_batch& x) {
     return f(caf::meta::type_name("hydrate_batch"), x.rows, x.last_team, x.last_id, x.done);
-  }
-};
-
-/// A token handed to a caller: never the refresh token.
-struct token_grant {
-  connection_key key;
-  /// "oauth" or "api_key".
-  std::string kind;
-  secret access_token;
-  std::string token_type = "Bearer";
-  /// Unix milliseconds; 0 when it does not expire.
-  int64_t expires_at_ms = 0;
-  std::vector<std::string> scopes;
-  /// JSON object text.
-  std::string metadata = "{}";
-
-  template <class Inspector>
-  friend typename Inspector::result_type inspect(Inspector& f, token_grant& x) {
-    return f(caf::meta::type_name("token_grant"), x.key, x.kind, x.access_token, x.token_type,
-             x.expires_at_ms, x.scopes, x.metadata);
-  }
-};
-
-/// A connection actor's view of itself (tests, diagnostics).
-struct connection_status {
-  std::string status;
-  std::string reason;
-  int64_t expires_at_ms = 0;
-  /// When the refresh timer fires (unix ms); 0 when none is armed.
-  int64_t next_refresh_at_ms = 0;
-  int32_t failures = 0;
-  bool refreshing = false;
-  int64_t version = 0;
-
-  template <class Inspector>
-  friend typename Inspector::result_type inspect(Inspector& f, connection_status& x) {
-    return f(caf::meta::type_name("connection_status"), x.status, x.reason, x.expires_at_ms,
-             x.next_refresh_at_ms, x.failures, x.refreshing, x.version);
   }
 };
 

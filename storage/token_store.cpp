@@ -276,7 +276,8 @@ token_record token_store::save(token_record record) {
   auto res = db_.exec(upsert_token,
                       {param::text(record.key.team_id), param::text(record.id),
                        param::text(record.key.user_id), param::text(record.key.provider),
-                       param::text(record.kind), param::text(record.status),
+                       param::text(std::string{name_of(record.kind)}),
+                       param::text(std::string{name_of(record.status)}),
                        param::text(record.reason), encrypt(record.access_token, "access_token"),
                        encrypt(record.refresh_token, "refresh_token"),
                        param::text(std::to_string(record.expires_at_ms)),
@@ -288,6 +289,24 @@ token_record token_store::save(token_record record) {
   record.updated_at_ms = res.integer(0, 2);
   return record;
 }
+
+namespace {
+
+// The columns' CHECK constraints allow only the names model/ knows; any
+// other text means the schema and this build disagree.
+connection_kind kind_column(std::string_view text) {
+  if (auto kind = parse_connection_kind(text))
+    return *kind;
+  throw db_error(ec::internal, "", "unknown connection kind in connector_tokens");
+}
+
+grant_status status_column(std::string_view text) {
+  if (auto status = parse_grant_status(text))
+    return *status;
+  throw db_error(ec::internal, "", "unknown connection status in connector_tokens");
+}
+
+} // namespace
 
 std::optional<token_record> token_store::find(const connection_key& key) {
   auto res = db_.exec(select_token, {param::text(key.team_id), param::text(key.user_id),
@@ -302,8 +321,8 @@ token_record token_store::read_row(const result& res, int row) {
   r.key = {std::string(res.text(row, 0)), std::string(res.text(row, 1)),
            std::string(res.text(row, 2))};
   r.id = std::string(res.text(row, 3));
-  r.kind = std::string(res.text(row, 4));
-  r.status = std::string(res.text(row, 5));
+  r.kind = kind_column(res.text(row, 4));
+  r.status = status_column(res.text(row, 5));
   r.reason = std::string(res.text(row, 6));
   const char* column = "access_token";
   try {
@@ -338,8 +357,8 @@ token_summaries token_store::list(const std::string& team_id, const std::string&
   for (int i = 0; i < res.rows(); ++i) {
     token_summary s;
     s.key = {team_id, std::string(res.text(i, 0)), std::string(res.text(i, 1))};
-    s.kind = std::string(res.text(i, 2));
-    s.status = std::string(res.text(i, 3));
+    s.kind = kind_column(res.text(i, 2));
+    s.status = status_column(res.text(i, 3));
     s.reason = std::string(res.text(i, 4));
     s.expires_at_ms = res.integer(i, 5);
     s.scopes = parse_scopes(res.text(i, 6));

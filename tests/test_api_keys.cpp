@@ -388,7 +388,7 @@ TEST(ApiKeys, StoredServiceAccountKeysAreCheckedBeforeARefreshSigns) {
     storage::token_store store{conn, cipher, events};
     token_record r;
     r.key = {"acme", "alice", "google-analytics"};
-    r.kind = "oauth";
+    r.kind = connection_kind::oauth;
     r.access_token = secret{"ya29-stored"};
     r.refresh_token =
       secret{test::service_account_file(test::bogus_crt_pem(good.private_pem), email)};

@@ -337,7 +337,7 @@ TEST_F(deterministic, BackoffScheduleIsExponentialWithJitterAndCap) {
   }
   // After max_failures the connection is marked and stops calling.
   auto final_status = status(conn);
-  EXPECT_EQ(final_status.status, "needs_reauth");
+  EXPECT_EQ(final_status.status, grant_status::needs_reauth);
   EXPECT_NE(final_status.reason.find("refresh failing"), std::string::npos);
   advance(24h);
   EXPECT_EQ(script->requests.size(), static_cast<size_t>(settings.max_failures));
@@ -382,7 +382,7 @@ TEST_F(deterministic, InvalidGrantMarksNeedsReauthAndEmitsTokenExpired) {
     ASSERT_FALSE(g);
     EXPECT_EQ(code_of(g.error()), ec::needs_reauth);
   }
-  EXPECT_EQ(repo->rows[key].record.status, "needs_reauth");
+  EXPECT_EQ(repo->rows[key].record.status, grant_status::needs_reauth);
   ASSERT_EQ(repo->events.size(), 1u);
   EXPECT_EQ(repo->events[0].first, "TOKEN_EXPIRED");
   EXPECT_EQ(status(conn).next_refresh_at_ms, 0) << "no more refresh attempts";
@@ -405,7 +405,7 @@ TEST_F(deterministic, InvalidGrantAfterRotationElsewhereAdoptsInsteadOfGivingUp)
   auto got = ask(conn);
   ASSERT_TRUE(got->at(0)) << to_string(got->at(0).error());
   EXPECT_EQ(got->at(0)->access_token.reveal(), "at-other");
-  EXPECT_EQ(repo->rows[key].record.status, "connected");
+  EXPECT_EQ(repo->rows[key].record.status, grant_status::connected);
   EXPECT_TRUE(repo->events.empty());
 }
 
@@ -496,7 +496,7 @@ TEST_F(deterministic, RequestsDuringBackoffDoNotCallTheProvider) {
   }
   EXPECT_EQ(script->requests.size(), 1u);
   EXPECT_EQ(status(conn).failures, 1);
-  EXPECT_EQ(status(conn).status, "connected");
+  EXPECT_EQ(status(conn).status, grant_status::connected);
 }
 
 TEST_F(deterministic, RotatedTokensSurviveADatabaseOutage) {
@@ -1197,7 +1197,7 @@ TEST_F(deterministic, TokenWithoutRefreshTokenExpiresIntoNeedsReauth) {
   auto early = ask(conn);
   ASSERT_TRUE(early->at(0)) << "still valid: served";
   advance(60s);
-  EXPECT_EQ(repo->rows[key].record.status, "needs_reauth");
+  EXPECT_EQ(repo->rows[key].record.status, grant_status::needs_reauth);
   ASSERT_EQ(repo->events.size(), 1u);
   EXPECT_EQ(repo->events[0].first, "TOKEN_EXPIRED");
   EXPECT_TRUE(script->requests.empty());
@@ -1230,7 +1230,7 @@ struct api_keys : deterministic {
     token_record r;
     r.id = "row-key";
     r.key = key;
-    r.kind = "api_key";
+    r.kind = connection_kind::api_key;
     r.access_token = secret{"sk_test_abc"};
     r.metadata = R"({"account_name":"acme"})";
     r.version = 1;
@@ -1263,7 +1263,7 @@ TEST_F(api_keys, KeysAreServedAndRevalidatedDaily) {
   EXPECT_NE(std::find(headers.begin(), headers.end(),
                       std::pair<std::string, std::string>{"Authorization", "Bearer sk_test_abc"}),
             headers.end());
-  EXPECT_EQ(status(conn).status, "connected");
+  EXPECT_EQ(status(conn).status, grant_status::connected);
   EXPECT_GT(status(conn).next_refresh_at_ms, planned) << "re-armed";
 }
 
@@ -1271,7 +1271,7 @@ TEST_F(api_keys, ARejectedKeyNeedsReauthAndEmitsTokenExpired) {
   auto conn = spawn(seed_key());
   script->answers.push_back(http_status(401));
   advance_to(status(conn).next_refresh_at_ms);
-  EXPECT_EQ(repo->rows[key].record.status, "needs_reauth");
+  EXPECT_EQ(repo->rows[key].record.status, grant_status::needs_reauth);
   EXPECT_NE(repo->rows[key].record.reason.find("HTTP 401"), std::string::npos);
   ASSERT_EQ(repo->events.size(), 1u);
   EXPECT_EQ(repo->events[0].first, "TOKEN_EXPIRED");
@@ -1286,6 +1286,50 @@ TEST_F(api_keys, TransientFailuresDoNotFlipTheStatus) {
   for (int i = 0; i < 3; ++i)
     advance_to(status(conn).next_refresh_at_ms);
   EXPECT_EQ(script->requests.size(), 3u);
-  EXPECT_EQ(repo->rows[key].record.status, "connected");
+  EXPECT_EQ(repo->rows[key].record.status, grant_status::connected);
   EXPECT_TRUE(repo->events.empty());
+}
+
+TEST_F(deterministic, ThePhaseFollowsTheConnectionThroughItsLife) {
+  settings.max_failures = 5;
+  auto granted = std::make_shared<std::vector<std::string>>();
+  auto other = hold_the_only_slot(*this, granted);
+  script->answers.clear();
+  script->answers.push_back(token_error(503, "temporarily_unavailable"));
+  script->answers.push_back(token_error(400, "invalid_grant"));
+  // A row being read: its requests wait.
+  seed(key, 60'000);
+  auto loading = sys.spawn(connection, key, std::optional<token_record>{}, deps());
+  spawned.push_back(loading);
+  EXPECT_EQ(status(loading).phase, connection_phase::loading);
+  EXPECT_EQ(status(loading).phase, connection_phase::serving) << "loaded by now";
+  caf::anon_send_exit(loading, caf::exit_reason::user_shutdown);
+  sched.run();
+  // Inside the refresh window, still valid for a minute: served.
+  auto conn = spawn(seed(key, 60'000));
+  EXPECT_EQ(status(conn).phase, connection_phase::serving);
+  // The timer fires; the refresh waits for the gate's only slot.
+  advance(1s);
+  EXPECT_EQ(status(conn).phase, connection_phase::refreshing);
+  // The slot comes free; the provider fails for now: back off.
+  caf::anon_send(other, release_atom_v);
+  sched.run();
+  ASSERT_EQ(script->requests.size(), 1u);
+  auto backing = status(conn);
+  EXPECT_EQ(backing.phase, connection_phase::backing_off);
+  EXPECT_EQ(backing.failures, 1);
+  // The retry: the provider refuses the grant for good.
+  advance_to(backing.next_refresh_at_ms);
+  ASSERT_EQ(script->requests.size(), 2u);
+  auto refused = status(conn);
+  EXPECT_EQ(refused.phase, connection_phase::needs_reauth);
+  EXPECT_EQ(refused.status, grant_status::needs_reauth);
+  // A connection whose row is gone reports that until it stops.
+  connection_key gone{"acme", "nobody", "github"};
+  auto missing = sys.spawn(connection, gone, std::optional<token_record>{}, deps());
+  spawned.push_back(missing);
+  sched.run();
+  EXPECT_EQ(status(missing).phase, connection_phase::load_failed);
+  caf::anon_send(other, remove_atom_v);
+  sched.run();
 }

@@ -200,22 +200,22 @@ TEST(Secrets, CanariesNeverReachLogsResponsesEventsAuditHealthOrTables) {
 
   // Connections whose secrets are canaries; the fake provider knows the
   // ones the server will present to it.
-  auto row = [](const std::string& user, const std::string& provider, const std::string& kind,
+  auto row = [](const std::string& user, const std::string& provider, connection_kind kind,
                 const std::string& access, const std::string& refresh) {
     token_record r;
     r.key = {"acme", user, provider};
     r.kind = kind;
     r.access_token = secret{access};
     r.refresh_token = secret{refresh};
-    r.expires_at_ms = kind == "oauth" ? unix_now_ms() + 3600 * 1000 : 0;
+    r.expires_at_ms = kind == connection_kind::oauth ? unix_now_ms() + 3600 * 1000 : 0;
     r.scopes = {"repo"};
     return r;
   };
   store(db, server.dir().file("master.key"),
-        {row("alice", "github", "oauth", served_access.value, refreshed.value),
-         row("alice", "stripe", "api_key", api_key.value, ""),
-         row("carol", "github", "oauth", revoked_access.value, revoked_refresh.value),
-         row("frank", "github", "oauth", idle_access.value, idle_refresh.value)});
+        {row("alice", "github", connection_kind::oauth, served_access.value, refreshed.value),
+         row("alice", "stripe", connection_kind::api_key, api_key.value, ""),
+         row("carol", "github", connection_kind::oauth, revoked_access.value, revoked_refresh.value),
+         row("frank", "github", connection_kind::oauth, idle_access.value, idle_refresh.value)});
   fake.admin("/__seed", nlohmann::json{{"refresh_token", refreshed.value},
                                        {"access_token", served_access.value}}.dump());
   fake.admin("/__seed", nlohmann::json{{"refresh_token", revoked_refresh.value},

@@ -41,7 +41,7 @@ token_record sample(const std::string& user, const std::string& provider,
                     const std::string& refresh = "refresh-canary-1") {
   token_record r;
   r.key = {"acme", user, provider};
-  r.kind = "oauth";
+  r.kind = connection_kind::oauth;
   r.access_token = secret{access};
   r.refresh_token = secret{refresh};
   r.expires_at_ms = 1'900'000'000'000;
@@ -624,7 +624,7 @@ TEST_F(storage_fixture, ReauthMarksTheRowAndWritesTokenExpired) {
   auto marked = call<token_record>(reauth_atom_v, key, leased->version, std::string{"a"},
                                    std::string{"HTTP 400 invalid_grant"});
   ASSERT_TRUE(marked);
-  EXPECT_EQ(marked->status, "needs_reauth");
+  EXPECT_EQ(marked->status, grant_status::needs_reauth);
   EXPECT_EQ(marked->reason, "HTTP 400 invalid_grant");
   EXPECT_EQ(count_events(url, "TOKEN_EXPIRED"), 1);
   EXPECT_EQ(marked->refresh_token.reveal(), "refresh-canary-1") << "kept for a manual retry";

@@ -67,7 +67,7 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
       r.expires_at_ms = tokens.expires_at_ms;
       if (!tokens.scopes.empty())
         r.scopes = tokens.scopes;
-      r.status = "connected";
+      r.status = grant_status::connected;
       r.reason.clear();
       ++r.version;
       r.updated_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -93,7 +93,7 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
       auto* row = fenced(key, fence, owner);
       if (row == nullptr)
         return make_error(ec::conflict, "stale fencing token");
-      row->record.status = "needs_reauth";
+      row->record.status = grant_status::needs_reauth;
       row->record.reason = reason;
       ++row->record.version;
       row->lease_owner.clear();
