@@ -86,7 +86,10 @@ reload_outcome config_reloader::reload() {
          "token_service");
     keep(cfg.cluster.heartbeat_ms != running.cluster.heartbeat_ms ||
            cfg.cluster.loaders != running.cluster.loaders ||
-           cfg.cluster.guest_idle_ms != running.cluster.guest_idle_ms,
+           cfg.cluster.guest_idle_ms != running.cluster.guest_idle_ms ||
+           cfg.cluster.forward != running.cluster.forward ||
+           cfg.cluster.forward_timeout_ms != running.cluster.forward_timeout_ms ||
+           cfg.cluster.advertise_address != running.cluster.advertise_address,
          "cluster");
     // Read once by the SIGTERM handler in app/commands.cpp.
     keep(cfg.refresh.shutdown_grace_ms != running.refresh.shutdown_grace_ms,

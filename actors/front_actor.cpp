@@ -25,18 +25,26 @@ namespace {
 void health(const call& c) {
   auto ex = c.ex;
   auto shards = c.ctx().shards;
+  auto forwarding = c.ctx().forwarding;
   c.self->request(c.ctx().storage, std::min(budget(c), std::chrono::milliseconds{3000}),
                   ping_atom_v)
     .then(
-      [ex, shards](int64_t latency_us) {
+      [ex, shards, forwarding](int64_t latency_us) {
         nlohmann::json body = {
           {"status", "healthy"},
           {"checks", {{"postgres", {{"status", "up"}, {"latency_ms", latency_us / 1000.0}}}}}};
         // How the work is split (docs/DECISIONS.md, "Shards and their owners").
-        if (shards)
+        if (shards) {
           body["shards"] = {{"owned", shards->owned_count()},
                             {"total", shards->shard_count()},
                             {"instances", shards->members()}};
+          // Requests for other instances' shards: answered by the owner,
+          // or served here after the owner did not answer in time.
+          if (forwarding)
+            body["shards"]["forwarded"] = {
+              {"answered", forwarding->forwarded.load(std::memory_order_relaxed)},
+              {"served_here", forwarding->fallbacks.load(std::memory_order_relaxed)}};
+        }
         ex->reply_json(200, body);
       },
       [ex](const caf::error& err) {

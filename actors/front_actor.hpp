@@ -64,6 +64,8 @@ struct front_context {
   /// The shards this instance owns, reported by the health route (null:
   /// no shard ownership, as in tests).
   storage::shard_set_ptr shards;
+  /// Requests sent to other instances as owners (null: no forwarding).
+  std::shared_ptr<const forwarding_stats> forwarding;
 };
 
 struct front_state {

@@ -197,6 +197,29 @@ void ask_leaving(self_ptr self, connection_actor actor, connection_key key, bool
           });
 }
 
+/// Answers from this instance's connection actor (an owner, or a guest
+/// under the lease), into `promise`.
+void serve_here(self_ptr self, const connection_key& key, bool force,
+                caf::typed_response_promise<token_grant> promise) {
+  auto actor = find_or_spawn(self, key);
+  note_use(self, actor);
+  if (self->state.leaving.count(actor.address()) == 0) {
+    promise.delegate(actor, get_token_atom_v, force);
+    return;
+  }
+  ask_leaving(self, actor, key, force, promise);
+}
+
+caf::result<token_grant> serve_here(self_ptr self, const connection_key& key, bool force) {
+  auto actor = find_or_spawn(self, key);
+  note_use(self, actor);
+  if (self->state.leaving.count(actor.address()) == 0)
+    return self->delegate(actor, get_token_atom_v, force);
+  auto promise = self->make_response_promise<token_grant>();
+  ask_leaving(self, actor, key, force, promise);
+  return promise;
+}
+
 /// Loading newly owned shards on the loaders, in parallel, each on its own
 /// connection. A few shards (a takeover of some) are walked one at a time
 /// in keyset pages on their index; a large share of them (every shard at a
@@ -352,13 +375,29 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
   });
   return {
     [=](get_token_atom, const connection_key& key, bool force) -> caf::result<token_grant> {
-      auto actor = find_or_spawn(self, key);
-      note_use(self, actor);
-      if (self->state.leaving.count(actor.address()) == 0)
-        return self->delegate(actor, get_token_atom_v, force);
+      auto& forwarder = self->state.deps.forwarder;
+      if (!forwarder || owns(self, key))
+        return serve_here(self, key, force);
+      // Owned elsewhere: ask the owner; if it cannot answer, serve it here
+      // from the database under the lease (a guest actor).
       auto promise = self->make_response_promise<token_grant>();
-      ask_leaving(self, actor, key, force, promise);
+      self->request(forwarder, caf::infinite, get_token_atom_v, key, force)
+        .then([=](token_grant& grant) mutable { promise.deliver(std::move(grant)); },
+              [=](caf::error& err) mutable {
+                if (owner_answered(err)) {
+                  promise.deliver(std::move(err));
+                  return;
+                }
+                serve_here(self, key, force, promise);
+              });
       return promise;
+    },
+    [=](forward_atom, const connection_key& key, bool force) -> caf::result<token_grant> {
+      // Another instance forwarded it here as to the owner; never passed on
+      // again, so a stale directory cannot make requests circle.
+      if (!owns(self, key))
+        return make_error(ec::unavailable, "this instance does not own the connection's shard");
+      return serve_here(self, key, force);
     },
     [=](status_atom, const connection_key& key) {
       auto actor = find_or_spawn(self, key);

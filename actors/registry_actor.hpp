@@ -17,6 +17,7 @@
 
 #include "actors/connection_actor.hpp"
 #include "actors/fwd.hpp"
+#include "actors/owner_forwarder.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
@@ -29,6 +30,9 @@ namespace cm {
 using registry_actor = caf::typed_actor<
   // A valid token for a connection (force: refresh first).
   caf::replies_to<get_token_atom, connection_key, bool>::with<token_grant>,
+  // The same, asked by another instance as the owner's: served only while
+  // this instance owns the connection's shard (`unavailable` otherwise).
+  caf::replies_to<forward_atom, connection_key, bool>::with<token_grant>,
   // The connection actor's status (spawning it if needed).
   caf::replies_to<status_atom, connection_key>::with<connection_status>,
   // A connection was created, replaced or changed: (re)load its actor.
@@ -78,6 +82,9 @@ struct registry_deps {
   /// Guests that serve nothing for this long stop (0: never), so an
   /// instance keeps resident only its own shards and what it is asked for.
   int64_t guest_idle_ms = 0;
+  /// Sends requests for connections owned elsewhere to their owner (null:
+  /// every request is served here, by a guest when owned elsewhere).
+  owner_forwarder_actor forwarder;
   /// Filled by the registry when it forwards a reload to its connection
   /// actors: the new shared dependencies of each provider's running actors
   /// (a provider the new catalog dropped keeps its old entry there, so a

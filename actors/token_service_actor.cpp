@@ -4,13 +4,15 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "common/log.hpp"
+#include "storage/peer_token.hpp"
 
 namespace cm {
 
 token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
               registry_actor registry, storage_actor storage,
-              std::shared_ptr<shared_authenticator> auth) {
+              std::shared_ptr<shared_authenticator> auth,
+              std::shared_ptr<const storage::keyring> peers) {
   return {
     [=](get_token_atom, const std::string& service_token,
         const connection_key& key) -> caf::result<token_grant> {
@@ -35,6 +37,22 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
       // service-token check for every later message.
       auto promise = self->make_response_promise<token_grant>();
       self->request(registry, std::chrono::seconds(30), get_token_atom_v, key, false)
+        .then([promise](token_grant& grant) mutable { promise.deliver(std::move(grant)); },
+              [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+      return promise;
+    },
+    [=](forward_atom, const std::string& peer_token, const connection_key& key,
+        bool force) -> caf::result<token_grant> {
+      if (!peers || !storage::is_peer_token(*peers, peer_token)) {
+        log::warn("token-service", "a forwarded request without this deployment's peer token");
+        return make_error(ec::unauthenticated, "not an instance of this deployment");
+      }
+      if (key.team_id.empty() || key.user_id.empty() || key.provider.empty())
+        return make_error(ec::bad_request, "team_id, user_id and provider are required");
+      // Served only by the owner: the registry answers `unavailable` when
+      // the shard is not (or no longer) owned here.
+      auto promise = self->make_response_promise<token_grant>();
+      self->request(registry, std::chrono::seconds(30), forward_atom_v, key, force)
         .then([promise](token_grant& grant) mutable { promise.deliver(std::move(grant)); },
               [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
       return promise;

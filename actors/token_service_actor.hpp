@@ -15,7 +15,9 @@
 #include "actors/fwd.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
+#include "actors/token_service_interface.hpp"
 #include "http/auth.hpp"
+#include "storage/keyring.hpp"
 
 namespace cm {
 
@@ -40,17 +42,17 @@ private:
   std::shared_ptr<const http::authenticator> auth_;
 };
 
-using token_service_actor = caf::typed_actor<
-  // (service token, connection) -> a valid access token or API key.
-  caf::replies_to<get_token_atom, std::string, connection_key>::with<token_grant>>;
 
 struct token_service_state {
   static inline const char* name = "token-service";
 };
 
+/// `peers` checks the token other instances forward with
+/// (storage/peer_token.hpp); null: forwarded requests are refused.
 token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
               registry_actor registry, storage_actor storage,
-              std::shared_ptr<shared_authenticator> auth);
+              std::shared_ptr<shared_authenticator> auth,
+              std::shared_ptr<const storage::keyring> peers);
 
 } // namespace cm

@@ -41,12 +41,25 @@
 #include "storage/unbound_format.hpp"
 #include "storage/migrations.hpp"
 #include "storage/instance_heartbeat.hpp"
+#include "storage/peer_token.hpp"
 #include "storage/shard_ownership.hpp"
 #include "storage/notify_listener.hpp"
 
 namespace cm::app {
 
 namespace {
+
+/// host:port the other instances dial to reach this one's token service.
+std::string advertised_address(const config::service_config& cfg, uint16_t port) {
+  auto host = cfg.cluster.advertise_address.empty() ? cfg.token_service.address
+                                                    : cfg.cluster.advertise_address;
+  // A wildcard listens on loopback too; nothing else is known to reach it.
+  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]")
+    host = "127.0.0.1";
+  if (host.find(':') != std::string::npos && host.front() != '[')
+    host = "[" + host + "]";
+  return host + ":" + std::to_string(port);
+}
 
 /// Waits until the event hub has read where the outbox stands, so "ready"
 /// means GET /api/v1/events is served too; false if `patience` ran out.
@@ -300,6 +313,22 @@ int cmd_serve(const config::service_config& cfg, char**) {
     cfg.database, deps.instance_id, shard_count,
     std::chrono::milliseconds(cfg.cluster.heartbeat_ms), on_shards);
   deps.shards = ownership->owned();
+  // Requests for other instances' shards go to their owner's token service
+  // (actors/owner_forwarder.hpp); without one here, nobody could answer
+  // back to this instance, so forwarding needs it too.
+  std::shared_ptr<forwarding_stats> forwarding;
+  owner_forwarder_actor forwarder;
+  if (cfg.cluster.forward && cfg.token_service.enabled) {
+    forwarding = std::make_shared<forwarding_stats>();
+    owner_forwarder_deps fwd;
+    fwd.directory = ownership->directory();
+    fwd.instance_id = deps.instance_id;
+    fwd.peer_token = storage::peer_token(*keys);
+    fwd.timeout = std::chrono::milliseconds(cfg.cluster.forward_timeout_ms);
+    fwd.stats = forwarding;
+    forwarder = sys.spawn(owner_forwarder, std::move(fwd));
+    deps.forwarder = forwarder;
+  }
   registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
   auto service_auth = std::make_shared<shared_authenticator>(auth);
@@ -312,6 +341,8 @@ int cmd_serve(const config::service_config& cfg, char**) {
       listener->stop();
     if (service)
       caf::anon_send_exit(service, caf::exit_reason::user_shutdown);
+    if (forwarder)
+      caf::anon_send_exit(forwarder, caf::exit_reason::user_shutdown);
     if (hub)
       caf::anon_send_exit(hub, caf::exit_reason::user_shutdown);
     if (dispatcher)
@@ -357,7 +388,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // before the middleman does.
   std::unique_ptr<token_port_gate> gate;
   if (cfg.token_service.enabled) {
-    service = sys.spawn(token_service, registry_handle, *storage, service_auth);
+    service = sys.spawn(token_service, registry_handle, *storage, service_auth, keys);
     // Not middleman().publish(): the gate bounds what peers can make the
     // process allocate before their service token is checked.
     auto started = token_port_gate::start(sys, service, cfg.token_service);
@@ -370,6 +401,8 @@ int cmd_serve(const config::service_config& cfg, char**) {
     }
     gate = std::move(*started);
     token_service_port = gate->port();
+    if (forwarder)
+      ownership->advertise(advertised_address(cfg, token_service_port));
   }
 
   // Lifecycle events: SSE subscribers, webhooks, and NOTIFY to wake both
@@ -397,6 +430,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->events = hub;
   ctx->reloader = &reloader;
   ctx->shards = ownership->owned();
+  ctx->forwarding = forwarding;
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));

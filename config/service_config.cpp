@@ -261,8 +261,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   // cluster
   auto cluster = root["cluster"];
-  reader.expect_keys(cluster, "cluster", {"heartbeat_ms", "shards", "loaders",
-                                                 "guest_idle_ms"});
+  reader.expect_keys(cluster, "cluster", {"heartbeat_ms", "shards", "loaders", "guest_idle_ms",
+                                          "forward", "forward_timeout_ms", "advertise_address"});
   cfg.cluster.heartbeat_ms =
     reader.get_int(cluster, "cluster", "heartbeat_ms", cfg.cluster.heartbeat_ms, 50, 60000);
   cfg.cluster.shards =
@@ -271,6 +271,11 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     static_cast<int32_t>(reader.get_int(cluster, "cluster", "loaders", cfg.cluster.loaders, 1, 16));
   cfg.cluster.guest_idle_ms = reader.get_int(cluster, "cluster", "guest_idle_ms",
                                              cfg.cluster.guest_idle_ms, 1000, 86400000);
+  cfg.cluster.forward = reader.get_bool(cluster, "cluster", "forward", cfg.cluster.forward);
+  cfg.cluster.forward_timeout_ms = reader.get_int(cluster, "cluster", "forward_timeout_ms",
+                                                  cfg.cluster.forward_timeout_ms, 10, 60000);
+  cfg.cluster.advertise_address =
+    reader.get_string(cluster, "cluster", "advertise_address", cfg.cluster.advertise_address);
 
   // token_service
   auto ts = root["token_service"];

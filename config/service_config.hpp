@@ -137,6 +137,17 @@ struct cluster_config {
   /// a request) that has served nothing for this long is stopped, so an
   /// instance keeps resident only its own shards and what it is asked for.
   int64_t guest_idle_ms = 300000;
+  /// Requests for a connection whose shard another instance owns go to
+  /// that instance's token service (actors/owner_forwarder.hpp); off, or
+  /// without a token service here, they are served here from the database.
+  bool forward = true;
+  /// How long a forwarded request (connecting included) may take before it
+  /// is served here instead.
+  int64_t forward_timeout_ms = 1000;
+  /// The host the other instances dial to reach this one's token service;
+  /// empty: `token_service.address` (a wildcard address advertises
+  /// 127.0.0.1). Set it when instances run on different machines.
+  std::string advertise_address;
 };
 
 /// The token service published to other CAF programs, and the bounds its

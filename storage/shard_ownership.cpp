@@ -50,6 +50,22 @@ const statement unlock_stmt{"shards_unlock", "SELECT pg_advisory_unlock(727005, 
 
 const statement unlock_all_stmt{"shards_unlock_all", "SELECT pg_advisory_unlock_all()"};
 
+// Names this session as the one holding the instance's shard locks, and
+// where its token service listens (migration 0010). A pid is reused by
+// later sessions: any other row still naming it is cleared first.
+const statement advertise_stmt{"shards_advertise",
+  "WITH stale AS (UPDATE service_instances SET shards_pid = NULL "
+  "               WHERE shards_pid = pg_backend_pid() AND instance_id <> $1) "
+  "UPDATE service_instances SET shards_pid = pg_backend_pid(), token_address = nullif($2, '') "
+  "WHERE instance_id = $1"};
+
+// Each locked shard with the instance whose locking session holds it.
+const statement owners_stmt{"shards_owners",
+  "SELECT i.instance_id, coalesce(i.token_address, ''), l.objid::bigint "
+  "FROM pg_locks l JOIN service_instances i ON i.shards_pid = l.pid "
+  "WHERE l.locktype = 'advisory' AND l.database = " CM_THIS_DATABASE
+  " AND l.classid = 727005 AND l.objsubid = 2 AND l.granted ORDER BY 1"};
+
 } // namespace
 
 int32_t fair_share(int32_t shards, int64_t members) {
@@ -68,6 +84,7 @@ shard_ownership::shard_ownership(config::database_config db, std::string instanc
                                  handlers on)
   : db_cfg_(std::move(db)), instance_id_(std::move(instance_id)), shard_count_(shard_count),
     interval_(interval), on_(std::move(on)), owned_(std::make_shared<shard_set>(shard_count)),
+    directory_(std::make_shared<owner_directory>(shard_count)),
     conn_(std::make_unique<connection>(db_cfg_)) {
   if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0)
     throw std::runtime_error("cannot create a pipe");
@@ -172,6 +189,16 @@ ownership_round shard_ownership::round_once() {
   }
   for (auto s : adopted)
     out.acquired.push_back(s);
+  // Where every shard's owner is, for requests this instance forwards.
+  {
+    std::string address;
+    {
+      std::lock_guard<std::mutex> guard{address_mutex_};
+      address = token_address_;
+    }
+    db.exec(advertise_stmt, {param::text(instance_id_), param::text(address)});
+  }
+  read_owners(db);
   if (!out.acquired.empty()) {
     std::sort(out.acquired.begin(), out.acquired.end());
     for (auto s : out.acquired)
@@ -183,6 +210,26 @@ ownership_round shard_ownership::round_once() {
       on_.acquired(out.acquired);
   }
   return out;
+}
+
+void shard_ownership::read_owners(database& db) {
+  auto res = db.exec(owners_stmt);
+  std::vector<shard_owner> owners;
+  std::vector<std::vector<int32_t>> shards;
+  for (int i = 0; i < res.rows(); ++i) {
+    std::string id{res.text(i, 0)};
+    if (owners.empty() || owners.back().instance_id != id) {
+      owners.push_back({id, std::string{res.text(i, 1)}});
+      shards.emplace_back();
+    }
+    shards.back().push_back(static_cast<int32_t>(res.integer(i, 2)));
+  }
+  directory_->replace(std::move(owners), shards);
+}
+
+void shard_ownership::advertise(std::string token_address) {
+  std::lock_guard<std::mutex> guard{address_mutex_};
+  token_address_ = std::move(token_address);
 }
 
 bool shard_ownership::start(std::chrono::milliseconds limit) {
@@ -217,6 +264,7 @@ void shard_ownership::drop_all(drop how) {
       on_.lost(owned);
   }
   owned_->set_members(0);
+  directory_->clear();
   if (how != drop::lost) {
     try {
       conn_->db.exec(unlock_all_stmt);

@@ -31,8 +31,11 @@
 #include <vector>
 
 #include "config/service_config.hpp"
+#include "storage/owner_directory.hpp"
 
 namespace cm::storage {
+
+class database;
 
 /// The shards an instance owns, readable from any thread without a lock
 /// (one atomic flag per shard).
@@ -119,8 +122,17 @@ public:
   /// Live instances at the last round (0 before the first).
   int64_t members() const { return owned_->members(); }
 
+  /// Every shard's owner and its token service, as of the last round.
+  owner_directory_ptr directory() const { return directory_; }
+
+  /// Where this instance's token service listens, as the others should
+  /// dial it (host:port); written to service_instances from the next round
+  /// on. Empty: it publishes none.
+  void advertise(std::string token_address);
+
 private:
   void run();
+  void read_owners(database& db);
   enum class drop { hand_over, lost, quietly };
   void drop_all(drop how);
 
@@ -130,6 +142,9 @@ private:
   std::chrono::milliseconds interval_;
   handlers on_;
   shard_set_ptr owned_;
+  owner_directory_ptr directory_;
+  std::mutex address_mutex_;
+  std::string token_address_;
   /// Serialises rounds with stop().
   std::mutex round_mutex_;
   struct connection;

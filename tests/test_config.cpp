@@ -170,6 +170,24 @@ TEST(ServiceConfig, TokenPortBoundsAreParsedStrictly) {
   EXPECT_NE(unknown.find("token_service.max_connections"), std::string::npos) << unknown;
 }
 
+TEST(ServiceConfig, ForwardingToTheOwnerIsOnByDefaultAndParsedStrictly) {
+  auto defaults = parse(minimal).cluster;
+  EXPECT_TRUE(defaults.forward);
+  EXPECT_EQ(defaults.forward_timeout_ms, 1000);
+  EXPECT_EQ(defaults.advertise_address, "");
+  auto set = parse(minimal + "cluster:\n  forward: false\n  forward_timeout_ms: 250\n"
+                             "  advertise_address: 10.0.0.7\n")
+               .cluster;
+  EXPECT_FALSE(set.forward);
+  EXPECT_EQ(set.forward_timeout_ms, 250);
+  EXPECT_EQ(set.advertise_address, "10.0.0.7");
+  for (auto bad : {"forward_timeout_ms: 0", "forward_timeout_ms: 600000", "forward: maybe"}) {
+    auto err = error_of(minimal + "cluster:\n  " + bad + "\n");
+    auto key = std::string(bad).substr(0, std::string(bad).find(':'));
+    EXPECT_NE(err.find("cluster." + key), std::string::npos) << bad << ": " << err;
+  }
+}
+
 TEST(ServiceConfig, ServiceTokensNeedAHexSha256) {
   auto err = error_of(minimal.substr(0, minimal.size()) +
                       "  service_tokens:\n    - name: reporting\n      sha256: nothex\n");

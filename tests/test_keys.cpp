@@ -478,7 +478,13 @@ public:
 
 private:
   void start(int slot) {
-    servers_[slot] = std::make_unique<server_process>(w_.options());
+    auto opts = w_.options();
+    // The instance asked is the one that refreshes and seals: the test
+    // reads each instance's rows with the other's key. Forwarded to the
+    // owner, every refresh of a connection would seal under one instance's
+    // key, whichever was asked.
+    opts.extra_yaml += "cluster:\n  forward: false\n";
+    servers_[slot] = std::make_unique<server_process>(opts);
     if (!servers_[slot]->wait_ready())
       throw std::runtime_error("instance did not start: " + servers_[slot]->log());
     std::lock_guard<std::mutex> g{mutex_};

@@ -2,10 +2,17 @@
 // split the shards, a killed one's shards are taken over and its
 // connections refreshed by the survivors, a joining one gets its share, and
 // every instance answers for every connection.
+#include <signal.h>
+
 #include <algorithm>
 #include <thread>
 
 #include <gtest/gtest.h>
+
+#include "actors/actor_config.hpp"
+#include "client/token_client.hpp"
+#include "common/error.hpp"
+#include "storage/peer_token.hpp"
 
 #include "tests/support/http_client.hpp"
 #include "tests/support/server_process.hpp"
@@ -150,4 +157,115 @@ TEST(ScaleOut, InstancesSplitTheShardsAndSurvivorsRefreshWhatAKilledOneOwned) {
       ASSERT_EQ(r.status, 200) << r.body;
       EXPECT_NE(r.json()["access_token"], "at-seed-" + users[i]);
     }
+}
+
+namespace {
+
+/// The health route's count of requests sent to their owner: answered by
+/// it, and served here after it did not answer.
+std::pair<int64_t, int64_t> forwarded(const server_process& s) {
+  auto r = http_call(s.port(), "GET", "/api/v1/health", {});
+  auto json = r.json();
+  auto& f = json["shards"]["forwarded"];
+  return {f["answered"].get<int64_t>(), f["served_here"].get<int64_t>()};
+}
+
+http_reply token_of(const server_process& s, const std::string& user) {
+  return http_call(s.port(), "GET",
+                   "/api/internal/tokens/github?user_id=" + user + "&team_id=acme",
+                   {{"X-Services-Token", world_service_token}});
+}
+
+} // namespace
+
+TEST(ScaleOut, RequestsGoToTheOwnerOrAreServedHereWhenItCannotAnswer) {
+  token_world w;
+  constexpr int n = 40;
+  std::vector<std::string> users;
+  for (int i = 0; i < n; ++i)
+    users.push_back("user-" + std::to_string(i));
+  w.seed_many(users, 3600'000); // valid throughout: nothing is refreshed
+  auto opts = fast_cluster(w);
+  opts.extra_yaml += "  forward_timeout_ms: 300\n";
+  server_process a{opts};
+  ASSERT_TRUE(a.wait_ready()) << a.log();
+  server_process b{opts};
+  ASSERT_TRUE(b.wait_ready()) << b.log();
+  ASSERT_FALSE(wait_for_fair_split({&a, &b}, 20s).empty()) << shares_text({&a, &b});
+  // A few rounds, so each has read where the other's shards are.
+  std::this_thread::sleep_for(1s);
+
+  // B answers for every connection; those of A's shards A answers.
+  for (auto& user : users) {
+    auto r = token_of(b, user);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["access_token"], "at-seed-" + user);
+  }
+  auto [answered, served_here] = forwarded(b);
+  std::printf("[ figures ] forwarded to the owner: %lld of %d requests (the rest owned here)\n",
+              static_cast<long long>(answered), n);
+  // About half the connections are A's (40 keys over two halves of 256
+  // shards: fewer than 10 on one side is a one-in-a-thousand draw).
+  EXPECT_GE(answered, n / 4);
+  EXPECT_LE(answered, n - n / 4);
+  EXPECT_EQ(served_here, 0);
+
+  // The owner's side, asked as a peer would: only with the deployment's
+  // peer token, and only for the shards it owns.
+  {
+    actor_config cfg;
+    caf::actor_system sys{cfg};
+    auto service = client::connect(sys, "127.0.0.1", a.token_service_port());
+    ASSERT_TRUE(service) << to_string(service.error());
+    caf::scoped_actor self{sys};
+    auto ask_a = [&](const std::string& peer_token, const std::string& user) {
+      caf::expected<token_grant> out = caf::sec::request_timeout;
+      self->request(*service, 10s, forward_atom_v, peer_token, connection_key{"acme", user, "github"},
+                    false)
+        .receive([&](token_grant& g) { out = std::move(g); }, [&](caf::error& e) { out = e; });
+      return out;
+    };
+    auto stranger = ask_a(std::string(64, 'a'), users[0]);
+    ASSERT_FALSE(stranger);
+    EXPECT_EQ(code_of(stranger.error()), ec::unauthenticated);
+    auto token = storage::peer_token(*storage::keyring::load(w.key_file));
+    int64_t owned_by_a = 0, elsewhere = 0;
+    for (auto& user : users) {
+      auto got = ask_a(token, user);
+      if (got) {
+        ++owned_by_a;
+        EXPECT_EQ(got->access_token.reveal(), "at-seed-" + user);
+      } else {
+        EXPECT_EQ(code_of(got.error()), ec::unavailable) << to_string(got.error());
+        ++elsewhere;
+      }
+    }
+    EXPECT_EQ(owned_by_a, answered) << "A answers exactly for the connections B forwarded";
+    EXPECT_EQ(owned_by_a + elsewhere, n);
+  }
+
+  // A stops answering but keeps its shards (stopped, not dead: its
+  // sessions and locks stay). B serves A's connections itself, from the
+  // database under the lease, once the forward times out.
+  ASSERT_EQ(::kill(a.pid(), SIGSTOP), 0);
+  int64_t slowest_ms = 0;
+  for (auto& user : users) {
+    auto started = std::chrono::steady_clock::now();
+    auto r = token_of(b, user);
+    slowest_ms = std::max<int64_t>(
+      slowest_ms, std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - started).count());
+    EXPECT_EQ(r.status, 200) << r.body;
+    if (r.status == 200) {
+      EXPECT_EQ(r.json()["access_token"], "at-seed-" + user);
+    }
+  }
+  ::kill(a.pid(), SIGCONT);
+  auto after = forwarded(b);
+  std::printf("[ figures ] owner stopped: %lld requests served by the asker after the 300 ms "
+              "forward timeout, slowest %lld ms\n",
+              static_cast<long long>(after.second), static_cast<long long>(slowest_ms));
+  EXPECT_EQ(after.second, answered) << "each of A's connections was served by B";
+  EXPECT_EQ(after.first, answered) << "A answered nothing more";
+  EXPECT_LT(slowest_ms, 300 + 2000);
 }

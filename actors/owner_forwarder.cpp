@@ -1,0 +1,170 @@
+#include "actors/owner_forwarder.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "common/error.hpp"
+#include "common/log.hpp"
+#include "storage/shards.hpp"
+
+namespace cm {
+
+bool owner_answered(const caf::error& err) {
+  if (err.category() != error_category())
+    return false; // CAF's own: timeouts, a peer gone, a connection lost
+  switch (code_of(err)) {
+    case ec::bad_request:
+    case ec::not_found:
+    case ec::needs_reauth:
+    case ec::provider_failed:
+    case ec::integrity_failure:
+      return true;
+    default:
+      // unavailable (not the owner, or its database is down), a refused
+      // peer token, anything unexpected: serve it here.
+      return false;
+  }
+}
+
+namespace {
+
+using self_ptr = owner_forwarder_actor::stateful_pointer<owner_forwarder_state>;
+
+constexpr const char* component = "forwarder";
+
+caf::error serve_it_here(const std::string& why) { return make_error(ec::unavailable, why); }
+
+void fall_back(self_ptr self, caf::typed_response_promise<token_grant>& promise,
+               const std::string& why) {
+  self->state.deps.stats->fallbacks.fetch_add(1, std::memory_order_relaxed);
+  promise.deliver(serve_it_here(why));
+}
+
+void forward(self_ptr self, const token_service_actor& peer, const connection_key& key, bool force,
+             caf::typed_response_promise<token_grant> promise) {
+  auto& deps = self->state.deps;
+  self->request(peer, deps.timeout, forward_atom_v, deps.peer_token, key, force)
+    .then(
+      [=](token_grant& grant) mutable {
+        self->state.deps.stats->forwarded.fetch_add(1, std::memory_order_relaxed);
+        promise.deliver(std::move(grant));
+      },
+      [=](caf::error& err) mutable {
+        if (owner_answered(err)) {
+          self->state.deps.stats->forwarded.fetch_add(1, std::memory_order_relaxed);
+          promise.deliver(std::move(err));
+          return;
+        }
+        fall_back(self, promise, "the owner did not answer");
+      });
+}
+
+/// Splits "host:port" (the host may be an IPv6 address in brackets).
+bool split_address(const std::string& address, std::string& host, uint16_t& port) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= address.size())
+    return false;
+  host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  try {
+    auto value = std::stoul(address.substr(colon + 1));
+    if (value == 0 || value > 65535)
+      return false;
+    port = static_cast<uint16_t>(value);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return !host.empty();
+}
+
+/// Opens a connection to the peer at `address`; the requests waiting for
+/// it are forwarded once it is up, or served here if it cannot be had.
+void connect_to(self_ptr self, const std::string& address) {
+  std::string host;
+  uint16_t port = 0;
+  auto fail_all = [=](const std::string& why) {
+    auto& st = self->state;
+    auto it = st.connecting.find(address);
+    if (it == st.connecting.end())
+      return;
+    auto waiting = std::move(it->second);
+    st.connecting.erase(it);
+    for (auto& w : waiting)
+      fall_back(self, w.promise, why);
+  };
+  if (!split_address(address, host, port)) {
+    fail_all("the owner's address is malformed");
+    return;
+  }
+  auto mm = self->home_system().middleman().actor_handle();
+  self->request(mm, self->state.deps.timeout, caf::connect_atom_v, host, port)
+    .then(
+      [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+        auto& st = self->state;
+        if (!ptr) {
+          log::warn(component, "no token service at an owner's address", {{"address", address}});
+          fail_all("no token service at the owner's address");
+          return;
+        }
+        auto peer = caf::actor_cast<token_service_actor>(std::move(ptr));
+        self->monitor(peer);
+        st.peers[address] = peer;
+        auto it = st.connecting.find(address);
+        if (it == st.connecting.end())
+          return;
+        auto waiting = std::move(it->second);
+        st.connecting.erase(it);
+        for (auto& w : waiting)
+          forward(self, peer, w.key, w.force, std::move(w.promise));
+      },
+      [=](caf::error& err) {
+        log::warn(component, "cannot reach an owner",
+                  {{"address", address}, {"error", to_string(err)}});
+        fail_all("the owner cannot be reached");
+      });
+}
+
+} // namespace
+
+owner_forwarder_actor::behavior_type
+owner_forwarder(owner_forwarder_actor::stateful_pointer<owner_forwarder_state> self,
+                owner_forwarder_deps deps) {
+  self->state.deps = std::move(deps);
+  self->set_down_handler([=](caf::down_msg& msg) {
+    // The peer went away (stopped, killed, its connection dropped): the
+    // next request opens a new connection.
+    auto& peers = self->state.peers;
+    for (auto it = peers.begin(); it != peers.end();)
+      it = it->second.address() == msg.source ? peers.erase(it) : std::next(it);
+  });
+  return {
+    [=](get_token_atom, const connection_key& key, bool force) -> caf::result<token_grant> {
+      auto& st = self->state;
+      auto& directory = *st.deps.directory;
+      auto owner = directory.owner_of(storage::shard_of(key, directory.shard_count()));
+      // Not counted as fallbacks: nothing was asked of anyone.
+      if (!owner)
+        return serve_it_here("no owner is known for the connection's shard");
+      if (owner->instance_id == st.deps.instance_id)
+        return serve_it_here("owned here");
+      if (owner->token_address.empty())
+        return serve_it_here("the owner publishes no token service");
+      auto promise = self->make_response_promise<token_grant>();
+      if (auto it = st.peers.find(owner->token_address); it != st.peers.end()) {
+        forward(self, it->second, key, force, promise);
+        return promise;
+      }
+      auto& waiting = st.connecting[owner->token_address];
+      waiting.push_back({key, force, promise});
+      if (waiting.size() == 1)
+        connect_to(self, owner->token_address);
+      return promise;
+    },
+  };
+}
+
+} // namespace cm
