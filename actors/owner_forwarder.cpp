@@ -58,6 +58,10 @@ void forward(self_ptr self, const token_service_actor& peer, const connection_ke
           promise.deliver(std::move(err));
           return;
         }
+        if (code_of(err) == ec::unauthenticated &&
+            self->state.refused_by.insert(peer.address()).second)
+          log::warn(component, "an owner refused this instance's peer token; requests for its "
+                               "shards are served here (do the instances share one keyring?)");
         fall_back(self, promise, "the owner did not answer");
       });
 }

@@ -24,10 +24,12 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <caf/actor_addr.hpp>
 #include <caf/fwd.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -79,6 +81,8 @@ struct owner_forwarder_state {
   std::map<std::string, token_service_actor> peers;
   /// Requests waiting for a connection to a peer, by token address.
   std::map<std::string, std::vector<waiting>> connecting;
+  /// Peers that refused our peer token (warned about once each).
+  std::set<caf::actor_addr> refused_by;
   static inline const char* name = "owner-forwarder";
 };
 
