@@ -49,18 +49,6 @@ int64_t margin_ms(self_ptr self) {
   return 300000;
 }
 
-/// Whether the grant was issued by the team's own OAuth app. Asked on
-/// every token request, so the metadata is parsed once per version of the
-/// row, not per request.
-bool from_team_app(self_ptr self) {
-  auto& s = self->state;
-  if (s.team_app_version != s.record->version) {
-    s.team_app = issued_by_team_app(s.record->metadata);
-    s.team_app_version = s.record->version;
-  }
-  return s.team_app;
-}
-
 /// Whether this service can refresh the connection at all.
 bool can_refresh(self_ptr self) {
   auto& s = self->state;
@@ -68,13 +56,12 @@ bool can_refresh(self_ptr self) {
   return s.record && s.record->kind == connection_kind::oauth && s.record->has_refresh_token &&
          s.deps->provider &&
          (s.deps->client || s.deps->provider->mode == config::auth_mode::service_account ||
-          from_team_app(self));
+          s.record->team_app);
 }
 
-/// A uniform draw over all of uint32 (minstd_rand's own range is
-/// [1, 2^31 - 2], half of it).
-uint32_t jitter_draw(std::minstd_rand& rng) {
-  return std::uniform_int_distribution<uint32_t>{}(rng);
+/// A draw for this connection and `salt` (actors/refresh_plan.hpp).
+uint32_t draw(self_ptr self, uint64_t salt) {
+  return mixed_draw(self->state.key_hash, self->state.deps->seed, salt);
 }
 
 /// The facts of the grant in memory that the plan depends on.
@@ -85,20 +72,18 @@ refresh_plan_input plan_input(self_ptr self) {
   in.kind = r.kind;
   in.status = r.status;
   in.expires_at_ms = r.expires_at_ms;
-  in.issued_at_ms = std::max(r.updated_at_ms, s.last_refresh_ms);
+  // A refresh stored here or elsewhere sets both.
+  in.issued_at_ms = std::max(r.updated_at_ms, r.refreshed_at_ms);
   in.now_ms = now_ms(self);
   if (r.kind == connection_kind::oauth) {
     in.refreshable = can_refresh(self);
     in.margin_ms = margin_ms(self);
-    if (s.jitter_for_expiry_ms != r.expires_at_ms) {
-      s.jitter_draw = jitter_draw(s.rng);
-      s.jitter_for_expiry_ms = r.expires_at_ms;
-    }
-    in.jitter_draw = s.jitter_draw;
+    // One draw per expiry: re-arming for the same token keeps the plan.
+    in.jitter_draw = draw(self, static_cast<uint64_t>(r.expires_at_ms));
   } else if (s.deps->provider && s.deps->provider->api_key) {
     in.revalidation_ms = s.deps->settings.key_revalidation_ms;
-    // A fresh draw each time: every re-validation lands somewhere else.
-    in.jitter_draw = jitter_draw(s.rng);
+    // Drawn from the time: every re-validation lands somewhere else.
+    in.jitter_draw = draw(self, static_cast<uint64_t>(in.now_ms) ^ 0x5245u);
   }
   return in;
 }
@@ -362,8 +347,11 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
                   s.deps->instance_id, reason)
       .then([](bool) {}, [](caf::error&) {});
   auto bound = backoff_bound_ms(std::max(s.failures, 1), cfg.backoff_base_ms, cfg.backoff_cap_ms);
-  std::uniform_int_distribution<int64_t> dist(0, bound);
-  auto delay = std::max(dist(s.rng), retry_after_s * 1000);
+  // Full jitter in [0, bound], drawn afresh for each failure.
+  auto jitter = scaled_draw(draw(self, (static_cast<uint64_t>(s.failures) << 48) ^
+                                         static_cast<uint64_t>(now_ms(self))),
+                            bound + 1);
+  auto delay = std::max(jitter, retry_after_s * 1000);
   end_refresh(self);
   if (s.forced || s.force_requested) {
     // Whoever asked for a refresh now learns that it failed, rather than
@@ -437,7 +425,6 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
       [=](token_record& stored) {
         self->state.record = std::move(stored);
         self->state.failures = 0;
-        self->state.last_refresh_ms = now_ms(self);
         log::info(component, "token refreshed", log_fields(self));
         finish(self);
       },
@@ -873,9 +860,9 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
            std::optional<token_record> initial, connection_deps_ptr deps) {
   auto& s = self->state;
   s.key = std::move(key);
-  s.rng.seed(static_cast<std::minstd_rand::result_type>(
-    deps->seed ^ std::hash<std::string>{}(s.key.team_id + '/' + s.key.user_id + '/' +
-                                         s.key.provider)));
+  std::hash<std::string> hash;
+  auto h = hash(s.key.team_id) ^ (hash(s.key.user_id) * 31) ^ (hash(s.key.provider) * 961);
+  s.key_hash = static_cast<uint32_t>(h ^ (h >> 32));
   s.deps = std::move(deps);
   s.owned = s.deps->owner;
   // Stopped (disconnected, shutting down): nobody is left waiting forever.

@@ -38,6 +38,7 @@
 #include "actors/refresh_plan.hpp"
 #include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
+#include "actors/team_app.hpp"
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
 #include "provider/oauth_protocol.hpp"
@@ -129,6 +130,9 @@ struct resident_token {
   connection_kind kind = connection_kind::oauth;
   grant_status status = grant_status::connected;
   bool has_refresh_token = false;
+  /// Issued by the team's own OAuth app (actors/team_app.hpp): read from
+  /// the metadata once per row version, not per request.
+  bool team_app = false;
   std::string reason;
   secret access_token;
   int64_t expires_at_ms = 0;
@@ -142,12 +146,17 @@ struct resident_token {
   // Implicit: a row read from storage becomes the resident copy.
   resident_token(token_record row)
     : kind(row.kind), status(row.status), has_refresh_token(!row.refresh_token.empty()),
+      // Most grants never mention an app: no JSON parse for them.
+      team_app(row.metadata.find(oauth_app_key) != std::string::npos &&
+               issued_by_team_app(row.metadata)),
       reason(std::move(row.reason)), access_token(std::move(row.access_token)),
       expires_at_ms(row.expires_at_ms), scopes(std::move(row.scopes)),
       metadata(std::move(row.metadata)), version(row.version),
       updated_at_ms(row.updated_at_ms), refreshed_at_ms(row.refreshed_at_ms) {}
 };
 
+// Fields are grouped by size (8-byte ones, then 4, then flags), so a
+// million of these carry no padding between them.
 struct connection_state {
   connection_key key;
   connection_deps_ptr deps;
@@ -157,48 +166,42 @@ struct connection_state {
   /// Requests waiting for the version check of a token held in memory
   /// (other instances are live); one check serves all of them.
   std::vector<caf::typed_response_promise<token_grant>> confirming;
+  /// Handover requests, answered when the refresh in flight ends.
+  std::vector<caf::typed_response_promise<bool>> handovers;
+  /// The gate the held slot came from (a reload may bring new deps).
+  refresh_gate_actor slot_from;
+  /// Loading the row failed (not found, failed its integrity check,
+  /// storage down): requests get that error until the actor stops.
+  caf::error load_failure;
+  /// When the wait for a gate slot began (unix ms).
+  int64_t awaiting_since_ms = 0;
+  /// After a failure, no refresh starts before this (unix ms), whatever the
+  /// request volume; valid tokens are still served meanwhile.
+  int64_t retry_not_before_ms = 0;
+  int64_t next_refresh_at_ms = 0;
+  uint64_t timer_generation = 0;
+  /// Consecutive failures of the provider (storage trouble does not count).
+  int32_t failures = 0;
+  /// Hash of the key: with the deps' seed, it makes the actor's random
+  /// draws (plan jitter, backoff) pure functions (actors/refresh_plan.hpp).
+  /// 32 bits are plenty to mix from, and pack beside `failures`.
+  uint32_t key_hash = 0;
   /// Between taking a refresh lease and recording the outcome; counted
   /// process-wide, so shutdown can wait for it (actors/refresh_drain.hpp).
   counted_refresh_flag refreshing;
   /// Waiting for a slot at the refresh gate (not refreshing yet: a
-  /// handover or shutdown does not wait for it), and holding one, and the
-  /// gate it came from (a reload may bring new deps).
+  /// handover or shutdown does not wait for it).
   bool awaiting_slot = false;
   /// An urgent claim is among those waiting (see claim_slot).
   bool awaiting_urgent = false;
-  int64_t awaiting_since_ms = 0;
-  refresh_gate_actor slot_from;
   /// The refresh in flight was asked for explicitly (force).
   bool forced = false;
   bool force_requested = false;
-  /// Consecutive failures of the provider (storage trouble does not count).
-  int32_t failures = 0;
-  /// After a failure, no refresh starts before this (unix ms), whatever the
-  /// request volume; valid tokens are still served meanwhile.
-  int64_t retry_not_before_ms = 0;
   /// A reload arrived while a refresh ran; done when it ends.
   bool reload_pending = false;
-  /// Loading the row failed (not found, failed its integrity check,
-  /// storage down): requests get that error until the actor stops.
-  caf::error load_failure;
-  /// Whether the record's grant came from the team's own OAuth app, as of
-  /// record version `team_app_version`.
-  bool team_app = false;
-  int64_t team_app_version = -1;
-  /// When this actor last stored refreshed tokens (unix ms).
-  int64_t last_refresh_ms = 0;
-  int64_t next_refresh_at_ms = 0;
-  /// The plan's jitter draw, made once per expiry so re-arming does not
-  /// move the plan (actors/refresh_plan.hpp).
-  uint32_t jitter_draw = 0;
-  int64_t jitter_for_expiry_ms = -1;
-  uint64_t timer_generation = 0;
   /// Refreshes ahead of expiry (its shard is owned here); see
   /// connection_deps::owner.
   bool owned = true;
-  /// Handover requests, answered when the refresh in flight ends.
-  std::vector<caf::typed_response_promise<bool>> handovers;
-  std::minstd_rand rng;
   static inline const char* name = "connection";
 };
 

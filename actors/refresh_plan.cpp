@@ -10,6 +10,14 @@ int64_t planned_refresh_ms(int64_t expires_at_ms, int64_t margin_ms, int64_t jit
   return expires_at_ms - margin_ms - jitter_ms;
 }
 
+uint32_t mixed_draw(uint64_t key_hash, uint64_t seed, uint64_t salt) {
+  uint64_t z = key_hash ^ (seed * 0x9e3779b97f4a7c15ULL) ^ (salt + 0x632be59bd9b4e019ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<uint32_t>(z >> 32);
+}
+
 int64_t scaled_draw(uint32_t draw, int64_t span) {
   if (span <= 0)
     return 0;

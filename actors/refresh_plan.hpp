@@ -63,6 +63,12 @@ bool in_refresh_window(const refresh_plan& plan, int64_t now_ms);
 /// `expires_at - margin - jitter`; 0 when the token does not expire.
 int64_t planned_refresh_ms(int64_t expires_at_ms, int64_t margin_ms, int64_t jitter_ms);
 
+/// A uniform 32-bit draw that is a pure function of its inputs (a
+/// splitmix64 finaliser): the same connection, seed and salt (an expiry, an
+/// attempt) always draw the same, different ones spread evenly. So a plan
+/// stays put when re-armed, and an actor keeps no generator state.
+uint32_t mixed_draw(uint64_t key_hash, uint64_t seed, uint64_t salt);
+
 /// The point `draw` picks in [0, span): 0 when the span is empty.
 int64_t scaled_draw(uint32_t draw, int64_t span);
 

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -168,4 +169,20 @@ TEST(Vocabulary, OtherNamesAreRefused) {
     EXPECT_FALSE(parse_connection_kind(text)) << text;
   for (auto text : {"", "Connected", "needs-reauth", "revoked", "oauth", "loading"})
     EXPECT_FALSE(parse_grant_status(text)) << text;
+}
+
+TEST(RefreshPlan, MixedDrawsAreStableForTheSameInputsAndSpreadEvenly) {
+  EXPECT_EQ(mixed_draw(1, 2, 3), mixed_draw(1, 2, 3));
+  EXPECT_NE(mixed_draw(1, 2, 3), mixed_draw(1, 2, 4)) << "another expiry, another draw";
+  EXPECT_NE(mixed_draw(1, 2, 3), mixed_draw(1, 5, 3)) << "another seed, another draw";
+  // Consecutive key hashes and one expiry (a batch issued together): ten
+  // buckets over the margin each get about a tenth.
+  constexpr int n = 10'000;
+  std::vector<int> buckets(10, 0);
+  for (int i = 0; i < n; ++i)
+    ++buckets[static_cast<size_t>(scaled_draw(mixed_draw(static_cast<uint64_t>(i), 42, 1'700'000'000'000), 10))];
+  for (auto b : buckets) {
+    EXPECT_GT(b, n / 10 * 8 / 10);
+    EXPECT_LT(b, n / 10 * 12 / 10);
+  }
 }
