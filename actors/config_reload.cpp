@@ -11,14 +11,14 @@ extern char** environ;
 namespace cm {
 
 void config_reloader::attach(front_context_ptr current, std::vector<front_actor> fronts,
-                             registry_actor registry, storage_actor storage,
+                             registry_actor registry, std::vector<storage_actor> event_writers,
                              webhook_dispatcher_actor webhooks,
                              std::shared_ptr<shared_authenticator> token_service_auth) {
   std::lock_guard<std::mutex> guard{mutex_};
   current_ = std::move(current);
   fronts_ = std::move(fronts);
   registry_ = std::move(registry);
-  storage_ = std::move(storage);
+  event_writers_ = std::move(event_writers);
   webhooks_ = std::move(webhooks);
   token_service_auth_ = std::move(token_service_auth);
 }
@@ -28,7 +28,7 @@ void config_reloader::detach() {
   current_.reset();
   fronts_.clear();
   registry_ = nullptr;
-  storage_ = nullptr;
+  event_writers_.clear();
   webhooks_ = nullptr;
   token_service_auth_.reset();
 }
@@ -114,7 +114,8 @@ reload_outcome config_reloader::reload() {
     for (auto& f : fronts_)
       caf::anon_send(f, configure_atom_v, snapshot);
     caf::anon_send(registry_, configure_atom_v, registry_deps_ptr{deps});
-    caf::anon_send(storage_, webhooks_atom_v, webhook_targets_of(*hooks));
+    for (auto& writer : event_writers_)
+      caf::anon_send(writer, webhooks_atom_v, webhook_targets_of(*hooks));
     if (webhooks_)
       caf::anon_send(webhooks_, configure_atom_v, webhook_settings_ptr{hooks});
     // Service tokens and keys revoked by the reload stop working by message too.

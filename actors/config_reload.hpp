@@ -38,7 +38,7 @@ public:
 
   /// The actors to update and the configuration they run with now.
   void attach(front_context_ptr current, std::vector<front_actor> fronts, registry_actor registry,
-              storage_actor storage, webhook_dispatcher_actor webhooks,
+              std::vector<storage_actor> event_writers, webhook_dispatcher_actor webhooks,
               std::shared_ptr<shared_authenticator> token_service_auth);
 
   /// Drops every actor handle (at shutdown: a handle to a detached actor
@@ -54,7 +54,8 @@ private:
   front_context_ptr current_;
   std::vector<front_actor> fronts_;
   registry_actor registry_;
-  storage_actor storage_;
+  /// Storage actors that write events: each enqueues webhook deliveries.
+  std::vector<storage_actor> event_writers_;
   webhook_dispatcher_actor webhooks_;
   std::shared_ptr<shared_authenticator> token_service_auth_;
 };

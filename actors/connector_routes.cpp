@@ -79,7 +79,7 @@ enum class which { all, active, inactive };
 void list_connectors(const call& c, which filter) {
   auto ex = c.ex;
   auto ctx = c.snapshot;
-  c.self->request(c.ctx().storage, budget(c), config_list_atom_v, c.who.team)
+  c.self->request(c.ctx().configs, budget(c), config_list_atom_v, c.who.team)
     .then(
       [ex, ctx, filter](const connector_config_records& rows) {
         std::map<std::string, const connector_config_record*> by_name;
@@ -116,7 +116,7 @@ void apply_change(const call& c, const config::provider_entry& entry, connector_
   auto ex = c.ex;
   auto ctx = c.snapshot;
   auto name = entry.name;
-  c.self->request(c.ctx().storage, budget(c), config_change_atom_v, std::move(change))
+  c.self->request(c.ctx().configs, budget(c), config_change_atom_v, std::move(change))
     .then(
       [ex, ctx, name, status](const connector_config_record& stored) {
         auto entry = ctx->catalog.find(name);
@@ -138,7 +138,7 @@ void connector_config_get(const call& c) {
   auto ex = c.ex;
   auto ctx = c.snapshot;
   auto name = entry->name;
-  c.self->request(c.ctx().storage, budget(c), config_get_atom_v, c.who.team, name)
+  c.self->request(c.ctx().configs, budget(c), config_get_atom_v, c.who.team, name)
     .then(
       [ex, ctx, name](const connector_config_record& r) {
         ex->reply_json(200, config_json(*ctx->catalog.find(name), r));
@@ -220,7 +220,7 @@ void connector_toggle(const call& c) {
   auto copy = c;
   auto name = entry->name;
   // The current state decides the default (a flip) and the apps to name.
-  c.self->request(c.ctx().storage, budget(c), config_get_atom_v, c.who.team, name)
+  c.self->request(c.ctx().configs, budget(c), config_get_atom_v, c.who.team, name)
     .then(
       [copy, body, sync_action, name](const connector_config_record& current) {
         auto entry = copy.ctx().catalog.find(name);
@@ -251,7 +251,7 @@ void connector_filters_get(const call& c) {
   auto ex = c.ex;
   auto options = config::filter_options_json(*entry);
   auto name = entry->name;
-  c.self->request(c.ctx().storage, budget(c), config_get_atom_v, c.who.team, name)
+  c.self->request(c.ctx().configs, budget(c), config_get_atom_v, c.who.team, name)
     .then(
       [ex, options, name](const connector_config_record& r) {
         ex->reply_json(200, {{"connectorName", name},
@@ -348,7 +348,7 @@ void store_code_grant(const code_flow_ptr& f, const oauth::id_token_claims& clai
   enable.sync_action = "immediate";
   enable.apps = nlohmann::json(apps).dump();
   enable.audit = audit_of(c, "connector.connect_code", entry.name, {{"apps", apps}});
-  c.self->request(c.ctx().storage, budget(c), code_connect_atom_v, std::move(record), enable)
+  c.self->request(c.ctx().configs, budget(c), code_connect_atom_v, std::move(record), enable)
     .then(
       [f, apps](const connect_result& result) {
         auto& c = f->c;
@@ -501,7 +501,7 @@ void get_token_from_code(const call& c) {
   f->entry = entry;
   f->code = code;
   f->redirect_uri = redirect;
-  c.self->request(c.ctx().storage, budget(c), config_get_atom_v, c.who.team, name)
+  c.self->request(c.ctx().configs, budget(c), config_get_atom_v, c.who.team, name)
     .then(
       [f, name](const connector_config_record& cfg) {
         auto& c = f->c;
@@ -531,7 +531,7 @@ void update_app_config(const call& c) {
   auto outcome = c.ctx().reloader->reload();
   auto entry = audit_of(c, outcome.ok ? "config.reload" : "config.reload_rejected", "service",
                         {{"restartRequired", outcome.restart_required}});
-  c.self->send(c.ctx().storage, audit_atom_v, std::move(entry));
+  c.self->send(c.ctx().configs, audit_atom_v, std::move(entry));
   if (!outcome.ok) {
     c.ex->reply_error(ec::bad_request, "configuration rejected, the running one stays: " +
                                          outcome.error);
@@ -565,7 +565,7 @@ void audit_list(const call& c) {
   if (!number("limit", limit, 1, 500) || !number("before", before, 1, INT64_MAX))
     return;
   auto ex = c.ex;
-  c.self->request(c.ctx().storage, budget(c), audit_page_atom_v, c.who.team, before,
+  c.self->request(c.ctx().configs, budget(c), audit_page_atom_v, c.who.team, before,
                   static_cast<int32_t>(limit))
     .then(
       [ex, limit](const audit_rows& rows) {

@@ -287,7 +287,7 @@ bool parse_sse_id(const std::string& text, outbox_position& out) {
 }
 
 event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event_hub_state> self,
-                                         storage_actor storage, registry_actor registry,
+                                         event_store_actor storage, registry_actor registry,
                                          config::events_config cfg,
                                          storage::cluster_view_ptr cluster) {
   self->state.storage = std::move(storage);

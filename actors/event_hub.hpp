@@ -76,7 +76,7 @@ struct event_subscriber {
 };
 
 struct event_hub_state {
-  storage_actor storage;
+  event_store_actor storage;
   /// Told about connections created, revoked or expired by any instance,
   /// so this instance's connection actors follow at once.
   registry_actor registry;
@@ -103,7 +103,7 @@ std::string sse_id(const outbox_position& at);
 bool parse_sse_id(const std::string& text, outbox_position& out);
 
 event_hub_actor::behavior_type event_hub(event_hub_actor::stateful_pointer<event_hub_state> self,
-                                         storage_actor storage, registry_actor registry,
+                                         event_store_actor storage, registry_actor registry,
                                          config::events_config cfg,
                                          storage::cluster_view_ptr cluster);
 

@@ -126,7 +126,7 @@ void audit_token_read(const call& c, const connection_key& key) {
   entry.remote_addr = c.ex->req().remote_address;
   entry.request_id = c.ex->req().request_id;
   entry.details = nlohmann::json{{"via", "http"}}.dump();
-  c.self->send(c.ctx().storage, audit_atom_v, std::move(entry));
+  c.self->send(c.ctx().configs, audit_atom_v, std::move(entry));
 }
 
 void serve_token(const call& c, const connection_key& key) {

@@ -43,7 +43,13 @@ struct front_context {
   config::service_config cfg;
   config::provider_catalog catalog;
   std::shared_ptr<const http::authenticator> auth;
+  /// Connections: listing, connecting, disconnecting, team lookups.
   storage_actor storage;
+  /// Pending OAuth authorizations, and connector configurations with the
+  /// audit log: on a storage actor and connection of their own, so the
+  /// admin and OAuth routes never queue behind a refresh storm.
+  oauth_state_store_actor states;
+  connector_config_store_actor configs;
   registry_actor registry;
   provider_client_actor provider_client;
   /// Checks service-account keys and signs their grants off the workers.

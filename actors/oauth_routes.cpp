@@ -52,7 +52,7 @@ using client_ptr = std::shared_ptr<const oauth::client_credentials>;
 template <class Then>
 void with_client(const call& c, const std::string& team, const std::string& provider, Then then) {
   auto copy = c;
-  c.self->request(c.ctx().storage, budget(c), config_get_atom_v, team, provider)
+  c.self->request(c.ctx().configs, budget(c), config_get_atom_v, team, provider)
     .then(
       [copy, provider, then](const connector_config_record& cfg) {
         if (auto team_app = team_client(cfg)) {
@@ -167,7 +167,7 @@ void store_grant(const call& c, const config::provider_entry& entry,
           entry_row.remote_addr = copy.ex->req().remote_address;
           entry_row.request_id = copy.ex->req().request_id;
           entry_row.details = nlohmann::json{{"replaced", result.replaced_existing}}.dump();
-          copy.self->send(copy.ctx().storage, audit_atom_v, std::move(entry_row));
+          copy.self->send(copy.ctx().configs, audit_atom_v, std::move(entry_row));
         }
         finish_callback(copy, redirect, 200,
                         {{"connected", true}, {"provider", stored.key.provider},
@@ -348,7 +348,7 @@ void start_authorization(const call& c, const config::provider_entry& entry_ref,
   auto auth_url = *url;
   // At most oauth.max_pending_states per member: a new flow drops the
   // member's oldest (storage/token_store.hpp).
-  c.self->request(c.ctx().storage, budget(c), state_put_atom_v, std::move(st),
+  c.self->request(c.ctx().states, budget(c), state_put_atom_v, std::move(st),
                   int32_t{c.ctx().cfg.oauth.max_pending_states})
     .then([ex, auth_url](bool) { ex->reply_json(200, {{"auth_url", auth_url}}); },
           [ex](const caf::error& err) { ex->reply_error(err); });
@@ -381,7 +381,7 @@ void oauth_callback(const call& c) {
   auto copy = c;
   auto entry_ptr = entry;
   // Consumed before anything else: a state works once, whatever happens.
-  c.self->request(c.ctx().storage, budget(c), state_take_atom_v, hash)
+  c.self->request(c.ctx().states, budget(c), state_take_atom_v, hash)
     .then(
       [copy, entry_ptr, name, provider_error, code, iss](oauth_state_record& st) {
         auto& entry = *entry_ptr;

@@ -50,6 +50,44 @@ using token_repository_actor = caf::typed_actor<
   // grant issued by the team's own OAuth app refreshes with it.
   caf::replies_to<config_get_atom, std::string, std::string>::with<connector_config_record>>;
 
+/// The outbox and webhook deliveries, as the event hub and the webhook
+/// dispatcher read them (on a storage actor and connection of their own).
+using event_store_actor = caf::typed_actor<
+  // Outbox events after a position (team, or "" for all), at most `limit`.
+  caf::replies_to<outbox_atom, outbox_position, std::string, int32_t>::with<outbox_page>,
+  // The outbox's last readable position.
+  caf::replies_to<head_atom>::with<outbox_position>,
+  // Claims due webhook deliveries (limit, lease ms).
+  caf::replies_to<claim_atom, int32_t, int64_t>::with<webhook_jobs>,
+  // Records a delivery attempt (status, error, retry in ms or -1: done).
+  caf::replies_to<delivered_atom, webhook_job, int32_t, std::string, int64_t>::with<bool>>;
+
+/// Pending OAuth authorizations, as the OAuth routes use them.
+using oauth_state_store_actor = caf::typed_actor<
+  // Stores a pending OAuth authorization.
+  caf::replies_to<state_put_atom, oauth_state_record, int32_t>::with<bool>,
+  // Consumes a state by its hash (exactly once); not_found if unknown.
+  caf::replies_to<state_take_atom, std::string>::with<oauth_state_record>>;
+
+/// Team connector configurations and the audit log, as the admin routes
+/// use them.
+using connector_config_store_actor = caf::typed_actor<
+  // A team's configuration of a connector (defaults when never set).
+  caf::replies_to<config_get_atom, std::string, std::string>::with<connector_config_record>,
+  // Every connector a team configured or toggled.
+  caf::replies_to<config_list_atom, std::string>::with<connector_config_records>,
+  // An admin's change, with its audit row (and event for a toggle).
+  caf::replies_to<config_change_atom, connector_change>::with<connector_config_record>,
+  // Stores an admin's grant and enables the connector, atomically.
+  caf::replies_to<code_connect_atom, token_record, connector_change>::with<connect_result>,
+  // Appends to the audit log, batched (see storage_actor).
+  caf::reacts_to<audit_atom, audit_entry>,
+  // A page of a team's audit log (before seq, limit), newest first.
+  caf::replies_to<audit_page_atom, std::string, int64_t, int32_t>::with<audit_rows>>;
+
+/// Every role in one actor. The service runs several, each on a database
+/// connection of its own, and hands each user the narrow role it needs
+/// (docs/DECISIONS.md, "Storage as a pool of roles").
 using storage_actor = token_repository_actor::extend<
   // Round trip to PostgreSQL; answers the latency in microseconds.
   caf::replies_to<ping_atom>::with<int64_t>,

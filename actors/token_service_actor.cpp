@@ -10,7 +10,7 @@ namespace cm {
 
 token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
-              registry_actor registry, storage_actor storage,
+              registry_actor registry, connector_config_store_actor audit,
               std::shared_ptr<shared_authenticator> auth,
               std::shared_ptr<const storage::keyring> peers) {
   return {
@@ -31,7 +31,7 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
       entry.target = key.provider + "/" + key.user_id;
       entry.remote_addr = "caf-middleman";
       entry.details = nlohmann::json{{"via", "actor"}}.dump();
-      self->send(storage, audit_atom_v, std::move(entry));
+      self->send(audit, audit_atom_v, std::move(entry));
       // Not delegate(): the answer would then come from the connection
       // actor itself and hand the remote caller its address, bypassing the
       // service-token check for every later message.

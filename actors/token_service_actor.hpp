@@ -51,7 +51,7 @@ struct token_service_state {
 /// (storage/peer_token.hpp); null: forwarded requests are refused.
 token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
-              registry_actor registry, storage_actor storage,
+              registry_actor registry, connector_config_store_actor audit,
               std::shared_ptr<shared_authenticator> auth,
               std::shared_ptr<const storage::keyring> peers);
 

@@ -194,7 +194,7 @@ std::string webhook_signature(const secret& key, int64_t unix_seconds, const std
 
 webhook_dispatcher_actor::behavior_type
 webhook_dispatcher(webhook_dispatcher_actor::stateful_pointer<webhook_dispatcher_state> self,
-                   storage_actor storage, provider_client_actor http,
+                   event_store_actor storage, provider_client_actor http,
                    webhook_settings_ptr settings) {
   self->state.storage = std::move(storage);
   self->state.http = std::move(http);

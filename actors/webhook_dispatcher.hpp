@@ -62,7 +62,7 @@ using webhook_dispatcher_actor = caf::typed_actor<
   caf::reacts_to<configure_atom, webhook_settings_ptr>>;
 
 struct webhook_dispatcher_state {
-  storage_actor storage;
+  event_store_actor storage;
   provider_client_actor http;
   webhook_settings_ptr settings;
   /// Deliveries claimed and not yet recorded.
@@ -74,7 +74,7 @@ struct webhook_dispatcher_state {
 
 webhook_dispatcher_actor::behavior_type
 webhook_dispatcher(webhook_dispatcher_actor::stateful_pointer<webhook_dispatcher_state> self,
-                   storage_actor storage, provider_client_actor http,
+                   event_store_actor storage, provider_client_actor http,
                    webhook_settings_ptr settings);
 
 } // namespace cm

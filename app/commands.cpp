@@ -238,38 +238,44 @@ int cmd_serve(const config::service_config& cfg, char**) {
   actor_cfg.apply(cfg.scheduler);
   caf::actor_system sys{actor_cfg};
 
-  auto storage = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
-  if (!storage) {
-    log::error("main", "cannot start storage", {{"error", message_of(storage.error())}});
+  // Storage is a pool of actors, each on a database connection of its own,
+  // and each user holds the narrow role it needs (actors/storage_actor.hpp;
+  // docs/DECISIONS.md, "Storage as a pool of roles").
+  std::vector<storage_actor> pool;
+  auto stop_pool = [&] {
+    for (auto& a : pool)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  };
+  auto spawn_role = [&]() -> std::optional<storage_actor> {
+    auto spawned = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
+    if (!spawned) {
+      log::error("main", "cannot start storage", {{"error", message_of(spawned.error())}});
+      stop_pool();
+      return std::nullopt;
+    }
+    pool.push_back(*spawned);
+    return *spawned;
+  };
+  // Connections and their refreshes: leases, completions, connects.
+  auto storage = spawn_role();
+  // Version checks of tokens served from memory, so they never wait behind
+  // hydration or a refresh storm.
+  auto freshness = storage ? spawn_role() : std::nullopt;
+  // The outbox as the event hub and webhook dispatcher read it.
+  auto events = freshness ? spawn_role() : std::nullopt;
+  // OAuth states, connector configurations and the audit log.
+  auto admin = events ? spawn_role() : std::nullopt;
+  if (!admin)
     return 1;
-  }
-  // Version checks of tokens served from memory get a connection of their
-  // own, so they never wait behind hydration or a refresh storm.
-  auto freshness = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
-  if (!freshness) {
-    log::error("main", "cannot start storage", {{"error", message_of(freshness.error())}});
-    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
-    return 1;
-  }
   // Owned shards load on connections of their own, in parallel, so a
   // refresh storm on `storage` never delays a takeover.
   std::vector<storage_actor> loaders;
   for (int32_t i = 0; i < cfg.cluster.loaders; ++i) {
-    auto loader = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
-    if (!loader) {
-      log::error("main", "cannot start storage", {{"error", message_of(loader.error())}});
-      for (auto& l : loaders)
-        caf::anon_send_exit(l, caf::exit_reason::user_shutdown);
-      caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
-      caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
+    auto loader = spawn_role();
+    if (!loader)
       return 1;
-    }
     loaders.push_back(*loader);
   }
-  auto stop_loaders = [&] {
-    for (auto& l : loaders)
-      caf::anon_send_exit(l, caf::exit_reason::user_shutdown);
-  };
   auto provider_client_handle = sys.spawn(provider_client);
   auto key_signer_handle = spawn_key_signer(sys, cfg.key_signing);
   auto deps = make_registry_deps(cfg, catalog);
@@ -286,9 +292,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
     std::make_unique<storage::instance_heartbeat>(cfg.database, deps.instance_id, timing, cluster);
   if (!heartbeat->join(std::chrono::seconds(60))) {
     log::error("main", "cannot announce this instance in the database");
-    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
-    stop_loaders();
+    stop_pool();
     caf::anon_send_exit(provider_client_handle, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
     return 1;
@@ -384,9 +388,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
     // instance takes no lease and stores nothing.
     heartbeat->leave();
     caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(*storage, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(*freshness, caf::exit_reason::user_shutdown);
-    stop_loaders();
+    stop_pool();
   };
   {
     // Every connection of the shards taken at start gets its actor and
@@ -414,7 +416,8 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // before the middleman does.
   std::unique_ptr<token_port_gate> gate;
   if (cfg.token_service.enabled) {
-    service = sys.spawn(token_service, registry_handle, *storage, service_auth, keys);
+    service = sys.spawn(token_service, registry_handle, connector_config_store_actor{*admin},
+                        service_auth, keys);
     // Not middleman().publish(): the gate bounds what peers can make the
     // process allocate before their service token is checked.
     auto started = token_port_gate::start(sys, service, cfg.token_service);
@@ -433,8 +436,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
 
   // Lifecycle events: SSE subscribers, webhooks, and NOTIFY to wake both
   // when any instance commits an event.
-  hub = sys.spawn(event_hub, *storage, registry_handle, cfg.events, cluster);
-  dispatcher = sys.spawn(webhook_dispatcher, *storage, provider_client_handle, webhooks);
+  hub = sys.spawn(event_hub, event_store_actor{*events}, registry_handle, cfg.events, cluster);
+  dispatcher =
+    sys.spawn(webhook_dispatcher, event_store_actor{*events}, provider_client_handle, webhooks);
   listener = std::make_unique<storage::notify_listener>(cfg.database, [hub, dispatcher] {
     caf::anon_send(hub, tick_atom_v);
     caf::anon_send(dispatcher, tick_atom_v);
@@ -448,6 +452,8 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->catalog = std::move(catalog);
   ctx->auth = auth;
   ctx->storage = *storage;
+  ctx->states = *admin;
+  ctx->configs = *admin;
   ctx->registry = registry_handle;
   ctx->provider_client = provider_client_handle;
   ctx->key_signer = key_signer_handle;
@@ -460,7 +466,8 @@ int cmd_serve(const config::service_config& cfg, char**) {
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
-  reloader.attach(ctx, fronts, registry_handle, *storage, dispatcher, service_auth);
+  // Both write events (connects, toggles), so both enqueue webhooks.
+  reloader.attach(ctx, fronts, registry_handle, {*storage, *admin}, dispatcher, service_auth);
 
   http::server server{cfg.listen, fronts};
   try {
@@ -502,10 +509,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
     // table. What is left is tearing down every connection actor one exit
     // message at a time (5 s at a million) to free memory the kernel frees
     // anyway. Wait for the storage actors to flush and stop, then leave.
-    std::vector<caf::actor> storage_actors{caf::actor_cast<caf::actor>(*storage),
-                                           caf::actor_cast<caf::actor>(*freshness)};
-    for (auto& l : loaders)
-      storage_actors.push_back(caf::actor_cast<caf::actor>(l));
+    std::vector<caf::actor> storage_actors;
+    for (auto& a : pool)
+      storage_actors.push_back(caf::actor_cast<caf::actor>(a));
     wait_for_exit(sys, storage_actors, std::chrono::seconds(10));
     log::info("main", "stopped without tearing down the connection actors",
               {{"connections", hydrated_connections_armed()}});

@@ -246,6 +246,8 @@ int main(int argc, char** argv) {
   ctx->catalog = catalog;
   ctx->auth = std::make_shared<const http::authenticator>(cfg.auth);
   ctx->storage = store;
+  ctx->states = store;
+  ctx->configs = store;
   ctx->registry = registry_handle;
   ctx->provider_client = client;
   ctx->keys = keys;

@@ -145,6 +145,8 @@ struct http_fixture {
       store = *spawn_storage(sys, db, storage::keyring::parse(keyring_text));
     }
     ctx->storage = store;
+    ctx->states = store;
+    ctx->configs = store;
     for (int i = 0; i < 2; ++i)
       fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
     server = std::make_unique<http::server>(ctx->cfg.listen, fronts);
