@@ -85,19 +85,25 @@ bool split_address(const std::string& address, std::string& host, uint16_t& port
   return !host.empty();
 }
 
+/// The requests waiting for a connection to `address`, taken out.
+std::vector<owner_forwarder_state::waiting> take_waiting(self_ptr self,
+                                                         const std::string& address) {
+  auto& connecting = self->state.connecting;
+  auto it = connecting.find(address);
+  if (it == connecting.end())
+    return {};
+  auto waiting = std::move(it->second);
+  connecting.erase(it);
+  return waiting;
+}
+
 /// Opens a connection to the peer at `address`; the requests waiting for
 /// it are forwarded once it is up, or served here if it cannot be had.
 void connect_to(self_ptr self, const std::string& address) {
   std::string host;
   uint16_t port = 0;
   auto fail_all = [=](const std::string& why) {
-    auto& st = self->state;
-    auto it = st.connecting.find(address);
-    if (it == st.connecting.end())
-      return;
-    auto waiting = std::move(it->second);
-    st.connecting.erase(it);
-    for (auto& w : waiting)
+    for (auto& w : take_waiting(self, address))
       fall_back(self, w.promise, why);
   };
   if (!split_address(address, host, port)) {
@@ -117,12 +123,7 @@ void connect_to(self_ptr self, const std::string& address) {
         auto peer = caf::actor_cast<token_service_actor>(std::move(ptr));
         self->monitor(peer);
         st.peers[address] = peer;
-        auto it = st.connecting.find(address);
-        if (it == st.connecting.end())
-          return;
-        auto waiting = std::move(it->second);
-        st.connecting.erase(it);
-        for (auto& w : waiting)
+        for (auto& w : take_waiting(self, address))
           forward(self, peer, w.key, w.force, std::move(w.promise));
       },
       [=](caf::error& err) {

@@ -71,6 +71,14 @@ std::vector<int> wait_for_fair_split(const std::vector<server_process*>& servers
   return {};
 }
 
+/// prefix-0, prefix-1, …
+std::vector<std::string> numbered_users(const std::string& prefix, int n) {
+  std::vector<std::string> users;
+  for (int i = 0; i < n; ++i)
+    users.push_back(prefix + "-" + std::to_string(i));
+  return users;
+}
+
 std::string shares_text(const std::vector<server_process*>& servers) {
   std::string out;
   for (auto* s : servers)
@@ -83,9 +91,7 @@ std::string shares_text(const std::vector<server_process*>& servers) {
 TEST(ScaleOut, InstancesSplitTheShardsAndSurvivorsRefreshWhatAKilledOneOwned) {
   token_world w;
   constexpr int n = 120;
-  std::vector<std::string> users;
-  for (int i = 0; i < n; ++i)
-    users.push_back("user-" + std::to_string(i));
+  auto users = numbered_users("user", n);
   // Due 20 to 40 s from now: after the kill and the join below.
   w.seed_many(users, 60'000);
   w.backdate_all();
@@ -183,9 +189,7 @@ http_reply token_of(const server_process& s, const std::string& user) {
 TEST(ScaleOut, RequestsGoToTheOwnerOrAreServedHereWhenItCannotAnswer) {
   token_world w;
   constexpr int n = 40;
-  std::vector<std::string> users;
-  for (int i = 0; i < n; ++i)
-    users.push_back("user-" + std::to_string(i));
+  auto users = numbered_users("user", n);
   w.seed_many(users, 3600'000); // valid throughout: nothing is refreshed
   auto opts = fast_cluster(w);
   opts.extra_yaml += "  forward_timeout_ms: 300\n";
@@ -306,9 +310,7 @@ TEST(ScaleOut, AStormSurvivesAKilledInstanceAndAJoinerWithoutRefreshingAnythingT
   token_world w;
   constexpr int n = 480;
   constexpr int in_flight = 4;
-  std::vector<std::string> users;
-  for (int i = 0; i < n; ++i)
-    users.push_back("storm-" + std::to_string(i));
+  auto users = numbered_users("storm", n);
   // Valid for 45 s, all inside the 45 s margin: every one is due at load.
   w.seed_many(users, 45'000);
   w.backdate_all();
