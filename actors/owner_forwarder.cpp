@@ -1,5 +1,7 @@
 #include "actors/owner_forwarder.hpp"
 
+#include <algorithm>
+
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/io/middleman_actor.hpp>
@@ -43,10 +45,17 @@ void fall_back(self_ptr self, caf::typed_response_promise<token_grant>& promise,
   promise.deliver(serve_it_here(why));
 }
 
+/// How long after a failed connect an owner is not tried again.
+constexpr auto retry_connect_after = std::chrono::seconds(5);
+
 void forward(self_ptr self, const token_service_actor& peer, const connection_key& key, bool force,
-             caf::typed_response_promise<token_grant> promise) {
+             caf::typed_response_promise<token_grant> promise,
+             owner_forwarder_state::clock::time_point deadline) {
   auto& deps = self->state.deps;
-  self->request(peer, deps.timeout, forward_atom_v, deps.peer_token, key, force)
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+    deadline - owner_forwarder_state::clock::now());
+  self->request(peer, std::max(left, std::chrono::milliseconds{1}), forward_atom_v,
+                deps.peer_token, key, force)
     .then(
       [=](token_grant& grant) mutable {
         self->state.deps.stats->forwarded.fetch_add(1, std::memory_order_relaxed);
@@ -110,12 +119,17 @@ void connect_to(self_ptr self, const std::string& address) {
     fail_all("the owner's address is malformed");
     return;
   }
+  // No timeout here: the requests waiting for it have theirs (tick_atom),
+  // and the answer, however late, says when another connect may start.
+  self->state.connect_in_flight.insert(address);
   auto mm = self->home_system().middleman().actor_handle();
-  self->request(mm, self->state.deps.timeout, caf::connect_atom_v, host, port)
+  self->request(mm, caf::infinite, caf::connect_atom_v, host, port)
     .then(
       [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
         auto& st = self->state;
+        st.connect_in_flight.erase(address);
         if (!ptr) {
+          st.unreachable_until[address] = owner_forwarder_state::clock::now() + retry_connect_after;
           log::warn(component, "no token service at an owner's address", {{"address", address}});
           fail_all("no token service at the owner's address");
           return;
@@ -124,10 +138,13 @@ void connect_to(self_ptr self, const std::string& address) {
         self->monitor(peer);
         st.peers[address] = peer;
         for (auto& w : take_waiting(self, address))
-          forward(self, peer, w.key, w.force, std::move(w.promise));
+          forward(self, peer, w.key, w.force, std::move(w.promise), w.deadline);
       },
       [=](caf::error& err) {
-        log::warn(component, "cannot reach an owner",
+        auto& st = self->state;
+        st.connect_in_flight.erase(address);
+        st.unreachable_until[address] = owner_forwarder_state::clock::now() + retry_connect_after;
+        log::warn(component, "cannot reach an owner; its shards are served here for a while",
                   {{"address", address}, {"error", to_string(err)}});
         fail_all("the owner cannot be reached");
       });
@@ -158,16 +175,41 @@ owner_forwarder(owner_forwarder_actor::stateful_pointer<owner_forwarder_state> s
         return serve_it_here("owned here");
       if (owner->token_address.empty())
         return serve_it_here("the owner publishes no token service");
+      auto& address = owner->token_address;
+      auto now = owner_forwarder_state::clock::now();
+      auto deadline = now + st.deps.timeout;
       auto promise = self->make_response_promise<token_grant>();
-      if (auto it = st.peers.find(owner->token_address); it != st.peers.end()) {
-        forward(self, it->second, key, force, promise);
+      if (auto it = st.peers.find(address); it != st.peers.end()) {
+        forward(self, it->second, key, force, promise, deadline);
         return promise;
       }
-      auto& waiting = st.connecting[owner->token_address];
-      waiting.push_back({key, force, promise});
-      if (waiting.size() == 1)
-        connect_to(self, owner->token_address);
+      if (auto it = st.unreachable_until.find(address); it != st.unreachable_until.end()) {
+        if (now < it->second) {
+          fall_back(self, promise, "the owner could not be reached lately");
+          return promise;
+        }
+        st.unreachable_until.erase(it);
+      }
+      st.connecting[address].push_back({key, force, promise, deadline});
+      self->delayed_send(self, st.deps.timeout, tick_atom_v);
+      if (st.connect_in_flight.count(address) == 0)
+        connect_to(self, address);
       return promise;
+    },
+    [=](tick_atom) {
+      // Requests whose budget ran out while their owner's connect is still
+      // outstanding are served by the caller.
+      auto now = owner_forwarder_state::clock::now();
+      auto& connecting = self->state.connecting;
+      for (auto it = connecting.begin(); it != connecting.end();) {
+        auto& list = it->second;
+        auto expired = std::stable_partition(list.begin(), list.end(),
+                                             [&](const auto& w) { return w.deadline > now; });
+        for (auto w = expired; w != list.end(); ++w)
+          fall_back(self, w->promise, "the owner cannot be reached in time");
+        list.erase(expired, list.end());
+        it = list.empty() ? connecting.erase(it) : std::next(it);
+      }
     },
   };
 }

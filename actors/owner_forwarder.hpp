@@ -45,7 +45,10 @@ using owner_forwarder_actor = caf::typed_actor<
   // A token from the owner of the connection's shard (force: refresh
   // first); `unavailable` when no owner answered and the caller is to
   // serve it itself.
-  caf::replies_to<get_token_atom, connection_key, bool>::with<token_grant>>;
+  caf::replies_to<get_token_atom, connection_key, bool>::with<token_grant>,
+  // Internal: requests waiting for a connection past their time are
+  // served by the caller.
+  caf::reacts_to<tick_atom>>;
 
 /// Counts for the health route.
 struct forwarding_stats {
@@ -71,16 +74,26 @@ struct owner_forwarder_deps {
 bool owner_answered(const caf::error& err);
 
 struct owner_forwarder_state {
+  using clock = std::chrono::steady_clock;
   struct waiting {
     connection_key key;
     bool force = false;
     caf::typed_response_promise<token_grant> promise;
+    /// The request's whole budget ends here, connecting included.
+    clock::time_point deadline;
   };
   owner_forwarder_deps deps;
   /// Connected peers, by token address.
   std::map<std::string, token_service_actor> peers;
   /// Requests waiting for a connection to a peer, by token address.
   std::map<std::string, std::vector<waiting>> connecting;
+  /// Addresses with a connect outstanding at the middleman. Never a second
+  /// one: a connect to a host that drops packets can block the middleman
+  /// for the kernel's SYN timeout, and each one more would queue behind it.
+  std::set<std::string> connect_in_flight;
+  /// After a failed connect, requests for that owner are served here
+  /// without trying again until then.
+  std::map<std::string, clock::time_point> unreachable_until;
   /// Peers that refused our peer token (warned about once each).
   std::set<caf::actor_addr> refused_by;
   static inline const char* name = "owner-forwarder";

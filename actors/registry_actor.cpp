@@ -381,7 +381,9 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       // Owned elsewhere: ask the owner; if it cannot answer, serve it here
       // from the database under the lease (a guest actor).
       auto promise = self->make_response_promise<token_grant>();
-      self->request(forwarder, caf::infinite, get_token_atom_v, key, force)
+      // Bounded: a forwarder that stops (shutdown) answers nobody.
+      auto patience = std::chrono::milliseconds(self->state.deps.forward_timeout_ms + 1000);
+      self->request(forwarder, patience, get_token_atom_v, key, force)
         .then([=](token_grant& grant) mutable { promise.deliver(std::move(grant)); },
               [=](caf::error& err) mutable {
                 if (owner_answered(err)) {

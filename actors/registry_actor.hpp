@@ -85,6 +85,9 @@ struct registry_deps {
   /// Sends requests for connections owned elsewhere to their owner (null:
   /// every request is served here, by a guest when owned elsewhere).
   owner_forwarder_actor forwarder;
+  /// The forwarder's budget per request; the registry waits a little
+  /// longer, then serves the request itself.
+  int64_t forward_timeout_ms = 1000;
   /// Filled by the registry when it forwards a reload to its connection
   /// actors: the new shared dependencies of each provider's running actors
   /// (a provider the new catalog dropped keeps its old entry there, so a

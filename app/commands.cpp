@@ -55,8 +55,9 @@ namespace {
 /// sanitizers' leak check at exit still sees everything.
 constexpr int64_t quick_exit_connections = 50'000;
 
-/// Waits until every actor in `actors` has terminated, at most `limit`.
-void wait_for_exit(caf::actor_system& sys, const std::vector<caf::actor>& actors,
+/// Waits until every actor in `actors` has terminated, at most `limit`;
+/// false when the limit ran out first.
+bool wait_for_exit(caf::actor_system& sys, const std::vector<caf::actor>& actors,
                    std::chrono::milliseconds limit) {
   caf::scoped_actor self{sys};
   for (auto& a : actors)
@@ -66,22 +67,25 @@ void wait_for_exit(caf::actor_system& sys, const std::vector<caf::actor>& actors
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       give_up - std::chrono::steady_clock::now());
     if (left.count() <= 0)
-      return;
+      return false;
     bool timed_out = false;
     self->receive([&](caf::down_msg&) { ++down; },
                   caf::after(left) >> [&] { timed_out = true; });
     if (timed_out)
-      return;
+      return false;
   }
+  return true;
 }
 
 /// host:port the other instances dial to reach this one's token service.
 std::string advertised_address(const config::service_config& cfg, uint16_t port) {
   auto host = cfg.cluster.advertise_address.empty() ? cfg.token_service.address
                                                     : cfg.cluster.advertise_address;
-  // A wildcard listens on loopback too; nothing else is known to reach it.
+  // A wildcard says nothing about how other machines reach this one, and
+  // 127.0.0.1 would send every instance to itself: publish nothing (the
+  // others then serve this one's shards from the database).
   if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]")
-    host = "127.0.0.1";
+    return {};
   if (host.find(':') != std::string::npos && host.front() != '[')
     host = "[" + host + "]";
   return host + ":" + std::to_string(port);
@@ -358,6 +362,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
     fwd.stats = forwarding;
     forwarder = sys.spawn(owner_forwarder, std::move(fwd));
     deps.forwarder = forwarder;
+    deps.forward_timeout_ms = cfg.cluster.forward_timeout_ms;
   }
   registry_handle = sys.spawn(registry, std::move(deps));
   token_service_actor service;
@@ -430,8 +435,14 @@ int cmd_serve(const config::service_config& cfg, char**) {
     }
     gate = std::move(*started);
     token_service_port = gate->port();
-    if (forwarder)
-      ownership->advertise(advertised_address(cfg, token_service_port));
+    if (forwarder) {
+      auto address = advertised_address(cfg, token_service_port);
+      if (address.empty())
+        log::warn("main", "the token service listens on a wildcard address and "
+                          "cluster.advertise_address is not set: other instances serve this "
+                          "one's shards from the database instead of asking it");
+      ownership->advertise(address);
+    }
   }
 
   // Lifecycle events: SSE subscribers, webhooks, and NOTIFY to wake both
@@ -508,15 +519,18 @@ int cmd_serve(const config::service_config& cfg, char**) {
     // abandoned, shard locks released, this instance out of the heartbeat
     // table. What is left is tearing down every connection actor one exit
     // message at a time (5 s at a million) to free memory the kernel frees
-    // anyway. Wait for the storage actors to flush and stop, then leave.
+    // anyway. Once the storage actors have flushed and stopped, leave; if
+    // they have not within 10 s, stop the slow way rather than lose a write.
     std::vector<caf::actor> storage_actors;
     for (auto& a : pool)
       storage_actors.push_back(caf::actor_cast<caf::actor>(a));
-    wait_for_exit(sys, storage_actors, std::chrono::seconds(10));
-    log::info("main", "stopped without tearing down the connection actors",
-              {{"connections", hydrated_connections_armed()}});
-    std::fflush(nullptr);
-    std::_Exit(0);
+    if (wait_for_exit(sys, storage_actors, std::chrono::seconds(10))) {
+      log::info("main", "stopped without tearing down the connection actors",
+                {{"connections", hydrated_connections_armed()}});
+      std::fflush(nullptr);
+      std::_Exit(0);
+    }
+    log::warn("main", "storage is still writing; stopping every actor in turn");
   }
   // Actors may still hold exchanges that write through the endpoint: let
   // them finish before `server` (and with it the endpoint) is destroyed.

@@ -146,7 +146,7 @@ struct cluster_config {
   int64_t forward_timeout_ms = 1000;
   /// The host the other instances dial to reach this one's token service;
   /// empty: `token_service.address` (a wildcard address advertises
-  /// 127.0.0.1). Set it when instances run on different machines.
+  /// nothing). Set it when instances run on different machines.
   std::string advertise_address;
 };
 

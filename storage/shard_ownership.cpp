@@ -57,7 +57,8 @@ const statement advertise_stmt{"shards_advertise",
   "WITH stale AS (UPDATE service_instances SET shards_pid = NULL "
   "               WHERE shards_pid = pg_backend_pid() AND instance_id <> $1) "
   "UPDATE service_instances SET shards_pid = pg_backend_pid(), token_address = nullif($2, '') "
-  "WHERE instance_id = $1"};
+  "WHERE instance_id = $1 AND (shards_pid IS DISTINCT FROM pg_backend_pid() "
+  "                            OR token_address IS DISTINCT FROM nullif($2, ''))"};
 
 // Each locked shard with the instance whose locking session holds it.
 const statement owners_stmt{"shards_owners",
