@@ -211,12 +211,8 @@ void serve_here(self_ptr self, const connection_key& key, bool force,
 }
 
 caf::result<token_grant> serve_here(self_ptr self, const connection_key& key, bool force) {
-  auto actor = find_or_spawn(self, key);
-  note_use(self, actor);
-  if (self->state.leaving.count(actor.address()) == 0)
-    return self->delegate(actor, get_token_atom_v, force);
   auto promise = self->make_response_promise<token_grant>();
-  ask_leaving(self, actor, key, force, promise);
+  serve_here(self, key, force, promise);
   return promise;
 }
 

@@ -13,6 +13,7 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
               registry_actor registry, connector_config_store_actor audit,
               std::shared_ptr<shared_authenticator> auth,
               std::shared_ptr<const storage::keyring> peers) {
+  auto accepted = peers ? storage::accepted_peer_tokens(*peers) : std::vector<std::string>{};
   return {
     [=](get_token_atom, const std::string& service_token,
         const connection_key& key) -> caf::result<token_grant> {
@@ -45,7 +46,7 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
         bool force) -> caf::result<token_grant> {
       // Not logged: any peer of the port could fill the log with these.
       // An instance of the deployment that is refused says so on its side.
-      if (!peers || !storage::is_peer_token(*peers, peer_token))
+      if (!storage::is_peer_token(accepted, peer_token))
         return make_error(ec::unauthenticated, "not an instance of this deployment");
       if (key.team_id.empty() || key.user_id.empty() || key.provider.empty())
         return make_error(ec::bad_request, "team_id, user_id and provider are required");

@@ -25,14 +25,20 @@ std::string token_of(const keyring& keys, uint32_t id) {
 
 std::string peer_token(const keyring& keys) { return token_of(keys, keys.active_id()); }
 
-bool is_peer_token(const keyring& keys, std::string_view candidate) {
+std::vector<std::string> accepted_peer_tokens(const keyring& keys) {
+  std::vector<std::string> out;
+  for (auto id : keys.key_ids())
+    if (auto token = token_of(keys, id); !token.empty())
+      out.push_back(std::move(token));
+  return out;
+}
+
+bool is_peer_token(const std::vector<std::string>& accepted, std::string_view candidate) {
   bool match = false;
-  for (auto id : keys.key_ids()) {
-    auto token = token_of(keys, id);
-    if (!token.empty() && token.size() == candidate.size() &&
+  for (auto& token : accepted)
+    if (token.size() == candidate.size() &&
         sodium_memcmp(token.data(), candidate.data(), token.size()) == 0)
       match = true;
-  }
   return match;
 }
 

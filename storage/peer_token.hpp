@@ -10,6 +10,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "storage/keyring.hpp"
 
@@ -18,8 +19,11 @@ namespace cm::storage {
 /// This instance's peer token (hex), from the active key.
 std::string peer_token(const keyring& keys);
 
-/// Whether `candidate` is the peer token of any key in `keys`, compared in
-/// constant time.
-bool is_peer_token(const keyring& keys, std::string_view candidate);
+/// The peer token of every key in `keys`: what a receiver accepts. Computed
+/// once (at start), not per forwarded request.
+std::vector<std::string> accepted_peer_tokens(const keyring& keys);
+
+/// Whether `candidate` is one of `accepted`, compared in constant time.
+bool is_peer_token(const std::vector<std::string>& accepted, std::string_view candidate);
 
 } // namespace cm::storage
