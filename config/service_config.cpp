@@ -276,6 +276,16 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
                                                   cfg.cluster.forward_timeout_ms, 10, 60000);
   cfg.cluster.advertise_address =
     reader.get_string(cluster, "cluster", "advertise_address", cfg.cluster.advertise_address);
+  // A host name or an IP address (IPv6 with or without brackets), nothing
+  // that could carry a port, a path or spaces into host:port.
+  for (char c : cfg.cluster.advertise_address)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' ||
+          c == '[' || c == ']') ||
+        cfg.cluster.advertise_address.size() > 253) {
+      reader.fail(cluster["advertise_address"], "cluster.advertise_address",
+                  "expected a host name or an IP address");
+      break;
+    }
 
   // token_service
   auto ts = root["token_service"];

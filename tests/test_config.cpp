@@ -181,7 +181,8 @@ TEST(ServiceConfig, ForwardingToTheOwnerIsOnByDefaultAndParsedStrictly) {
   EXPECT_FALSE(set.forward);
   EXPECT_EQ(set.forward_timeout_ms, 250);
   EXPECT_EQ(set.advertise_address, "10.0.0.7");
-  for (auto bad : {"forward_timeout_ms: 0", "forward_timeout_ms: 600000", "forward: maybe"}) {
+  for (auto bad : {"forward_timeout_ms: 0", "forward_timeout_ms: 600000", "forward: maybe",
+                   "advertise_address: \"10.0.0.7:9000/x\"", "advertise_address: \"a b\""}) {
     auto err = error_of(minimal + "cluster:\n  " + bad + "\n");
     auto key = std::string(bad).substr(0, std::string(bad).find(':'));
     EXPECT_NE(err.find("cluster." + key), std::string::npos) << bad << ": " << err;
