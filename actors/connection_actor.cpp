@@ -119,8 +119,6 @@ bool usable(self_ptr self) {
          (s.record->expires_at_ms == 0 || now_ms(self) < s.record->expires_at_ms);
 }
 
-/// The actor's phase (model/connection_phase.hpp), derived from its state
-/// in this one place.
 /// After a failure, no refresh starts before the backoff ends, whatever
 /// the request volume; a valid token is still served meanwhile.
 bool backing_off(self_ptr self) { return now_ms(self) < self->state.retry_not_before_ms; }
