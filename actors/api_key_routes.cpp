@@ -82,16 +82,22 @@ bool refused(const call& c, const api_key::outcome& verdict, const std::string& 
 /// Stores a validated connection (with TOKEN_CREATED), starts its actor and
 /// answers the caller.
 void store_and_reply(const call& c, token_record record) {
+  auto key = record.key;
+  fence_connection(c.ctx(), key);
   c.self->request(c.ctx().storage, budget(c), connect_atom_v, std::move(record))
     .then(
       [c](const connect_result& result) {
+        fence_connection(c.ctx(), result.stored.key);
         c.self->send(c.ctx().registry, reload_atom_v, result.stored.key);
         auto metadata = nlohmann::json::parse(result.stored.metadata, nullptr, false);
         c.ex->reply_json(200, {{"connected", true},
                                {"provider", result.stored.key.provider},
                                {"account_name", metadata.value("account_name", "")}});
       },
-      [c](const caf::error& err) { c.ex->reply_error(err); });
+      [c, key](const caf::error& err) {
+        fence_connection(c.ctx(), key);
+        c.ex->reply_error(err);
+      });
 }
 
 /// The service-account connect once the grant is signed: mint an access

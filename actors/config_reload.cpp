@@ -23,8 +23,14 @@ void config_reloader::attach(front_context_ptr current, std::vector<front_actor>
   token_service_auth_ = std::move(token_service_auth);
 }
 
+void config_reloader::follow(std::shared_ptr<token_fast_lane> lane) {
+  std::lock_guard<std::mutex> guard{mutex_};
+  lane_ = std::move(lane);
+}
+
 void config_reloader::detach() {
   std::lock_guard<std::mutex> guard{mutex_};
+  lane_.reset();
   current_.reset();
   fronts_.clear();
   registry_ = nullptr;
@@ -95,6 +101,8 @@ reload_outcome config_reloader::reload() {
     keep(cfg.refresh.shutdown_grace_ms != running.refresh.shutdown_grace_ms,
          "refresh.shutdown_grace_ms");
     cfg.refresh.shutdown_grace_ms = running.refresh.shutdown_grace_ms;
+    keep(cfg.audit_queue_rows != running.audit_queue_rows, "audit.queue_rows");
+    cfg.audit_queue_rows = running.audit_queue_rows;
     cfg.listen = running.listen;
     cfg.database = running.database;
     cfg.key_file = running.key_file;
@@ -113,6 +121,8 @@ reload_outcome config_reloader::reload() {
     // Everything is valid: hand the snapshots over.
     for (auto& f : fronts_)
       caf::anon_send(f, configure_atom_v, snapshot);
+    if (lane_)
+      lane_->configure(snapshot);
     caf::anon_send(registry_, configure_atom_v, registry_deps_ptr{deps});
     for (auto& writer : event_writers_)
       caf::anon_send(writer, webhooks_atom_v, webhook_targets_of(*hooks));

@@ -17,6 +17,7 @@
 #include "actors/front_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
+#include "actors/token_route.hpp"
 #include "actors/token_service_actor.hpp"
 #include "actors/webhook_dispatcher.hpp"
 
@@ -41,6 +42,9 @@ public:
               std::vector<storage_actor> event_writers, webhook_dispatcher_actor webhooks,
               std::shared_ptr<shared_authenticator> token_service_auth);
 
+  /// The token route's fast lane follows reloads too.
+  void follow(std::shared_ptr<token_fast_lane> lane);
+
   /// Drops every actor handle (at shutdown: a handle to a detached actor
   /// held past the actor system's end would keep it waiting forever).
   void detach();
@@ -58,6 +62,7 @@ private:
   std::vector<storage_actor> event_writers_;
   webhook_dispatcher_actor webhooks_;
   std::shared_ptr<shared_authenticator> token_service_auth_;
+  std::shared_ptr<token_fast_lane> lane_;
 };
 
 } // namespace cm

@@ -167,6 +167,41 @@ token_grant make_grant(self_ptr self) {
   return g;
 }
 
+/// Drops the snapshot this actor handed out, here and on the board: its
+/// state is about to change (actors/token_board.hpp).
+void unpublish(self_ptr self) {
+  auto& s = self->state;
+  if (!s.published)
+    return;
+  s.published.reset();
+  if (s.deps->board)
+    s.deps->board->withdraw(s.key);
+}
+
+/// Every change of the row in memory goes through here, so no snapshot
+/// of the old one outlives it.
+template <class Row>
+void set_record(self_ptr self, Row&& row) {
+  unpublish(self);
+  self->state.record = std::forward<Row>(row);
+}
+
+/// Until when the token in memory may be served without the actor: the
+/// start of its refresh window or its expiry, whichever is first.
+int64_t serve_until_ms(self_ptr self) {
+  auto& r = *self->state.record;
+  constexpr auto never = std::numeric_limits<int64_t>::max();
+  if (r.kind != connection_kind::oauth)
+    return never; // keys are served whatever their re-validation plan
+  auto until = r.expires_at_ms > 0 ? r.expires_at_ms : never;
+  auto plan = current_plan(self);
+  bool oauth_plan =
+    plan.purpose == timer_purpose::refresh || plan.purpose == timer_purpose::mark_expired;
+  if (oauth_plan && plan.at_ms > 0)
+    until = std::min(until, plan.at_ms);
+  return until;
+}
+
 caf::error not_connected_error(self_ptr self) {
   auto& r = *self->state.record;
   return make_error(ec::needs_reauth, "connection needs re-authorization" +
@@ -243,12 +278,38 @@ void check_version(self_ptr self) {
       });
 }
 
+/// The token in memory, kept as this actor's snapshot and put on the
+/// board when nothing is about to change it (phase serving), so the next
+/// requests are answered without a message to this actor. Nothing when
+/// the board refuses it: the row was written since this actor read it (a
+/// connect or disconnect held the key), so it must be read again first.
+std::optional<token_grant> publish(self_ptr self) {
+  auto& s = self->state;
+  if (phase_of(self) != connection_phase::serving)
+    return make_grant(self);
+  auto snapshot = std::make_shared<served_token>();
+  snapshot->grant = make_grant(self);
+  snapshot->serve_until_ms = serve_until_ms(self);
+  snapshot->version = s.record->version;
+  if (s.deps->board && !s.deps->board->publish(s.key, snapshot, s.board_fence))
+    return std::nullopt;
+  s.published = snapshot;
+  return snapshot->grant;
+}
+
 /// A token from memory: at once when this instance is alone, otherwise
 /// after the version check.
 caf::result<token_grant> serve_newest(self_ptr self) {
-  if (alone(self))
-    return make_grant(self);
   auto& s = self->state;
+  if (alone(self)) {
+    if (auto grant = publish(self))
+      return std::move(*grant);
+    // Written since it was read: serve what a fresh read finds.
+    s.waiters.push_back(self->make_response_promise<token_grant>());
+    auto promise = s.waiters.back();
+    load(self);
+    return promise;
+  }
   s.confirming.push_back(self->make_response_promise<token_grant>());
   auto promise = s.confirming.back();
   if (s.confirming.size() == 1)
@@ -381,7 +442,7 @@ void give_up(self_ptr self, int64_t fence, const std::string& reason) {
                 s.deps->instance_id, reason)
     .then(
       [=](token_record& stored) {
-        self->state.record = std::move(stored);
+        set_record(self, std::move(stored));
         end_refresh(self);
         fail_waiters(self, not_connected_error(self));
         schedule_tick(self, 0);
@@ -402,7 +463,7 @@ void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fen
       [=](token_record& row) {
         if (row.refresh_token != leased.refresh_token) {
           // Rotated elsewhere: our attempt used a stale token. Adopt.
-          self->state.record = std::move(row);
+          set_record(self, std::move(row));
           finish(self);
           return;
         }
@@ -421,7 +482,7 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
                 s.deps->instance_id, tokens)
     .then(
       [=](token_record& stored) {
-        self->state.record = std::move(stored);
+        set_record(self, std::move(stored));
         self->state.failures = 0;
         log::info(component, "token refreshed", log_fields(self));
         finish(self);
@@ -456,7 +517,7 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
         self->request(st.deps->repository, storage_timeout(self), find_atom_v, st.key)
           .then(
             [=](token_record& row) {
-              self->state.record = std::move(row);
+              set_record(self, std::move(row));
               finish(self);
             },
             [=](caf::error& e) {
@@ -601,14 +662,14 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
         if ((m != mode::force && newer) || coalesce || leased.status != grant_status::connected) {
           // Another instance refreshed (or re-connected, or gave up) while
           // we waited: adopt the row, give the lease back.
-          st.record = std::move(leased);
+          set_record(self, std::move(leased));
           self->request(st.deps->repository, storage_timeout(self), release_atom_v, st.key, fence,
                         st.deps->instance_id, std::string{})
             .then([](bool) {}, [](caf::error&) {});
           finish(self);
           return;
         }
-        st.record = leased;
+        set_record(self, leased);
         if (m == mode::expire || !can_refresh(self)) {
           give_up(self, fence, "token expired; the provider issued no refresh token");
           return;
@@ -755,6 +816,8 @@ bool may_serve_while_queued(self_ptr self) {
 
 void start_refresh(self_ptr self, mode m) {
   auto& s = self->state;
+  // Before the lease: from here on a newer token may be stored at any time.
+  unpublish(self);
   if (s.refreshing || s.awaiting_slot) {
     if (m == mode::force)
       s.force_requested = true;
@@ -810,14 +873,22 @@ void serve_waiters(self_ptr self) {
 
 void load(self_ptr self) {
   auto& s = self->state;
+  // Read before the row, adopted with it: a writer that holds the key
+  // after this point makes the board refuse what this load brings, and
+  // until it arrives the record in memory keeps its own, older fence
+  // (actors/token_board.hpp).
+  uint32_t fence = s.deps->board ? s.deps->board->fence(s.key) : 0;
   self->request(s.deps->repository, storage_timeout(self), find_atom_v, s.key)
     .then(
       [=](token_record& row) {
         // A read that started before a refresh we have since stored must
         // not bring the old tokens back: every write bumps the version.
+        // Either way, what is in memory now is at least as new as the row
+        // read under `fence`.
         auto& current = self->state.record;
         if (!current || row.version >= current->version)
-          current = std::move(row);
+          set_record(self, std::move(row));
+        self->state.board_fence = fence;
         // A refresh running or waiting for its gate slot meanwhile answers
         // the waiters and re-arms the timer itself; answering here would
         // hand out the old token (to a forced request, too: its flag went
@@ -839,6 +910,7 @@ void load(self_ptr self) {
         // delegates to this actor): answer them with the same error for a
         // moment instead of vanishing under them (they would get 503),
         // then stop; the registry spawns afresh next time.
+        unpublish(self);
         self->state.record.reset();
         self->state.load_failure = err;
         self->delayed_send(self, std::chrono::seconds(1), remove_atom_v);
@@ -865,6 +937,7 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
   s.owned = s.deps->owner;
   // Stopped (disconnected, shutting down): nobody is left waiting forever.
   self->set_exit_handler([=](caf::exit_msg& msg) {
+    unpublish(self);
     for (auto& p : self->state.confirming)
       self->state.waiters.push_back(std::move(p));
     self->state.confirming.clear();
@@ -872,6 +945,8 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     self->quit(msg.reason);
   });
   if (initial) {
+    if (s.deps->board)
+      s.board_fence = s.deps->board->fence(s.key);
     s.record = std::move(initial);
     arm_timer(self);
     armed_after_hydration.fetch_add(1, std::memory_order_relaxed);
@@ -881,6 +956,11 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
   return {
     [=](get_token_atom, bool force) -> caf::result<token_grant> {
       auto& st = self->state;
+      // The snapshot is dropped by every change of state here; the clock,
+      // other instances and a writer's hold on the board retire it too.
+      if (!force && st.published && now_ms(self) < st.published->serve_until_ms &&
+          !st.published->withdrawn.load(std::memory_order_acquire) && alone(self))
+        return st.published->grant;
       switch (phase_of(self)) {
         case connection_phase::load_failed:
           return st.load_failure;
@@ -953,6 +1033,8 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     [=](configure_atom, const registry_deps_ptr& deps) {
       // A configuration reload: new catalog entry, app and tunables, built
       // by the registry once per provider.
+      // New settings may move the refresh window.
+      unpublish(self);
       auto it = deps->running_connection_deps.find(self->state.key.provider);
       if (it != deps->running_connection_deps.end())
         self->state.deps = it->second;
@@ -966,6 +1048,8 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
         self->quit();
     },
     [=](reload_atom) {
+      // Written elsewhere: nothing from memory until it is read again.
+      unpublish(self);
       self->state.load_failure = caf::error{};
       if (self->state.refreshing) {
         self->state.reload_pending = true;
@@ -1015,6 +1099,7 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     },
     [=](handover_atom) -> caf::result<bool> {
       auto& st = self->state;
+      unpublish(self);
       st.owned = false;
       ++st.timer_generation;
       st.handovers.push_back(self->make_response_promise<bool>());

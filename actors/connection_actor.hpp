@@ -39,6 +39,7 @@
 #include "actors/refresh_wheel.hpp"
 #include "actors/storage_actor.hpp"
 #include "actors/team_app.hpp"
+#include "actors/token_board.hpp"
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
 #include "provider/oauth_protocol.hpp"
@@ -87,6 +88,9 @@ struct connection_deps {
   /// Bounds the refreshes in flight (actors/refresh_gate.hpp); null: no
   /// bound (actor tests that do not test it).
   refresh_gate_actor gate;
+  /// Where snapshots of served tokens go for the HTTP fast path and the
+  /// registry (actors/token_board.hpp); null: the actor keeps its own only.
+  token_board_ptr board;
 };
 
 /// Shared by every connection actor of one provider: a copy per actor would
@@ -168,6 +172,9 @@ struct connection_state {
   std::vector<caf::typed_response_promise<token_grant>> confirming;
   /// Handover requests, answered when the refresh in flight ends.
   std::vector<caf::typed_response_promise<bool>> handovers;
+  /// What this actor last served from memory, until its state changes
+  /// (also on the board, when there is one). Null for idle connections.
+  served_token_ptr published;
   /// The gate the held slot came from (a reload may bring new deps).
   refresh_gate_actor slot_from;
   /// Loading the row failed (not found, failed its integrity check,
@@ -186,6 +193,8 @@ struct connection_state {
   /// draws (plan jitter, backoff) pure functions (actors/refresh_plan.hpp).
   /// 32 bits are plenty to mix from, and pack beside `failures`.
   uint32_t key_hash = 0;
+  /// The board's fence for the key when the row in memory was read.
+  uint32_t board_fence = 0;
   /// Between taking a refresh lease and recording the outcome; counted
   /// process-wide, so shutdown can wait for it (actors/refresh_drain.hpp).
   counted_refresh_flag refreshing;

@@ -348,11 +348,14 @@ void store_code_grant(const code_flow_ptr& f, const oauth::id_token_claims& clai
   enable.sync_action = "immediate";
   enable.apps = nlohmann::json(apps).dump();
   enable.audit = audit_of(c, "connector.connect_code", entry.name, {{"apps", apps}});
+  auto key = record.key;
+  fence_connection(c.ctx(), key);
   c.self->request(c.ctx().configs, budget(c), code_connect_atom_v, std::move(record), enable)
     .then(
       [f, apps](const connect_result& result) {
         auto& c = f->c;
         auto& stored = result.stored;
+        fence_connection(c.ctx(), stored.key);
         if (result.replaced_existing && result.replaced.access_token != stored.access_token) {
           auto req = oauth::revoke_request(*f->entry, *f->client, result.replaced,
                                            c.ctx().cfg.refresh.provider_timeout_ms);
@@ -367,7 +370,8 @@ void store_code_grant(const code_flow_ptr& f, const oauth::id_token_claims& clai
                                {"apps", apps},
                                {"enabled", true}});
       },
-      [f](const caf::error& err) {
+      [f, key](const caf::error& err) {
+        fence_connection(f->c.ctx(), key);
         discard_tokens(f);
         f->c.ex->reply_error(err);
       });

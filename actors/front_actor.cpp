@@ -4,6 +4,7 @@
 #include "actors/api_key_routes.hpp"
 #include "actors/connector_routes.hpp"
 #include "actors/oauth_routes.hpp"
+#include "actors/token_route.hpp"
 
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
@@ -26,10 +27,12 @@ void health(const call& c) {
   auto ex = c.ex;
   auto shards = c.ctx().shards;
   auto forwarding = c.ctx().forwarding;
+  auto board = c.ctx().board;
+  auto audit = c.ctx().audit;
   c.self->request(c.ctx().storage, std::min(budget(c), std::chrono::milliseconds{3000}),
                   ping_atom_v)
     .then(
-      [ex, shards, forwarding](int64_t latency_us) {
+      [ex, shards, forwarding, board, audit](int64_t latency_us) {
         nlohmann::json body = {
           {"status", "healthy"},
           {"checks", {{"postgres", {{"status", "up"}, {"latency_ms", latency_us / 1000.0}}}}}};
@@ -45,6 +48,12 @@ void health(const call& c) {
               {"answered", forwarding->forwarded.load(std::memory_order_relaxed)},
               {"served_here", forwarding->fallbacks.load(std::memory_order_relaxed)}};
         }
+        // Token reads served from snapshots, and their audit rows waiting
+        // to be written (docs/DECISIONS.md, "The token route at wire speed").
+        if (board && audit)
+          body["tokens"] = {{"served_from_snapshots", board->served()},
+                            {"audit_waiting", audit->size()},
+                            {"audit_refused", audit->refused()}};
         ex->reply_json(200, body);
       },
       [ex](const caf::error& err) {
@@ -99,76 +108,6 @@ void list_connections(const call& c) {
         for (auto& row : rows)
           list.push_back(summary_json(row, team, ctx->catalog));
         ex->reply_json(200, {{"connections", std::move(list)}});
-      },
-      [ex](const caf::error& err) { ex->reply_error(err); });
-}
-
-nlohmann::json grant_json(const token_grant& g) {
-  auto metadata = nlohmann::json::parse(g.metadata, nullptr, false);
-  return {{"provider", g.key.provider},
-          {"user_id", g.key.user_id},
-          {"team_id", g.key.team_id},
-          {"type", name_of(g.kind)},
-          {"access_token", g.access_token.reveal()},
-          {"token_type", g.token_type},
-          {"expires_at", g.expires_at_ms ? nlohmann::json(rfc3339(g.expires_at_ms)) : nlohmann::json()},
-          {"scopes", g.scopes},
-          {"metadata", metadata.is_object() ? metadata : nlohmann::json::object()}};
-}
-
-void audit_token_read(const call& c, const connection_key& key) {
-  audit_entry entry;
-  entry.team_id = key.team_id;
-  entry.actor_type = "service";
-  entry.actor_id = c.who.subject;
-  entry.action = "token.read";
-  entry.target = key.provider + "/" + key.user_id;
-  entry.remote_addr = c.ex->req().remote_address;
-  entry.request_id = c.ex->req().request_id;
-  entry.details = nlohmann::json{{"via", "http"}}.dump();
-  c.self->send(c.ctx().configs, audit_atom_v, std::move(entry));
-}
-
-void serve_token(const call& c, const connection_key& key) {
-  auto ex = c.ex;
-  audit_token_read(c, key);
-  c.self->request(c.ctx().registry, budget(c), get_token_atom_v, key, false)
-    .then([ex](const token_grant& g) { ex->reply_json(200, grant_json(g)); },
-          [ex](const caf::error& err) { ex->reply_error(err); });
-}
-
-/// GET /api/internal/tokens/{provider}?user_id=…[&team_id=…] (service,
-/// FETCH_CONFIG): a valid access token or API key, never the refresh
-/// token. Without team_id the user's only team for that provider is used.
-void internal_token(const call& c) {
-  auto entry = known_provider(c, c.params.at("provider"));
-  if (!entry)
-    return;
-  auto provider = std::make_shared<const std::string>(entry->name);
-  auto& req = c.ex->req();
-  auto user = req.query_param("user_id").value_or("");
-  if (user.empty()) {
-    c.ex->reply_error(ec::bad_request, "user_id is required");
-    return;
-  }
-  auto team = req.query_param("team_id").value_or(req.query_param("org_id").value_or(""));
-  if (!team.empty()) {
-    serve_token(c, {team, user, *provider});
-    return;
-  }
-  auto ex = c.ex;
-  auto copy = c;
-  c.self->request(c.ctx().storage, budget(c), teams_atom_v, user, *provider)
-    .then(
-      [copy, user, provider](const std::vector<std::string>& teams) {
-        if (teams.empty()) {
-          copy.ex->reply_error(ec::not_found, "no such connection");
-        } else if (teams.size() > 1) {
-          copy.ex->reply_error(ec::bad_request,
-                               "the user has this provider in several teams; pass team_id");
-        } else {
-          serve_token(copy, {teams.front(), user, *provider});
-        }
       },
       [ex](const caf::error& err) { ex->reply_error(err); });
 }
@@ -352,6 +291,7 @@ void dispatch(front_self self, const exchange_ptr& ex) {
         ex->reply_error(who.error());
         return;
       }
+      ex->set_caller(who->is_service() ? "service" : "user");
       if (auto denied = check_access(r, *who)) {
         ex->reply_error(denied);
         return;

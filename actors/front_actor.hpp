@@ -15,7 +15,9 @@
 
 #include "actors/event_hub.hpp"
 #include "actors/fwd.hpp"
+#include "storage/audit_queue.hpp"
 #include "storage/shard_ownership.hpp"
+#include "storage/team_lookup_cache.hpp"
 #include "actors/key_signer_actor.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
@@ -72,6 +74,15 @@ struct front_context {
   storage::shard_set_ptr shards;
   /// Requests sent to other instances as owners (null: no forwarding).
   std::shared_ptr<const forwarding_stats> forwarding;
+  /// Snapshots of tokens their actors published (null: every token read
+  /// asks the registry). Held by whoever stores a connection's row.
+  token_board_ptr board;
+  /// Audit rows of token reads, written by `configs` (null: each row is
+  /// sent to `configs` as a message).
+  storage::audit_queue_ptr audit;
+  /// The teams of (user, provider) for token reads without team_id (null:
+  /// asked of storage each time).
+  std::shared_ptr<storage::team_lookup_cache> teams;
 };
 
 struct front_state {

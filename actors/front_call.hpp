@@ -42,4 +42,16 @@ inline const config::provider_entry* known_provider(const call& c, const std::st
   return entry;
 }
 
+/// Around storing a new row for `key` (connect, reconnect, disconnect),
+/// before the write and again once it is done: no snapshot of the old row
+/// is served from here on (a connection actor that read it must read it
+/// again, actors/token_board.hpp), and the user's teams are looked up
+/// afresh (storage/team_lookup_cache.hpp).
+inline void fence_connection(const front_context& ctx, const connection_key& key) {
+  if (ctx.board)
+    ctx.board->hold(key);
+  if (ctx.teams)
+    ctx.teams->forget(key.user_id, key.provider);
+}
+
 } // namespace cm

@@ -143,10 +143,13 @@ void store_grant(const call& c, const config::provider_entry& entry,
   record.metadata = got->metadata.dump();
   auto redirect = st.redirect_uri;
   auto copy = c;
+  auto key = record.key;
+  fence_connection(c.ctx(), key);
   c.self->request(c.ctx().storage, budget(c), connect_atom_v, std::move(record))
     .then(
       [copy, &entry, client, redirect](connect_result& result) {
         auto& stored = result.stored;
+        fence_connection(copy.ctx(), stored.key);
         if (result.replaced_existing &&
             result.replaced.access_token != stored.access_token && client)
           revoke_replaced(copy, entry, *client, result.replaced);
@@ -174,7 +177,8 @@ void store_grant(const call& c, const config::provider_entry& entry,
                          {"account_name", account}},
                         {{"connected", "true"}, {"provider", stored.key.provider}});
       },
-      [copy, redirect](const caf::error& err) {
+      [copy, redirect, key](const caf::error& err) {
+        fence_connection(copy.ctx(), key);
         fail_callback(copy, redirect, code_of(err), message_of(err));
       });
 }
@@ -483,10 +487,12 @@ void disconnect(const call& c) {
       [copy, entry, key](token_record& grant) {
         auto revoke_with = [copy, entry, key, grant](client_ptr client) {
         auto finish = [copy, key](bool revoked, std::string reason) {
+          fence_connection(copy.ctx(), key);
           copy.self->request(copy.ctx().storage, budget(copy), disconnect_atom_v, key,
                              revoked ? std::string{"revoked at the provider"} : reason)
             .then(
               [copy, key, revoked, reason](const token_record&) {
+                fence_connection(copy.ctx(), key);
                 copy.self->send(copy.ctx().registry, remove_atom_v, key);
                 nlohmann::json body = {{"deleted", true}, {"provider", key.provider},
                                        {"revoked", revoked}};
@@ -494,7 +500,10 @@ void disconnect(const call& c) {
                   body["reason"] = reason;
                 copy.ex->reply_json(200, body);
               },
-              [copy](const caf::error& err) { copy.ex->reply_error(err); });
+              [copy, key](const caf::error& err) {
+                fence_connection(copy.ctx(), key);
+                copy.ex->reply_error(err);
+              });
         };
         std::optional<outbound_request> req;
         if (grant.kind == connection_kind::oauth && client)
@@ -535,9 +544,11 @@ void disconnect(const call& c) {
         }
         // Tampered credentials cannot be revoked, but they can be removed.
         auto reason = std::string{"stored credentials failed their integrity check; not revoked"};
+        fence_connection(copy.ctx(), key);
         copy.self->request(copy.ctx().storage, budget(copy), disconnect_atom_v, key, reason)
           .then(
             [copy, key, reason](const token_record&) {
+              fence_connection(copy.ctx(), key);
               copy.self->send(copy.ctx().registry, remove_atom_v, key);
               copy.ex->reply_json(200, {{"deleted", true}, {"provider", key.provider},
                                         {"revoked", false}, {"reason", reason}});

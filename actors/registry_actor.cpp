@@ -46,6 +46,10 @@ connection_deps_ptr build_connection_deps(self_ptr self, const std::string& prov
   deps->freshness = s.deps.freshness;
   deps->owner = owner;
   deps->gate = s.gate;
+  // Guests keep their snapshots to themselves: their idle sweep counts
+  // the requests that reach them through here.
+  if (owner)
+    deps->board = s.deps.board;
   return deps;
 }
 
@@ -67,6 +71,16 @@ int32_t shard_of_key(self_ptr self, const connection_key& key) {
 bool owns(self_ptr self, const connection_key& key) {
   auto& shards = self->state.deps.shards;
   return !shards || shards->owns(shard_of_key(self, key));
+}
+
+/// The connection's row changed (here or on another instance): its
+/// snapshot goes at once, before its actor hears of it, and the user's
+/// teams are looked up afresh.
+void fence_key(self_ptr self, const connection_key& key) {
+  if (auto& board = self->state.deps.board)
+    board->hold(key);
+  if (auto& teams = self->state.deps.teams)
+    teams->forget(key.user_id, key.provider);
 }
 
 int64_t clock_ms(self_ptr self) {
@@ -371,6 +385,10 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
   });
   return {
     [=](get_token_atom, const connection_key& key, bool force) -> caf::result<token_grant> {
+      // A snapshot its owner published here: no message to the actor.
+      if (auto& board = self->state.deps.board; board && !force)
+        if (auto snapshot = board->serve(key, clock_ms(self) + self->state.deps.wall_offset_ms))
+          return snapshot->grant;
       auto& forwarder = self->state.deps.forwarder;
       if (!forwarder || owns(self, key))
         return serve_here(self, key, force);
@@ -407,6 +425,7 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
       self->delayed_send(self, guest_sweep_every(self), handover_atom_v);
     },
     [=](reload_atom, const connection_key& key) {
+      fence_key(self, key);
       auto it = self->state.connections.find(key);
       if (it == self->state.connections.end())
         spawn_connection(self, key, std::nullopt);
@@ -414,6 +433,7 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
         self->send(it->second, reload_atom_v);
     },
     [=](remove_atom, const connection_key& key) {
+      fence_key(self, key);
       auto it = self->state.connections.find(key);
       if (it == self->state.connections.end())
         return;

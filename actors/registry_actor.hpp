@@ -24,6 +24,7 @@
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
 #include "storage/shard_ownership.hpp"
+#include "storage/team_lookup_cache.hpp"
 
 namespace cm {
 
@@ -85,6 +86,12 @@ struct registry_deps {
   /// Sends requests for connections owned elsewhere to their owner (null:
   /// every request is served here, by a guest when owned elsewhere).
   owner_forwarder_actor forwarder;
+  /// Snapshots of served tokens, shared with the HTTP fast path (null:
+  /// every request reaches its connection actor).
+  token_board_ptr board;
+  /// Forgotten for a (user, provider) whenever one of its connections is
+  /// created, replaced or removed (null: no cache).
+  std::shared_ptr<storage::team_lookup_cache> teams;
   /// The forwarder's budget per request; the registry waits a little
   /// longer, then serves the request itself.
   int64_t forward_timeout_ms = 1000;

@@ -42,33 +42,36 @@ auto guarded(F&& f) -> caf::result<decltype(f())> {
 }
 
 constexpr size_t audit_batch_rows = 500;
-constexpr auto audit_flush_delay = std::chrono::milliseconds(20);
-/// Kept while the database is away; beyond it the oldest are dropped (and
-/// counted in the log) rather than growing without bound.
-constexpr size_t audit_pending_cap = 100000;
 
 using storage_self = storage_actor::stateful_pointer<storage_state>;
 
-void flush_audit(storage_self self) {
+/// Writes the oldest queued audit rows, one batch in one statement; false
+/// when the database refused them (they stay queued).
+bool write_audit_batch(storage_self self) {
   auto& st = self->state;
-  st.audit_flush_armed = false;
-  if (st.audit_pending.empty())
-    return;
+  auto batch = st.audit->peek(audit_batch_rows);
+  if (batch.empty())
+    return true;
   try {
-    st.tokens->audit_batch(st.audit_pending);
-    st.audit_pending.clear();
+    st.tokens->audit_batch(batch);
+    st.audit->pop(batch.size());
+    return true;
   } catch (const std::exception&) {
     log::error("storage", "could not write audit rows; will retry",
-               {{"pending", st.audit_pending.size()}});
-    if (st.audit_pending.size() > audit_pending_cap) {
-      auto drop = st.audit_pending.size() - audit_pending_cap;
-      st.audit_pending.erase(st.audit_pending.begin(),
-                             st.audit_pending.begin() + static_cast<std::ptrdiff_t>(drop));
-      log::error("storage", "ALARM: audit rows dropped", {{"dropped", drop}});
-    }
-    st.audit_flush_armed = true;
-    self->delayed_send(self, std::chrono::seconds(1), audit_atom_v);
+               {{"pending", st.audit->size()}});
+    return false;
   }
+}
+
+/// The writer's loop: a batch per message, so other requests interleave,
+/// until the queue is empty; after a failure, again in a second.
+void drain_audit(storage_self self) {
+  if (!write_audit_batch(self)) {
+    self->delayed_send(self, std::chrono::seconds(1), audit_atom_v);
+    return;
+  }
+  if (self->state.audit->keep_writing())
+    self->send(self, audit_atom_v);
 }
 
 // Group commit. A refresh storm sends leases and completions faster than
@@ -202,7 +205,8 @@ void flush_grouped(storage_self self) {
 
 storage_actor::behavior_type
 storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::database_config cfg,
-        std::shared_ptr<const storage::keyring> keys, webhook_targets webhooks) {
+        std::shared_ptr<const storage::keyring> keys, webhook_targets webhooks,
+        storage::audit_queue_ptr audit) {
   auto& st = self->state;
   st.db = std::make_unique<storage::database>(std::move(cfg));
   st.cipher = std::make_unique<storage::column_cipher>(std::move(keys));
@@ -212,6 +216,7 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
   st.cipher->set_unbound_policy([unbound = st.unbound.get()] { return unbound->allowed(); });
   st.events = std::make_unique<storage::outbox>(*st.db);
   st.events->set_webhooks(std::move(webhooks));
+  st.audit = std::move(audit);
   st.tokens = std::make_unique<storage::token_store>(*st.db, *st.cipher, *st.events);
   st.configs =
     std::make_unique<storage::connector_config_store>(*st.db, *st.cipher, *st.events, *st.tokens);
@@ -220,7 +225,11 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
     // Leases and completions already received are committed and answered.
     while (!self->state.grouped.empty())
       flush_grouped(self);
-    flush_audit(self);
+    while (self->state.audit->size() > 0 && write_audit_batch(self)) {
+    }
+    if (auto left = self->state.audit->size(); left > 0)
+      log::error("storage", "ALARM: audit rows not written at shutdown (database unavailable)",
+                 {{"rows", left}});
     self->quit(msg.reason);
   });
   // Try to connect right away so the first request does not pay for it; a
@@ -396,28 +405,27 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
       return guarded([&] { return self->state.configs->audit_page(team, before, limit); });
     },
     [=](audit_atom, audit_entry& entry) {
-      auto& st = self->state;
-      st.audit_pending.push_back(std::move(entry));
-      if (st.audit_pending.size() >= audit_batch_rows) {
-        flush_audit(self);
-      } else if (!st.audit_flush_armed) {
-        st.audit_flush_armed = true;
-        self->delayed_send(self, audit_flush_delay, audit_atom_v);
-      }
+      // A change already made: its row is taken whatever the queue holds.
+      if (self->state.audit->push(std::move(entry)) == storage::audit_queue::pushed::queued_wake)
+        self->send(self, audit_atom_v);
     },
-    [=](audit_atom) { flush_audit(self); },
+    [=](audit_atom) { drain_audit(self); },
   };
 }
 
 caf::expected<storage_actor> spawn_storage(caf::actor_system& sys,
                                            const config::database_config& cfg,
                                            std::shared_ptr<const storage::keyring> keys,
-                                           webhook_targets webhooks) {
+                                           webhook_targets webhooks,
+                                           storage::audit_queue_ptr audit) {
   if (!keys)
     return make_error(ec::internal, "no key ring");
   if (cfg.url.empty())
     return make_error(ec::internal, "no database url");
-  return sys.spawn<caf::detached>(storage_behavior, cfg, std::move(keys), std::move(webhooks));
+  if (!audit)
+    audit = std::make_shared<storage::audit_queue>(default_audit_queue_rows);
+  return sys.spawn<caf::detached>(storage_behavior, cfg, std::move(keys), std::move(webhooks),
+                                  std::move(audit));
 }
 
 } // namespace cm

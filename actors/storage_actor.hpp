@@ -16,6 +16,7 @@
 
 #include "actors/fwd.hpp"
 #include "config/service_config.hpp"
+#include "storage/audit_queue.hpp"
 #include "storage/cipher.hpp"
 #include "storage/database.hpp"
 #include "storage/connector_config_store.hpp"
@@ -82,6 +83,8 @@ using connector_config_store_actor = caf::typed_actor<
   caf::replies_to<code_connect_atom, token_record, connector_change>::with<connect_result>,
   // Appends to the audit log, batched (see storage_actor).
   caf::reacts_to<audit_atom, audit_entry>,
+  // Rows wait in its audit queue (storage/audit_queue.hpp): write them.
+  caf::reacts_to<audit_atom>,
   // A page of a team's audit log (before seq, limit), newest first.
   caf::replies_to<audit_page_atom, std::string, int64_t, int32_t>::with<audit_rows>>;
 
@@ -107,11 +110,12 @@ using storage_actor = token_repository_actor::extend<
                   int32_t>::with<hydrate_batch>,
   // Teams in which (user, provider) has a connection.
   caf::replies_to<teams_atom, std::string, std::string>::with<std::vector<std::string>>,
-  // Appends to the audit log, batched: rows are written within
-  // `audit_flush_delay` or every `audit_batch_rows` (failures are logged,
-  // not answered; the batch is kept and retried, bounded).
+  // Appends to the audit log through the actor's audit queue, written in
+  // batches of up to 500 rows per statement; rows stay queued until
+  // written (a failure retries every second; nothing is dropped).
   caf::reacts_to<audit_atom, audit_entry>,
-  // Internal: writes the pending audit rows.
+  // Writes the rows waiting in its audit queue (sent by whoever queued
+  // the first row while the writer was idle).
   caf::reacts_to<audit_atom>,
   // Internal: commits the grouped leases and completions.
   caf::reacts_to<flush_atom>,
@@ -164,20 +168,27 @@ struct storage_state {
   };
   std::vector<grouped_write> grouped;
   bool group_armed = false;
-  /// Audit rows not yet written (see audit_atom).
-  std::vector<audit_entry> audit_pending;
-  bool audit_flush_armed = false;
+  /// Audit rows not yet written, shared with whoever records token reads
+  /// (storage/audit_queue.hpp).
+  storage::audit_queue_ptr audit;
   static inline const char* name = "storage";
 };
 
 storage_actor::behavior_type
 storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::database_config cfg,
-        std::shared_ptr<const storage::keyring> keys, webhook_targets webhooks);
+        std::shared_ptr<const storage::keyring> keys, webhook_targets webhooks,
+        storage::audit_queue_ptr audit);
+
+/// Rows an audit queue made by spawn_storage holds before token reads are
+/// refused.
+constexpr size_t default_audit_queue_rows = 100000;
 
 /// Spawns the storage actor detached. Fails if the key ring is missing.
+/// It writes the rows of `audit` (a queue of its own when null).
 caf::expected<storage_actor> spawn_storage(caf::actor_system& sys,
                                            const config::database_config& cfg,
                                            std::shared_ptr<const storage::keyring> keys,
-                                           webhook_targets webhooks = {});
+                                           webhook_targets webhooks = {},
+                                           storage::audit_queue_ptr audit = nullptr);
 
 } // namespace cm

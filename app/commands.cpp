@@ -26,6 +26,7 @@
 #include "actors/refresh_drain.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/token_port_gate.hpp"
+#include "actors/token_route.hpp"
 #include "actors/token_service_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
@@ -54,6 +55,11 @@ namespace {
 /// Below it (every test) the process stops actor by actor, so the
 /// sanitizers' leak check at exit still sees everything.
 constexpr int64_t quick_exit_connections = 50'000;
+
+/// How long a token read without team_id trusts a cached answer to "which
+/// teams?" when no event has said otherwise, and how many pairs it keeps.
+constexpr std::chrono::seconds team_lookup_ttl{60};
+constexpr size_t team_lookup_capacity = 100'000;
 
 /// Waits until every actor in `actors` has terminated, at most `limit`;
 /// false when the limit ran out first.
@@ -250,8 +256,11 @@ int cmd_serve(const config::service_config& cfg, char**) {
     for (auto& a : pool)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   };
-  auto spawn_role = [&]() -> std::optional<storage_actor> {
-    auto spawned = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks));
+  // Audit rows of token reads wait here for the admin role to write them
+  // (storage/audit_queue.hpp); a full queue refuses token reads with 503.
+  auto audit = std::make_shared<storage::audit_queue>(static_cast<size_t>(cfg.audit_queue_rows));
+  auto spawn_role = [&](storage::audit_queue_ptr rows = nullptr) -> std::optional<storage_actor> {
+    auto spawned = spawn_storage(sys, cfg.database, keys, webhook_targets_of(*webhooks), rows);
     if (!spawned) {
       log::error("main", "cannot start storage", {{"error", message_of(spawned.error())}});
       stop_pool();
@@ -268,7 +277,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // The outbox as the event hub and webhook dispatcher read it.
   auto events = freshness ? spawn_role() : std::nullopt;
   // OAuth states, connector configurations and the audit log.
-  auto admin = events ? spawn_role() : std::nullopt;
+  auto admin = events ? spawn_role(audit) : std::nullopt;
   if (!admin)
     return 1;
   // Owned shards load on connections of their own, in parallel, so a
@@ -302,6 +311,12 @@ int cmd_serve(const config::service_config& cfg, char**) {
     return 1;
   }
   deps.cluster = cluster;
+  // Tokens served without a message to their actor (issue 18), only while
+  // this instance is alone; and the teams of token reads without team_id.
+  auto board = std::make_shared<token_board>(cluster);
+  auto teams = std::make_shared<storage::team_lookup_cache>(team_lookup_ttl, team_lookup_capacity);
+  deps.board = board;
+  deps.teams = teams;
   deps.key_signer = key_signer_handle;
   deps.loaders = loaders;
   deps.guest_idle_ms = cfg.cluster.guest_idle_ms;
@@ -474,13 +489,19 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->reloader = &reloader;
   ctx->shards = ownership->owned();
   ctx->forwarding = forwarding;
+  ctx->board = board;
+  ctx->audit = audit;
+  ctx->teams = teams;
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
   // Both write events (connects, toggles), so both enqueue webhooks.
   reloader.attach(ctx, fronts, registry_handle, {*storage, *admin}, dispatcher, service_auth);
+  // The token route's fast lane runs on Pistache's threads (actors/token_route.hpp).
+  auto lane = std::make_shared<token_fast_lane>(ctx);
+  reloader.follow(lane);
 
-  http::server server{cfg.listen, fronts};
+  http::server server{cfg.listen, fronts, lane};
   try {
     server.start();
   } catch (const std::exception& e) {
@@ -527,6 +548,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
     if (wait_for_exit(sys, storage_actors, std::chrono::seconds(10))) {
       log::info("main", "stopped without tearing down the connection actors",
                 {{"connections", hydrated_connections_armed()}});
+      log::flush();
       std::fflush(nullptr);
       std::_Exit(0);
     }
@@ -535,6 +557,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // Actors may still hold exchanges that write through the endpoint: let
   // them finish before `server` (and with it the endpoint) is destroyed.
   sys.await_all_actors_done();
+  log::flush();
   return 0;
 }
 

@@ -36,6 +36,7 @@
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
+#include "actors/token_route.hpp"
 #include "bench/bench_support.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"
@@ -92,22 +93,26 @@ int connect_to(uint16_t port) {
 
 /// Keeps `connections` keep-alive connections busy, one request in flight
 /// on each, for `duration`; one thread, poll(2).
-figures load(uint16_t port, const std::string& request, int connections,
+figures load(uint16_t port, const std::vector<std::string>& requests, int connections,
              std::chrono::milliseconds duration) {
   struct conn {
     int fd = -1;
     std::string in;
     clock_type::time_point sent;
+    const std::string* request = nullptr;
   };
   std::vector<conn> conns(connections);
-  for (auto& c : conns)
-    c.fd = connect_to(port);
+  for (int i = 0; i < connections; ++i) {
+    conns[i].fd = connect_to(port);
+    conns[i].request = &requests[static_cast<size_t>(i) % requests.size()];
+  }
   std::vector<float> latencies;
   latencies.reserve(1 << 20);
   long done = 0;
   long errors = 0;
   auto send_one = [&](conn& c) {
     c.sent = clock_type::now();
+    auto& request = *c.request;
     if (::send(c.fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
       ++errors;
   };
@@ -178,7 +183,8 @@ figures load(uint16_t port, const std::string& request, int connections,
 int main(int argc, char** argv) {
   double seconds = 3.0;
   int connections = 64;
-  std::string policy = "stealing";
+  std::string policy = "sharing";
+  std::string log_level = "info";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--seconds"))
       seconds = std::atof(argv[i + 1]);
@@ -186,11 +192,22 @@ int main(int argc, char** argv) {
       connections = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--policy"))
       policy = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--log-level"))
+      log_level = argv[i + 1];
   }
   seconds = std::min(std::max(seconds, 0.5), 30.0);
   connections = std::min(std::max(connections, 1), 1024);
   const char* url = bench::database_url();
-  log::set_level(log::level::error);
+  // Served as in production: an access line per request (to /dev/null, by
+  // the asynchronous writer), unless told otherwise.
+  log::level level = log::level::info;
+  if (!log::parse_level(log_level, level)) {
+    std::fprintf(stderr, "--log-level: debug, info, warn or error\n");
+    return 2;
+  }
+  std::FILE* devnull = std::fopen("/dev/null", "w");
+  log::set_sink(devnull);
+  log::set_level(level);
   storage::ensure_sodium();
 
   config::service_config cfg;
@@ -217,7 +234,8 @@ int main(int argc, char** argv) {
   actor_config actor_cfg{false};
   actor_cfg.apply(cfg.scheduler);
   caf::actor_system sys{actor_cfg};
-  auto store = *spawn_storage(sys, cfg.database, keys);
+  auto audit = std::make_shared<storage::audit_queue>(default_audit_queue_rows);
+  auto store = *spawn_storage(sys, cfg.database, keys, {}, audit);
   // One stored API key per load connection, so requests spread over actors.
   {
     caf::scoped_actor self{sys};
@@ -235,6 +253,12 @@ int main(int argc, char** argv) {
   auto deps = make_registry_deps(cfg, catalog);
   deps.storage = store;
   deps.provider_client = client;
+  // As serve wires them (app/commands.cpp): the board the fast lane reads,
+  // the team lookup cache, the audit queue the storage actor writes.
+  auto board = std::make_shared<token_board>();
+  auto teams = std::make_shared<storage::team_lookup_cache>(std::chrono::seconds(60), 100000);
+  deps.board = board;
+  deps.teams = teams;
   auto registry_handle = sys.spawn(registry, std::move(deps));
   {
     caf::scoped_actor self{sys};
@@ -251,10 +275,14 @@ int main(int argc, char** argv) {
   ctx->registry = registry_handle;
   ctx->provider_client = client;
   ctx->keys = keys;
+  ctx->board = board;
+  ctx->audit = audit;
+  ctx->teams = teams;
   std::vector<front_actor> fronts;
   for (int i = 0; i < cfg.listen.threads; ++i)
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
-  http::server server{cfg.listen, fronts};
+  auto lane = std::make_shared<token_fast_lane>(ctx);
+  http::server server{cfg.listen, fronts, lane};
   server.start();
 
   // The real answer's size, for a like-for-like constant.
@@ -290,28 +318,51 @@ int main(int argc, char** argv) {
   uint16_t baseline_port = static_cast<uint16_t>(baseline->getPort());
 
   auto duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
-  std::printf("token over HTTP: %d keep-alive connections, %.1f s each, scheduler %s, body %zu bytes\n",
-              connections, seconds, policy.c_str(), sample_body.size());
-  std::printf("%-24s %12s %9s %9s %7s\n", "server", "requests/s", "p50 us", "p99 us", "errors");
-  // Interleaved twice so drift on a shared machine hits both alike.
-  figures base_total, real_total;
-  for (int round = 0; round < 2; ++round) {
-    auto base = load(baseline_port, probe, connections, duration / 2);
-    auto real = load(server.port(), probe, connections, duration / 2);
-    base_total.per_second += base.per_second / 2;
-    real_total.per_second += real.per_second / 2;
-    base_total.p50_us = std::max(base_total.p50_us, base.p50_us);
-    base_total.p99_us = std::max(base_total.p99_us, base.p99_us);
-    real_total.p50_us = std::max(real_total.p50_us, real.p50_us);
-    real_total.p99_us = std::max(real_total.p99_us, real.p99_us);
-    base_total.errors += base.errors;
-    real_total.errors += real.errors;
+  std::printf("token over HTTP: %d keep-alive connections, %.1f s per cell, scheduler %s, "
+              "log level %s, body %zu bytes\n",
+              connections, seconds, policy.c_str(), log_level.c_str(), sample_body.size());
+  // Each connection asks for its own user's token, so requests spread over
+  // connections as they would in production.
+  auto requests_for = [&](bool with_team) {
+    std::vector<std::string> out;
+    for (int i = 0; i < connections; ++i)
+      out.push_back("GET /api/internal/tokens/stripe?user_id=user-" + std::to_string(i) +
+                    (with_team ? "&team_id=acme" : "") +
+                    " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Services-Token: " + service_token +
+                    "\r\n\r\n");
+    return out;
+  };
+  std::printf("%-34s %12s %9s %9s %7s %8s %8s\n", "server", "requests/s", "p50 us", "p99 us",
+              "errors", "ratio", "p99 x");
+  for (bool with_team : {true, false}) {
+    auto requests = requests_for(with_team);
+    // The same number of requests to the baseline, which ignores them.
+    // Interleaved twice so drift on a shared machine hits both alike.
+    figures base_total, real_total;
+    for (int round = 0; round < 2; ++round) {
+      auto base = load(baseline_port, requests, connections, duration / 2);
+      auto real = load(server.port(), requests, connections, duration / 2);
+      base_total.per_second += base.per_second / 2;
+      real_total.per_second += real.per_second / 2;
+      base_total.p50_us = std::max(base_total.p50_us, base.p50_us);
+      base_total.p99_us = std::max(base_total.p99_us, base.p99_us);
+      real_total.p50_us = std::max(real_total.p50_us, real.p50_us);
+      real_total.p99_us = std::max(real_total.p99_us, real.p99_us);
+      base_total.errors += base.errors;
+      real_total.errors += real.errors;
+    }
+    std::printf("%-34s %12.0f %9.1f %9.1f %7ld %8s %8s\n", "bare Pistache constant",
+                base_total.per_second, base_total.p50_us, base_total.p99_us, base_total.errors, "",
+                "");
+    std::printf("%-34s %12.0f %9.1f %9.1f %7ld %8.2f %8.2f\n",
+                with_team ? "GET /api/internal/tokens, team_id" : "GET /api/internal/tokens, no team",
+                real_total.per_second, real_total.p50_us, real_total.p99_us, real_total.errors,
+                real_total.per_second / base_total.per_second, real_total.p99_us / base_total.p99_us);
+    std::fflush(stdout);
   }
-  std::printf("%-24s %12.0f %9.1f %9.1f %7ld\n", "bare Pistache constant", base_total.per_second,
-              base_total.p50_us, base_total.p99_us, base_total.errors);
-  std::printf("%-24s %12.0f %9.1f %9.1f %7ld\n", "GET /api/internal/tokens", real_total.per_second,
-              real_total.p50_us, real_total.p99_us, real_total.errors);
-  std::printf("ratio (token route / baseline): %.2f\n", real_total.per_second / base_total.per_second);
+  std::printf("served from snapshots: %lld; audit rows written: %lld, refused: %lld\n",
+              static_cast<long long>(board->served()), static_cast<long long>(audit->written()),
+              static_cast<long long>(audit->refused()));
   baseline->shutdown();
   server.stop();
   for (auto& f : fronts)
@@ -321,5 +372,7 @@ int main(int argc, char** argv) {
   caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
   sys.await_all_actors_done();
   ::unlink(secret_path);
+  log::set_sink(nullptr);
+  std::fclose(devnull);
   return 0;
 }

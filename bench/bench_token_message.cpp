@@ -189,6 +189,8 @@ int main(int argc, char** argv) {
   entry->name = "github";
   std::vector<token_source> conns;
   std::vector<token_source> bare;
+  // As serve wires them: actors publish what they serve (actors/token_board.hpp).
+  auto board = std::make_shared<token_board>();
   for (int i = 0; i < connections; ++i) {
     connection_key key{"team-" + std::to_string(i % 97), "user-" + std::to_string(i), "github"};
     token_record r;
@@ -206,6 +208,7 @@ int main(int argc, char** argv) {
     deps->provider = entry;
     deps->instance_id = "bench";
     deps->wall_offset_ms = steady_to_wall_offset_ms();
+    deps->board = board;
     auto actor = sys.spawn(connection, key, std::optional<token_record>{r}, deps);
     conns.push_back(caf::actor_cast<token_source>(actor));
     if (i < 1024)

@@ -4,6 +4,13 @@
 // fields such as `request_id`. Secrets must never be passed in: as a second
 // line of defence, fields whose names look like credentials are replaced by
 // "[redacted]" before the line is written.
+//
+// Lines are written by spdlog's asynchronous logger (issue 18): the caller
+// formats its line and queues it; one background thread writes. So no
+// request waits for a slow terminal, pipe or disk. The queue holds 65,536
+// lines; beyond that the oldest waiting line is dropped rather than making
+// a request wait (`dropped_lines` counts them). `flush` waits until every
+// line queued before it is written.
 #pragma once
 
 #include <cstdio>
@@ -23,8 +30,23 @@ const char* to_string(level lvl);
 void set_level(level lvl);
 level current_level();
 
+/// Whether lines of `lvl` are written (callers skip building fields).
+bool enabled(level lvl);
+
 /// Redirects output (tests capture into a temporary file). Not owned.
+/// Lines queued before it go to the previous sink.
 void set_sink(std::FILE* sink);
+
+/// Waits (at most 5 s) until every line queued so far is written.
+void flush();
+
+/// Lines dropped because the queue was full, since start.
+size_t dropped_lines();
+
+/// One HTTP request answered: the access line, formatted without building
+/// a JSON document (it is written for every request).
+void request_done(std::string_view request_id, std::string_view method, std::string_view path,
+                  int status, double duration_ms, std::string_view caller);
 
 void write(level lvl, std::string_view component, std::string_view message,
            nlohmann::json fields = nlohmann::json::object());

@@ -102,7 +102,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "rate_limit",
                                 "log", "scheduler", "refresh", "token_service", "key_signing",
-                                "cluster", "events",
+                                "cluster", "events", "audit",
                                 "providers_file", "providers"});
 
   // listen
@@ -214,6 +214,12 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   auto level_text = reader.get_string(log_node, "log", "level", "info");
   if (!log::parse_level(level_text, cfg.log_level))
     reader.fail(log_node["level"], "log.level", "expected debug, info, warn or error");
+
+  // audit
+  auto audit = root["audit"];
+  reader.expect_keys(audit, "audit", {"queue_rows"});
+  cfg.audit_queue_rows =
+    reader.get_int(audit, "audit", "queue_rows", cfg.audit_queue_rows, 1, 10'000'000);
 
   // scheduler
   auto sched = root["scheduler"];

@@ -232,6 +232,9 @@ struct service_config {
   oauth_config oauth;
   rate_limit_config rate_limit;
   log::level log_level = log::level::info;
+  /// Audit rows of token reads waiting to be written; a token read that
+  /// finds this many waiting is refused with 503 (storage/audit_queue.hpp).
+  int64_t audit_queue_rows = 100000;
   scheduler_config scheduler;
   refresh_config refresh;
   token_service_config token_service;

@@ -1,5 +1,7 @@
 #include "http/answer_writer.hpp"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
@@ -66,17 +68,29 @@ void answer_socket::finish() {
     ::shutdown(fd_, SHUT_WR);
 }
 
+void serialize_response_into(std::string& out, std::string_view version, int status,
+                             std::string_view reason,
+                             const std::vector<std::pair<std::string, std::string>>& headers,
+                             std::string_view body) {
+  out.clear();
+  out.reserve(256 + body.size());
+  char number[24];
+  out.append(version).append(" ");
+  out.append(number, static_cast<size_t>(std::snprintf(number, sizeof number, "%d", status)));
+  out.append(" ").append(reason).append("\r\n");
+  for (auto& [name, value] : headers)
+    out.append(name).append(": ").append(value).append("\r\n");
+  out.append("Content-Length: ");
+  out.append(number, static_cast<size_t>(std::snprintf(number, sizeof number, "%zu", body.size())));
+  out.append("\r\n\r\n");
+  out.append(body);
+}
+
 std::string serialize_response(std::string_view version, int status, std::string_view reason,
                                const std::vector<std::pair<std::string, std::string>>& headers,
                                std::string_view body) {
   std::string out;
-  out.reserve(256 + body.size());
-  out.append(version).append(" ").append(std::to_string(status)).append(" ").append(reason);
-  out += "\r\n";
-  for (auto& [name, value] : headers)
-    out.append(name).append(": ").append(value).append("\r\n");
-  out.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n\r\n");
-  out.append(body);
+  serialize_response_into(out, version, status, reason, headers, body);
   return out;
 }
 

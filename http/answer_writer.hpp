@@ -64,4 +64,11 @@ std::string serialize_response(std::string_view version, int status, std::string
                                const std::vector<std::pair<std::string, std::string>>& headers,
                                std::string_view body);
 
+/// The same, written into `out` (cleared first): a thread reuses one
+/// buffer for every answer instead of allocating one each time.
+void serialize_response_into(std::string& out, std::string_view version, int status,
+                             std::string_view reason,
+                             const std::vector<std::pair<std::string, std::string>>& headers,
+                             std::string_view body);
+
 } // namespace cm::http

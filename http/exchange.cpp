@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -11,12 +12,11 @@
 
 namespace cm::http {
 
-std::string request::header(const std::string& name) const {
-  std::string lower = name;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  auto it = headers.find(lower);
-  return it == headers.end() ? std::string{} : it->second;
+std::string request::header(std::string_view name) const {
+  for (auto& [have, value] : headers)
+    if (have.size() == name.size() && ::strncasecmp(have.data(), name.data(), name.size()) == 0)
+      return value;
+  return {};
 }
 
 std::optional<std::string> request::query_param(const std::string& name) const {
@@ -91,9 +91,7 @@ bool exchange::reply(response res) {
   if (!replied_.compare_exchange_strong(expected, true))
     return false;
   res.headers.emplace_back("X-Request-Id", req_.request_id);
-  log::info("http", "request done",
-            {{"request_id", req_.request_id}, {"method", req_.method}, {"path", req_.path},
-             {"status", res.status}});
+  log_request_done(req_, res.status, caller_);
   try {
     write_(std::move(res));
   } catch (const std::exception&) {
@@ -151,6 +149,17 @@ std::string new_request_id() {
   for (int i = 0; i < 8; ++i)
     std::snprintf(out + 2 * i, 3, "%02x", b[i]);
   return out;
+}
+
+} // namespace cm::http
+
+namespace cm::http {
+
+void log_request_done(const request& req, int status, std::string_view caller) {
+  if (!log::enabled(log::level::info))
+    return;
+  std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - req.received;
+  log::request_done(req.request_id, req.method, req.path, status, took.count(), caller);
 }
 
 } // namespace cm::http

@@ -8,10 +8,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,15 +30,18 @@ struct request {
   std::string path;
   /// Decoded query parameters (the last value wins for repeated keys).
   std::map<std::string, std::string> query;
-  /// Header names in lower case.
-  std::map<std::string, std::string> headers;
+  /// Headers as the client sent them; names are compared without case
+  /// only when one is read (`header`), not lower-cased for every request.
+  std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   std::string remote_address;
   /// Random id, echoed as X-Request-Id and put on every log line.
   std::string request_id;
+  /// When the request was complete, for the duration on its log line.
+  std::chrono::steady_clock::time_point received = std::chrono::steady_clock::now();
 
   /// A header value by (case-insensitive) name, or "".
-  std::string header(const std::string& name) const;
+  std::string header(std::string_view name) const;
   std::optional<std::string> query_param(const std::string& name) const;
 };
 
@@ -84,6 +89,10 @@ public:
 
   bool replied() const { return replied_.load(); }
 
+  /// Names the caller's kind on the access line ("service", "user");
+  /// "anonymous" until the route authenticated it.
+  void set_caller(const char* kind) { caller_ = kind; }
+
   /// Answers with a stream instead of a response: writes the status line
   /// and `headers` and returns the stream; nullptr when this request cannot
   /// stream or was answered already (nothing written), or when the client
@@ -96,6 +105,7 @@ private:
   writer write_;
   stream_opener open_stream_;
   std::atomic<bool> replied_{false};
+  const char* caller_ = "anonymous";
 };
 
 /// Percent-decodes a query component ('+' means space); false on a bad escape.
@@ -106,5 +116,9 @@ bool parse_query(std::string_view raw, std::map<std::string, std::string>& out);
 
 /// A random request id (16 hex digits).
 std::string new_request_id();
+
+/// Logs the access line of an answered request: method, path, status,
+/// duration, the caller's kind ("service", "user", "anonymous").
+void log_request_done(const request& req, int status, std::string_view caller);
 
 } // namespace cm::http

@@ -54,8 +54,12 @@ void write_response(answer_socket& socket, const std::weak_ptr<Tcp::Peer>& peer,
     headers.emplace_back("Connection", "Close");
   auto code = static_cast<Http::Code>(res.status);
   auto patience = on_reactor_thread ? std::chrono::milliseconds(0) : answer_patience;
-  socket.write(serialize_response(version, res.status, Http::codeString(code), headers, res.body),
-               patience);
+  // One buffer per thread, reused for every answer it writes.
+  thread_local std::string wire;
+  serialize_response_into(wire, version, res.status, Http::codeString(code), headers, res.body);
+  socket.write(wire, patience);
+  if (wire.capacity() > 64 * 1024)
+    std::string{}.swap(wire); // a large answer does not pin its buffer
   // Announced, so done: the client reads the answer, then end of stream.
   if (!keep_alive)
     socket.finish();
@@ -157,8 +161,9 @@ class handler : public Http::Handler {
 public:
   HTTP_PROTOTYPE(handler)
 
-  handler(std::shared_ptr<const std::vector<front_actor>> fronts, guard_limits limits)
-    : fronts_(std::move(fronts)), limits_(limits) {}
+  handler(std::shared_ptr<const std::vector<front_actor>> fronts, guard_limits limits,
+          std::shared_ptr<fast_lane> lane)
+    : fronts_(std::move(fronts)), limits_(limits), lane_(std::move(lane)) {}
 
   /// Every byte from a client arrives here first (Pistache's own onInput is
   /// replaced, not called): the guard lets through validated requests one
@@ -223,12 +228,10 @@ public:
       req.method = Http::methodString(pistache_req.method());
       req.path = normalize_path(pistache_req.resource());
       req.remote_address = pistache_req.address().host();
-      for (auto& [name, raw] : pistache_req.headers().rawList()) {
-        std::string lower = name;
-        std::transform(lower.begin(), lower.end(), lower.begin(),
-                       [](unsigned char c) { return std::tolower(c); });
-        req.headers[lower] = raw.value();
-      }
+      const auto& raw_headers = pistache_req.headers().rawList();
+      req.headers.reserve(raw_headers.size());
+      for (auto& [name, raw] : raw_headers)
+        req.headers.emplace_back(name, raw.value());
       // HTTP/1.1 keeps the connection unless the client asked to close it.
       auto connection = req.header("connection");
       std::transform(connection.begin(), connection.end(), connection.begin(),
@@ -259,6 +262,16 @@ public:
       }
       req.query = std::move(query);
       req.body = pistache_req.body();
+      if (lane_ && query_ok) {
+        response res;
+        const char* caller = "anonymous";
+        if (lane_->answer(req, res, caller)) {
+          res.headers.emplace_back("X-Request-Id", req.request_id);
+          log_request_done(req, res.status, caller);
+          write(std::move(res));
+          return;
+        }
+      }
       exchange::stream_opener opener;
       if (streaming_route(req))
         opener = stream_opener_for(pistache_writer, order, ticket);
@@ -357,13 +370,15 @@ private:
 
   std::shared_ptr<const std::vector<front_actor>> fronts_;
   guard_limits limits_;
+  std::shared_ptr<fast_lane> lane_;
   static inline std::atomic<size_t> next_{0};
 };
 
 } // namespace
 
-server::server(const config::listen_config& cfg, std::vector<front_actor> fronts)
-  : cfg_(cfg), fronts_(std::move(fronts)) {}
+server::server(const config::listen_config& cfg, std::vector<front_actor> fronts,
+               std::shared_ptr<fast_lane> lane)
+  : cfg_(cfg), fronts_(std::move(fronts)), lane_(std::move(lane)) {}
 
 server::~server() { stop(); }
 
@@ -392,7 +407,8 @@ void server::start() {
   limits.head_timeout = cfg_.header_timeout;
   limits.body_timeout = cfg_.body_timeout;
   endpoint_->setHandler(
-    Http::make_handler<handler>(std::make_shared<const std::vector<front_actor>>(fronts_), limits));
+    Http::make_handler<handler>(std::make_shared<const std::vector<front_actor>>(fronts_), limits,
+                                lane_));
   endpoint_->serveThreaded();
   running_ = true;
   log::info("http", "listening", {{"address", cfg_.address}, {"port", port()}});

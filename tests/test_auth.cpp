@@ -79,7 +79,7 @@ nlohmann::json user_claims(long exp_offset = 600) {
 
 request with_header(const std::string& name, const std::string& value) {
   request r;
-  r.headers[name] = value;
+  r.headers.emplace_back(name, value);
   return r;
 }
 

@@ -50,6 +50,8 @@ struct deterministic : ::testing::Test {
   storage::cluster_view_ptr cluster;
   /// Null: refreshes in flight are not bounded.
   refresh_gate_actor gate;
+  /// Null: snapshots stay with their actor (actors/token_board.hpp).
+  token_board_ptr board;
 
   deterministic() {
     // Actors here never exit by themselves; the test coordinator does not
@@ -128,6 +130,7 @@ struct deterministic : ::testing::Test {
     d.seed = seed;
     d.cluster = cluster;
     d.gate = gate;
+    d.board = board;
     return shared;
   }
 
@@ -1332,4 +1335,91 @@ TEST_F(deterministic, ThePhaseFollowsTheConnectionThroughItsLife) {
   EXPECT_EQ(status(missing).phase, connection_phase::load_failed);
   caf::anon_send(other, remove_atom_v);
   sched.run();
+}
+
+// -- the token board (issue 18) ------------------------------------------------
+
+TEST_F(deterministic, ASnapshotIsServedUntilItsRefreshWindowAndNeverOnceTheRefreshStarts) {
+  board = std::make_shared<token_board>();
+  auto record = seed(key, 3600'000);
+  auto conn = spawn(record);
+  EXPECT_EQ(board->serve(key, now()), nullptr) << "nothing is published before a read";
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  auto snapshot = board->serve(key, now());
+  ASSERT_NE(snapshot, nullptr);
+  EXPECT_EQ(snapshot->grant.access_token.reveal(), "at-0");
+  // It ends where the refresh window opens: before expiry, by the margin
+  // and at most the jitter.
+  EXPECT_LE(snapshot->serve_until_ms, record.expires_at_ms - 300'000);
+  EXPECT_GE(snapshot->serve_until_ms, record.expires_at_ms - 600'000);
+  EXPECT_EQ(board->serve(key, snapshot->serve_until_ms), nullptr);
+  EXPECT_NE(board->serve(key, snapshot->serve_until_ms - 1), nullptr);
+
+  // While the refresh runs, the board has nothing for the connection.
+  bool empty_during_refresh = false;
+  script->on_request = [&] { empty_during_refresh = board->serve(key, now() - 1) == nullptr; };
+  script->answers.push_back(token_ok("at-1", "rt-1", 3600));
+  advance_to(snapshot->serve_until_ms);
+  ASSERT_EQ(script->requests.size(), 1u) << "the planned refresh ran";
+  EXPECT_TRUE(empty_during_refresh);
+  EXPECT_EQ(board->serve(key, now()), nullptr) << "the old snapshot is gone";
+  got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-1");
+  auto fresh = board->serve(key, now());
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_EQ(fresh->grant.access_token.reveal(), "at-1");
+  EXPECT_GT(fresh->version, snapshot->version);
+}
+
+TEST_F(deterministic, AKeyHeldByAWriterIsReadAgainBeforeItsTokenIsServed) {
+  board = std::make_shared<token_board>();
+  auto conn = spawn(seed(key, 3600'000));
+  ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_NE(board->serve(key, now()), nullptr);
+  // A reconnect: the route holds the key, then stores the new grant. The
+  // actor has not heard of it (its reload is still on its way).
+  board->hold(key);
+  EXPECT_EQ(board->serve(key, now()), nullptr);
+  auto& row = repo->rows[key].record;
+  row.access_token = secret{"at-reconnected"};
+  row.version += 1;
+  auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(got->at(0)->access_token.reveal(), "at-reconnected")
+    << "a token older than the one stored was served from memory";
+  // Read again under the new fence: published once more.
+  ASSERT_TRUE(ask(conn)->at(0));
+  auto snapshot = board->serve(key, now());
+  ASSERT_NE(snapshot, nullptr);
+  EXPECT_EQ(snapshot->grant.access_token.reveal(), "at-reconnected");
+}
+
+TEST_F(deterministic, AStoppedOrReloadedActorLeavesNoSnapshot) {
+  board = std::make_shared<token_board>();
+  auto conn = spawn(seed(key, 3600'000));
+  ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_NE(board->serve(key, now()), nullptr);
+  caf::anon_send(conn, reload_atom_v);
+  sched.run();
+  EXPECT_EQ(board->serve(key, now()), nullptr) << "a reload withdraws at once";
+  ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_NE(board->serve(key, now()), nullptr);
+  caf::anon_send_exit(conn, caf::exit_reason::user_shutdown);
+  sched.run();
+  EXPECT_EQ(board->serve(key, now()), nullptr) << "a disconnected actor's token stays out";
+  EXPECT_EQ(board->size(), 0u);
+}
+
+TEST_F(deterministic, WithOtherInstancesLiveNothingIsServedFromTheBoard) {
+  cluster = std::make_shared<storage::cluster_view>(std::chrono::seconds(60));
+  cluster->observed(storage::cluster_view::clock::now(), 0);
+  board = std::make_shared<token_board>(cluster);
+  auto conn = spawn(seed(key, 3600'000));
+  ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_NE(board->serve(key, now()), nullptr);
+  // Another instance joins: it could store a newer token at any time.
+  cluster->observed(storage::cluster_view::clock::now(), 1);
+  EXPECT_EQ(board->serve(key, now()), nullptr);
 }

@@ -63,6 +63,93 @@ TEST(Tokens, InternalEndpointServesTheAccessTokenNeverTheRefreshToken) {
   EXPECT_EQ(w.fake.refresh_calls(), 0) << "valid tokens come from memory";
 }
 
+/// Issue 18: audit rows of token reads are written off the request path,
+/// in batches, and every token handed out has its row.
+TEST(Tokens, EveryServedTokenHasItsAuditRow) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  w.seed("bob", 3600'000);
+  server_process server{w.options()};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  std::set<std::string> served;
+  for (int i = 0; i < 40; ++i) {
+    auto user = i % 2 ? std::string{"alice"} : std::string{"bob"};
+    auto r = token_call(server.port(), "user_id=" + user + (i % 4 < 2 ? "&team_id=acme" : ""));
+    ASSERT_EQ(r.status, 200) << r.body;
+    ASSERT_FALSE(r.headers["x-request-id"].empty());
+    served.insert(r.headers["x-request-id"]);
+  }
+  ASSERT_EQ(served.size(), 40u);
+  // Written while the server runs, not only at its exit.
+  EXPECT_EQ(psql_int_eventually(w.db, "SELECT count(*) FROM audit_log WHERE action = 'token.read'",
+                                40, 10s),
+            40);
+  std::string ids;
+  for (auto& id : served)
+    ids += (ids.empty() ? "'" : ",'") + id + "'";
+  EXPECT_EQ(w.count("SELECT count(DISTINCT request_id) FROM audit_log WHERE action = 'token.read' "
+                    "AND actor_id = 'reporting' AND request_id IN (" + ids + ")"),
+            40);
+  server.stop();
+}
+
+TEST(Tokens, AFullAuditQueueRefusesTokenReadsInsteadOfServingThemUnaudited) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  auto opts = w.options();
+  opts.extra_yaml += "audit:\n  queue_rows: 3\n";
+  server_process server{opts};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  ASSERT_EQ(token_call(server.port(), "user_id=alice&team_id=acme").status, 200);
+  ASSERT_EQ(psql_int_eventually(w.db, "SELECT count(*) FROM audit_log WHERE action = 'token.read'",
+                                1, 10s),
+            1);
+  // The audit log cannot be written: a session holds its table locked.
+  temp_dir dir;
+  child_process locker{{"/bin/sh", "-c", "exec psql \"$1\" -v ON_ERROR_STOP=1 -c \"$2\"", "sh",
+                        w.db,
+                        "BEGIN; LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE; "
+                        "SELECT pg_sleep(120);"},
+                       dir.file("locker.log")};
+  ASSERT_EQ(psql_int_eventually(w.db,
+                                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
+                                "l.relation WHERE c.relname = 'audit_log' AND l.granted AND "
+                                "l.mode = 'AccessExclusiveLock'",
+                                1, 10s),
+            1);
+  int ok = 1, refused = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto r = token_call(server.port(), "user_id=alice" + std::string(i % 2 ? "&team_id=acme" : ""));
+    if (r.status == 200) {
+      ++ok;
+      continue;
+    }
+    ASSERT_EQ(r.status, 503) << r.body;
+    EXPECT_EQ(r.json()["error"]["code"], "unavailable");
+    EXPECT_FALSE(r.headers["retry-after"].empty());
+    EXPECT_EQ(r.raw.find("at-seed-alice"), std::string::npos) << "no token in a refusal";
+    ++refused;
+  }
+  EXPECT_EQ(ok, 1 + 3) << "exactly the queue's rows were handed out";
+  EXPECT_EQ(refused, 7);
+  auto health = http_call(server.port(), "GET", "/api/v1/health").json();
+  EXPECT_EQ(health["tokens"]["audit_waiting"], 3);
+  EXPECT_EQ(health["tokens"]["audit_refused"], 7);
+  // The lock goes: the waiting rows are written, reads are served again.
+  psql(w.db, "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = "
+             "l.relation WHERE c.relname = 'audit_log' AND l.granted AND "
+             "l.mode = 'AccessExclusiveLock'");
+  locker.wait_exit(10s);
+  EXPECT_EQ(psql_int_eventually(w.db, "SELECT count(*) FROM audit_log WHERE action = 'token.read'",
+                                ok, 15s),
+            ok);
+  auto again = token_call(server.port(), "user_id=alice&team_id=acme");
+  EXPECT_EQ(again.status, 200) << again.body;
+  server.stop();
+  EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE action = 'token.read'"), ok + 1)
+    << "one row per token handed out, none for a refusal";
+}
+
 TEST(Tokens, InternalEndpointRefusesTheWrongCallersAndInputs) {
   token_world w;
   w.seed("alice", 3600'000);
