@@ -41,7 +41,7 @@ auto guarded(F&& f) -> caf::result<decltype(f())> {
   }
 }
 
-constexpr size_t audit_batch_rows = 500;
+constexpr size_t audit_batch_rows = 4000;
 
 using storage_self = storage_actor::stateful_pointer<storage_state>;
 
@@ -49,19 +49,26 @@ using storage_self = storage_actor::stateful_pointer<storage_state>;
 /// when the database refused them (they stay queued).
 bool write_audit_batch(storage_self self) {
   auto& st = self->state;
-  auto batch = st.audit->peek(audit_batch_rows);
+  auto batch = st.audit->take(audit_batch_rows);
   if (batch.empty())
     return true;
   try {
     st.tokens->audit_batch(batch);
-    st.audit->pop(batch.size());
+    st.audit->written(batch.size());
     return true;
   } catch (const std::exception&) {
+    st.audit->put_back(std::move(batch));
     log::error("storage", "could not write audit rows; will retry",
                {{"pending", st.audit->size()}});
     return false;
   }
 }
+
+/// How long the writer lets rows gather after a batch that left fewer than
+/// a full batch waiting: each COPY costs a parse, a round trip and a
+/// commit, so at thousands of token reads a second, batches of tens of
+/// rows spent more on those than on the rows (issue 18).
+constexpr auto audit_gather_delay = std::chrono::milliseconds(50);
 
 /// The writer's loop: a batch per message, so other requests interleave,
 /// until the queue is empty; after a failure, again in a second.
@@ -70,8 +77,12 @@ void drain_audit(storage_self self) {
     self->delayed_send(self, std::chrono::seconds(1), audit_atom_v);
     return;
   }
-  if (self->state.audit->keep_writing())
+  if (!self->state.audit->keep_writing())
+    return;
+  if (self->state.audit->size() >= audit_batch_rows)
     self->send(self, audit_atom_v);
+  else
+    self->delayed_send(self, audit_gather_delay, audit_atom_v);
 }
 
 // Group commit. A refresh storm sends leases and completions faster than

@@ -361,7 +361,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::printf("served from snapshots: %lld; audit rows written: %lld, refused: %lld\n",
-              static_cast<long long>(board->served()), static_cast<long long>(audit->written()),
+              static_cast<long long>(board->served()), static_cast<long long>(audit->written_total()),
               static_cast<long long>(audit->refused()));
   baseline->shutdown();
   server.stop();

@@ -1,6 +1,6 @@
 #include "http/answer_writer.hpp"
 
-#include <cstdio>
+#include <charconv>
 
 #include <algorithm>
 #include <cerrno>
@@ -76,12 +76,12 @@ void serialize_response_into(std::string& out, std::string_view version, int sta
   out.reserve(256 + body.size());
   char number[24];
   out.append(version).append(" ");
-  out.append(number, static_cast<size_t>(std::snprintf(number, sizeof number, "%d", status)));
+  out.append(number, std::to_chars(number, number + sizeof number, status).ptr);
   out.append(" ").append(reason).append("\r\n");
   for (auto& [name, value] : headers)
     out.append(name).append(": ").append(value).append("\r\n");
   out.append("Content-Length: ");
-  out.append(number, static_cast<size_t>(std::snprintf(number, sizeof number, "%zu", body.size())));
+  out.append(number, std::to_chars(number, number + sizeof number, body.size()).ptr);
   out.append("\r\n\r\n");
   out.append(body);
 }

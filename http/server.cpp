@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -172,6 +173,10 @@ public:
   /// requests, and closes the connection.
   void onInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer) override {
     std::shared_ptr<connection_state> state;
+    // Named once, so operators (top -H) and profiles can tell the threads
+    // that read requests from the actors' and the log writer's.
+    thread_local bool named = (::prctl(PR_SET_NAME, "cm.http"), true);
+    (void)named;
     on_reactor_thread = true;
     struct leave_reactor {
       ~leave_reactor() { on_reactor_thread = false; }

@@ -7,7 +7,7 @@
 // the read is refused with 503 and Retry-After instead of being served
 // unaudited (`try_push`). Rows of changes already made (connects, admin
 // changes) are always taken (`push`): refusing them would not undo the
-// change. Rows leave the queue only once written.
+// change. Rows count against the capacity until they are written.
 //
 // Waking the writer costs one message per idle period, not one per row:
 // the push that finds the writer idle says so, its caller sends the
@@ -46,10 +46,13 @@ public:
   /// Queues a row whatever the queue holds.
   pushed push(audit_entry entry);
 
-  /// Copies of up to `max` of the oldest rows; they stay queued.
-  std::vector<audit_entry> peek(size_t max) const;
-  /// Removes the `n` oldest rows (written).
-  void pop(size_t n);
+  /// Takes up to `max` of the oldest rows to write. They still count
+  /// against the capacity until `written` or `put_back` says how it went.
+  std::vector<audit_entry> take(size_t max);
+  /// The rows taken last were written.
+  void written(size_t n);
+  /// The rows taken last could not be written: first in line again.
+  void put_back(std::vector<audit_entry> rows);
   /// The writer is done with a batch: true when rows are waiting (it stays
   /// awake and goes on), false when the queue is empty (it sleeps; the
   /// next push wakes it).
@@ -60,7 +63,7 @@ public:
   /// Rows refused by try_push since start (tests, health).
   int64_t refused() const { return refused_.load(std::memory_order_relaxed); }
   /// Rows written since start.
-  int64_t written() const { return written_.load(std::memory_order_relaxed); }
+  int64_t written_total() const { return written_.load(std::memory_order_relaxed); }
 
 private:
   pushed push_locked(audit_entry&& entry);
@@ -68,6 +71,8 @@ private:
   const size_t capacity_;
   mutable std::mutex mutex_;
   std::deque<audit_entry> rows_;
+  /// Taken by the writer, not yet written.
+  size_t in_flight_ = 0;
   bool writer_awake_ = false;
   std::atomic<int64_t> refused_{0};
   std::atomic<int64_t> written_{0};

@@ -178,6 +178,34 @@ result database::exec_script(const std::string& sql) {
   return result{res};
 }
 
+void database::copy_in(const std::string& copy_sql, std::string_view rows) {
+  ensure_connected();
+  PGresult* res = PQexec(conn_, copy_sql.c_str());
+  if (res == nullptr || PQresultStatus(res) != PGRES_COPY_IN)
+    fail_from(res, "copy");
+  PQclear(res);
+  // libpq takes the data in pieces of at most INT_MAX bytes.
+  constexpr size_t piece = 1 << 20;
+  for (size_t at = 0; at < rows.size(); at += piece) {
+    auto n = std::min(piece, rows.size() - at);
+    if (PQputCopyData(conn_, rows.data() + at, static_cast<int>(n)) != 1) {
+      PQputCopyEnd(conn_, "client failed to send");
+      break;
+    }
+  }
+  PQputCopyEnd(conn_, nullptr);
+  PGresult* last = nullptr;
+  // Read every result: the COPY's own, then the end of the command.
+  while (PGresult* next = PQgetResult(conn_)) {
+    if (last != nullptr)
+      PQclear(last);
+    last = next;
+  }
+  if (last == nullptr || PQresultStatus(last) != PGRES_COMMAND_OK)
+    fail_from(last, "copy");
+  PQclear(last);
+}
+
 database::transaction::transaction(database& db) : db_(db), nested_(db.in_transaction_) {
   if (nested_)
     return;
