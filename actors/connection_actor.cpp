@@ -285,13 +285,19 @@ void check_version(self_ptr self) {
 /// connect or disconnect held the key), so it must be read again first.
 std::optional<token_grant> publish(self_ptr self) {
   auto& s = self->state;
-  if (phase_of(self) != connection_phase::serving)
+  // Without a board (a guest: holds never reach it), nothing is kept.
+  if (phase_of(self) != connection_phase::serving || !s.deps->board)
     return make_grant(self);
+  // A row handed over by the registry was read before this actor could
+  // read the fence: it may predate a hold, so it is read again first.
+  if (!s.fence_known)
+    return std::nullopt;
   auto snapshot = std::make_shared<served_token>();
   snapshot->grant = make_grant(self);
   snapshot->serve_until_ms = serve_until_ms(self);
   snapshot->version = s.record->version;
-  if (s.deps->board && !s.deps->board->publish(s.key, snapshot, s.board_fence))
+  snapshot->crowded = s.deps->board->crowded();
+  if (!s.deps->board->publish(s.key, snapshot, s.board_fence))
     return std::nullopt;
   s.published = snapshot;
   return snapshot->grant;
@@ -304,10 +310,14 @@ caf::result<token_grant> serve_newest(self_ptr self) {
   if (alone(self)) {
     if (auto grant = publish(self))
       return std::move(*grant);
-    // Written since it was read: serve what a fresh read finds.
+    // Written since it was read: serve what a fresh read finds. Requests
+    // meanwhile wait for the same read.
     s.waiters.push_back(self->make_response_promise<token_grant>());
     auto promise = s.waiters.back();
-    load(self);
+    if (!s.reading_for_board) {
+      s.reading_for_board = true;
+      load(self);
+    }
     return promise;
   }
   s.confirming.push_back(self->make_response_promise<token_grant>());
@@ -335,6 +345,7 @@ void finish_handover_if_idle(self_ptr self) {
   for (auto& p : s.handovers)
     p.deliver(true);
   s.handovers.clear();
+  unpublish(self);
   self->quit();
 }
 
@@ -505,6 +516,7 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
           // Disconnected meanwhile: the tokens belong to nobody now.
           end_refresh(self);
           fail_waiters(self, make_error(ec::not_found, "no such connection"));
+          unpublish(self);
           self->quit();
           return;
         }
@@ -693,6 +705,7 @@ void take_lease(self_ptr self, mode m, int32_t polls) {
         }
         if (code == ec::not_found) {
           fail_waiters(self, make_error(ec::not_found, "no such connection"));
+          unpublish(self);
           self->quit();
           return;
         }
@@ -725,6 +738,8 @@ void revalidate(self_ptr self) {
           return;
         }
         auto reason = "the provider rejected the key (" + verdict.reason + ")";
+        // Before the lease: from here on the row may say needs_reauth.
+        unpublish(self);
         auto& st = self->state;
         self->request(st.deps->repository, storage_timeout(self), lease_atom_v, st.key,
                       st.deps->instance_id, settings(self).lease_ms)
@@ -889,6 +904,8 @@ void load(self_ptr self) {
         if (!current || row.version >= current->version)
           set_record(self, std::move(row));
         self->state.board_fence = fence;
+        self->state.fence_known = true;
+        self->state.reading_for_board = false;
         // A refresh running or waiting for its gate slot meanwhile answers
         // the waiters and re-arms the timer itself; answering here would
         // hand out the old token (to a forced request, too: its flag went
@@ -899,6 +916,7 @@ void load(self_ptr self) {
         serve_waiters(self);
       },
       [=](caf::error& err) {
+        self->state.reading_for_board = false;
         // A refresh running or queued meanwhile (a reload raced a tick)
         // owns the record and answers the waiters; stopping under it could
         // lose the refresh token it is storing.
@@ -945,8 +963,6 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     self->quit(msg.reason);
   });
   if (initial) {
-    if (s.deps->board)
-      s.board_fence = s.deps->board->fence(s.key);
     s.record = std::move(initial);
     arm_timer(self);
     armed_after_hydration.fetch_add(1, std::memory_order_relaxed);
@@ -959,7 +975,8 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
       // The snapshot is dropped by every change of state here; the clock,
       // other instances and a writer's hold on the board retire it too.
       if (!force && st.published && now_ms(self) < st.published->serve_until_ms &&
-          !st.published->withdrawn.load(std::memory_order_acquire) && alone(self))
+          !st.published->withdrawn.load(std::memory_order_acquire) && st.deps->board &&
+          st.deps->board->current(*st.published))
         return st.published->grant;
       switch (phase_of(self)) {
         case connection_phase::load_failed:
@@ -1044,8 +1061,10 @@ connection(connection_actor::stateful_pointer<connection_state> self, connection
     [=](remove_atom) {
       // The pause after a failed load is over (unless a reload since then
       // found the row).
-      if (self->state.load_failure)
+      if (self->state.load_failure) {
+        unpublish(self);
         self->quit();
+      }
     },
     [=](reload_atom) {
       // Written elsewhere: nothing from memory until it is read again.

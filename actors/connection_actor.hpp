@@ -201,6 +201,13 @@ struct connection_state {
   /// Waiting for a slot at the refresh gate (not refreshing yet: a
   /// handover or shutdown does not wait for it).
   bool awaiting_slot = false;
+  /// The row in memory was read by this actor after reading the board's
+  /// fence (false for a row handed over at spawn: read again before it is
+  /// published).
+  bool fence_known = false;
+  /// A read of the row is on its way because the board refused a
+  /// publication; requests meanwhile wait for it instead of reading too.
+  bool reading_for_board = false;
   /// An urgent claim is among those waiting (see claim_slot).
   bool awaiting_urgent = false;
   /// The refresh in flight was asked for explicitly (force).

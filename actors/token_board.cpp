@@ -17,84 +17,78 @@ std::string token_board::key_text(std::string_view team, std::string_view user,
   return out;
 }
 
-token_board::stripe& token_board::stripe_of(const std::string& text) const {
-  return stripes_[std::hash<std::string>{}(text) % stripe_count];
-}
+size_t token_board::hash_of(const std::string& text) { return std::hash<std::string>{}(text); }
 
 served_token_ptr token_board::serve(std::string_view team, std::string_view user,
                                     std::string_view provider, int64_t now_ms) const {
   if (!alone())
     return nullptr;
   auto text = key_text(team, user, provider);
-  auto& s = stripe_of(text);
+  auto& s = stripe_of(hash_of(text));
   served_token_ptr found;
   {
     std::lock_guard<std::mutex> guard{s.mutex};
     auto it = s.entries.find(text);
     if (it == s.entries.end())
       return nullptr;
-    found = it->second.snapshot;
+    found = it->second;
   }
-  if (!found || now_ms >= found->serve_until_ms)
+  if (now_ms >= found->serve_until_ms || !current(*found))
     return nullptr;
   served_.fetch_add(1, std::memory_order_relaxed);
   return found;
 }
 
 uint32_t token_board::fence(const connection_key& key) const {
-  auto text = key_text(key.team_id, key.user_id, key.provider);
-  auto& s = stripe_of(text);
-  std::lock_guard<std::mutex> guard{s.mutex};
-  auto it = s.entries.find(text);
-  return it == s.entries.end() ? 0 : it->second.fence;
+  auto h = hash_of(key_text(key.team_id, key.user_id, key.provider));
+  return fences_[h % fence_slots].load(std::memory_order_acquire);
 }
 
 bool token_board::publish(const connection_key& key, served_token_ptr snapshot,
                           uint32_t seen_fence) {
   auto text = key_text(key.team_id, key.user_id, key.provider);
-  auto& s = stripe_of(text);
+  auto h = hash_of(text);
+  auto& s = stripe_of(h);
   std::lock_guard<std::mutex> guard{s.mutex};
-  auto& e = s.entries[text];
-  if (e.fence != seen_fence)
+  if (fences_[h % fence_slots].load(std::memory_order_relaxed) != seen_fence)
     return false;
-  e.snapshot = std::move(snapshot);
+  s.entries[std::move(text)] = std::move(snapshot);
   return true;
 }
 
 void token_board::withdraw(const connection_key& key) {
   auto text = key_text(key.team_id, key.user_id, key.provider);
-  auto& s = stripe_of(text);
+  auto& s = stripe_of(hash_of(text));
   served_token_ptr gone; // released outside the lock
   std::lock_guard<std::mutex> guard{s.mutex};
   auto it = s.entries.find(text);
   if (it == s.entries.end())
     return;
-  gone = std::move(it->second.snapshot);
-  if (gone)
-    gone->withdrawn.store(true, std::memory_order_release);
-  // A key never held needs no entry to remember its fence by.
-  if (it->second.fence == 0)
-    s.entries.erase(it);
+  gone = std::move(it->second);
+  gone->withdrawn.store(true, std::memory_order_release);
+  s.entries.erase(it);
 }
 
 void token_board::hold(const connection_key& key) {
   auto text = key_text(key.team_id, key.user_id, key.provider);
-  auto& s = stripe_of(text);
+  auto h = hash_of(text);
+  auto& s = stripe_of(h);
   served_token_ptr gone;
   std::lock_guard<std::mutex> guard{s.mutex};
-  auto& e = s.entries[text];
-  gone = std::move(e.snapshot);
-  if (gone)
-    gone->withdrawn.store(true, std::memory_order_release);
-  ++e.fence;
+  fences_[h % fence_slots].fetch_add(1, std::memory_order_acq_rel);
+  auto it = s.entries.find(text);
+  if (it == s.entries.end())
+    return;
+  gone = std::move(it->second);
+  gone->withdrawn.store(true, std::memory_order_release);
+  s.entries.erase(it);
 }
 
 size_t token_board::size() const {
   size_t n = 0;
   for (auto& s : stripes_) {
     std::lock_guard<std::mutex> guard{s.mutex};
-    for (auto& [text, e] : s.entries)
-      n += e.snapshot ? 1 : 0;
+    n += s.entries.size();
   }
   return n;
 }

@@ -13,16 +13,20 @@
 // request goes to the actor as before.
 //
 // Writers outside the actor (a reconnect or disconnect storing a new row)
-// `hold` the key before they write: the snapshot goes, and a publication
-// from a view read before the hold is refused (its fence is old). The
-// actor's next load, which the writer asks for after storing, reads the
-// new fence and may publish again. So a token older than the newest stored
-// is never served from here (issue 9's rule).
+// `hold` the key before they write and again once it is stored: the
+// snapshot goes, and a publication from a view read before the hold is
+// refused (its fence is old), so the actor reads its row again first. So
+// a token older than the newest stored is never served from here (issue
+// 9's rule). Fences live in a fixed array of slots that keys share by
+// hash, not per key: memory stays bounded by the snapshots published, and
+// a hold on another key of the same slot only costs an actor one read.
 //
 // While other instances are live, a token in memory may be older than the
 // one another instance stored; the actor then checks the stored version on
 // every read, and the board serves nothing (`serve` is empty unless the
-// cluster view says this instance is alone).
+// cluster view says this instance is alone). A snapshot published before
+// another instance was seen is never served again, even once this one is
+// alone again (the cluster view's `crowded` count moved since).
 #pragma once
 
 #include <array>
@@ -48,6 +52,8 @@ struct served_token {
   int64_t serve_until_ms = std::numeric_limits<int64_t>::max();
   /// The row version it was read from (tests, logs).
   int64_t version = 0;
+  /// The cluster view's `crowded` count when it was published.
+  uint64_t crowded = 0;
   /// Set when the board lets go of it (a withdraw or a hold): whoever kept
   /// a copy of the pointer (its actor) stops serving it too.
   mutable std::atomic<bool> withdrawn{false};
@@ -106,23 +112,34 @@ public:
   /// Whether serving from the board is allowed at all right now.
   bool alone() const { return !cluster_ || cluster_->alone(); }
 
+  /// Whether `snapshot` may still be served: this instance is alone, and
+  /// has seen nobody else since it was published.
+  bool current(const served_token& snapshot) const {
+    return !cluster_ || (cluster_->alone() && cluster_->crowded() == snapshot.crowded);
+  }
+
+  /// What a snapshot published now records (see `current`).
+  uint64_t crowded() const { return cluster_ ? cluster_->crowded() : 0; }
+
 private:
-  struct entry {
-    served_token_ptr snapshot;
-    uint32_t fence = 0;
-  };
   struct stripe {
     mutable std::mutex mutex;
-    std::unordered_map<std::string, entry> entries;
+    std::unordered_map<std::string, served_token_ptr> entries;
   };
   static constexpr size_t stripe_count = 64;
+  /// A multiple of stripe_count, so a slot's fence is always changed under
+  /// the same stripe's lock.
+  static constexpr size_t fence_slots = 64 * stripe_count;
 
   static std::string key_text(std::string_view team, std::string_view user,
                               std::string_view provider);
-  stripe& stripe_of(const std::string& text) const;
+  static size_t hash_of(const std::string& text);
+  stripe& stripe_of(size_t hash) const { return stripes_[hash % stripe_count]; }
 
   storage::cluster_view_ptr cluster_;
   mutable std::array<stripe, stripe_count> stripes_;
+  /// Changed only under the lock of the stripe of the keys they serve.
+  std::array<std::atomic<uint32_t>, fence_slots> fences_{};
   mutable std::atomic<int64_t> served_{0};
 };
 

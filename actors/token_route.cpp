@@ -30,12 +30,19 @@ nlohmann::json grant_json(const token_grant& g) {
           {"metadata", metadata.is_object() ? metadata : nlohmann::json::object()}};
 }
 
+/// Whether answers of the team lookup cache may be used: only while this
+/// instance is alone, since another instance's connect reaches the cache
+/// only when its event does.
+bool use_team_cache(const front_context& ctx) {
+  return ctx.teams && (!ctx.board || ctx.board->alone());
+}
+
 /// The team named by the request, or the user's only team for the
 /// provider as the cache knows it; "" when neither is known yet.
 std::string team_of(const front_context& ctx, const http::request& req, std::string_view user,
                     std::string_view provider) {
   auto team = req.query_param("team_id").value_or(req.query_param("org_id").value_or(""));
-  if (!team.empty() || !ctx.teams)
+  if (!team.empty() || !use_team_cache(ctx))
     return team;
   auto teams = ctx.teams->find(user, provider);
   if (!teams || teams->size() != 1)
@@ -127,7 +134,7 @@ void internal_token(const call& c) {
     else
       serve_token(c, {teams.front(), user, provider});
   };
-  auto& cache = c.ctx().teams;
+  auto cache = use_team_cache(c.ctx()) ? c.ctx().teams : nullptr;
   if (cache)
     if (auto teams = cache->find(user, *provider)) {
       answer(c, user, *provider, *teams);
@@ -140,8 +147,8 @@ void internal_token(const call& c) {
   auto copy = c;
   c.self->request(c.ctx().storage, budget(c), teams_atom_v, user, *provider)
     .then(
-      [copy, user, provider, answer, generation](const std::vector<std::string>& teams) {
-        if (auto& cache = copy.ctx().teams)
+      [copy, user, provider, answer, generation, cache](const std::vector<std::string>& teams) {
+        if (cache)
           cache->store(user, *provider, teams, generation);
         answer(copy, user, *provider, teams);
       },

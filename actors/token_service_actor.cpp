@@ -12,7 +12,7 @@ token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
               registry_actor registry, connector_config_store_actor audit,
               std::shared_ptr<shared_authenticator> auth,
-              std::shared_ptr<const storage::keyring> peers) {
+              std::shared_ptr<const storage::keyring> peers, storage::audit_queue_ptr audit_rows) {
   auto accepted = peers ? storage::accepted_peer_tokens(*peers) : std::vector<std::string>{};
   return {
     [=](get_token_atom, const std::string& service_token,
@@ -31,15 +31,31 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
       entry.action = "token.read";
       entry.target = key.provider + "/" + key.user_id;
       entry.remote_addr = "caf-middleman";
-      entry.details = nlohmann::json{{"via", "actor"}}.dump();
-      self->send(audit, audit_atom_v, std::move(entry));
+      entry.details = R"({"via":"actor"})";
       // Not delegate(): the answer would then come from the connection
       // actor itself and hand the remote caller its address, bypassing the
       // service-token check for every later message.
       auto promise = self->make_response_promise<token_grant>();
       self->request(registry, std::chrono::seconds(30), get_token_atom_v, key, false)
-        .then([promise](token_grant& grant) mutable { promise.deliver(std::move(grant)); },
-              [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+        .then(
+          [=](token_grant& grant) mutable {
+            // Recorded before it is handed out, never served unaudited
+            // (as over HTTP, actors/token_route.hpp).
+            if (!audit_rows) {
+              self->send(audit, audit_atom_v, std::move(entry));
+            } else {
+              auto queued = audit_rows->try_push(std::move(entry));
+              if (queued == storage::audit_queue::pushed::full) {
+                promise.deliver(make_error(
+                  ec::unavailable, "the audit log is behind; the token was not handed out"));
+                return;
+              }
+              if (queued == storage::audit_queue::pushed::queued_wake)
+                self->send(audit, audit_atom_v);
+            }
+            promise.deliver(std::move(grant));
+          },
+          [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
       return promise;
     },
     [=](forward_atom, const std::string& peer_token, const connection_key& key,

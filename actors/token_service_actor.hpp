@@ -49,10 +49,14 @@ struct token_service_state {
 
 /// `peers` checks the token other instances forward with
 /// (storage/peer_token.hpp); null: forwarded requests are refused.
+/// `audit_rows`: where token reads are recorded before they are answered
+/// (storage/audit_queue.hpp; full: the read is refused as unavailable);
+/// null: each row is sent to `audit` as a message.
 token_service_actor::behavior_type
 token_service(token_service_actor::stateful_pointer<token_service_state> self,
               registry_actor registry, connector_config_store_actor audit,
               std::shared_ptr<shared_authenticator> auth,
-              std::shared_ptr<const storage::keyring> peers);
+              std::shared_ptr<const storage::keyring> peers,
+              storage::audit_queue_ptr audit_rows = nullptr);
 
 } // namespace cm

@@ -408,6 +408,16 @@ int cmd_serve(const config::service_config& cfg, char**) {
     // instance takes no lease and stores nothing.
     heartbeat->leave();
     caf::anon_send_exit(key_signer_handle, caf::exit_reason::user_shutdown);
+    // Whoever records token reads (the fronts, the token service) is gone
+    // before the audit writer's last drain, so no row is queued after it.
+    std::vector<caf::actor> recorders;
+    for (auto& f : fronts)
+      recorders.push_back(caf::actor_cast<caf::actor>(f));
+    if (service)
+      recorders.push_back(caf::actor_cast<caf::actor>(service));
+    if (!wait_for_exit(sys, recorders, std::chrono::seconds(5)))
+      log::warn("main", "request handlers still running at shutdown; audit rows they queue "
+                        "from now on may not be written");
     stop_pool();
   };
   {
@@ -437,7 +447,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   std::unique_ptr<token_port_gate> gate;
   if (cfg.token_service.enabled) {
     service = sys.spawn(token_service, registry_handle, connector_config_store_actor{*admin},
-                        service_auth, keys);
+                        service_auth, keys, audit);
     // Not middleman().publish(): the gate bounds what peers can make the
     // process allocate before their service token is checked.
     auto started = token_port_gate::start(sys, service, cfg.token_service);

@@ -77,12 +77,13 @@ private:
   uint64_t flushes_ = 0;
 };
 
-constexpr size_t queue_lines = 65536;
+/// Chunks of up to 16 KiB (see line_batch): at most 16 MiB waiting.
+constexpr size_t queue_chunks = 1024;
 
 struct async_writer {
   std::shared_ptr<line_sink> sink = std::make_shared<line_sink>();
   std::shared_ptr<spdlog::details::thread_pool> pool =
-    std::make_shared<spdlog::details::thread_pool>(queue_lines, 1);
+    std::make_shared<spdlog::details::thread_pool>(queue_chunks, 1);
   std::shared_ptr<spdlog::async_logger> logger = std::make_shared<spdlog::async_logger>(
     "cm", sink, pool, spdlog::async_overflow_policy::overrun_oldest);
   async_writer() {
@@ -119,34 +120,44 @@ public:
   }
 
   void add(level lvl, std::string_view line) {
-    std::string chunk;
-    {
-      std::lock_guard<std::mutex> guard{mutex_};
-      pending_.append(line).push_back('\n');
-      if (lvl < level::warn && pending_.size() < chunk_bytes)
-        return;
-      chunk.swap(pending_);
-    }
-    writer().logger->log(spdlog_level(lvl), "{}", chunk);
+    // Handed over under the lock, so chunks reach the queue in the order
+    // their lines were logged (with overrun_oldest, the queue never blocks).
+    std::lock_guard<std::mutex> guard{mutex_};
+    pending_.append(line).push_back('\n');
+    if (lvl < level::warn && pending_.size() < chunk_bytes)
+      return;
+    writer().logger->log(spdlog_level(lvl), "{}", pending_);
+    pending_.clear();
   }
 
   /// Hands over whatever waits.
   void hand_over() {
-    std::string chunk;
-    {
-      std::lock_guard<std::mutex> guard{mutex_};
-      chunk.swap(pending_);
-    }
-    if (!chunk.empty())
-      writer().logger->log(spdlog::level::info, "{}", chunk);
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (pending_.empty())
+      return;
+    writer().logger->log(spdlog::level::info, "{}", pending_);
+    pending_.clear();
   }
 
 private:
   static constexpr size_t chunk_bytes = 16 * 1024;
 
   [[noreturn]] void run() {
+    size_t dropped = 0;
     for (;;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      // Chunks the queue dropped (it was full) are reported, not silent.
+      auto now_dropped = writer().pool->overrun_counter();
+      if (now_dropped != dropped) {
+        auto line = nlohmann::json{{"time", rfc3339(unix_now_ms())},
+                                   {"level", "warn"},
+                                   {"component", "log"},
+                                   {"msg", "log lines dropped: the writer fell behind"},
+                                   {"chunks", now_dropped - dropped}}
+                      .dump();
+        dropped = now_dropped;
+        add(level::warn, line);
+      }
       hand_over();
     }
   }

@@ -8,9 +8,10 @@
 // Lines are written by spdlog's asynchronous logger (issue 18): the caller
 // formats its line and queues it; one background thread writes. So no
 // request waits for a slow terminal, pipe or disk. Lines are handed to the
-// writer in chunks (common/log.cpp says why); its queue holds 65,536 of
-// them, and beyond that the oldest waiting chunk is dropped rather than
-// making a request wait (`dropped_lines` counts them). `flush` waits until
+// writer in chunks (common/log.cpp says why); its queue holds 1,024 of
+// them (16 MiB at most), and beyond that the oldest waiting chunk is
+// dropped rather than making a request wait (`dropped_lines` counts them,
+// and a warning says so). `flush` waits until
 // every line logged before it is written.
 #pragma once
 

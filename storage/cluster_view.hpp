@@ -25,9 +25,17 @@ public:
   /// A heartbeat sent at `sent` saw `others` live instances besides this one.
   void observed(clock::time_point sent, int64_t others) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(sent.time_since_epoch()).count();
+    // Counted first: whoever sees the word say "others" sees the count move.
+    if (others > 0)
+      crowded_.fetch_add(1, std::memory_order_acq_rel);
     // Low bit: others present. The rest: when the heartbeat was sent.
     word_.store((ms << 1) | (others > 0 ? 1 : 0), std::memory_order_release);
   }
+
+  /// Heartbeats that saw other instances, since start: a token held in
+  /// memory from before the last of them may be older than the stored one
+  /// even once this instance is alone again (actors/token_board.hpp).
+  uint64_t crowded() const { return crowded_.load(std::memory_order_acquire); }
 
   /// Whether nobody else can have stored a newer token than the ones this
   /// instance holds in memory. False until the first heartbeat.
@@ -45,6 +53,7 @@ public:
 private:
   std::chrono::milliseconds trust_;
   std::atomic<int64_t> word_{-1};
+  std::atomic<uint64_t> crowded_{0};
 };
 
 using cluster_view_ptr = std::shared_ptr<cluster_view>;

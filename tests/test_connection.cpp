@@ -1344,7 +1344,14 @@ TEST_F(deterministic, ASnapshotIsServedUntilItsRefreshWindowAndNeverOnceTheRefre
   auto record = seed(key, 3600'000);
   auto conn = spawn(record);
   EXPECT_EQ(board->serve(key, now()), nullptr) << "nothing is published before a read";
+  // The row came with the spawn, read before the actor could read the
+  // board's fence: the first read reads it again, and publishes nothing.
+  auto finds_before = repo->finds;
   auto got = ask(conn);
+  ASSERT_TRUE(got->at(0));
+  EXPECT_EQ(repo->finds, finds_before + 1);
+  EXPECT_EQ(board->serve(key, now()), nullptr);
+  got = ask(conn);
   ASSERT_TRUE(got->at(0));
   auto snapshot = board->serve(key, now());
   ASSERT_NE(snapshot, nullptr);
@@ -1377,6 +1384,7 @@ TEST_F(deterministic, AKeyHeldByAWriterIsReadAgainBeforeItsTokenIsServed) {
   board = std::make_shared<token_board>();
   auto conn = spawn(seed(key, 3600'000));
   ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_TRUE(ask(conn)->at(0));
   ASSERT_NE(board->serve(key, now()), nullptr);
   // A reconnect: the route holds the key, then stores the new grant. The
   // actor has not heard of it (its reload is still on its way).
@@ -1400,6 +1408,7 @@ TEST_F(deterministic, AStoppedOrReloadedActorLeavesNoSnapshot) {
   board = std::make_shared<token_board>();
   auto conn = spawn(seed(key, 3600'000));
   ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_TRUE(ask(conn)->at(0));
   ASSERT_NE(board->serve(key, now()), nullptr);
   caf::anon_send(conn, reload_atom_v);
   sched.run();
@@ -1418,8 +1427,42 @@ TEST_F(deterministic, WithOtherInstancesLiveNothingIsServedFromTheBoard) {
   board = std::make_shared<token_board>(cluster);
   auto conn = spawn(seed(key, 3600'000));
   ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_TRUE(ask(conn)->at(0));
   ASSERT_NE(board->serve(key, now()), nullptr);
   // Another instance joins: it could store a newer token at any time.
   cluster->observed(storage::cluster_view::clock::now(), 1);
   EXPECT_EQ(board->serve(key, now()), nullptr);
+  // It leaves again: what was published before it came stays unserved
+  // (its events may not all have arrived), here and by the actor.
+  cluster->observed(storage::cluster_view::clock::now(), 0);
+  ASSERT_TRUE(cluster->alone());
+  EXPECT_EQ(board->serve(key, now()), nullptr);
+  auto finds_before = repo->finds;
+  ASSERT_TRUE(ask(conn)->at(0));
+  ASSERT_TRUE(ask(conn)->at(0));
+  EXPECT_NE(board->serve(key, now()), nullptr) << "published afresh";
+  EXPECT_EQ(repo->finds, finds_before) << "the actor answers from memory, as it did before";
+}
+
+TEST_F(deterministic, AGuestKeepsNoSnapshot) {
+  board = std::make_shared<token_board>();
+  auto d = std::make_shared<connection_deps>(*deps());
+  d->owner = false;
+  d->board = nullptr; // as the registry builds a guest's deps
+  auto conn = sys.spawn(connection, key, std::optional<token_record>{seed(key, 3600'000)},
+                        connection_deps_ptr{d});
+  spawned.push_back(conn);
+  sched.run();
+  for (int i = 0; i < 3; ++i) {
+    auto got = ask(conn);
+    ASSERT_TRUE(got->at(0));
+  }
+  EXPECT_EQ(board->size(), 0u);
+  // A writer changes the row: the guest serves what it holds until told,
+  // as before issue 18; nothing of it can outlive the reload.
+  repo->rows[key].record.access_token = secret{"at-new"};
+  repo->rows[key].record.version += 1;
+  caf::anon_send(conn, reload_atom_v);
+  sched.run();
+  EXPECT_EQ(ask(conn)->at(0)->access_token.reveal(), "at-new");
 }

@@ -3,6 +3,8 @@
 // refreshes, several instances refreshing one connection at expiry, and a
 // second CAF program fetching a token by actor message.
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 
@@ -148,6 +150,41 @@ TEST(Tokens, AFullAuditQueueRefusesTokenReadsInsteadOfServingThemUnaudited) {
   server.stop();
   EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE action = 'token.read'"), ok + 1)
     << "one row per token handed out, none for a refusal";
+}
+
+TEST(Tokens, AServiceTokenRevokedByAHotReloadFetchesNothingMoreEvenFromSnapshots) {
+  token_world w;
+  w.seed("alice", 3600'000);
+  auto opts = w.options();
+  const std::string billing = "svc-token-billing-0003";
+  opts.service_tokens.push_back({"billing", billing, {"FETCH_CONFIG"}});
+  server_process server{opts};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  // Read twice: the second answer comes from the connection's snapshot.
+  for (int i = 0; i < 2; ++i)
+    ASSERT_EQ(token_call(server.port(), "user_id=alice&team_id=acme", billing).status, 200);
+  // The operator revokes the billing token and reloads.
+  std::string text;
+  {
+    std::ifstream in(server.config_path());
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  auto digest = http::sha256_hex(billing);
+  auto at = text.find(digest);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, digest.size(), http::sha256_hex("a-token-nobody-holds"));
+  {
+    std::ofstream out(server.config_path(), std::ios::trunc);
+    out << text;
+  }
+  auto reloaded = http_call(server.port(), "POST", "/api/v1/connectors/updateAppConfig",
+                            {{"X-Services-Token", service_token}}, "{}");
+  ASSERT_EQ(reloaded.status, 200) << reloaded.body;
+  auto refused = token_call(server.port(), "user_id=alice&team_id=acme", billing);
+  EXPECT_EQ(refused.status, 401) << refused.body;
+  EXPECT_EQ(refused.raw.find("at-seed-alice"), std::string::npos);
+  EXPECT_EQ(token_call(server.port(), "user_id=alice&team_id=acme").status, 200);
+  server.stop();
 }
 
 TEST(Tokens, InternalEndpointRefusesTheWrongCallersAndInputs) {

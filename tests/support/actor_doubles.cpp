@@ -21,6 +21,7 @@ memory_repository(token_repository_actor::stateful_pointer<repo_state> self,
   };
   return {
     [=](find_atom, const connection_key& key) -> caf::result<token_record> {
+      ++data->finds;
       if (data->fail_finds != ec::none)
         return make_error(data->fail_finds, "find failed");
       auto it = data->rows.find(key);

@@ -33,6 +33,8 @@ struct repo_data {
   /// (event type, reason) in write order.
   std::vector<std::pair<std::string, std::string>> events;
   int leases_granted = 0;
+  /// Rows read (`find`).
+  int finds = 0;
   /// Version checks answered (a token served from memory while other
   /// instances are live).
   int version_checks = 0;
