@@ -56,17 +56,23 @@ bool token_board::publish(const connection_key& key, served_token_ptr snapshot,
   return true;
 }
 
+served_token_ptr token_board::take_locked(stripe& s, const std::string& text) {
+  auto it = s.entries.find(text);
+  if (it == s.entries.end())
+    return nullptr;
+  auto gone = std::move(it->second);
+  // Whoever kept a copy (its actor) stops serving it too.
+  gone->withdrawn.store(true, std::memory_order_release);
+  s.entries.erase(it);
+  return gone;
+}
+
 void token_board::withdraw(const connection_key& key) {
   auto text = key_text(key.team_id, key.user_id, key.provider);
   auto& s = stripe_of(hash_of(text));
   served_token_ptr gone; // released outside the lock
   std::lock_guard<std::mutex> guard{s.mutex};
-  auto it = s.entries.find(text);
-  if (it == s.entries.end())
-    return;
-  gone = std::move(it->second);
-  gone->withdrawn.store(true, std::memory_order_release);
-  s.entries.erase(it);
+  gone = take_locked(s, text);
 }
 
 void token_board::hold(const connection_key& key) {
@@ -76,12 +82,7 @@ void token_board::hold(const connection_key& key) {
   served_token_ptr gone;
   std::lock_guard<std::mutex> guard{s.mutex};
   fences_[h % fence_slots].fetch_add(1, std::memory_order_acq_rel);
-  auto it = s.entries.find(text);
-  if (it == s.entries.end())
-    return;
-  gone = std::move(it->second);
-  gone->withdrawn.store(true, std::memory_order_release);
-  s.entries.erase(it);
+  gone = take_locked(s, text);
 }
 
 size_t token_board::size() const {

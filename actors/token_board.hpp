@@ -135,6 +135,9 @@ private:
                               std::string_view provider);
   static size_t hash_of(const std::string& text);
   stripe& stripe_of(size_t hash) const { return stripes_[hash % stripe_count]; }
+  /// Removes the key's snapshot, marked withdrawn; the caller holds the
+  /// stripe's lock (and releases the pointer after it).
+  static served_token_ptr take_locked(stripe& s, const std::string& text);
 
   storage::cluster_view_ptr cluster_;
   mutable std::array<stripe, stripe_count> stripes_;

@@ -144,16 +144,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check_refusal(got.error());
 
     http::request req;
-    req.headers["authorization"] = "Bearer " + token;
+    req.headers.emplace_back("Authorization", "Bearer " + token);
     auto via_header = w.auth->authenticate(req);
     CM_FUZZ_CHECK(static_cast<bool>(via_header) == static_cast<bool>(got),
                   "a Bearer header means the same as the token");
-    req.headers["authorization"] = token;
+    req.headers.emplace_back("authorization", token);
     auto raw = w.auth->authenticate(req);
     if (raw)
       check_identity(*raw);
     http::request svc;
-    svc.headers["x-services-token"] = token;
+    svc.headers.emplace_back("X-Services-Token", token);
     auto as_service = w.auth->authenticate(svc);
     CM_FUZZ_CHECK(static_cast<bool>(as_service) == (token == service_token),
                   "only the configured service token is a service token");

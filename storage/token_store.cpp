@@ -650,21 +650,17 @@ void token_store::audit_batch(const std::vector<audit_entry>& entries) {
   for (auto& e : entries) {
     bool object = e.details.size() >= 2 && e.details.front() == '{' && e.details.back() == '}' &&
                   nlohmann::json::accept(e.details);
-    append_copy_field(rows, e.team_id, false);
-    rows.push_back('\t');
-    append_copy_field(rows, e.actor_type, false);
-    rows.push_back('\t');
-    append_copy_field(rows, e.actor_id, false);
-    rows.push_back('\t');
-    append_copy_field(rows, e.action, false);
-    rows.push_back('\t');
-    append_copy_field(rows, e.target, true);
-    rows.push_back('\t');
-    append_copy_field(rows, e.remote_addr, true);
-    rows.push_back('\t');
-    append_copy_field(rows, e.request_id, true);
-    rows.push_back('\t');
-    append_copy_field(rows, object ? std::string_view(e.details) : std::string_view("{}"), false);
+    // The COPY's columns in order; target, address and request id are
+    // NULL when empty.
+    const std::pair<std::string_view, bool> fields[] = {
+      {e.team_id, false},     {e.actor_type, false}, {e.actor_id, false},
+      {e.action, false},      {e.target, true},      {e.remote_addr, true},
+      {e.request_id, true},   {object ? std::string_view(e.details) : "{}", false}};
+    for (size_t i = 0; i < std::size(fields); ++i) {
+      if (i > 0)
+        rows.push_back('\t');
+      append_copy_field(rows, fields[i].first, fields[i].second);
+    }
     rows.push_back('\n');
   }
   db_.copy_in("COPY audit_log (team_id, actor_type, actor_id, action, target, remote_addr, "
