@@ -278,6 +278,46 @@ void check_version(self_ptr self) {
       });
 }
 
+/// Reads the row again under the board's current fence: after a writer
+/// held the key (requests wait for it), or to publish a row handed over at
+/// spawn. Unlike a load, a failure is not the connection's: a database
+/// that cannot be asked cannot have stored anything newer either, so the
+/// waiters are served from memory as before (docs/DECISIONS.md, "The
+/// newest token across instances"); a row that is gone goes the load's way.
+void read_for_board(self_ptr self) {
+  auto& s = self->state;
+  if (s.reading_for_board)
+    return;
+  s.reading_for_board = true;
+  uint32_t fence = s.deps->board->fence(s.key);
+  self->request(s.deps->repository, storage_timeout(self), find_atom_v, s.key)
+    .then(
+      [=](token_record& row) {
+        auto& st = self->state;
+        st.reading_for_board = false;
+        // A refresh meanwhile holds the newer truth and answers the
+        // waiters itself; the fence is learnt next time.
+        if (st.refreshing || st.awaiting_slot)
+          return;
+        if (!st.record || row.version >= st.record->version)
+          set_record(self, std::move(row));
+        st.board_fence = fence;
+        st.fence_known = true;
+        arm_timer(self);
+        serve_waiters(self);
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        st.reading_for_board = false;
+        if (code_of(err) == ec::not_found) {
+          load(self);
+          return;
+        }
+        if (st.record && !st.refreshing && !st.awaiting_slot)
+          serve_waiters(self);
+      });
+}
+
 /// The token in memory, kept as this actor's snapshot and put on the
 /// board when nothing is about to change it (phase serving), so the next
 /// requests are answered without a message to this actor. Nothing when
@@ -289,9 +329,12 @@ std::optional<token_grant> publish(self_ptr self) {
   if (phase_of(self) != connection_phase::serving || !s.deps->board)
     return make_grant(self);
   // A row handed over by the registry was read before this actor could
-  // read the fence: it may predate a hold, so it is read again first.
-  if (!s.fence_known)
-    return std::nullopt;
+  // read the fence: it may predate a hold, so it is not published before
+  // it was read again; meanwhile it is served as it always was.
+  if (!s.fence_known) {
+    read_for_board(self);
+    return make_grant(self);
+  }
   auto snapshot = std::make_shared<served_token>();
   snapshot->grant = make_grant(self);
   snapshot->serve_until_ms = serve_until_ms(self);
@@ -314,10 +357,7 @@ caf::result<token_grant> serve_newest(self_ptr self) {
     // meanwhile wait for the same read.
     s.waiters.push_back(self->make_response_promise<token_grant>());
     auto promise = s.waiters.back();
-    if (!s.reading_for_board) {
-      s.reading_for_board = true;
-      load(self);
-    }
+    read_for_board(self);
     return promise;
   }
   s.confirming.push_back(self->make_response_promise<token_grant>());
@@ -905,7 +945,6 @@ void load(self_ptr self) {
           set_record(self, std::move(row));
         self->state.board_fence = fence;
         self->state.fence_known = true;
-        self->state.reading_for_board = false;
         // A refresh running or waiting for its gate slot meanwhile answers
         // the waiters and re-arms the timer itself; answering here would
         // hand out the old token (to a forced request, too: its flag went
@@ -916,7 +955,6 @@ void load(self_ptr self) {
         serve_waiters(self);
       },
       [=](caf::error& err) {
-        self->state.reading_for_board = false;
         // A refresh running or queued meanwhile (a reload raced a tick)
         // owns the record and answers the waiters; stopping under it could
         // lose the refresh token it is storing.
