@@ -50,7 +50,9 @@ reload_outcome config_reloader::reload() {
     auto cfg = config::load_service_config(file_, environ);
     auto catalog = config::load_provider_catalog(cfg.providers_file);
     config::apply_provider_settings(catalog, cfg.providers);
-    auto auth = std::make_shared<const http::authenticator>(cfg.auth);
+    // The operator's stored tokens carry over: they are not in the file.
+    auto auth = std::make_shared<const http::authenticator>(
+      cfg.auth, current_->auth ? current_->auth->stored_tokens() : nullptr);
     auto deps = std::make_shared<registry_deps>(make_registry_deps(cfg, catalog));
     auto hooks = load_webhook_settings(cfg.events);
 
@@ -67,6 +69,8 @@ reload_outcome config_reloader::reload() {
            cfg.listen.body_timeout != running.listen.body_timeout,
          "listen");
     keep(cfg.database.url != running.database.url, "database");
+    keep(cfg.auth.service_token_poll_ms != running.auth.service_token_poll_ms,
+         "auth.service_token_poll_ms");
     keep(cfg.key_file != running.key_file, "crypto");
     keep(cfg.scheduler.policy != running.scheduler.policy ||
            cfg.scheduler.max_threads != running.scheduler.max_threads,

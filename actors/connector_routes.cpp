@@ -577,16 +577,16 @@ void audit_list(const call& c) {
         for (auto& r : rows)
           entries.push_back({{"id", r.seq},
                              {"at", rfc3339(r.at_ms)},
-                             {"actorType", r.entry.actor_type},
-                             {"actorId", r.entry.actor_id},
+                             {"actor_type", r.entry.actor_type},
+                             {"actor_id", r.entry.actor_id},
                              {"action", r.entry.action},
                              {"target", r.entry.target},
-                             {"remoteAddr", r.entry.remote_addr},
-                             {"requestId", r.entry.request_id},
+                             {"remote_addr", r.entry.remote_addr},
+                             {"request_id", r.entry.request_id},
                              {"details", parse_object(r.entry.details)}});
         nlohmann::json out = {{"entries", entries}};
         // Keyset pagination: pass nextBefore as ?before= for the next page.
-        out["nextBefore"] = rows.size() == static_cast<size_t>(limit) ? nlohmann::json(rows.back().seq)
+        out["next_before"] = rows.size() == static_cast<size_t>(limit) ? nlohmann::json(rows.back().seq)
                                                                        : nlohmann::json();
         ex->reply_json(200, out);
       },

@@ -1,6 +1,7 @@
 #include "actors/front_actor.hpp"
 
 #include "actors/front_call.hpp"
+#include "api/connection_json.hpp"
 #include "actors/api_key_routes.hpp"
 #include "actors/connector_routes.hpp"
 #include "actors/oauth_routes.hpp"
@@ -12,6 +13,7 @@
 
 #include "common/log.hpp"
 #include "common/time.hpp"
+#include "http/cors.hpp"
 #include "http/json_body.hpp"
 #include "http/exchange.hpp"
 #include "http/router.hpp"
@@ -65,31 +67,6 @@ void health(const call& c) {
       });
 }
 
-nlohmann::json summary_json(const token_summary& s, bool with_user,
-                            const config::provider_catalog& catalog) {
-  auto metadata = nlohmann::json::parse(s.metadata, nullptr, false);
-  if (!metadata.is_object())
-    metadata = nlohmann::json::object();
-  nlohmann::json out = {
-    {"provider", s.key.provider},
-    // Service-account keys are stored as refreshable grants but are keys.
-    {"type", s.kind == connection_kind::api_key || (catalog.find(s.key.provider) &&
-                                     catalog.find(s.key.provider)->mode != config::auth_mode::oauth2)
-               ? "api_key" : "oauth"},
-    {"status", name_of(s.status)},
-    {"account", metadata.value("account_name", "")},
-    {"scopes", s.scopes},
-    {"metadata", metadata},
-    {"updated_at", s.updated_at_ms},
-  };
-  out["expires_at"] = s.expires_at_ms == 0 ? nlohmann::json(nullptr) : nlohmann::json(s.expires_at_ms);
-  if (!s.reason.empty())
-    out["reason"] = s.reason;
-  if (with_user)
-    out["user_id"] = s.key.user_id;
-  return out;
-}
-
 /// GET /api/connectors/list[?scope=team]: the caller's connections, or every
 /// member's for aggregation. Never a secret.
 void list_connections(const call& c) {
@@ -106,7 +83,7 @@ void list_connections(const call& c) {
       [ex, team, ctx = c.self->state.ctx](const token_summaries& rows) {
         auto list = nlohmann::json::array();
         for (auto& row : rows)
-          list.push_back(summary_json(row, team, ctx->catalog));
+          list.push_back(api::connection_json(row, ctx->catalog, team));
         ex->reply_json(200, {{"connections", std::move(list)}});
       },
       [ex](const caf::error& err) { ex->reply_error(err); });
@@ -145,7 +122,7 @@ void service_refresh_attempt(front_self self, const exchange_ptr& ex, const conn
                              {"userId", g.key.user_id},
                              {"orgId", g.key.team_id},
                              {"attempts", attempt},
-                             {"expires_at", g.expires_at_ms ? nlohmann::json(rfc3339(g.expires_at_ms))
+                             {"expiresAt", g.expires_at_ms ? nlohmann::json(rfc3339(g.expires_at_ms))
                                                             : nlohmann::json()}});
       },
       [self, ex, key, attempt](const caf::error& err) {
@@ -278,8 +255,24 @@ bool within_rate_limit(front_self self, const exchange_ptr& ex, const http::iden
   return false;
 }
 
+/// The methods the routes whose pattern matches `path` answer, in table
+/// order; empty for an unknown path.
+std::vector<std::string> methods_for(const std::string& path) {
+  std::vector<std::string> methods;
+  for (auto& r : routes()) {
+    http::route_params ignored;
+    if (http::match_path(r.pattern, path, ignored) &&
+        std::find(methods.begin(), methods.end(), r.method) == methods.end())
+      methods.push_back(r.method);
+  }
+  return methods;
+}
+
 void dispatch(front_self self, const exchange_ptr& ex) {
   const auto& req = ex->req();
+  const auto& cfg = self->state.ctx->cfg;
+  for (auto& [name, value] : http::cors_headers(cfg.cors, req))
+    ex->add_header(name, value);
   for (auto& r : routes()) {
     http::route_params params;
     if (r.method != req.method || !http::match_path(r.pattern, req.path, params))
@@ -303,7 +296,23 @@ void dispatch(front_self self, const exchange_ptr& ex) {
     r.handler(c);
     return;
   }
-  ex->reply_error(ec::not_found, "no such route");
+  // A known path asked with another method: 405 naming the methods it
+  // answers (RFC 9110 §15.5.6), and OPTIONS answers for any known path.
+  auto methods = methods_for(req.path);
+  if (methods.empty()) {
+    ex->reply_error(ec::not_found, "no such route");
+    return;
+  }
+  if (req.method == "OPTIONS") {
+    ex->reply(http::options_response(cfg.cors, req, methods));
+    return;
+  }
+  methods.push_back("OPTIONS");
+  auto res = http::error_response(ec::method_not_allowed,
+                                  req.method + " is not allowed here; use " +
+                                    http::join_methods(methods));
+  res.headers.emplace_back("Allow", http::join_methods(methods));
+  ex->reply(std::move(res));
 }
 
 } // namespace

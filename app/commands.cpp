@@ -1,5 +1,9 @@
 #include "app/commands.hpp"
 
+#include "app/arguments.hpp"
+#include "app/help.hpp"
+#include "app/operator_commands.hpp"
+
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -30,6 +34,7 @@
 #include "actors/token_service_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
+#include "common/port_probe.hpp"
 #include "config/provider_catalog.hpp"
 #include "config/service_config.hpp"
 #include "config/yaml_schema.hpp"
@@ -39,6 +44,8 @@
 #include "storage/database.hpp"
 #include "storage/keyring.hpp"
 #include "storage/rekey.hpp"
+#include "storage/service_token_store.hpp"
+#include "storage/service_token_watcher.hpp"
 #include "storage/unbound_format.hpp"
 #include "storage/migrations.hpp"
 #include "storage/instance_heartbeat.hpp"
@@ -114,54 +121,22 @@ bool wait_for_event_hub(caf::actor_system& sys, const event_hub_actor& hub,
   return false;
 }
 
-constexpr const char* usage = R"(usage: connector-manager [COMMAND] [OPTIONS]
 
-Commands:
-  serve                      start the service (default)
-  migrate                    apply database migrations and exit
-  check-config               validate the service file and providers catalog
-  keygen [--out FILE]        write a new key file (mode 0600)
-  keygen --add | --activate ID | --retire ID [--out FILE]
-                             key rotation (docs/STORAGE.md): --add adds a
-                             fresh key decrypt-only; --activate makes it the
-                             key new writes use; --retire removes a key once
-                             no row uses it (checks the database)
-  rekey [--batch-size N] [--pause-ms MS] [--max-passes N]
-                             re-encrypt every row under the active key, in
-                             short batches, beside running servers;
-                             resumable; exit 0 when no row uses an old key
-  mint-token --user U --team T [--admin] [--email E] [--ttl SECONDS]
-                             print a session JWT signed with the HS256 secret
-  hash-token                 read a service token on stdin, print its SHA-256
-                             (for auth.service_tokens[].sha256)
-
-Options:
-  --config FILE              service file (default: $CM_CONFIG or
-                             config/connector-manager.yaml)
-)";
-
-struct arguments {
-  std::string command = "serve";
-  std::map<std::string, std::string> options;
-  std::vector<std::string> flags;
-  bool has_flag(const std::string& f) const {
-    return std::find(flags.begin(), flags.end(), f) != flags.end();
-  }
-  std::string option(const std::string& name, const std::string& fallback = "") const {
-    auto it = options.find(name);
-    return it == options.end() ? fallback : it->second;
-  }
-};
+} // namespace
 
 bool parse_arguments(int argc, char** argv, arguments& out, std::string& problem) {
-  static const std::vector<std::string> valued = {"--config",     "--out",       "--user",
-                                                  "--team",       "--email",     "--ttl",
-                                                  "--activate",   "--retire",    "--batch-size",
-                                                  "--pause-ms",   "--max-passes"};
-  static const std::vector<std::string> switches = {"--admin", "--add", "--help"};
+  static const std::vector<std::string> valued = {
+    "--config",   "--out",        "--user",       "--team",     "--email",
+    "--ttl",      "--activate",   "--retire",     "--batch-size", "--pause-ms",
+    "--max-passes", "--name",     "--scopes",     "--provider", "--limit",
+    "--url"};
+  static const std::vector<std::string> switches = {"--admin", "--add", "--help", "--json",
+                                                    "--all"};
   int i = 1;
   if (i < argc && argv[i][0] != '-')
     out.command = argv[i++];
+  if (has_subcommands(out.command) && i < argc && argv[i][0] != '-')
+    out.subcommand = argv[i++];
   for (; i < argc; ++i) {
     std::string arg = argv[i];
     if (std::find(valued.begin(), valued.end(), arg) != valued.end()) {
@@ -179,6 +154,8 @@ bool parse_arguments(int argc, char** argv, arguments& out, std::string& problem
   }
   return true;
 }
+
+namespace {
 
 std::string config_path(const arguments& args) {
   auto path = args.option("--config");
@@ -207,7 +184,15 @@ int migrate_with_retry(const config::service_config& cfg, std::chrono::seconds p
       return 0;
     } catch (const storage::db_error& e) {
       if (e.code != ec::unavailable || std::chrono::steady_clock::now() > deadline) {
-        log::error("storage", "migration failed", {{"error", e.what()}});
+        if (e.code == ec::unavailable && !db.last_connect_error().empty()) {
+          log::error("storage", "cannot connect to the database",
+                     {{"reason", db.last_connect_error()}});
+          std::cerr << "connector-manager: cannot connect to the database: "
+                    << db.last_connect_error() << "\n"
+                    << "Check database.url (or CM_DATABASE__URL) and that PostgreSQL runs.\n";
+        } else {
+          log::error("storage", "migration failed", {{"error", e.what()}});
+        }
         return 1;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
@@ -228,13 +213,39 @@ int cmd_serve(const config::service_config& cfg, char**) {
   }
   auto catalog = config::load_provider_catalog(cfg.providers_file);
   config::apply_provider_settings(catalog, cfg.providers);
-  auto auth = std::make_shared<const http::authenticator>(cfg.auth);
+  // Service tokens an operator stored (`service-tokens create`), read
+  // after the migrations below and again every auth.service_token_poll_ms.
+  auto stored_tokens = std::make_shared<http::stored_service_tokens>();
+  auto auth = std::make_shared<const http::authenticator>(cfg.auth, stored_tokens);
   auto webhooks = load_webhook_settings(cfg.events);
   // Declared before the actor system: front actors hold a pointer to it.
   config_reloader reloader{cfg.source_file};
 
+  // A port another process holds is said at once, in those words, before
+  // anything is loaded (the listeners themselves report no reason).
+  std::vector<std::pair<std::string, uint16_t>> ports = {{cfg.listen.address, cfg.listen.port}};
+  if (cfg.token_service.enabled)
+    ports.emplace_back(cfg.token_service.address, cfg.token_service.port);
+  for (auto& [address, port] : ports)
+    if (auto problem = bind_problem(address, port); !problem.empty()) {
+      log::error("main", "cannot listen", {{"address", address}, {"port", port},
+                                           {"reason", problem}});
+      std::cerr << "connector-manager: cannot listen: " << problem << "\n"
+                << "Stop the other process, or choose another port (listen.port / "
+                   "CM_LISTEN__PORT, token_service.port / CM_TOKEN_SERVICE__PORT).\n";
+      return 1;
+    }
+
   if (migrate_with_retry(cfg, std::chrono::seconds(30)) != 0)
     return 1;
+  storage::service_token_watcher token_watcher{
+    cfg.database, std::chrono::milliseconds(cfg.auth.service_token_poll_ms),
+    [stored_tokens](const std::vector<storage::stored_service_token>& tokens) {
+      http::stored_service_tokens::by_digest by_digest;
+      for (auto& t : tokens)
+        by_digest[t.sha256_hex] = {t.name, t.scopes};
+      stored_tokens->replace(std::move(by_digest));
+    }};
 
   // Block the signals we wait for before CAF starts its threads, so only
   // sigwait below sees them.
@@ -452,9 +463,12 @@ int cmd_serve(const config::service_config& cfg, char**) {
     // process allocate before their service token is checked.
     auto started = token_port_gate::start(sys, service, cfg.token_service);
     if (!started) {
+      auto problem = bind_problem(cfg.token_service.address, cfg.token_service.port);
       log::error("main", "cannot publish the token service",
                  {{"address", cfg.token_service.address}, {"port", cfg.token_service.port},
-                  {"error", to_string(started.error())}});
+                  {"error", to_string(started.error())}, {"reason", problem}});
+      std::cerr << "connector-manager: cannot publish the token service"
+                << (problem.empty() ? "" : ": " + problem) << "\n";
       stop_actors({});
       return 1;
     }
@@ -515,8 +529,12 @@ int cmd_serve(const config::service_config& cfg, char**) {
   try {
     server.start();
   } catch (const std::exception& e) {
+    auto problem = bind_problem(cfg.listen.address, cfg.listen.port);
     log::error("main", "cannot listen", {{"address", cfg.listen.address},
-                                         {"port", cfg.listen.port}, {"error", e.what()}});
+                                         {"port", cfg.listen.port}, {"error", e.what()},
+                                         {"reason", problem}});
+    std::cerr << "connector-manager: cannot listen"
+              << (problem.empty() ? std::string(": ") + e.what() : ": " + problem) << "\n";
     stop_actors(fronts);
     return 1;
   }
@@ -764,11 +782,24 @@ int run(int argc, char** argv, char** env) {
   arguments args;
   std::string problem;
   if (!parse_arguments(argc, argv, args, problem)) {
-    std::cerr << "connector-manager: " << problem << "\n" << usage;
+    std::cerr << "connector-manager: " << problem << "\n"
+              << "'connector-manager " << (args.command == "serve" ? "" : args.command + " ")
+              << "--help' says what it takes\n";
     return 2;
   }
-  if (args.has_flag("--help") || args.command == "help") {
-    std::cout << usage;
+  if (args.command == "help" || args.command == "--help") {
+    std::cout << help_for(args.subcommand.empty() ? "" : args.subcommand, "");
+    return 0;
+  }
+  if (args.has_flag("--help")) {
+    // "connector-manager --help" asks about the program, not about serve.
+    bool implicit_command = argc < 2 || argv[1][0] == '-';
+    auto text = implicit_command ? help_for("", "") : help_for(args.command, args.subcommand);
+    if (text.empty()) {
+      std::cerr << "connector-manager: unknown command " << args.command << "\n" << help_for("", "");
+      return 2;
+    }
+    std::cout << text;
     return 0;
   }
   try {
@@ -787,6 +818,10 @@ int run(int argc, char** argv, char** env) {
       return cmd_mint(args, cfg);
     if (args.command == "rekey")
       return cmd_rekey(args, cfg);
+    if (args.command == "connections")
+      return cmd_connections(args, cfg);
+    if (args.command == "service-tokens")
+      return cmd_service_tokens(args, cfg);
     if (args.command == "check-config") {
       auto catalog = config::load_provider_catalog(cfg.providers_file);
       config::apply_provider_settings(catalog, cfg.providers);
@@ -794,7 +829,7 @@ int run(int argc, char** argv, char** env) {
       std::cout << "configuration OK: " << catalog.providers.size() << " providers\n";
       return 0;
     }
-    std::cerr << "connector-manager: unknown command " << args.command << "\n" << usage;
+    std::cerr << "connector-manager: unknown command " << args.command << "\n" << help_for("", "");
     return 2;
   } catch (const config::config_error& e) {
     std::cerr << "connector-manager: configuration error: " << e.what() << "\n";

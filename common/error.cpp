@@ -24,6 +24,7 @@ const char* to_string(ec code) {
     case ec::request_timeout: return "request_timeout";
     case ec::length_required: return "length_required";
     case ec::header_too_large: return "header_too_large";
+    case ec::method_not_allowed: return "method_not_allowed";
   }
   return "internal";
 }
@@ -47,6 +48,7 @@ int http_status(ec code) {
     case ec::request_timeout: return 408;
     case ec::length_required: return 411;
     case ec::header_too_large: return 431;
+    case ec::method_not_allowed: return 405;
   }
   return 500;
 }

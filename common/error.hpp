@@ -46,6 +46,8 @@ enum class ec : uint8_t {
   length_required,
   /// The request line and headers exceed the configured limit (431).
   header_too_large,
+  /// A known path asked with a method it does not answer (405, with Allow).
+  method_not_allowed,
 };
 
 /// The snake_case name used in error bodies, e.g. "bad_request".

@@ -62,6 +62,8 @@ protected:
   void flush_() override {
     if (last_ != nullptr)
       std::fflush(last_);
+    // Forgotten once flushed: set_sink's caller may close it next.
+    last_ = nullptr;
     unflushed_ = 0;
     std::lock_guard<std::mutex> guard{flushed_mutex_};
     ++flushes_;
@@ -246,6 +248,9 @@ bool enabled(level lvl) { return static_cast<int>(lvl) >= g_level.load(std::memo
 void set_sink(std::FILE* sink) {
   flush();
   g_sink = sink;
+  // Lines logged meanwhile went to the old sink: flushed, and the writer
+  // lets go of it, so the caller may close it when this returns.
+  flush();
 }
 
 void flush() {
@@ -297,30 +302,33 @@ void write(level lvl, std::string_view component, std::string_view message,
   enqueue(lvl, line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
-void request_done(std::string_view request_id, std::string_view method, std::string_view path,
-                  int status, double duration_ms, std::string_view caller) {
+void request_done(const access_line& done) {
   if (!enabled(level::info))
     return;
   // The same keys, in the same (sorted) order, as write() would produce.
   std::string line;
   line.reserve(256);
   line += "{\"caller\":";
-  append_json_string(line, caller);
+  append_json_string(line, done.caller);
   line += ",\"component\":\"http\",\"duration_ms\":";
   // Microseconds as "ms.uuu" without printf.
-  auto us = static_cast<int64_t>(duration_ms * 1000.0 + 0.5);
+  auto us = static_cast<int64_t>(done.duration_ms * 1000.0 + 0.5);
   line += std::to_string(us / 1000);
   line.push_back('.');
   auto frac = std::to_string(1000 + us % 1000);
   line.append(frac, 1, 3);
+  if (!done.error.empty()) {
+    line += ",\"error\":";
+    append_json_string(line, done.error);
+  }
   line += ",\"level\":\"info\",\"method\":";
-  append_json_string(line, method);
+  append_json_string(line, done.method);
   line += ",\"msg\":\"request done\",\"path\":";
-  append_json_string(line, path);
+  append_json_string(line, done.path);
   line += ",\"request_id\":";
-  append_json_string(line, request_id);
+  append_json_string(line, done.request_id);
   line += ",\"status\":";
-  line += std::to_string(status);
+  line += std::to_string(done.status);
   line += ",\"time\":\"";
   // The date and time to the second change once a second: formatted then,
   // and the milliseconds appended to them.
@@ -335,7 +343,12 @@ void request_done(std::string_view request_id, std::string_view method, std::str
   line += second_text;
   auto ms = std::to_string(1000 + now % 1000);
   line.append(ms, 1, 3);
-  line += "Z\"}";
+  line += "Z\"";
+  if (!done.trace_id.empty()) {
+    line += ",\"trace_id\":";
+    append_json_string(line, done.trace_id);
+  }
+  line += "}";
   enqueue(level::info, line);
 }
 

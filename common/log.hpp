@@ -47,8 +47,20 @@ size_t dropped_lines();
 
 /// One HTTP request answered: the access line, formatted without building
 /// a JSON document (it is written for every request).
-void request_done(std::string_view request_id, std::string_view method, std::string_view path,
-                  int status, double duration_ms, std::string_view caller);
+struct access_line {
+  std::string_view request_id;
+  std::string_view method;
+  std::string_view path;
+  int status;
+  double duration_ms;
+  /// The caller's kind: "service", "user" or "anonymous".
+  std::string_view caller;
+  /// The answer's error code, "" for a success.
+  std::string_view error;
+  /// The W3C trace id the caller sent, or "".
+  std::string_view trace_id;
+};
+void request_done(const access_line& done);
 
 void write(level lvl, std::string_view component, std::string_view message,
            nlohmann::json fields = nlohmann::json::object());

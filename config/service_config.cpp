@@ -96,13 +96,25 @@ bool is_hex_sha256(const std::string& s) {
          });
 }
 
+/// "http://host" or "https://host:port": what a browser sends as Origin.
+bool is_origin(const std::string& s) {
+  auto scheme_end = s.find("://");
+  if (scheme_end == std::string::npos)
+    return false;
+  auto scheme = s.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https")
+    return false;
+  auto rest = s.substr(scheme_end + 3);
+  return !rest.empty() && rest.find_first_of("/?#@ ") == std::string::npos;
+}
+
 service_config build(YAML::Node root, yaml_reader& reader, const std::string& base_dir) {
   service_config cfg;
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "rate_limit",
                                 "log", "scheduler", "refresh", "token_service", "key_signing",
-                                "cluster", "events", "audit",
+                                "cluster", "events", "audit", "cors",
                                 "providers_file", "providers"});
 
   // listen
@@ -148,7 +160,10 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 
   // auth
   auto auth = root["auth"];
-  reader.expect_keys(auth, "auth", {"jwt", "service_header", "service_tokens"});
+  reader.expect_keys(auth, "auth", {"jwt", "service_header", "service_tokens",
+                                    "service_token_poll_ms"});
+  cfg.auth.service_token_poll_ms = static_cast<int>(reader.get_int(
+    auth, "auth", "service_token_poll_ms", cfg.auth.service_token_poll_ms, 100, 600000));
   auto jwt = auth["jwt"];
   reader.expect_keys(jwt, "auth.jwt", {"hs256_secret_file", "rs256_public_key_file",
                                        "issuer", "audience", "leeway_s"});
@@ -193,6 +208,18 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     static_cast<int>(reader.get_int(oauth, "oauth", "state_ttl_s", 600, 30, 3600));
   cfg.oauth.max_pending_states = static_cast<int>(reader.get_int(
     oauth, "oauth", "max_pending_states", cfg.oauth.max_pending_states, 1, 1000));
+
+  // cors
+  auto cors = root["cors"];
+  reader.expect_keys(cors, "cors", {"allowed_origins", "max_age_s"});
+  cfg.cors.allowed_origins = reader.get_string_list(cors, "cors", "allowed_origins");
+  for (size_t i = 0; i < cfg.cors.allowed_origins.size(); ++i)
+    if (!is_origin(cfg.cors.allowed_origins[i]))
+      reader.fail(cors["allowed_origins"][i], "cors.allowed_origins[" + std::to_string(i) + "]",
+                  "expected an origin such as https://app.example (scheme, host and an optional "
+                  "port; no path, no trailing slash)");
+  cfg.cors.max_age_s =
+    static_cast<int>(reader.get_int(cors, "cors", "max_age_s", cfg.cors.max_age_s, 0, 86400));
 
   // rate_limit
   auto limits = root["rate_limit"];

@@ -55,6 +55,9 @@ struct auth_config {
   int leeway_s = 30;
   std::string service_header = "X-Services-Token";
   std::vector<service_token_config> service_tokens;
+  /// How often the service tokens an operator stored in the database
+  /// (`connector-manager service-tokens`) are read again.
+  int service_token_poll_ms = 2000;
 };
 
 struct oauth_config {
@@ -64,6 +67,15 @@ struct oauth_config {
   /// Pending states kept per member (team, user), both flow families
   /// together: a new one drops that member's oldest (storage/token_store.hpp).
   int max_pending_states = 20;
+};
+
+/// Browsers on these origins may call the API from their pages (CORS,
+/// http/cors.hpp). Origins are compared exactly ("https://app.example",
+/// scheme, host and port as the browser sends them in `Origin`).
+struct cors_config {
+  std::vector<std::string> allowed_origins;
+  /// How long a browser may cache a preflight's answer.
+  int max_age_s = 600;
 };
 
 /// Per-caller token buckets on the routes that write or call providers
@@ -230,6 +242,7 @@ struct service_config {
   std::string key_file;
   auth_config auth;
   oauth_config oauth;
+  cors_config cors;
   rate_limit_config rate_limit;
   log::level log_level = log::level::info;
   /// Audit rows of token reads waiting to be written; a token read that

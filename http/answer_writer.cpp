@@ -80,9 +80,13 @@ void serialize_response_into(std::string& out, std::string_view version, int sta
   out.append(" ").append(reason).append("\r\n");
   for (auto& [name, value] : headers)
     out.append(name).append(": ").append(value).append("\r\n");
-  out.append("Content-Length: ");
-  out.append(number, std::to_chars(number, number + sizeof number, body.size()).ptr);
-  out.append("\r\n\r\n");
+  // 204 and 304 carry no body and no length (RFC 9110 §8.6).
+  if (status != 204 && status != 304) {
+    out.append("Content-Length: ");
+    out.append(number, std::to_chars(number, number + sizeof number, body.size()).ptr);
+    out.append("\r\n");
+  }
+  out.append("\r\n");
   out.append(body);
 }
 

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/error.hpp>
@@ -37,10 +38,34 @@ struct identity {
 /// The scope services need for the /api/v1/connectors internal routes.
 inline constexpr const char* scope_fetch_config = "FETCH_CONFIG";
 
+/// The service tokens an operator created (stored as hashes in the
+/// database, storage/service_token_watcher.hpp), replaced whole whenever
+/// they are read again. One set is shared by every authenticator a
+/// configuration reload builds. Thread-safe.
+class stored_service_tokens {
+public:
+  struct entry {
+    std::string name;
+    std::vector<std::string> scopes;
+  };
+  /// By lower-case hex SHA-256 of the token.
+  using by_digest = std::unordered_map<std::string, entry>;
+
+  void replace(by_digest tokens);
+  /// The current set (never null).
+  std::shared_ptr<const by_digest> current() const;
+
+private:
+  std::shared_ptr<const by_digest> current_ = std::make_shared<const by_digest>();
+};
+
 class authenticator {
 public:
   /// Loads the key files named in `cfg`. Throws config::config_error.
-  explicit authenticator(const config::auth_config& cfg);
+  /// `stored`: the operator's tokens besides the configured ones (null:
+  /// only the configured ones).
+  explicit authenticator(const config::auth_config& cfg,
+                         std::shared_ptr<const stored_service_tokens> stored = nullptr);
   ~authenticator();
   authenticator(const authenticator&) = delete;
   authenticator& operator=(const authenticator&) = delete;
@@ -52,8 +77,12 @@ public:
   /// Verifies one Bearer JWT.
   caf::expected<identity> verify_jwt(const std::string& token) const;
 
-  /// Checks a service token against the configured hashes.
+  /// Checks a service token against the configured hashes, then the
+  /// stored ones.
   caf::expected<identity> verify_service_token(const std::string& token) const;
+
+  /// The operator's tokens this authenticator also accepts (may be null).
+  const std::shared_ptr<const stored_service_tokens>& stored_tokens() const { return stored_; }
 
   /// Signs a session JWT with the HS256 secret (for `mint-token`).
   /// Throws std::runtime_error if no HS256 secret is configured.
@@ -65,6 +94,7 @@ private:
   std::string hs256_secret_;
   std::string rs256_public_key_;
   std::vector<std::string> service_headers_;
+  std::shared_ptr<const stored_service_tokens> stored_;
 };
 
 /// Lower-case hex SHA-256 (for service token hashes).

@@ -42,6 +42,10 @@ response error_response(ec code, const std::string& message) {
 response error_response(ec code, const std::string& message, int64_t retry_after_s) {
   auto res = json_response(http_status(code),
                            {{"error", {{"code", to_string(code)}, {"message", message}}}});
+  res.error_code = to_string(code);
+  // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+  if (code == ec::unauthenticated)
+    res.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"connector-manager\"");
   if (code == ec::unavailable || code == ec::rate_limited)
     res.headers.emplace_back("Retry-After", std::to_string(std::max<int64_t>(retry_after_s, 1)));
   return res;
@@ -69,6 +73,8 @@ exchange::start_stream(const std::vector<std::pair<std::string, std::string>>& h
   }
   std::string head = "HTTP/1.1 200 OK\r\nConnection: close\r\nCache-Control: no-store\r\n"
                      "X-Request-Id: " + req_.request_id + "\r\n";
+  for (auto& [name, value] : extra_headers_)
+    head += name + ": " + value + "\r\n";
   for (auto& [name, value] : headers)
     head += name + ": " + value + "\r\n";
   head += "\r\n";
@@ -92,7 +98,9 @@ bool exchange::reply(response res) {
   if (!replied_.compare_exchange_strong(expected, true))
     return false;
   res.headers.emplace_back("X-Request-Id", req_.request_id);
-  log_request_done(req_, res.status, caller_);
+  for (auto& header : extra_headers_)
+    res.headers.push_back(header);
+  log_request_done(req_, res, caller_);
   try {
     write_(std::move(res));
   } catch (const std::exception&) {
@@ -159,15 +167,54 @@ std::string new_request_id() {
   return out;
 }
 
+std::string accepted_request_id(std::string_view value) {
+  if (value.empty() || value.size() > 128)
+    return {};
+  for (unsigned char c : value)
+    if (!std::isalnum(c) && c != '-' && c != '_' && c != '.' && c != ':')
+      return {};
+  return std::string(value);
+}
+
+std::string trace_id_of(std::string_view traceparent) {
+  // version "-" trace-id "-" parent-id "-" flags: 2+1+32+1+16+1+2 = 55
+  // characters for version 00; later versions may append fields after a "-".
+  auto lower_hex = [](std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) {
+      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    });
+  };
+  if (traceparent.size() < 55 || traceparent[2] != '-' || traceparent[35] != '-' ||
+      traceparent[52] != '-')
+    return {};
+  auto version = traceparent.substr(0, 2);
+  auto trace = traceparent.substr(3, 32);
+  auto parent = traceparent.substr(36, 16);
+  auto flags = traceparent.substr(53, 2);
+  if (!lower_hex(version) || version == "ff" || !lower_hex(trace) || !lower_hex(parent) ||
+      !lower_hex(flags))
+    return {};
+  if (version == "00" && traceparent.size() != 55)
+    return {};
+  if (version != "00" && traceparent.size() > 55 && traceparent[55] != '-')
+    return {};
+  // All zeros is the W3C's "invalid".
+  if (trace.find_first_not_of('0') == std::string_view::npos ||
+      parent.find_first_not_of('0') == std::string_view::npos)
+    return {};
+  return std::string(trace);
+}
+
 } // namespace cm::http
 
 namespace cm::http {
 
-void log_request_done(const request& req, int status, std::string_view caller) {
+void log_request_done(const request& req, const response& res, std::string_view caller) {
   if (!log::enabled(log::level::info))
     return;
   std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - req.received;
-  log::request_done(req.request_id, req.method, req.path, status, took.count(), caller);
+  log::request_done({req.request_id, req.method, req.path, res.status, took.count(), caller,
+                     res.error_code ? res.error_code : "", req.trace_id});
 }
 
 } // namespace cm::http

@@ -35,8 +35,12 @@ struct request {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   std::string remote_address;
-  /// Random id, echoed as X-Request-Id and put on every log line.
+  /// The caller's X-Request-Id when it sent a valid one, else a random
+  /// id; echoed as X-Request-Id and put on every log line.
   std::string request_id;
+  /// The trace id of a valid W3C `traceparent` header, or "": logged with
+  /// the request so the caller's trace can find it.
+  std::string trace_id;
   /// When the request was complete, for the duration on its log line.
   std::chrono::steady_clock::time_point received = std::chrono::steady_clock::now();
 
@@ -50,6 +54,9 @@ struct response {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
+  /// The error code of an error answer (its body's error.code), for the
+  /// access line; null otherwise.
+  const char* error_code = nullptr;
 };
 
 /// `{"error":{"code":…,"message":…}}` with the code's status. 503 and 429
@@ -93,6 +100,12 @@ public:
   /// "anonymous" until the route authenticated it.
   void set_caller(const char* kind) { caller_ = kind; }
 
+  /// A header every answer to this request carries (CORS), whoever
+  /// writes it. Set before the request is handed on.
+  void add_header(std::string name, std::string value) {
+    extra_headers_.emplace_back(std::move(name), std::move(value));
+  }
+
   /// Answers with a stream instead of a response: writes the status line
   /// and `headers` and returns the stream; nullptr when this request cannot
   /// stream or was answered already (nothing written), or when the client
@@ -106,6 +119,7 @@ private:
   stream_opener open_stream_;
   std::atomic<bool> replied_{false};
   const char* caller_ = "anonymous";
+  std::vector<std::pair<std::string, std::string>> extra_headers_;
 };
 
 /// Percent-decodes a query component ('+' means space); false on a bad escape.
@@ -117,8 +131,17 @@ bool parse_query(std::string_view raw, std::map<std::string, std::string>& out);
 /// A random request id (16 hex digits).
 std::string new_request_id();
 
+/// `value` when it can serve as a request id (1 to 128 of A-Z a-z 0-9 and
+/// "-_.:"; nothing a log or a header could be confused by), else "".
+std::string accepted_request_id(std::string_view value);
+
+/// The trace id (32 hex digits) of a W3C traceparent header
+/// ("00-<trace id>-<parent id>-<flags>"), or "" when it is not one.
+std::string trace_id_of(std::string_view traceparent);
+
 /// Logs the access line of an answered request: method, path, status,
-/// duration, the caller's kind ("service", "user", "anonymous").
-void log_request_done(const request& req, int status, std::string_view caller);
+/// error code, duration, the caller's kind ("service", "user",
+/// "anonymous") and the trace id when there is one.
+void log_request_done(const request& req, const response& res, std::string_view caller);
 
 } // namespace cm::http

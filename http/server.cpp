@@ -48,7 +48,8 @@ void write_response(answer_socket& socket, const std::weak_ptr<Tcp::Peer>& peer,
   if (auto p = peer.lock())
     p->setIdle(true);
   auto headers = std::move(res.headers);
-  headers.emplace_back("Content-Type", res.content_type);
+  if (res.status != 204)
+    headers.emplace_back("Content-Type", res.content_type);
   headers.emplace_back("Cache-Control", "no-store");
   // HTTP/1.1 keeps the connection by default; only a close is announced.
   if (!keep_alive)
@@ -229,7 +230,6 @@ public:
     // Pistache would put e.what() into a 500 body; nothing may escape here.
     try {
       request req;
-      req.request_id = new_request_id();
       req.method = Http::methodString(pistache_req.method());
       req.path = normalize_path(pistache_req.resource());
       req.remote_address = pistache_req.address().host();
@@ -237,6 +237,12 @@ public:
       req.headers.reserve(raw_headers.size());
       for (auto& [name, raw] : raw_headers)
         req.headers.emplace_back(name, raw.value());
+      // A caller's own request id (or its trace) is kept, so its logs and
+      // ours can be joined; anything malformed gets a fresh id instead.
+      req.request_id = accepted_request_id(req.header("x-request-id"));
+      if (req.request_id.empty())
+        req.request_id = new_request_id();
+      req.trace_id = trace_id_of(req.header("traceparent"));
       // HTTP/1.1 keeps the connection unless the client asked to close it.
       auto connection = req.header("connection");
       std::transform(connection.begin(), connection.end(), connection.begin(),
@@ -267,12 +273,13 @@ public:
       }
       req.query = std::move(query);
       req.body = pistache_req.body();
-      if (lane_ && query_ok) {
+      // Answers to browsers carry CORS headers, which only the front adds.
+      if (lane_ && query_ok && req.header("origin").empty()) {
         response res;
         const char* caller = "anonymous";
         if (lane_->answer(req, res, caller)) {
           res.headers.emplace_back("X-Request-Id", req.request_id);
-          log_request_done(req, res.status, caller);
+          log_request_done(req, res, caller);
           write(std::move(res));
           return;
         }

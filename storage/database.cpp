@@ -34,6 +34,39 @@ std::string first_line(const char* text) {
   return s;
 }
 
+/// libpq's reason for a failed connection, on one line, with the
+/// password of `url` (if it holds one) blanked out: libpq does not quote
+/// passwords, but a reason may quote the connection string it could not
+/// parse.
+std::string connect_failure_reason(PGconn* conn, const std::string& url) {
+  std::string reason = conn ? PQerrorMessage(conn) : "out of memory";
+  std::string line;
+  for (char c : reason) {
+    if (c == '\n' || c == '\t' || c == '\r') {
+      if (!line.empty() && line.back() != ' ')
+        line += ' ';
+    } else {
+      line += c;
+    }
+  }
+  while (!line.empty() && line.back() == ' ')
+    line.pop_back();
+  char* parse_error = nullptr;
+  if (PQconninfoOption* options = PQconninfoParse(url.c_str(), &parse_error)) {
+    for (auto* o = options; o->keyword != nullptr; ++o) {
+      if (std::string_view(o->keyword) != "password" || o->val == nullptr || !*o->val)
+        continue;
+      std::string password = o->val;
+      for (auto at = line.find(password); at != std::string::npos; at = line.find(password))
+        line.replace(at, password.size(), "***");
+    }
+    PQconninfoFree(options);
+  }
+  if (parse_error != nullptr)
+    PQfreemem(parse_error);
+  return line.empty() ? "no reason given" : line;
+}
+
 } // namespace
 
 int64_t result::integer(int row, int col) const {
@@ -104,8 +137,9 @@ void database::ensure_connected() {
                           "connector-manager", "1", "30", nullptr};
   conn_ = PQconnectdbParams(keys, values, 1);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
+    last_connect_error_ = connect_failure_reason(conn_, cfg_.url);
     log::warn(component, "cannot connect to the database",
-              {{"retry_in_ms", backoff_.count()}});
+              {{"retry_in_ms", backoff_.count()}, {"reason", last_connect_error_}});
     mark_broken();
     throw db_error(ec::unavailable, "", "database unavailable");
   }

@@ -101,6 +101,10 @@ public:
   /// True when the last attempt left a usable connection.
   bool connected() const;
 
+  /// libpq's reason the last connection attempt failed, on one line and
+  /// never with the password ("" before any failure).
+  const std::string& last_connect_error() const { return last_connect_error_; }
+
   /// Drops the connection (tests; shutdown).
   void disconnect();
 
@@ -133,6 +137,7 @@ private:
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_;
   std::minstd_rand rng_;
+  std::string last_connect_error_;
 };
 
 } // namespace cm::storage

@@ -51,6 +51,8 @@ struct token_record {
 
 /// What a listing shows: everything but the secrets.
 struct token_summary {
+  /// The row's id: what events call the connection (connectionId).
+  std::string id;
   connection_key key;
   connection_kind kind = connection_kind::oauth;
   grant_status status = grant_status::connected;
@@ -62,7 +64,7 @@ struct token_summary {
 
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, token_summary& x) {
-    return f(caf::meta::type_name("token_summary"), x.key, x.kind, x.status, x.reason,
+    return f(caf::meta::type_name("token_summary"), x.id, x.key, x.kind, x.status, x.reason,
              x.expires_at_ms, x.scopes, x.metadata, x.updated_at_ms);
   }
 };

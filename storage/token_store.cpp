@@ -193,9 +193,18 @@ const statement insert_audit_stmt{"audit_insert",
 const statement list_tokens{"tokens_list", R"(
 SELECT user_id, provider, kind, status, coalesce(reason, ''),
        coalesce((extract(epoch from expires_at) * 1000)::bigint, 0), scopes::text,
-       metadata::text, (extract(epoch from updated_at) * 1000)::bigint
+       metadata::text, (extract(epoch from updated_at) * 1000)::bigint, id::text
 FROM connector_tokens WHERE team_id = $1 AND ($2 = '' OR user_id = $2)
 ORDER BY user_id, provider)"};
+
+const statement search_tokens{"tokens_search", R"(
+SELECT user_id, provider, kind, status, coalesce(reason, ''),
+       coalesce((extract(epoch from expires_at) * 1000)::bigint, 0), scopes::text,
+       metadata::text, (extract(epoch from updated_at) * 1000)::bigint, id::text, team_id
+FROM connector_tokens
+WHERE ($1 = '' OR team_id = $1) AND ($2 = '' OR user_id = $2) AND ($3 = '' OR provider = $3)
+ORDER BY updated_at DESC, team_id, user_id, provider
+LIMIT $4)"};
 
 const statement delete_token{"tokens_delete", R"(
 DELETE FROM connector_tokens WHERE team_id = $1 AND user_id = $2 AND provider = $3)"};
@@ -324,22 +333,42 @@ token_record token_store::read_row(const result& res, int row) {
   return r;
 }
 
+namespace {
+
+/// A row of list_tokens or search_tokens (the same first ten columns).
+token_summary read_summary(const result& res, int i, const std::string& team_id) {
+  token_summary s;
+  s.key = {team_id, std::string(res.text(i, 0)), std::string(res.text(i, 1))};
+  s.kind = kind_column(res.text(i, 2));
+  s.status = status_column(res.text(i, 3));
+  s.reason = std::string(res.text(i, 4));
+  s.expires_at_ms = res.integer(i, 5);
+  s.scopes = parse_scopes(res.text(i, 6));
+  s.metadata = std::string(res.text(i, 7));
+  s.updated_at_ms = res.integer(i, 8);
+  s.id = std::string(res.text(i, 9));
+  return s;
+}
+
+} // namespace
+
 token_summaries token_store::list(const std::string& team_id, const std::string& user_id) {
   auto res = db_.exec(list_tokens, {param::text(team_id), param::text(user_id)});
   token_summaries out;
   out.reserve(static_cast<size_t>(res.rows()));
-  for (int i = 0; i < res.rows(); ++i) {
-    token_summary s;
-    s.key = {team_id, std::string(res.text(i, 0)), std::string(res.text(i, 1))};
-    s.kind = kind_column(res.text(i, 2));
-    s.status = status_column(res.text(i, 3));
-    s.reason = std::string(res.text(i, 4));
-    s.expires_at_ms = res.integer(i, 5);
-    s.scopes = parse_scopes(res.text(i, 6));
-    s.metadata = std::string(res.text(i, 7));
-    s.updated_at_ms = res.integer(i, 8);
-    out.push_back(std::move(s));
-  }
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back(read_summary(res, i, team_id));
+  return out;
+}
+
+token_summaries search_connections(database& db, const connection_filter& filter) {
+  auto res = db.exec(search_tokens, {param::text(filter.team_id), param::text(filter.user_id),
+                                     param::text(filter.provider),
+                                     param::text(std::to_string(filter.limit))});
+  token_summaries out;
+  out.reserve(static_cast<size_t>(res.rows()));
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back(read_summary(res, i, std::string(res.text(i, 10))));
   return out;
 }
 

@@ -152,4 +152,18 @@ private:
 /// A fresh random UUID (version 4) in canonical text form.
 std::string random_uuid();
 
+/// What the operator's listing (`connector-manager connections list`)
+/// selects; an empty field matches every value.
+struct connection_filter {
+  std::string team_id;
+  std::string user_id;
+  std::string provider;
+  int32_t limit = 100;
+};
+
+/// Connections across teams, most recently changed first; no secret
+/// column is read. For the operator only: every query the service runs
+/// names its team.
+token_summaries search_connections(database& db, const connection_filter& filter);
+
 } // namespace cm::storage

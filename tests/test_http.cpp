@@ -17,6 +17,8 @@
 #include "actors/actor_config.hpp"
 #include "actors/front_actor.hpp"
 #include "actors/storage_actor.hpp"
+#include "common/log.hpp"
+#include "common/time.hpp"
 #include "http/exchange.hpp"
 #include "http/json_body.hpp"
 #include "http/server.hpp"
@@ -128,6 +130,7 @@ struct http_fixture {
     ctx->cfg.auth.service_tokens.push_back(
       {"reporting", http::sha256_hex("service-token-1"), {"FETCH_CONFIG"}});
     ctx->cfg.listen.port = 0;
+    ctx->cfg.cors.allowed_origins = {"https://app.example"};
     ctx->cfg.listen.max_request_bytes = max_body;
     ctx->cfg.listen.request_timeout = timeout;
     ctx->auth = std::make_shared<const http::authenticator>(ctx->cfg.auth);
@@ -163,18 +166,21 @@ struct http_fixture {
   std::string bearer(const std::string& user, const std::string& team, bool admin = false) const {
     return "Bearer " + ctx->auth->mint(user, team, "", admin ? "admin" : "member", 600);
   }
-  void save(const std::string& team, const std::string& user, const std::string& provider,
-            const std::string& access) {
+  /// Stores a connection; returns its row id.
+  std::string save(const std::string& team, const std::string& user, const std::string& provider,
+                   const std::string& access) {
     token_record r;
     r.key = {team, user, provider};
     r.access_token = secret{access};
     r.refresh_token = secret{access + "-refresh"};
     r.metadata = R"({"account_name":"acct-)" + user + R"("})";
+    r.expires_at_ms = 1'800'000'000'123;
     caf::scoped_actor self{sys};
-    bool ok = false;
+    std::string id;
     self->request(store, 10s, save_atom_v, r)
-      .receive([&](token_record&) { ok = true; }, [&](caf::error&) {});
-    ASSERT_TRUE(ok);
+      .receive([&](token_record& saved) { id = saved.id; }, [&](caf::error&) {});
+    EXPECT_FALSE(id.empty());
+    return id;
   }
 };
 
@@ -219,7 +225,160 @@ TEST(HttpFront, HealthIs503WhenPostgresIsUnreachable) {
 TEST(HttpFront, UnknownRouteIs404Json) {
   http_fixture f{backend::database};
   expect_error_shape(http_call(f.port(), "GET", "/nope"), 404, "not_found");
-  expect_error_shape(http_call(f.port(), "DELETE", "/api/v1/health"), 404, "not_found");
+  expect_error_shape(http_call(f.port(), "GET", "/api/connectors/list/extra"), 404, "not_found");
+}
+
+TEST(HttpFront, AKnownPathWithTheWrongMethodIs405NamingTheMethodsItAnswers) {
+  http_fixture f{backend::database};
+  auto r = http_call(f.port(), "DELETE", "/api/v1/health");
+  expect_error_shape(r, 405, "method_not_allowed");
+  EXPECT_EQ(r.header("allow"), "GET, OPTIONS");
+  // A path two routes share lists both of their methods.
+  auto config = http_call(f.port(), "PATCH", "/api/v1/connectors/config/github",
+                          {{"Authorization", f.bearer("root", "acme", true)}});
+  expect_error_shape(config, 405, "method_not_allowed");
+  EXPECT_EQ(config.header("allow"), "GET, PUT, OPTIONS");
+  // OPTIONS on a known path answers what it allows, without a body.
+  auto options = http_call(f.port(), "OPTIONS", "/api/internal/tokens/github");
+  EXPECT_EQ(options.status, 204) << options.raw;
+  EXPECT_EQ(options.header("allow"), "GET, OPTIONS");
+  // "list" is also a {provider} DELETE /api/connectors/{provider} could name.
+  EXPECT_EQ(http_call(f.port(), "OPTIONS", "/api/connectors/list").header("allow"),
+            "GET, DELETE, OPTIONS");
+  EXPECT_TRUE(options.body.empty());
+  EXPECT_TRUE(options.header("content-length").empty()) << "204 carries no length";
+  EXPECT_EQ(http_call(f.port(), "OPTIONS", "/nope").status, 404);
+}
+
+TEST(HttpFront, A401NamesTheBearerSchemeItWants) {
+  http_fixture f{backend::database};
+  for (auto headers : std::vector<cm::test::header_map>{
+         {}, {{"Authorization", "Bearer not-a-jwt"}}, {{"X-Services-Token", "wrong"}}}) {
+    auto r = http_call(f.port(), "GET", "/api/connectors/list", headers);
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(r.header("www-authenticate"), "Bearer realm=\"connector-manager\"") << r.raw;
+  }
+  // Not on other errors.
+  auto forbidden = http_call(f.port(), "GET", "/api/connectors/list",
+                             {{"X-Services-Token", "service-token-1"}});
+  EXPECT_EQ(forbidden.status, 403);
+  EXPECT_TRUE(forbidden.header("www-authenticate").empty());
+}
+
+TEST(HttpFront, BrowsersOnAllowedOriginsGetCorsHeadersAndOthersGetNone) {
+  http_fixture f{backend::database};
+  const std::string page = "https://app.example";
+  auto allowed = http_call(f.port(), "GET", "/api/v1/health", {{"Origin", page}});
+  EXPECT_EQ(allowed.status, 200);
+  EXPECT_EQ(allowed.header("access-control-allow-origin"), page);
+  EXPECT_EQ(allowed.header("vary"), "Origin");
+  EXPECT_NE(allowed.header("access-control-expose-headers").find("X-Request-Id"),
+            std::string::npos);
+  EXPECT_TRUE(allowed.header("access-control-allow-credentials").empty());
+  // Errors too, so the page can read why.
+  auto refused = http_call(f.port(), "GET", "/api/connectors/list", {{"Origin", page}});
+  EXPECT_EQ(refused.status, 401);
+  EXPECT_EQ(refused.header("access-control-allow-origin"), page);
+  // Another origin, or one that only starts like an allowed one, gets nothing.
+  for (std::string other : {"https://evil.example", "https://app.example.evil", "null",
+                            "http://app.example"}) {
+    auto r = http_call(f.port(), "GET", "/api/v1/health", {{"Origin", other}});
+    EXPECT_EQ(r.status, 200);
+    EXPECT_TRUE(r.header("access-control-allow-origin").empty()) << other;
+  }
+  // The preflight.
+  cm::test::header_map preflight = {{"Origin", page},
+                                    {"Access-Control-Request-Method", "DELETE"},
+                                    {"Access-Control-Request-Headers", "authorization"}};
+  auto pre = http_call(f.port(), "OPTIONS", "/api/connectors/github", preflight);
+  EXPECT_EQ(pre.status, 204) << pre.raw;
+  EXPECT_EQ(pre.header("access-control-allow-origin"), page);
+  EXPECT_EQ(pre.header("access-control-allow-methods"), "DELETE, OPTIONS");
+  EXPECT_NE(pre.header("access-control-allow-headers").find("Authorization"), std::string::npos);
+  EXPECT_EQ(pre.header("access-control-max-age"), "600");
+  preflight["Origin"] = "https://evil.example";
+  auto evil = http_call(f.port(), "OPTIONS", "/api/connectors/github", preflight);
+  expect_error_shape(evil, 403, "forbidden");
+  EXPECT_TRUE(evil.header("access-control-allow-origin").empty());
+  EXPECT_TRUE(evil.header("access-control-allow-methods").empty());
+}
+
+TEST(HttpFront, ACallersRequestIdAndTraceAreKeptAndEveryAccessLineSaysWhatHappened) {
+  std::FILE* capture = std::tmpfile();
+  log::set_sink(capture);
+  const std::string canary = "Bearer canary-session-7f3a9c";
+  {
+    http_fixture f{backend::database};
+    auto kept = http_call(f.port(), "GET", "/api/v1/health", {{"X-Request-Id", "job-42:step.3_a"}});
+    EXPECT_EQ(kept.header("x-request-id"), "job-42:step.3_a");
+    for (std::string bad : std::vector<std::string>{"has space", std::string(129, 'a'), "quote\"", "semi;colon"}) {
+      auto r = http_call(f.port(), "GET", "/api/v1/health", {{"X-Request-Id", bad}});
+      EXPECT_NE(r.header("x-request-id"), bad);
+      EXPECT_EQ(r.header("x-request-id").size(), 16u) << "a fresh id instead";
+    }
+    auto traced = http_call(
+      f.port(), "GET", "/api/connectors/list",
+      {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+       {"X-Request-Id", "traced-1"},
+       {"Authorization", canary}});
+    EXPECT_EQ(traced.status, 401);
+    log::flush();
+  }
+  log::flush();
+  log::set_sink(nullptr);
+  std::rewind(capture);
+  std::string text;
+  char buf[65536];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, capture)) > 0;)
+    text.append(buf, n);
+  std::fclose(capture);
+  EXPECT_EQ(text.find("canary-session"), std::string::npos) << "no credential in any line";
+  bool kept_line = false, traced_line = false;
+  size_t start = 0;
+  while (start < text.size()) {
+    auto end = text.find('\n', start);
+    auto line = nlohmann::json::parse(text.substr(start, end - start), nullptr, false);
+    start = end == std::string::npos ? text.size() : end + 1;
+    if (!line.is_object() || line.value("msg", "") != "request done")
+      continue;
+    EXPECT_TRUE(line["duration_ms"].is_number());
+    EXPECT_TRUE(line["caller"].is_string());
+    if (line["request_id"] == "job-42:step.3_a") {
+      kept_line = true;
+      EXPECT_EQ(line["status"], 200);
+      EXPECT_FALSE(line.contains("error"));
+    }
+    if (line["request_id"] == "traced-1") {
+      traced_line = true;
+      EXPECT_EQ(line["status"], 401);
+      EXPECT_EQ(line["error"], "unauthenticated");
+      EXPECT_EQ(line["caller"], "anonymous");
+      EXPECT_EQ(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+  }
+  EXPECT_TRUE(kept_line) << text;
+  EXPECT_TRUE(traced_line) << text;
+}
+
+TEST(RequestIds, OnlyWellFormedIdsAndTraceparentsAreKept) {
+  EXPECT_EQ(http::accepted_request_id("abc-DEF_1.2:3"), "abc-DEF_1.2:3");
+  EXPECT_EQ(http::accepted_request_id(""), "");
+  EXPECT_EQ(http::accepted_request_id(std::string(128, 'x')), std::string(128, 'x'));
+  EXPECT_EQ(http::accepted_request_id(std::string(129, 'x')), "");
+  EXPECT_EQ(http::accepted_request_id("a\nb"), "");
+  EXPECT_EQ(http::accepted_request_id("a b"), "");
+  const std::string good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  EXPECT_EQ(http::trace_id_of(good), "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(http::trace_id_of(good + "-x"), "") << "version 00 has exactly four fields";
+  EXPECT_EQ(http::trace_id_of("01" + good.substr(2) + "-later"),
+            "4bf92f3577b34da6a3ce929d0e0e4736")
+    << "a later version may add fields";
+  EXPECT_EQ(http::trace_id_of("ff" + good.substr(2)), "");
+  EXPECT_EQ(http::trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), "");
+  EXPECT_EQ(http::trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"), "");
+  EXPECT_EQ(http::trace_id_of("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), "");
+  EXPECT_EQ(http::trace_id_of("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "");
+  EXPECT_EQ(http::trace_id_of("garbage"), "");
 }
 
 TEST(HttpFront, GuardsAnswer401And403) {
@@ -239,8 +398,8 @@ TEST(HttpFront, GuardsAnswer401And403) {
 
 TEST(HttpFront, ListShowsOwnConnectionsOrTheTeamsWithoutSecrets) {
   http_fixture f{backend::database};
-  f.save("acme", "alice", "github", "alice-secret-token");
-  f.save("acme", "bob", "stripe", "bob-secret-token");
+  auto alice_id = f.save("acme", "alice", "github", "alice-secret-token");
+  auto bob_id = f.save("acme", "bob", "stripe", "bob-secret-token");
   f.save("globex", "eve", "github", "eve-secret-token");
   auto mine = http_call(f.port(), "GET", "/api/connectors/list",
                         {{"Authorization", f.bearer("alice", "acme")}});
@@ -251,10 +410,15 @@ TEST(HttpFront, ListShowsOwnConnectionsOrTheTeamsWithoutSecrets) {
   EXPECT_EQ(list[0]["type"], "oauth");
   EXPECT_EQ(list[0]["status"], "connected");
   EXPECT_EQ(list[0]["account"], "acct-alice");
+  // The id events carry as connectionId; times in RFC 3339, as everywhere.
+  EXPECT_EQ(list[0]["id"], alice_id);
+  EXPECT_EQ(list[0]["expires_at"], "2027-01-15T08:00:00.123Z");
+  EXPECT_GT(parse_rfc3339(list[0]["updated_at"].get<std::string>()), 0) << list[0];
   auto team = http_call(f.port(), "GET", "/api/connectors/list?scope=team",
                         {{"Authorization", f.bearer("alice", "acme")}});
   ASSERT_EQ(team.status, 200);
   EXPECT_EQ(team.json()["connections"].size(), 2u);
+  EXPECT_EQ(team.json()["connections"][1]["id"], bob_id);
   for (auto* body : {&mine.raw, &team.raw}) {
     EXPECT_EQ(body->find("secret-token"), std::string::npos);
     EXPECT_EQ(body->find("eve"), std::string::npos);

@@ -5,6 +5,7 @@
 
 #include <openssl/hmac.h>
 
+#include "common/time.hpp"
 #include "http/exchange.hpp"
 #include "provider/oauth_flow.hpp"
 #include "tests/support/child_process.hpp"
@@ -531,7 +532,7 @@ TEST(OAuth, MetaExchangesForALongLivedToken) {
   EXPECT_EQ(token.json()["access_token"], "ll-sl-" + back["code"]) << "the long-lived token";
   // About 60 days from now.
   auto list = http_call(w.port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
-  auto expires = list.json()["connections"][0]["expires_at"].get<int64_t>();
+  auto expires = parse_rfc3339(list.json()["connections"][0]["expires_at"].get<std::string>());
   auto days = (expires - std::time(nullptr) * 1000LL) / 86400000LL;
   EXPECT_GE(days, 59);
   EXPECT_LE(days, 60);

@@ -147,8 +147,10 @@ TEST(AuditQueue, RefusesTokenReadsWhenFullButNeverDropsWhatItTook) {
 TEST(Log, TheAccessLineIsOneJsonObjectWithTheDurationAndNoQuery) {
   std::FILE* capture = std::tmpfile();
   log::set_sink(capture);
-  log::request_done("0123456789abcdef", "GET", "/api/internal/tokens/\"github\"\n", 200, 1.2345,
-                    "service");
+  log::request_done({"0123456789abcdef", "GET", "/api/internal/tokens/\"github\"\n", 200, 1.2345,
+                     "service", "", ""});
+  log::request_done({"req-2", "POST", "/x", 409, 0.5, "user", "needs_reauth",
+                     "4bf92f3577b34da6a3ce929d0e0e4736"});
   log::set_sink(nullptr);
   std::rewind(capture);
   char buf[4096];
@@ -156,7 +158,16 @@ TEST(Log, TheAccessLineIsOneJsonObjectWithTheDurationAndNoQuery) {
   std::fclose(capture);
   ASSERT_FALSE(text.empty());
   ASSERT_EQ(text.back(), '\n');
+  auto newline = text.find('\n');
+  auto second = nlohmann::json::parse(text.substr(newline + 1));
+  text.resize(newline + 1);
   auto line = nlohmann::json::parse(text);
+  EXPECT_FALSE(line.contains("error")) << "a success names no error";
+  EXPECT_FALSE(line.contains("trace_id"));
+  EXPECT_EQ(second["error"], "needs_reauth");
+  EXPECT_EQ(second["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(second["status"], 409);
+  EXPECT_EQ(second["caller"], "user");
   EXPECT_EQ(line["msg"], "request done");
   EXPECT_EQ(line["path"], "/api/internal/tokens/\"github\"\n");
   EXPECT_EQ(line["status"], 200);

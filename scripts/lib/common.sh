@@ -19,6 +19,17 @@ cm_node_packages() {
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || echo "nodejs npm"
 }
 
+# The private PostgreSQL cluster scripts/run keeps for this checkout:
+# .data/pg, or under /tmp when that path is too deep for a Unix socket
+# (which must stay under ~100 bytes).
+cm_local_pg_dir() {
+  local pg="$CM_ROOT/.data/pg"
+  if [ ${#pg} -gt 80 ]; then
+    pg="/tmp/connector-manager-$(id -u)-$(echo "$CM_ROOT" | md5sum | cut -c1-8)"
+  fi
+  echo "$pg"
+}
+
 cm_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Installs the packages that are not installed yet (apt-get update only when
