@@ -17,7 +17,7 @@
 #include "actors/front_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
-#include "actors/token_route.hpp"
+#include "api/token_routes.hpp"
 #include "actors/token_service_actor.hpp"
 #include "actors/webhook_dispatcher.hpp"
 

@@ -1,5 +1,7 @@
 #include "actors/token_service_actor.hpp"
 
+#include "storage/audit_rows.hpp"
+
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
@@ -24,14 +26,7 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
         return denied;
       if (key.team_id.empty() || key.user_id.empty() || key.provider.empty())
         return make_error(ec::bad_request, "team_id, user_id and provider are required");
-      audit_entry entry;
-      entry.team_id = key.team_id;
-      entry.actor_type = "service";
-      entry.actor_id = who->subject;
-      entry.action = "token.read";
-      entry.target = key.provider + "/" + key.user_id;
-      entry.remote_addr = "caf-middleman";
-      entry.details = R"({"via":"actor"})";
+      auto entry = storage::token_read_row(who->subject, key, "caf-middleman", "", "actor");
       // Not delegate(): the answer would then come from the connection
       // actor itself and hand the remote caller its address, bypassing the
       // service-token check for every later message.
@@ -40,7 +35,7 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
         .then(
           [=](token_grant& grant) mutable {
             // Recorded before it is handed out, never served unaudited
-            // (as over HTTP, actors/token_route.hpp).
+            // (as over HTTP, api/token_routes.hpp).
             if (!audit_rows) {
               self->send(audit, audit_atom_v, std::move(entry));
             } else {

@@ -1,5 +1,6 @@
 #include "app/commands.hpp"
 
+#include "api/openapi.hpp"
 #include "app/arguments.hpp"
 #include "app/help.hpp"
 #include "app/operator_commands.hpp"
@@ -30,7 +31,7 @@
 #include "actors/refresh_drain.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/token_port_gate.hpp"
-#include "actors/token_route.hpp"
+#include "api/token_routes.hpp"
 #include "actors/token_service_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "common/log.hpp"
@@ -521,7 +522,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
     fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
   // Both write events (connects, toggles), so both enqueue webhooks.
   reloader.attach(ctx, fronts, registry_handle, {*storage, *admin}, dispatcher, service_auth);
-  // The token route's fast lane runs on Pistache's threads (actors/token_route.hpp).
+  // The token route's fast lane runs on Pistache's threads (api/token_routes.hpp).
   auto lane = std::make_shared<token_fast_lane>(ctx);
   reloader.follow(lane);
 
@@ -818,6 +819,12 @@ int run(int argc, char** argv, char** env) {
       return cmd_mint(args, cfg);
     if (args.command == "rekey")
       return cmd_rekey(args, cfg);
+    if (args.command == "openapi") {
+      // The document GET /api/v1/openapi.json serves, for generating
+      // clients without a running service.
+      std::cout << api::openapi_document(cfg.oauth.public_base_url).dump(2) << "\n";
+      return 0;
+    }
     if (args.command == "connections")
       return cmd_connections(args, cfg);
     if (args.command == "service-tokens")

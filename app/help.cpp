@@ -17,6 +17,7 @@ Commands:
   rekey            re-encrypt every stored value under the active key
   mint-token       print a session JWT signed with the HS256 secret
   hash-token       read a service token on stdin, print its SHA-256
+  openapi          print the API's OpenAPI 3.1 document
   connections      list, show, refresh or disconnect stored connections
   service-tokens   create, list or revoke the service tokens kept in the database
 
@@ -79,6 +80,12 @@ For local use and tests.
 Reads a service token on standard input and prints its SHA-256, for
 auth.service_tokens[].sha256 in the service file. Tokens kept in the
 database instead: 'connector-manager service-tokens create'.
+)"},
+    {{"openapi", ""}, R"(usage: connector-manager openapi [--config FILE]
+
+Prints the OpenAPI 3.1 document of the HTTP API, the one GET
+/api/v1/openapi.json serves (its server is oauth.public_base_url), for
+generating clients without a running service.
 )"},
     {{"connections", ""}, R"(usage: connector-manager connections list|show|refresh|disconnect [OPTIONS]
 

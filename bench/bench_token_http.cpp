@@ -36,7 +36,7 @@
 #include "actors/provider_client_actor.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
-#include "actors/token_route.hpp"
+#include "api/token_routes.hpp"
 #include "bench/bench_support.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"

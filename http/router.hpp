@@ -33,18 +33,6 @@ enum class metering {
   metered,
 };
 
-template <class Handler>
-struct route {
-  std::string method;
-  std::string pattern;
-  access who;
-  /// Scope a service needs (access::service, access::admin_or_service).
-  std::string scope;
-  Handler handler;
-  /// Last and defaulted, so only metered routes say so.
-  metering cost = metering::unmetered;
-};
-
 /// Splits "/a/b/" into {"a", "b"}.
 inline std::vector<std::string_view> split_path(std::string_view path) {
   std::vector<std::string_view> parts;

@@ -151,6 +151,9 @@ const std::vector<expectation>& design_routes() {
   static const std::vector<expectation> routes = {
     // "GET /api/v1/health needs no auth".
     {"GET", "/api/v1/health", rule::open, "/api/v1/health", ""},
+    // "GET /api/v1/openapi.json (the API described as OpenAPI 3.1)": a
+    // description of public routes, open like health.
+    {"GET", "/api/v1/openapi.json", rule::open, "/api/v1/openapi.json", ""},
     // Per-user connections: "Tokens are scoped per user. A team member sees
     // and deletes only their own connections".
     {"GET", "/api/connectors/list", rule::user, "/api/connectors/list", ""},

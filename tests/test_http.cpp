@@ -3,6 +3,7 @@
 #include <any>
 #include <atomic>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <netinet/in.h>
@@ -248,6 +249,80 @@ TEST(HttpFront, AKnownPathWithTheWrongMethodIs405NamingTheMethodsItAnswers) {
   EXPECT_TRUE(options.body.empty());
   EXPECT_TRUE(options.header("content-length").empty()) << "204 carries no length";
   EXPECT_EQ(http_call(f.port(), "OPTIONS", "/nope").status, 404);
+}
+
+namespace {
+
+/// Every {"$ref": "#/…"} in `node` names something in `doc`.
+void expect_refs_resolve(const nlohmann::json& doc, const nlohmann::json& node, int& count) {
+  if (node.is_object()) {
+    if (node.contains("$ref")) {
+      ++count;
+      auto ptr = node["$ref"].get<std::string>();
+      ASSERT_EQ(ptr.rfind("#/", 0), 0u) << ptr;
+      EXPECT_TRUE(doc.contains(nlohmann::json::json_pointer(ptr.substr(1)))) << ptr;
+    }
+    for (auto& [key, value] : node.items())
+      expect_refs_resolve(doc, value, count);
+  } else if (node.is_array()) {
+    for (auto& value : node)
+      expect_refs_resolve(doc, value, count);
+  }
+}
+
+} // namespace
+
+TEST(HttpFront, TheOpenApiDocumentIsServedAndDescribesEveryRoute) {
+  http_fixture f{backend::database};
+  auto r = http_call(f.port(), "GET", "/api/v1/openapi.json");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto doc = r.json();
+  EXPECT_EQ(doc["openapi"], "3.1.0");
+  EXPECT_EQ(doc["servers"][0]["url"], f.ctx->cfg.oauth.public_base_url);
+  std::set<std::string> operation_ids;
+  size_t routes = 0;
+  for (auto& route : route_table()) {
+    ++routes;
+    std::string method = route.method;
+    std::transform(method.begin(), method.end(), method.begin(), ::tolower);
+    auto where = route.method + " " + route.pattern;
+    ASSERT_TRUE(doc["paths"].contains(route.pattern)) << where;
+    ASSERT_TRUE(doc["paths"][route.pattern].contains(method)) << where;
+    auto& op = doc["paths"][route.pattern][method];
+    EXPECT_FALSE(op["summary"].get<std::string>().empty()) << where;
+    EXPECT_TRUE(operation_ids.insert(op["operationId"].get<std::string>()).second)
+      << "operationId used twice: " << op["operationId"];
+    auto& answers = op["responses"];
+    bool success = false;
+    for (auto& [status, answer] : answers.items())
+      success = success || status[0] == '2' || status[0] == '3';
+    EXPECT_TRUE(success) << where << " lists no success";
+    EXPECT_TRUE(answers.contains("500")) << where;
+    bool guarded = route.who != http::access::open;
+    EXPECT_EQ(answers.contains("401"), guarded) << where;
+    EXPECT_EQ(op["security"].empty(), !guarded) << where;
+    EXPECT_EQ(answers.contains("429"), route.cost == http::metering::metered) << where;
+    // Path parameters are declared, each once.
+    for (auto part : http::split_path(route.pattern))
+      if (part.front() == '{') {
+        auto name = std::string(part.substr(1, part.size() - 2));
+        bool declared = false;
+        for (auto& p : op["parameters"])
+          declared = declared || (p["name"] == name && p["in"] == "path" && p["required"] == true);
+        EXPECT_TRUE(declared) << where << " does not declare " << name;
+      }
+  }
+  size_t documented = 0;
+  for (auto& [path, methods] : doc["paths"].items())
+    documented += methods.size();
+  EXPECT_EQ(documented, routes) << "the document describes exactly the routes served";
+  int refs = 0;
+  expect_refs_resolve(doc, doc, refs);
+  EXPECT_GT(refs, 20);
+  // The error shape every error answer uses.
+  auto codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+  EXPECT_NE(std::find(codes.begin(), codes.end(), "method_not_allowed"), codes.end());
+  EXPECT_NE(std::find(codes.begin(), codes.end(), "needs_reauth"), codes.end());
 }
 
 TEST(HttpFront, A401NamesTheBearerSchemeItWants) {

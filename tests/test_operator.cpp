@@ -220,7 +220,7 @@ TEST(Operator, EveryCommandAndSubcommandHasHelp) {
   const std::vector<std::pair<std::string, std::string>> commands = {
     {"serve", ""},          {"migrate", ""},         {"check-config", ""},
     {"keygen", ""},         {"rekey", ""},           {"mint-token", ""},
-    {"hash-token", ""},     {"connections", ""},     {"connections", "list"},
+    {"hash-token", ""},     {"openapi", ""},         {"connections", ""},     {"connections", "list"},
     {"connections", "show"}, {"connections", "refresh"}, {"connections", "disconnect"},
     {"service-tokens", ""}, {"service-tokens", "create"}, {"service-tokens", "list"},
     {"service-tokens", "revoke"}};

@@ -10,6 +10,7 @@ import { mkdtempSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startAuthorizationServer } from './authorization_server.mjs';
+import { contract, lintOpenApi } from './openapi_contract.mjs';
 
 const source = process.env.CONNECTOR_SOURCE_DIR;
 const binary = process.env.CONNECTOR_SERVER_BINARY;
@@ -157,11 +158,36 @@ test('authorization code flow end to end against oidc-provider', { timeout: 1200
     const user = { authorization: `Bearer ${cm.mint('alice')}` };
     const service = { 'x-services-token': serviceToken };
 
+    // The service's OpenAPI document lints clean, and every answer below
+    // must be one it lists, with a body its schema accepts.
+    const docAnswer = await fetch(`${base}/api/v1/openapi.json`);
+    assert.equal(docAnswer.status, 200);
+    const doc = await docAnswer.json();
+    assert.equal(doc.openapi, '3.1.0');
+    assert.equal(doc.servers[0].url, publicBase);
+    lintOpenApi(doc, dir);
+    const api = contract(doc);
+    const call = async (method, url, pattern, headers = {}) => {
+      const res = await fetch(`${base}${url}`, { method, headers, redirect: 'manual' });
+      const text = await res.text();
+      const type = res.headers.get('content-type') || '';
+      const body = type.includes('application/json') && text ? JSON.parse(text) : text;
+      api.check(method, pattern, res.status, body);
+      return { status: res.status, body, headers: res.headers };
+    };
+    const health = await call('GET', '/api/v1/health', '/api/v1/health');
+    assert.equal(health.status, 200);
+    const anonymous = await call('GET', '/api/connectors/list', '/api/connectors/list');
+    assert.equal(anonymous.status, 401);
+    assert.match(anonymous.headers.get('www-authenticate'), /^Bearer /);
+    const unknown = await call('GET', '/api/oauth/nope/authorize', '/api/oauth/{provider}/authorize', user);
+    assert.equal(unknown.status, 404);
+
     // authorize -> the provider's login and consent pages -> back to us
-    const authorize = await fetch(`${base}/api/oauth/oidc-test/authorize?redirect_uri=${encodeURIComponent(landing)}`,
-      { headers: user });
+    const authorize = await call('GET', `/api/oauth/oidc-test/authorize?redirect_uri=${encodeURIComponent(landing)}`,
+      '/api/oauth/{provider}/authorize', user);
     assert.equal(authorize.status, 200);
-    const { auth_url: authUrl } = await authorize.json();
+    const { auth_url: authUrl } = authorize.body;
     assert.match(authUrl, /code_challenge_method=S256/);
     const browser = new Browser();
     const back = await browser.walk(authUrl, publicBase);
@@ -173,35 +199,43 @@ test('authorization code flow end to end against oidc-provider', { timeout: 1200
     const done = await fetch(`${base}${callbackPath}${callback.search}`, { headers: { accept: 'text/html' }, redirect: 'manual' });
     assert.equal(done.status, 302, await done.text());
     assert.equal(done.headers.get('location'), `${landing}?connected=true&provider=oidc-test`);
-    const list = await (await fetch(`${base}/api/connectors/list`, { headers: user })).json();
+    api.check('GET', '/api/oauth/{provider}/callback', done.status, '');
+    const list = (await call('GET', '/api/connectors/list', '/api/connectors/list', user)).body;
     assert.equal(list.connections.length, 1);
     assert.equal(list.connections[0].account, 'alice@example.test');
 
     // the token served to a service is the one the provider issued
-    const first = await (await fetch(`${base}/api/internal/tokens/oidc-test?user_id=alice`, { headers: service })).json();
+    const first = (await call('GET', '/api/internal/tokens/oidc-test?user_id=alice',
+      '/api/internal/tokens/{provider}', service)).body;
     assert.equal(as.issued.length, 1);
     assert.equal(first.access_token, as.issued[0].access_token);
     assert.ok(await as.introspect(first.access_token));
 
     // refresh with rotation
-    const refreshed = await fetch(`${base}/api/connectors/oidc-test/refresh`, { method: 'POST', headers: user });
-    assert.equal(refreshed.status, 200, await refreshed.text());
+    const refreshed = await call('POST', '/api/connectors/oidc-test/refresh',
+      '/api/connectors/{provider}/refresh', user);
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
     assert.equal(as.issued.length, 2);
     assert.notEqual(as.issued[1].refresh_token, as.issued[0].refresh_token, 'refresh token rotated');
-    const second = await (await fetch(`${base}/api/internal/tokens/oidc-test?user_id=alice`, { headers: service })).json();
+    const second = (await call('GET', '/api/internal/tokens/oidc-test?user_id=alice',
+      '/api/internal/tokens/{provider}', service)).body;
     assert.equal(second.access_token, as.issued[1].access_token);
     assert.equal(await as.introspect(as.issued[0].refresh_token), false, 'old refresh token refused');
     assert.ok(await as.introspect(as.issued[1].refresh_token), 'new refresh token active');
 
     // disconnect -> revoked at the provider
-    const removed = await fetch(`${base}/api/connectors/oidc-test`, { method: 'DELETE', headers: user });
-    const body = await removed.json();
+    const removed = await call('DELETE', '/api/connectors/oidc-test', '/api/connectors/{provider}', user);
+    const body = removed.body;
     assert.equal(removed.status, 200, JSON.stringify(body));
     assert.equal(body.revoked, true);
     assert.equal(await as.introspect(as.issued[1].refresh_token), false, 'refresh token revoked');
     assert.equal(await as.introspect(as.issued[1].access_token), false, 'access token revoked with its grant');
-    const gone = await fetch(`${base}/api/internal/tokens/oidc-test?user_id=alice&team_id=acme`, { headers: service });
+    const gone = await call('GET', '/api/internal/tokens/oidc-test?user_id=alice&team_id=acme',
+      '/api/internal/tokens/{provider}', service);
     assert.equal(gone.status, 404);
+    const listedAfter = await call('GET', '/api/connectors/list?scope=team', '/api/connectors/list', user);
+    assert.equal(listedAfter.body.connections.length, 0);
+    assert.ok(api.checked.size >= 10, [...api.checked].join(', '));
     // No token the provider issued ever reached the server's log.
     for (const t of as.issued) {
       assert.ok(!cm.log().includes(t.access_token));

@@ -1,4 +1,4 @@
-#include "actors/oauth_routes.hpp"
+#include "api/oauth_routes.hpp"
 
 #include <algorithm>
 
@@ -7,6 +7,8 @@
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "actors/team_app.hpp"
+#include "api/audit_trail.hpp"
+#include "api/grant_workflow.hpp"
 #include "provider/oauth_flow.hpp"
 
 namespace cm {
@@ -94,93 +96,49 @@ void fail_callback(const call& c, const std::string& redirect_uri, ec code,
   c.ex->reply_error(code, message);
 }
 
-/// Revokes a grant that was just replaced; the outcome is only logged.
-void revoke_replaced(const call& c, const config::provider_entry& entry,
-                     const oauth::client_credentials& client, const token_record& old) {
-  auto req = oauth::revoke_request(entry, client, old, c.ctx().cfg.refresh.provider_timeout_ms);
-  if (!req)
-    return;
-  nlohmann::json fields = {{"provider", entry.name}, {"team_id", old.key.team_id},
-                           {"user_id", old.key.user_id}};
-  c.self->request(c.ctx().provider_client, budget(c), std::move(*req))
-    .then(
-      [fields](const outbound_response& res) mutable {
-        fields["status"] = res.status;
-        log::info(component, res.ok() ? "replaced grant revoked" : "replaced grant not revoked",
-                  fields);
-      },
-      [fields](const caf::error&) {
-        log::warn(component, "replaced grant not revoked", fields);
-      });
-}
-
 struct exchange_result {
   oauth::token_answer answer;
   nlohmann::json metadata;
 };
 
-/// Step 3 of the callback: store the grant, revoke what it replaced, start
-/// its actor, answer.
+/// Step 3 of the callback: store the grant (api/grant_workflow.hpp), audit
+/// a team flow, answer.
 void store_grant(const call& c, const config::provider_entry& entry,
                  std::shared_ptr<const oauth::client_credentials> client,
                  const oauth_state_record& st, std::shared_ptr<exchange_result> got) {
-  auto& answer = got->answer;
-  token_record record;
-  record.key = {st.team_id, st.user_id, entry.name};
-  record.kind = connection_kind::oauth;
-  record.access_token = answer.access_token;
-  record.refresh_token = answer.refresh_token;
-  // No expiry given and nothing to refresh with: a long-lived grant
-  // (Shopify offline, TikTok advertiser, GitHub OAuth app tokens).
-  bool expires = answer.expires_in_given || !answer.refresh_token.empty();
-  record.expires_at_ms = expires ? unix_now_ms() + answer.expires_in_s * 1000 : 0;
-  record.scopes = answer.scopes.empty() ? entry.scopes : answer.scopes;
-  auto apps = oauth::granted_apps(entry, record.scopes);
-  if (!apps.empty())
-    got->metadata["apps"] = apps;
   if (!st.connector_name.empty())
     got->metadata["connector"] = st.connector_name;
-  record.metadata = got->metadata.dump();
+  auto record =
+    api::grant_record({st.team_id, st.user_id, entry.name}, entry, got->answer, got->metadata);
   auto redirect = st.redirect_uri;
   auto copy = c;
-  auto key = record.key;
-  fence_connection(c.ctx(), key);
-  c.self->request(c.ctx().storage, budget(c), connect_atom_v, std::move(record))
-    .then(
-      [copy, &entry, client, redirect](connect_result& result) {
-        auto& stored = result.stored;
-        fence_connection(copy.ctx(), stored.key);
-        if (result.replaced_existing &&
-            result.replaced.access_token != stored.access_token && client)
-          revoke_replaced(copy, entry, *client, result.replaced);
-        copy.self->send(copy.ctx().registry, reload_atom_v, stored.key);
-        auto metadata = nlohmann::json::parse(stored.metadata, nullptr, false);
-        auto account = metadata.is_object() ? metadata.value("account_name", "") : "";
-        log::info(component, "connected",
-                  {{"provider", stored.key.provider}, {"team_id", stored.key.team_id},
-                   {"user_id", stored.key.user_id}, {"request_id", copy.ex->req().request_id}});
-        if (metadata.is_object() && metadata.contains("connector")) {
-          // A team flow is an admin's change: audited like the others.
-          audit_entry entry_row;
-          entry_row.team_id = stored.key.team_id;
-          entry_row.actor_type = "user";
-          entry_row.actor_id = stored.key.user_id;
-          entry_row.action = "connector.oauth.connect";
-          entry_row.target = stored.key.provider;
-          entry_row.remote_addr = copy.ex->req().remote_address;
-          entry_row.request_id = copy.ex->req().request_id;
-          entry_row.details = nlohmann::json{{"replaced", result.replaced_existing}}.dump();
-          copy.self->send(copy.ctx().configs, audit_atom_v, std::move(entry_row));
-        }
-        finish_callback(copy, redirect, 200,
-                        {{"connected", true}, {"provider", stored.key.provider},
-                         {"account_name", account}},
-                        {{"connected", "true"}, {"provider", stored.key.provider}});
-      },
-      [copy, redirect, key](const caf::error& err) {
-        fence_connection(copy.ctx(), key);
-        fail_callback(copy, redirect, code_of(err), message_of(err));
-      });
+  api::store_grant(
+    c, entry, client, std::move(record), std::nullopt,
+    [copy, redirect](const connect_result& result) {
+      auto& stored = result.stored;
+      auto metadata = nlohmann::json::parse(stored.metadata, nullptr, false);
+      auto account = metadata.is_object() ? metadata.value("account_name", "") : "";
+      log::info(component, "connected",
+                {{"provider", stored.key.provider}, {"team_id", stored.key.team_id},
+                 {"user_id", stored.key.user_id}, {"request_id", copy.ex->req().request_id}});
+      if (metadata.is_object() && metadata.contains("connector")) {
+        // A team flow is an admin's change: audited like the others.
+        // The callback has no session: the state named the member.
+        copy.self->send(copy.ctx().configs, audit_atom_v,
+                        storage::audit_row(stored.key.team_id, {"user", stored.key.user_id},
+                                           "connector.oauth.connect", stored.key.provider,
+                                           copy.ex->req().remote_address,
+                                           copy.ex->req().request_id,
+                                           {{"replaced", result.replaced_existing}}));
+      }
+      finish_callback(copy, redirect, 200,
+                      {{"connected", true}, {"provider", stored.key.provider},
+                       {"account_name", account}},
+                      {{"connected", "true"}, {"provider", stored.key.provider}});
+    },
+    [copy, redirect](const caf::error& err) {
+      fail_callback(copy, redirect, code_of(err), message_of(err));
+    });
 }
 
 /// Step 2b: look up the account name (a failure only leaves it empty).
@@ -555,6 +513,70 @@ void disconnect(const call& c) {
             },
             [copy](const caf::error& e) { copy.ex->reply_error(e); });
       });
+}
+
+
+std::vector<api::route> oauth_routes() {
+  using http::access;
+  constexpr auto metered = http::metering::metered;
+  constexpr auto unmetered = http::metering::unmetered;
+  auto auth_url = api::object_of({{"auth_url", api::string_of("uri")}});
+  std::vector<api::param_doc> authorize_query = {
+    {"redirect_uri", "where the browser lands afterwards; must equal an entry of "
+                     "oauth.allowed_redirect_uris", false, api::string_of("uri")},
+    {"shop", "Shopify: the shop (acme or acme.myshopify.com)"},
+    {"tenant", "Microsoft: the tenant (default: common)"}};
+  std::vector<api::param_doc> callback_query = {
+    {"code", "the authorization code"},
+    {"state", "the state authorize issued", true},
+    {"error", "the provider's refusal (access_denied, …)"},
+    {"iss", "the issuer, checked when the provider sends it"},
+    {"shop", "Shopify: the shop"},
+    {"hmac", "Shopify: the signature of the query"},
+    {"timestamp", "Shopify: when it signed"}};
+  auto connected = api::object_of({{"connected", {{"type", "boolean"}, {"const", true}}},
+                                   {"provider", {{"type", "string"}}},
+                                   {"account_name", {{"type", "string"}}}});
+  std::vector<api::response_doc> callback_answers = {
+    {200, "connected (API clients)", connected},
+    {302, "browsers (Accept: text/html): to the recorded redirect_uri with connected=true or "
+          "the error in its query",
+     nullptr, "", {{"Location", "the redirect_uri with the outcome"}}}};
+  return {
+    {"GET", "/api/oauth/{provider}/authorize", access::user, "", oauth_authorize, metered,
+     {"authorizeConnection", "oauth", "Start connecting a provider",
+      "Stores a single-use state (PKCE S256 where the provider accepts it) and answers the "
+      "provider's authorization URL to send the user's browser to.",
+      authorize_query, nullptr, {{200, "the URL to open", auth_url}}, {404}}},
+    {"GET", "/api/oauth/{provider}/callback", access::open, "", oauth_callback, unmetered,
+     {"oauthCallback", "oauth", "Finish connecting a provider",
+      "The provider sends the browser here. The state proves who started the flow; the code "
+      "is exchanged, the tokens stored encrypted, TOKEN_CREATED emitted.",
+      callback_query, nullptr, callback_answers, {404, 409, 502}}},
+    {"GET", "/api/v1/connectors/{connectorName}/oauth/authorize", access::admin, "",
+     oauth_authorize, metered,
+     {"authorizeTeamConnector", "team connectors", "Start connecting a team connector",
+      "As /api/oauth/{provider}/authorize, for the team's own OAuth app when it configured one.",
+      authorize_query, nullptr, {{200, "the URL to open", auth_url}}, {404}}},
+    {"GET", "/api/v1/connectors/{connectorName}/oauth/callback", access::open, "",
+     oauth_callback, unmetered,
+     {"teamConnectorOauthCallback", "team connectors", "Finish connecting a team connector",
+      "As /api/oauth/{provider}/callback.", callback_query, nullptr, callback_answers,
+      {404, 409, 502}}},
+    {"DELETE", "/api/connectors/{provider}", access::user, "", disconnect, metered,
+     {"disconnectConnection", "connections", "Disconnect the caller's connection",
+      "Revokes the tokens at the provider where it has a revocation endpoint, deletes them "
+      "and emits TOKEN_REVOKED. A failed revocation still deletes (revoked is false, with "
+      "the reason).",
+      {}, nullptr,
+      {{200, "deleted",
+        api::object_of({{"deleted", {{"type", "boolean"}, {"const", true}}},
+                        {"provider", {{"type", "string"}}},
+                        {"revoked", {{"type", "boolean"}}},
+                        {"reason", {{"type", "string"}}}},
+                       {"deleted", "provider", "revoked"})}},
+      {404}}},
+  };
 }
 
 } // namespace cm

@@ -4,7 +4,9 @@
 // transaction; toggles emit appEnabled/appDisabled.
 #pragma once
 
-#include "actors/front_call.hpp"
+#include <vector>
+
+#include "api/route.hpp"
 
 namespace cm {
 
@@ -40,5 +42,8 @@ void audit_list(const call& c);
 /// GET /api/v1/events (admin: the team's events; service: every team's,
 /// or ?orgId=…): Server-Sent Events, resumable with Last-Event-ID.
 void events_stream(const call& c);
+
+/// The routes above with their documentation.
+std::vector<api::route> connector_routes();
 
 } // namespace cm

@@ -19,7 +19,9 @@
 #include <mutex>
 #include <string>
 
-#include "actors/front_call.hpp"
+#include <vector>
+
+#include "api/route.hpp"
 #include "http/server.hpp"
 
 namespace cm {
@@ -57,5 +59,8 @@ private:
   front_context_ptr ctx_;
   std::atomic<int64_t> answered_{0};
 };
+
+/// GET /api/internal/tokens/{provider} with its documentation.
+std::vector<api::route> token_routes();
 
 } // namespace cm

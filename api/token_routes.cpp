@@ -1,4 +1,6 @@
-#include "actors/token_route.hpp"
+#include "api/token_routes.hpp"
+
+#include "storage/audit_rows.hpp"
 
 #include <string_view>
 
@@ -77,15 +79,7 @@ std::string render_token_body(const token_grant& g) {
 
 bool record_token_read(const front_context& ctx, const std::string& service,
                        const connection_key& key, const http::request& req, const char* via) {
-  audit_entry entry;
-  entry.team_id = key.team_id;
-  entry.actor_type = "service";
-  entry.actor_id = service;
-  entry.action = "token.read";
-  entry.target = key.provider + "/" + key.user_id;
-  entry.remote_addr = req.remote_address;
-  entry.request_id = req.request_id;
-  entry.details = std::string(R"({"via":")") + via + "\"}";
+  auto entry = storage::token_read_row(service, key, req.remote_address, req.request_id, via);
   if (!ctx.audit) {
     caf::anon_send(ctx.configs, audit_atom_v, std::move(entry));
     return true;
@@ -203,6 +197,23 @@ bool token_fast_lane::answer(const http::request& req, http::response& out,
   out.body = snapshot->body(render_token_body);
   answered_.fetch_add(1, std::memory_order_relaxed);
   return true;
+}
+
+
+std::vector<api::route> token_routes() {
+  return {
+    {"GET", "/api/internal/tokens/{provider}", http::access::service, http::scope_fetch_config,
+     internal_token, http::metering::unmetered,
+     {"getToken", "tokens", "A valid token of a member's connection (services)",
+      "The access token (or API key) of user_id's connection, refreshed first when it is "
+      "inside its refresh window; never the refresh token. Every answer is audited first: "
+      "when the audit queue is full the answer is 503 with Retry-After.",
+      {{"user_id", "the member", true},
+       {"team_id", "the member's team; optional when the member has this provider in one "
+                   "team only"},
+       {"org_id", "the same as team_id"}},
+      nullptr, {{200, "the token", api::ref("Token")}}, {404, 409, 502}}},
+  };
 }
 
 } // namespace cm

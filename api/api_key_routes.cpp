@@ -1,4 +1,4 @@
-#include "actors/api_key_routes.hpp"
+#include "api/api_key_routes.hpp"
 
 #include <algorithm>
 #include <regex>
@@ -258,6 +258,32 @@ void connect_api_key(const call& c) {
       [copy](const caf::error&) {
         copy.ex->reply_error(ec::provider_failed, "the key could not be validated: no answer");
       });
+}
+
+
+std::vector<api::route> api_key_routes() {
+  auto body = api::object_of(
+    {{"provider", {{"type", "string"}, {"description", "an api_key or service_account provider"}}},
+     {"api_key", {{"type", "string"}, {"writeOnly", true},
+                  {"description", "the key (GA4: the service-account key file's JSON)"}}},
+     {"subdomain", {{"type", "string"}, {"description", "Zendesk, Gorgias"}}},
+     {"property_id", {{"type", "string"}, {"description", "Google Analytics 4"}}},
+     {"email", {{"type", "string"}, {"description", "Zendesk: the agent's email"}}}},
+    {"provider", "api_key"});
+  return {
+    {"POST", "/api/connectors/connect", http::access::user, "", connect_api_key,
+     http::metering::metered,
+     {"connectApiKey", "connections", "Connect an API key",
+      "Validates the key with a real call to the provider, then stores it encrypted and emits "
+      "TOKEN_CREATED. A key the provider rejects is 422 and nothing is stored. The fields "
+      "each provider needs are in the providers catalog.",
+      {}, body,
+      {{200, "connected",
+        api::object_of({{"connected", {{"type", "boolean"}, {"const", true}}},
+                        {"provider", {{"type", "string"}}},
+                        {"account_name", {{"type", "string"}}}})}},
+      {404, 413, 422, 502}}},
+  };
 }
 
 } // namespace cm

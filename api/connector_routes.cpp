@@ -1,4 +1,7 @@
-#include "actors/connector_routes.hpp"
+#include "api/connector_routes.hpp"
+
+#include "api/audit_trail.hpp"
+#include "api/grant_workflow.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -23,21 +26,6 @@ namespace cm {
 namespace {
 
 constexpr const char* component = "connectors";
-
-/// The audit row for an admin's (or service's) action on this request.
-audit_entry audit_of(const call& c, const std::string& action, const std::string& target,
-                     nlohmann::json details = nlohmann::json::object()) {
-  audit_entry e;
-  e.team_id = c.who.team.empty() ? std::string("_service") : c.who.team;
-  e.actor_type = c.who.is_service() ? "service" : "user";
-  e.actor_id = c.who.subject;
-  e.action = action;
-  e.target = target;
-  e.remote_addr = c.ex->req().remote_address;
-  e.request_id = c.ex->req().request_id;
-  e.details = details.dump();
-  return e;
-}
 
 /// The catalog connector named by the route, or a 404 and nullptr.
 const config::provider_entry* route_connector(const call& c) {
@@ -184,7 +172,7 @@ void connector_config_put(const call& c) {
     details["fields"].push_back(key);
   details["clientSecretChanged"] = !change.client_secret.empty();
   change.body = body.dump();
-  change.audit = audit_of(c, "connector.config.update", entry->name, details);
+  change.audit = api::audit_row(c, "connector.config.update", entry->name, details);
   apply_change(c, *entry, std::move(change));
 }
 
@@ -237,7 +225,7 @@ void connector_toggle(const call& c) {
         change.enabled = enabled;
         change.sync_action = enabled ? sync_action : "none";
         change.apps = nlohmann::json(oauth::granted_apps(*entry, scopes)).dump();
-        change.audit = audit_of(copy, enabled ? "connector.enable" : "connector.disable", name,
+        change.audit = api::audit_row(copy, enabled ? "connector.enable" : "connector.disable", name,
                                 {{"syncAction", change.sync_action}});
         apply_change(copy, *entry, std::move(change));
       },
@@ -285,7 +273,7 @@ void connector_filters_post(const call& c) {
   nlohmann::json names = nlohmann::json::array();
   for (auto& [key, value] : filters.items())
     names.push_back(key);
-  change.audit = audit_of(c, "connector.filters.update", entry->name, {{"filters", names}});
+  change.audit = api::audit_row(c, "connector.filters.update", entry->name, {{"filters", names}});
   apply_change(c, *entry, std::move(change));
 }
 
@@ -323,23 +311,19 @@ void discard_tokens(const code_flow_ptr& f) {
 void store_code_grant(const code_flow_ptr& f, const oauth::id_token_claims& claims) {
   auto& c = f->c;
   auto& entry = *f->entry;
-  token_record record;
-  record.key = {c.who.team, c.who.subject, entry.name};
-  record.kind = connection_kind::oauth;
-  record.access_token = f->answer.access_token;
-  record.refresh_token = f->answer.refresh_token;
-  bool expires = f->answer.expires_in_given || !f->answer.refresh_token.empty();
-  record.expires_at_ms = expires ? unix_now_ms() + f->answer.expires_in_s * 1000 : 0;
-  record.scopes = f->answer.scopes.empty() ? entry.scopes : f->answer.scopes;
-  auto apps = oauth::granted_apps(entry, record.scopes);
-  nlohmann::json metadata = {{"account_name", claims.email},
-                             {"connector", entry.name},
-                             {"apps", apps}};
+  nlohmann::json metadata = {{"account_name", claims.email}, {"connector", entry.name}};
   if (!claims.hosted_domain.empty())
     metadata["hosted_domain"] = claims.hosted_domain;
   if (f->team_app)
     metadata[oauth_app_key] = oauth_app_team;
-  record.metadata = metadata.dump();
+  auto record =
+    api::grant_record({c.who.team, c.who.subject, entry.name}, entry, f->answer, metadata);
+  auto apps = oauth::granted_apps(entry, record.scopes);
+  if (apps.empty()) { // the connector's metadata always names its apps
+    auto stored_metadata = parse_object(record.metadata);
+    stored_metadata["apps"] = apps;
+    record.metadata = stored_metadata.dump();
+  }
   connector_change enable;
   enable.team_id = c.who.team;
   enable.connector_name = entry.name;
@@ -347,34 +331,22 @@ void store_code_grant(const code_flow_ptr& f, const oauth::id_token_claims& clai
   enable.enabled = true;
   enable.sync_action = "immediate";
   enable.apps = nlohmann::json(apps).dump();
-  enable.audit = audit_of(c, "connector.connect_code", entry.name, {{"apps", apps}});
-  auto key = record.key;
-  fence_connection(c.ctx(), key);
-  c.self->request(c.ctx().configs, budget(c), code_connect_atom_v, std::move(record), enable)
-    .then(
-      [f, apps](const connect_result& result) {
-        auto& c = f->c;
-        auto& stored = result.stored;
-        fence_connection(c.ctx(), stored.key);
-        if (result.replaced_existing && result.replaced.access_token != stored.access_token) {
-          auto req = oauth::revoke_request(*f->entry, *f->client, result.replaced,
-                                           c.ctx().cfg.refresh.provider_timeout_ms);
-          if (req)
-            c.self->request(c.ctx().provider_client, budget(c), std::move(*req))
-              .then([](const outbound_response&) {}, [](const caf::error&) {});
-        }
-        c.self->send(c.ctx().registry, reload_atom_v, stored.key);
-        c.ex->reply_json(200, {{"connected", true},
-                               {"provider", stored.key.provider},
-                               {"account_name", parse_object(stored.metadata).value("account_name", "")},
-                               {"apps", apps},
-                               {"enabled", true}});
-      },
-      [f, key](const caf::error& err) {
-        fence_connection(f->c.ctx(), key);
-        discard_tokens(f);
-        f->c.ex->reply_error(err);
-      });
+  enable.audit = api::audit_row(c, "connector.connect_code", entry.name, {{"apps", apps}});
+  api::store_grant(
+    c, entry, f->client, std::move(record), std::move(enable),
+    [f, apps](const connect_result& result) {
+      auto& stored = result.stored;
+      f->c.ex->reply_json(200, {{"connected", true},
+                                {"provider", stored.key.provider},
+                                {"account_name",
+                                 parse_object(stored.metadata).value("account_name", "")},
+                                {"apps", apps},
+                                {"enabled", true}});
+    },
+    [f](const caf::error& err) {
+      discard_tokens(f);
+      f->c.ex->reply_error(err);
+    });
 }
 
 void check_id_token(const code_flow_ptr& f) {
@@ -533,7 +505,7 @@ void update_app_config(const call& c) {
     return;
   }
   auto outcome = c.ctx().reloader->reload();
-  auto entry = audit_of(c, outcome.ok ? "config.reload" : "config.reload_rejected", "service",
+  auto entry = api::audit_row(c, outcome.ok ? "config.reload" : "config.reload_rejected", "service",
                         {{"restartRequired", outcome.restart_required}});
   c.self->send(c.ctx().configs, audit_atom_v, std::move(entry));
   if (!outcome.ok) {
@@ -628,6 +600,137 @@ void events_stream(const call& c) {
   // their own (actors/event_hub.hpp).
   auto service = c.who.is_service() ? c.who.subject : std::string{};
   c.self->send(c.ctx().events, subscribe_atom_v, c.ex, team, topics, last_seen, service);
+}
+
+
+std::vector<api::route> connector_routes() {
+  using http::access;
+  constexpr auto metered = http::metering::metered;
+  constexpr auto unmetered = http::metering::unmetered;
+  const std::string tag = "team connectors";
+  auto connectors = api::object_of(
+    {{"connectors", {{"type", "array"}, {"items", api::ref("Connector")}}}});
+  auto filters_answer =
+    api::object_of({{"connectorName", {{"type", "string"}}},
+                    {"filterOptions", {{"type", "object"}}},
+                    {"filters", {{"type", "object"}}}});
+  auto config_body = api::object_of(
+    {{"baseUrl", api::string_of("uri")},
+     {"auth", {{"type", "object"},
+               {"description", "clientId, clientSecret (write-only), scopes"}}},
+     {"sync", {{"type", "object"}}},
+     {"filters", {{"type", "object"}}}},
+    {"baseUrl"});
+  auto audit_entry_schema = api::object_of(
+    {{"id", {{"type", "integer"}}},
+     {"at", api::string_of("date-time")},
+     {"actor_type", {{"type", "string"}, {"enum", {"user", "service", "system"}}}},
+     {"actor_id", {{"type", "string"}}},
+     {"action", {{"type", "string"}}},
+     {"target", {{"type", "string"}}},
+     {"remote_addr", {{"type", "string"}}},
+     {"request_id", {{"type", "string"}}},
+     {"details", {{"type", "object"}}}});
+  return {
+    {"GET", "/api/v1/connectors", access::admin, "", connectors_all, unmetered,
+     {"listTeamConnectors", tag, "Every connector of the catalog for the team",
+      "Each with whether the team enabled and configured it.", {}, nullptr,
+      {{200, "the connectors", connectors}}}},
+    {"GET", "/api/v1/connectors/active", access::admin, "", connectors_active, unmetered,
+     {"listActiveTeamConnectors", tag, "The team's enabled connectors", "", {}, nullptr,
+      {{200, "the enabled connectors", connectors}}}},
+    {"GET", "/api/v1/connectors/inactive", access::admin, "", connectors_inactive, unmetered,
+     {"listInactiveTeamConnectors", tag, "The team's disabled connectors", "", {}, nullptr,
+      {{200, "the disabled connectors", connectors}}}},
+    {"GET", "/api/v1/connectors/config/{connectorName}", access::admin, "",
+     connector_config_get, unmetered,
+     {"getTeamConnectorConfig", tag, "A connector's configuration",
+      "Secrets are never answered; auth.clientSecretSet says whether one is stored.", {},
+      nullptr, {{200, "the configuration", api::ref("ConnectorConfig")}}, {404}}},
+    {"PUT", "/api/v1/connectors/config/{connectorName}", access::admin, "",
+     connector_config_put, metered,
+     {"putTeamConnectorConfig", tag, "Set a connector's configuration",
+      "Validated against GET /api/v1/connectors/schema/{connectorName}; the client secret "
+      "is encrypted and write-only; audited.",
+      {}, config_body,
+      {{200, "the stored configuration", api::ref("ConnectorConfig")}},
+      {404, 409, 413}}},
+    {"GET", "/api/v1/connectors/schema/{connectorName}", access::admin, "",
+     connector_schema_get, unmetered,
+     {"getTeamConnectorSchema", tag, "The JSON Schema of a connector's configuration", "", {},
+      nullptr, {{200, "a JSON Schema (draft 2020-12)", {{"type", "object"}}}}, {404}}},
+    {"POST", "/api/v1/connectors/toggle/{connectorName}", access::admin, "", connector_toggle,
+     metered,
+     {"toggleTeamConnector", tag, "Enable or disable a connector",
+      "Without enabled, flips it. Emits appEnabled / appDisabled with syncAction.", {},
+      api::object_of({{"enabled", {{"type", "boolean"}}},
+                      {"syncAction", {{"type", "string"},
+                                      {"enum", {"none", "immediate", "scheduled"}}}}},
+                     {}),
+      {{200, "the connector as it is now", api::ref("ConnectorConfig")}}, {404, 409}}},
+    {"GET", "/api/v1/connectors/filters/{connectorName}", access::admin, "",
+     connector_filters_get, unmetered,
+     {"getTeamConnectorFilters", tag, "A connector's filters and the options they take", "",
+      {}, nullptr, {{200, "the filters", filters_answer}}, {404}}},
+    {"POST", "/api/v1/connectors/filters/{connectorName}", access::admin, "",
+     connector_filters_post, metered,
+     {"setTeamConnectorFilters", tag, "Set a connector's filters",
+      "Either {\"filters\": {...}} or the filters object itself, validated against the "
+      "connector's filter schema.",
+      {}, {{"type", "object"}},
+      {{200, "the connector as it is now", api::ref("ConnectorConfig")}}, {404, 409}}},
+    {"POST", "/api/v1/connectors/getTokenFromCode", access::admin, "", get_token_from_code,
+     metered,
+     {"getTokenFromCode", tag, "Exchange a code from Google's code client",
+      "Verifies the ID token's email is the caller's, stores the grant, maps the granted "
+      "scopes to apps (Drive, Gmail, Calendar) and enables the connector.",
+      {},
+      api::object_of({{"tempCode", {{"type", "string"}, {"writeOnly", true}}},
+                      {"connectorName", {{"type", "string"}}},
+                      {"redirectUri", {{"type", "string"}}}},
+                     {"tempCode"}),
+      {{200, "connected",
+        api::object_of({{"connected", {{"type", "boolean"}, {"const", true}}},
+                        {"provider", {{"type", "string"}}},
+                        {"account_name", {{"type", "string"}}},
+                        {"apps", {{"type", "array"}, {"items", {{"type", "string"}}}}},
+                        {"enabled", {{"type", "boolean"}}}})}},
+      {404, 409, 422, 502}}},
+    {"POST", "/api/v1/connectors/updateAppConfig", access::service, http::scope_fetch_config,
+     update_app_config, metered,
+     {"updateAppConfig", tag, "Reload the configuration (services)",
+      "Reads the service file and the providers catalog again; a configuration that does not "
+      "load is refused and the running one stays.",
+      {}, nullptr,
+      {{200, "reloaded",
+        api::object_of({{"reloaded", {{"type", "boolean"}, {"const", true}}},
+                        {"providers", {{"type", "integer"}}},
+                        {"webhooks", {{"type", "integer"}}},
+                        {"restartRequired", {{"type", "array"},
+                                             {"items", {{"type", "string"}}}}}})}}}},
+    {"GET", "/api/v1/audit", access::admin, "", audit_list, unmetered,
+     {"listAudit", "audit", "The team's audit log, newest first", "", 
+      {{"limit", "entries per page (1 to 500, default 50)", false,
+        {{"type", "integer"}, {"minimum", 1}, {"maximum", 500}}},
+       {"before", "next_before of the previous page", false,
+        {{"type", "integer"}, {"minimum", 1}}}},
+      nullptr,
+      {{200, "a page",
+        api::object_of({{"entries", {{"type", "array"}, {"items", audit_entry_schema}}},
+                        {"next_before", api::nullable({{"type", "integer"}})}})}}}},
+    {"GET", "/api/v1/events", access::admin_or_service, http::scope_fetch_config, events_stream,
+     unmetered,
+     {"streamEvents", "events", "Lifecycle events as Server-Sent Events",
+      "token-events (TOKEN_CREATED, TOKEN_REFRESHED, TOKEN_REVOKED, TOKEN_EXPIRED) and "
+      "entity-events (appEnabled, appDisabled); admins see their team's, services every "
+      "team's or orgId's. Resumable with Last-Event-ID. Each event's data is a JSON object "
+      "in the seed's event schema (camelCase).",
+      {{"topics", "token-events and/or entity-events, comma-separated (default both)"},
+       {"orgId", "services: one team's events only"},
+       {"lastEventId", "the same as the Last-Event-ID header"}},
+      nullptr,
+      {{200, "the stream", {{"type", "string"}}, "text/event-stream"}}}},
+  };
 }
 
 } // namespace cm

@@ -2,7 +2,9 @@
 // callback and disconnect (both route families of DESIGN.md).
 #pragma once
 
-#include "actors/front_call.hpp"
+#include <vector>
+
+#include "api/route.hpp"
 
 namespace cm {
 
@@ -17,5 +19,8 @@ void oauth_callback(const call& c);
 
 /// DELETE /api/connectors/{provider} (user): revoke at the provider, delete.
 void disconnect(const call& c);
+
+/// The routes above with their documentation.
+std::vector<api::route> oauth_routes();
 
 } // namespace cm

@@ -1,0 +1,16 @@
+// The OpenAPI 3.1 document of the HTTP API, generated from the route table
+// (api/route_table.hpp) and the documentation each route family keeps
+// beside its handlers: a route cannot be served without being described.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace cm::api {
+
+/// The document, with `server_url` (oauth.public_base_url) as its server.
+/// Throws std::logic_error naming a route without documentation.
+const nlohmann::json& openapi_document(const std::string& server_url);
+
+} // namespace cm::api

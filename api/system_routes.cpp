@@ -1,0 +1,95 @@
+#include "api/system_routes.hpp"
+
+#include "api/openapi.hpp"
+#include "api/schemas.hpp"
+
+namespace cm {
+
+namespace {
+
+/// GET /api/v1/health: reachability and latency of every dependency.
+void health(const call& c) {
+  auto ex = c.ex;
+  auto shards = c.ctx().shards;
+  auto forwarding = c.ctx().forwarding;
+  auto board = c.ctx().board;
+  auto audit = c.ctx().audit;
+  c.self->request(c.ctx().storage, std::min(budget(c), std::chrono::milliseconds{3000}),
+                  ping_atom_v)
+    .then(
+      [ex, shards, forwarding, board, audit](int64_t latency_us) {
+        nlohmann::json body = {
+          {"status", "healthy"},
+          {"checks", {{"postgres", {{"status", "up"}, {"latency_ms", latency_us / 1000.0}}}}}};
+        // How the work is split (docs/DECISIONS.md, "Shards and their owners").
+        if (shards) {
+          body["shards"] = {{"owned", shards->owned_count()},
+                            {"total", shards->shard_count()},
+                            {"instances", shards->members()}};
+          // Requests for other instances' shards: answered by the owner,
+          // or served here after the owner did not answer in time.
+          if (forwarding)
+            body["shards"]["forwarded"] = {
+              {"answered", forwarding->forwarded.load(std::memory_order_relaxed)},
+              {"served_here", forwarding->fallbacks.load(std::memory_order_relaxed)}};
+        }
+        // Token reads served from snapshots, and their audit rows waiting
+        // to be written (docs/DECISIONS.md, "The token route at wire speed").
+        if (board && audit)
+          body["tokens"] = {{"served_from_snapshots", board->served()},
+                            {"audit_waiting", audit->size()},
+                            {"audit_refused", audit->refused()}};
+        ex->reply_json(200, body);
+      },
+      [ex](const caf::error& err) {
+        auto res = http::json_response(
+          503, {{"status", "unhealthy"},
+                {"checks", {{"postgres", {{"status", "down"}, {"error", message_of(err)}}}}}});
+        res.headers.emplace_back("Retry-After", "1");
+        ex->reply(std::move(res));
+      });
+}
+
+
+/// GET /api/v1/openapi.json: the API as OpenAPI 3.1, built from the route
+/// table (api/openapi.hpp) once per configuration.
+void openapi(const call& c) {
+  c.ex->reply_json(200, api::openapi_document(c.ctx().cfg.oauth.public_base_url));
+}
+
+} // namespace
+
+std::vector<api::route> system_routes() {
+  using http::access;
+  constexpr auto unmetered = http::metering::unmetered;
+  auto dependency = api::object_of({{"status", {{"type", "string"}, {"enum", {"up", "down"}}}},
+                                    {"latency_ms", {{"type", "number"}}},
+                                    {"error", {{"type", "string"}}}},
+                                   {"status"});
+  auto health_body = api::object_of(
+    {{"status", {{"type", "string"}, {"enum", {"healthy", "unhealthy"}}}},
+     {"checks", api::object_of({{"postgres", dependency}})},
+     {"shards", {{"type", "object"},
+                 {"description", "owned, total, instances, and forwarded.{answered,served_here}"}}},
+     {"tokens", api::object_of({{"served_from_snapshots", {{"type", "integer"}}},
+                                {"audit_waiting", {{"type", "integer"}}},
+                                {"audit_refused", {{"type", "integer"}}}})}},
+    {"status", "checks"});
+  return {
+    {"GET", "/api/v1/health", access::open, "", health, unmetered,
+     {"getHealth", "system", "Reachability of every dependency",
+      "No authentication. 200 while PostgreSQL answers, else 503 with Retry-After; also "
+      "reports the shards this instance owns and its token reads.",
+      {}, nullptr,
+      {{200, "healthy", health_body},
+       {503, "a dependency is down", health_body, "application/json",
+        {{"Retry-After", "seconds to wait"}}}}}},
+    {"GET", "/api/v1/openapi.json", access::open, "", openapi, unmetered,
+     {"getOpenApi", "system", "This API as OpenAPI 3.1",
+      "Generated from the route table, so every route the service answers is here.",
+      {}, nullptr,
+      {{200, "the OpenAPI document", {{"type", "object"}}}}}},
+  };
+}
+
+} // namespace cm
