@@ -69,6 +69,8 @@ reload_outcome config_reloader::reload() {
            cfg.listen.body_timeout != running.listen.body_timeout,
          "listen");
     keep(cfg.database.url != running.database.url, "database");
+    keep(cfg.metrics.address != running.metrics.address || cfg.metrics.port != running.metrics.port,
+         "metrics.address/port");
     keep(cfg.auth.service_token_poll_ms != running.auth.service_token_poll_ms,
          "auth.service_token_poll_ms");
     keep(cfg.key_file != running.key_file, "crypto");

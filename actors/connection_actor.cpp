@@ -12,6 +12,7 @@
 
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "provider/api_key_check.hpp"
 
 namespace cm {
@@ -441,6 +442,7 @@ void transient_failure(self_ptr self, const std::string& reason, int64_t retry_a
   // at a falling rate instead of every backoff_base_ms.
   if (cause == ec::provider_failed || cause == ec::integrity_failure)
     ++s.failures;
+  metrics::refresh_done(s.key.provider, "transient_failure");
   auto fields = log_fields(self);
   fields["reason"] = reason;
   fields["failures"] = s.failures;
@@ -509,6 +511,7 @@ void give_up(self_ptr self, int64_t fence, const std::string& reason) {
 void handle_invalid_grant(self_ptr self, const token_record& leased, int64_t fence,
                           const std::string& reason) {
   auto& s = self->state;
+  metrics::refresh_done(s.key.provider, "invalid_grant");
   self->request(s.deps->repository, storage_timeout(self), find_atom_v, s.key)
     .then(
       [=](token_record& row) {
@@ -535,6 +538,7 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
       [=](token_record& stored) {
         set_record(self, std::move(stored));
         self->state.failures = 0;
+        metrics::refresh_done(self->state.key.provider, "refreshed");
         log::info(component, "token refreshed", log_fields(self));
         finish(self);
       },
@@ -562,6 +566,7 @@ void store_tokens(self_ptr self, refreshed_tokens tokens, int64_t fence, int32_t
         }
         auto fields = log_fields(self);
         fields["error"] = message_of(err);
+        metrics::refresh_done(self->state.key.provider, "store_failed");
         log::error(component, "refreshed tokens could not be stored", fields);
         // Our lease was lost and another writer changed the row: its tokens
         // are the stored truth. Adopt them; never hand out ours.
@@ -584,6 +589,8 @@ void send_token_request(self_ptr self, token_record leased, int64_t fence, bool 
                         outbound_request req) {
   auto& s = self->state;
   auto budget = ms{settings(self).provider_timeout_ms + 2000};
+  if (req.provider.empty()) // a service account's signed grant
+    req.provider = s.key.provider;
   self->request(s.deps->provider_client, budget, req)
     .then(
       [=](outbound_response& res) {

@@ -77,6 +77,7 @@ void dispatch(front_self self, const exchange_ptr& ex) {
     if (r.method != req.method || !http::match_path(r.pattern, req.path, params))
       continue;
     call c{self, ex, std::move(params), {}, self->state.ctx};
+    ex->set_route(r.pattern);
     if (r.who != http::access::open) {
       auto who = self->state.ctx->auth->authenticate(req);
       if (!who) {

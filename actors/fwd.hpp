@@ -118,5 +118,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, handover_atom, "handover")
   CAF_ADD_ATOM(connector_manager, cm, flush_atom, "flush")
   CAF_ADD_ATOM(connector_manager, cm, forward_atom, "forward")
+  CAF_ADD_ATOM(connector_manager, cm, backlog_atom, "backlog")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

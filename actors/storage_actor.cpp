@@ -386,6 +386,9 @@ storage_behavior(storage_actor::stateful_pointer<storage_state> self, config::da
     [=](claim_atom, int32_t limit, int64_t lease_ms) -> caf::result<webhook_jobs> {
       return guarded([&] { return self->state.events->claim_due(limit, lease_ms); });
     },
+    [=](backlog_atom) -> caf::result<int64_t> {
+      return guarded([&] { return self->state.events->waiting_deliveries(); });
+    },
     [=](delivered_atom, const webhook_job& job, int32_t status, const std::string& error,
         int64_t retry_in_ms) -> caf::result<bool> {
       return guarded([&] {

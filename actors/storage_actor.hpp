@@ -60,6 +60,8 @@ using event_store_actor = caf::typed_actor<
   caf::replies_to<head_atom>::with<outbox_position>,
   // Claims due webhook deliveries (limit, lease ms).
   caf::replies_to<claim_atom, int32_t, int64_t>::with<webhook_jobs>,
+  // Webhook deliveries waiting (not delivered, not given up), for /metrics.
+  caf::replies_to<backlog_atom>::with<int64_t>,
   // Records a delivery attempt (status, error, retry in ms or -1: done).
   caf::replies_to<delivered_atom, webhook_job, int32_t, std::string, int64_t>::with<bool>>;
 
@@ -133,6 +135,8 @@ using storage_actor = token_repository_actor::extend<
   caf::replies_to<head_atom>::with<outbox_position>,
   // Claims due webhook deliveries (limit, lease ms).
   caf::replies_to<claim_atom, int32_t, int64_t>::with<webhook_jobs>,
+  // Webhook deliveries waiting (not delivered, not given up), for /metrics.
+  caf::replies_to<backlog_atom>::with<int64_t>,
   // Records a delivery attempt (status, error, retry in ms or -1: done).
   caf::replies_to<delivered_atom, webhook_job, int32_t, std::string, int64_t>::with<bool>,
   // The webhooks new events are enqueued for (configuration reload).

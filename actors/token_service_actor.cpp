@@ -1,5 +1,6 @@
 #include "actors/token_service_actor.hpp"
 
+#include "common/metrics.hpp"
 #include "storage/audit_rows.hpp"
 
 #include <caf/stateful_actor.hpp>
@@ -48,6 +49,7 @@ token_service(token_service_actor::stateful_pointer<token_service_state> self,
               if (queued == storage::audit_queue::pushed::queued_wake)
                 self->send(audit, audit_atom_v);
             }
+            metrics::token_read(metrics::token_read_via::message);
             promise.deliver(std::move(grant));
           },
           [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });

@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "common/time.hpp"
 #include "config/yaml_schema.hpp"
 
@@ -47,6 +48,9 @@ void tick(self_ptr self);
 
 void record(self_ptr self, const webhook_job& job, int32_t status, const std::string& error,
             int64_t retry_in_ms) {
+  metrics::webhook_attempt(retry_in_ms == delivered  ? "delivered"
+                           : retry_in_ms == given_up ? "given_up"
+                                                     : "failed");
   self->request(self->state.storage, std::chrono::seconds(10), delivered_atom_v, job, status,
                 error, retry_in_ms)
     .then([](bool) {},
@@ -77,6 +81,7 @@ void attempt(self_ptr self, const webhook_job& job) {
   req.body = job.payload;
   req.timeout_ms = settings->params.webhook_timeout_ms;
   req.max_response_bytes = 64 * 1024;
+  req.provider = "webhook";
   req.headers = {{"Content-Type", "application/json"},
                  {"User-Agent", "connector-manager-webhooks"},
                  {"X-Connector-Event-Id", job.event_id},
@@ -107,6 +112,18 @@ void attempt(self_ptr self, const webhook_job& job) {
         }
       },
       [on_failure](const caf::error&) { on_failure(0, "no answer"); });
+}
+
+/// Counts the deliveries waiting for GET /metrics, at most every 10 s:
+/// one indexed count, not one per poll.
+void count_backlog(self_ptr self) {
+  auto now = std::chrono::steady_clock::now();
+  if (now < self->state.next_backlog_count)
+    return;
+  self->state.next_backlog_count = now + std::chrono::seconds(10);
+  self->request(self->state.storage, std::chrono::seconds(10), backlog_atom_v)
+    .then([](int64_t waiting) { metrics::set_webhook_backlog(waiting); },
+          [](const caf::error&) {});
 }
 
 void tick(self_ptr self) {
@@ -205,6 +222,7 @@ webhook_dispatcher(webhook_dispatcher_actor::stateful_pointer<webhook_dispatcher
     [=](tick_atom) { tick(self); },
     [=](tick_atom, bool) {
       tick(self);
+      count_backlog(self);
       self->delayed_send(self, std::chrono::milliseconds(self->state.settings->params.poll_ms),
                          tick_atom_v, true);
     },

@@ -68,6 +68,8 @@ struct webhook_dispatcher_state {
   /// Deliveries claimed and not yet recorded.
   int32_t in_flight = 0;
   bool tick_again = false;
+  /// When the backlog gauge is next refreshed (at start: the first poll).
+  std::chrono::steady_clock::time_point next_backlog_count{};
   std::minstd_rand rng{std::random_device{}()};
   static inline const char* name = "webhook-dispatcher";
 };

@@ -2,6 +2,7 @@
 
 #include "api/openapi.hpp"
 #include "api/schemas.hpp"
+#include "common/metrics.hpp"
 
 namespace cm {
 
@@ -57,7 +58,42 @@ void openapi(const call& c) {
   c.ex->reply_json(200, api::openapi_document(c.ctx().cfg.oauth.public_base_url));
 }
 
+/// The gauges read at each scrape.
+void refresh_scrape_gauges(const front_context& ctx) {
+  if (ctx.shards)
+    metrics::set_shards(static_cast<int64_t>(ctx.shards->owned_count()),
+                        static_cast<int64_t>(ctx.shards->shard_count()));
+  if (ctx.audit)
+    metrics::set_audit(static_cast<int64_t>(ctx.audit->size()),
+                       static_cast<int64_t>(ctx.audit->refused()));
+}
+
+http::response scrape(const front_context& ctx) {
+  refresh_scrape_gauges(ctx);
+  http::response res;
+  res.content_type = metrics::content_type;
+  res.body = metrics::render();
+  return res;
+}
+
+/// GET /metrics (services with METRICS).
+void metrics_route(const call& c) {
+  if (!c.ctx().cfg.metrics.enabled) {
+    c.ex->reply_error(ec::not_found, "metrics are turned off (metrics.enabled)");
+    return;
+  }
+  c.ex->reply(scrape(c.ctx()));
+}
+
 } // namespace
+
+bool metrics_lane::answer(const http::request& req, http::response& out, const char*& caller) {
+  if (req.method != "GET" || req.path != "/metrics")
+    return false;
+  caller = "anonymous";
+  out = scrape(*ctx_);
+  return true;
+}
 
 std::vector<api::route> system_routes() {
   using http::access;
@@ -84,6 +120,15 @@ std::vector<api::route> system_routes() {
       {{200, "healthy", health_body},
        {503, "a dependency is down", health_body, "application/json",
         {{"Retry-After", "seconds to wait"}}}}}},
+    {"GET", "/metrics", access::service, http::scope_metrics, metrics_route, unmetered,
+     {"getMetrics", "system", "Metrics in the Prometheus text format",
+      "Refreshes by provider and outcome, provider call latency, token reads, HTTP latency by "
+      "route and status, the webhook backlog and attempts, live connection actors, shards "
+      "owned, the audit queue. Also served without a token on metrics.address:metrics.port "
+      "when that is set. 404 when metrics.enabled is false.",
+      {}, nullptr,
+      {{200, "the metrics", {{"type", "string"}}, "text/plain"}},
+      {404}}},
     {"GET", "/api/v1/openapi.json", access::open, "", openapi, unmetered,
      {"getOpenApi", "system", "This API as OpenAPI 3.1",
       "Generated from the route table, so every route the service answers is here.",

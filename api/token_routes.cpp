@@ -1,5 +1,6 @@
 #include "api/token_routes.hpp"
 
+#include "common/metrics.hpp"
 #include "storage/audit_rows.hpp"
 
 #include <string_view>
@@ -65,6 +66,7 @@ void serve_token(const call& c, const connection_key& key) {
         }
         http::response res;
         res.body = render_token_body(g);
+        metrics::token_read(metrics::token_read_via::actor);
         copy.ex->reply(std::move(res));
       },
       [ex](const caf::error& err) { ex->reply_error(err); });
@@ -196,6 +198,7 @@ bool token_fast_lane::answer(const http::request& req, http::response& out,
   out.status = 200;
   out.body = snapshot->body(render_token_body);
   answered_.fetch_add(1, std::memory_order_relaxed);
+  metrics::token_read(metrics::token_read_via::snapshot);
   return true;
 }
 

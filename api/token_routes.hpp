@@ -45,6 +45,7 @@ public:
   explicit token_fast_lane(front_context_ptr ctx) : ctx_(std::move(ctx)) {}
 
   bool answer(const http::request& req, http::response& out, const char*& caller) override;
+  const char* route() const override { return "/api/internal/tokens/{provider}"; }
 
   /// A hot reload: requests from now on use the new context.
   void configure(front_context_ptr ctx);

@@ -1,6 +1,7 @@
 #include "app/commands.hpp"
 
 #include "api/openapi.hpp"
+#include "api/system_routes.hpp"
 #include "app/arguments.hpp"
 #include "app/help.hpp"
 #include "app/operator_commands.hpp"
@@ -227,6 +228,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
   std::vector<std::pair<std::string, uint16_t>> ports = {{cfg.listen.address, cfg.listen.port}};
   if (cfg.token_service.enabled)
     ports.emplace_back(cfg.token_service.address, cfg.token_service.port);
+  if (cfg.metrics.enabled && cfg.metrics.port != 0)
+    ports.emplace_back(cfg.metrics.address.empty() ? cfg.listen.address : cfg.metrics.address,
+                       cfg.metrics.port);
   for (auto& [address, port] : ports)
     if (auto problem = bind_problem(address, port); !problem.empty()) {
       log::error("main", "cannot listen", {{"address", address}, {"port", port},
@@ -539,8 +543,32 @@ int cmd_serve(const config::service_config& cfg, char**) {
     stop_actors(fronts);
     return 1;
   }
+  // GET /metrics without a token, on a listener of its own (metrics.port).
+  std::unique_ptr<http::server> metrics_server;
+  if (cfg.metrics.enabled && cfg.metrics.port != 0) {
+    auto listen = cfg.listen;
+    listen.address = cfg.metrics.address.empty() ? cfg.listen.address : cfg.metrics.address;
+    listen.port = cfg.metrics.port;
+    listen.threads = 1;
+    metrics_server = std::make_unique<http::server>(listen, std::vector<front_actor>{},
+                                                    std::make_shared<metrics_lane>(ctx));
+    try {
+      metrics_server->start();
+    } catch (const std::exception& e) {
+      auto problem = bind_problem(listen.address, listen.port);
+      log::error("main", "cannot listen for metrics",
+                 {{"address", listen.address}, {"port", listen.port}, {"reason", problem}});
+      std::cerr << "connector-manager: cannot listen for metrics: "
+                << (problem.empty() ? e.what() : problem) << "\n";
+      server.stop();
+      stop_actors(fronts);
+      return 1;
+    }
+  }
   // One machine-readable line that tests and scripts wait for.
-  log::info("main", "ready", {{"port", server.port()}, {"token_service_port", token_service_port}});
+  log::info("main", "ready", {{"port", server.port()},
+                              {"token_service_port", token_service_port},
+                              {"metrics_port", metrics_server ? metrics_server->port() : 0}});
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -548,6 +576,8 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // No new requests, then no new refreshes; refreshes already at the
   // provider store what it answered before the actors stop
   // (actors/refresh_drain.hpp).
+  if (metrics_server)
+    metrics_server->stop();
   server.stop();
   gate.reset();
   if (service)

@@ -114,7 +114,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "rate_limit",
                                 "log", "scheduler", "refresh", "token_service", "key_signing",
-                                "cluster", "events", "audit", "cors",
+                                "cluster", "events", "audit", "cors", "metrics",
                                 "providers_file", "providers"});
 
   // listen
@@ -220,6 +220,13 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
                   "port; no path, no trailing slash)");
   cfg.cors.max_age_s =
     static_cast<int>(reader.get_int(cors, "cors", "max_age_s", cfg.cors.max_age_s, 0, 86400));
+
+  // metrics
+  auto metrics = root["metrics"];
+  reader.expect_keys(metrics, "metrics", {"enabled", "address", "port"});
+  cfg.metrics.enabled = reader.get_bool(metrics, "metrics", "enabled", cfg.metrics.enabled);
+  cfg.metrics.address = reader.get_string(metrics, "metrics", "address", cfg.metrics.address);
+  cfg.metrics.port = static_cast<uint16_t>(reader.get_int(metrics, "metrics", "port", 0, 0, 65535));
 
   // rate_limit
   auto limits = root["rate_limit"];

@@ -78,6 +78,18 @@ struct cors_config {
   int max_age_s = 600;
 };
 
+/// GET /metrics (Prometheus): on the main port for services holding the
+/// scope METRICS, and, when `port` is set, without a token on a listener
+/// of its own that serves nothing else (bind it where only the scraper
+/// reaches).
+struct metrics_config {
+  bool enabled = true;
+  /// The metrics-only listener's address ("" : listen.address).
+  std::string address;
+  /// 0: no metrics-only listener.
+  uint16_t port = 0;
+};
+
 /// Per-caller token buckets on the routes that write or call providers
 /// (http/rate_limiter.hpp). Services get larger buckets: one service acts
 /// for every member of every team.
@@ -243,6 +255,7 @@ struct service_config {
   auth_config auth;
   oauth_config oauth;
   cors_config cors;
+  metrics_config metrics;
   rate_limit_config rate_limit;
   log::level log_level = log::level::info;
   /// Audit rows of token reads waiting to be written; a token read that

@@ -38,6 +38,9 @@ struct identity {
 /// The scope services need for the /api/v1/connectors internal routes.
 inline constexpr const char* scope_fetch_config = "FETCH_CONFIG";
 
+/// The scope a service needs to scrape GET /metrics on the main port.
+inline constexpr const char* scope_metrics = "METRICS";
+
 /// The service tokens an operator created (stored as hashes in the
 /// database, storage/service_token_watcher.hpp), replaced whole whenever
 /// they are read again. One set is shared by every authenticator a

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "http/event_stream.hpp"
 
 namespace cm::http {
@@ -100,7 +101,7 @@ bool exchange::reply(response res) {
   res.headers.emplace_back("X-Request-Id", req_.request_id);
   for (auto& header : extra_headers_)
     res.headers.push_back(header);
-  log_request_done(req_, res, caller_);
+  request_done(req_, res, caller_, route_);
   try {
     write_(std::move(res));
   } catch (const std::exception&) {
@@ -209,10 +210,12 @@ std::string trace_id_of(std::string_view traceparent) {
 
 namespace cm::http {
 
-void log_request_done(const request& req, const response& res, std::string_view caller) {
+void request_done(const request& req, const response& res, std::string_view caller,
+                  std::string_view route) {
+  std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - req.received;
+  metrics::http_request(route, req.method, res.status, took.count() / 1000.0);
   if (!log::enabled(log::level::info))
     return;
-  std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - req.received;
   log::request_done({req.request_id, req.method, req.path, res.status, took.count(), caller,
                      res.error_code ? res.error_code : "", req.trace_id});
 }

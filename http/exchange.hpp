@@ -100,6 +100,11 @@ public:
   /// "anonymous" until the route authenticated it.
   void set_caller(const char* kind) { caller_ = kind; }
 
+  /// Names the route pattern the request matched, for GET /metrics (a
+  /// string of the route table, which outlives every request);
+  /// "unmatched" until set.
+  void set_route(const std::string& pattern) { route_ = pattern.c_str(); }
+
   /// A header every answer to this request carries (CORS), whoever
   /// writes it. Set before the request is handed on.
   void add_header(std::string name, std::string value) {
@@ -119,6 +124,7 @@ private:
   stream_opener open_stream_;
   std::atomic<bool> replied_{false};
   const char* caller_ = "anonymous";
+  const char* route_ = "unmatched";
   std::vector<std::pair<std::string, std::string>> extra_headers_;
 };
 
@@ -139,9 +145,11 @@ std::string accepted_request_id(std::string_view value);
 /// ("00-<trace id>-<parent id>-<flags>"), or "" when it is not one.
 std::string trace_id_of(std::string_view traceparent);
 
-/// Logs the access line of an answered request: method, path, status,
-/// error code, duration, the caller's kind ("service", "user",
-/// "anonymous") and the trace id when there is one.
-void log_request_done(const request& req, const response& res, std::string_view caller);
+/// An answered request: its latency by route and status for GET /metrics,
+/// and its access line (method, path, status, error code, duration, the
+/// caller's kind "service", "user" or "anonymous", and the trace id when
+/// there is one).
+void request_done(const request& req, const response& res, std::string_view caller,
+                  std::string_view route);
 
 } // namespace cm::http

@@ -279,7 +279,7 @@ public:
         const char* caller = "anonymous";
         if (lane_->answer(req, res, caller)) {
           res.headers.emplace_back("X-Request-Id", req.request_id);
-          log_request_done(req, res, caller);
+          request_done(req, res, caller, lane_->route());
           write(std::move(res));
           return;
         }
@@ -290,6 +290,10 @@ public:
       auto ex = std::make_shared<exchange>(std::move(req), write, std::move(opener));
       if (!query_ok) {
         ex->reply_error(ec::bad_request, "malformed query string");
+        return;
+      }
+      if (fronts_->empty()) { // a listener that serves its fast lane only
+        ex->reply_error(ec::not_found, "no such route");
         return;
       }
       auto index = next_.fetch_add(1, std::memory_order_relaxed) % fronts_->size();

@@ -31,6 +31,8 @@ public:
   /// Fills `out` and returns true to answer now, naming the caller's kind
   /// in `caller` for the access line; false passes the request on.
   virtual bool answer(const request& req, response& out, const char*& caller) = 0;
+  /// The route pattern of what it answers, for GET /metrics.
+  virtual const char* route() const = 0;
 };
 
 class server {

@@ -132,6 +132,7 @@ std::optional<outbound_request> provider_request(const config::provider_entry& e
   outbound_request req;
   req.url = *url;
   req.timeout_ms = timeout_ms;
+  req.provider = entry.name;
   req.headers.emplace_back("Accept", "application/json");
   return req;
 }
@@ -197,6 +198,7 @@ std::optional<outbound_request> refresh_request(const config::provider_entry& en
   req.method = "POST";
   req.url = *url;
   req.timeout_ms = timeout_ms;
+  req.provider = entry.name;
   req.headers.emplace_back("Accept", "application/json");
   if (entry.client_auth == config::client_auth_style::json) {
     nlohmann::json body = {{"grant_type", "refresh_token"},

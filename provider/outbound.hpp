@@ -20,11 +20,14 @@ struct outbound_request {
   int64_t timeout_ms = 10000;
   /// Larger answers are cut off and reported as `too_large`.
   int64_t max_response_bytes = 1 << 20;
+  /// Whom the call is for (the catalog's provider name, "webhook", …):
+  /// the label of its latency in GET /metrics; "" counts as "other".
+  std::string provider;
 
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, outbound_request& x) {
     return f(caf::meta::type_name("outbound_request"), x.method, x.url, x.headers, x.body,
-             x.timeout_ms, x.max_response_bytes);
+             x.timeout_ms, x.max_response_bytes, x.provider);
   }
 };
 

@@ -50,6 +50,10 @@ WHERE d.team_id = due.team_id AND d.event_id = due.event_id AND d.webhook = due.
   AND o.team_id = d.team_id AND o.event_id = d.event_id
 RETURNING d.team_id, d.event_id::text, d.webhook, d.attempts, o.payload::text)"};
 
+const statement waiting_stmt{"webhook_waiting",
+  "SELECT count(*) FROM webhook_deliveries "
+  "WHERE delivered_at IS NULL AND next_attempt_at <> 'infinity'::timestamptz"};
+
 // retry_in_ms: -1 delivered, -2 given up (kept, never due again), else the
 // delay before the next attempt.
 const statement finish_stmt{"webhook_finish",
@@ -140,6 +144,10 @@ outbox_position outbox::head() {
   if (res.rows() == 0)
     return {};
   return {res.integer(0, 0), res.integer(0, 1)};
+}
+
+int64_t outbox::waiting_deliveries() {
+  return db_.exec(waiting_stmt).integer(0, 0);
 }
 
 webhook_jobs outbox::claim_due(int limit, int64_t lease_ms) {

@@ -47,6 +47,10 @@ public:
   /// claimers for `lease_ms`, so one instance attempts each at a time.
   webhook_jobs claim_due(int limit, int64_t lease_ms);
 
+  /// Deliveries not delivered and not given up, across teams (the
+  /// operator's backlog gauge; migration 0012 indexes them).
+  int64_t waiting_deliveries();
+
   /// Records an attempt: delivered (retry_in_ms = -1), given up (-2; the
   /// row stays for inspection) or due again after retry_in_ms. `status` is
   /// the HTTP status (0: no answer).

@@ -77,6 +77,7 @@ enum class kind {
   admin,            // a team admin
   service_unscoped, // a service without FETCH_CONFIG
   service_scoped,   // a service holding FETCH_CONFIG
+  service_metrics,  // a service holding METRICS only (a Prometheus scraper)
 };
 
 struct caller {
@@ -94,6 +95,7 @@ enum class rule {
   admin,            // team connector management: the caller's team's admins
   service,          // services holding FETCH_CONFIG
   admin_or_service, // an admin, or a service holding FETCH_CONFIG
+  metrics,          // services holding METRICS ("GET /metrics, protected by configuration")
 };
 
 const char* name_of(rule r) {
@@ -103,6 +105,7 @@ const char* name_of(rule r) {
     case rule::admin: return "admin";
     case rule::service: return "service(FETCH_CONFIG)";
     case rule::admin_or_service: return "admin_or_service(FETCH_CONFIG)";
+    case rule::metrics: return "service(METRICS)";
   }
   return "?";
 }
@@ -125,11 +128,13 @@ verdict expected(rule r, kind k) {
   switch (k) {
     case kind::bad_credential: return verdict::unauthenticated;
     case kind::member: return r == rule::user ? verdict::allowed : verdict::forbidden;
-    case kind::admin: return r == rule::service ? verdict::forbidden : verdict::allowed;
+    case kind::admin:
+      return r == rule::service || r == rule::metrics ? verdict::forbidden : verdict::allowed;
     case kind::service_unscoped: return verdict::forbidden;
     case kind::service_scoped:
       return r == rule::service || r == rule::admin_or_service ? verdict::allowed
                                                                : verdict::forbidden;
+    case kind::service_metrics: return r == rule::metrics ? verdict::allowed : verdict::forbidden;
   }
   return verdict::forbidden;
 }
@@ -154,6 +159,7 @@ const std::vector<expectation>& design_routes() {
     // "GET /api/v1/openapi.json (the API described as OpenAPI 3.1)": a
     // description of public routes, open like health.
     {"GET", "/api/v1/openapi.json", rule::open, "/api/v1/openapi.json", ""},
+    {"GET", "/metrics", rule::metrics, "/metrics", ""},
     // Per-user connections: "Tokens are scoped per user. A team member sees
     // and deletes only their own connections".
     {"GET", "/api/connectors/list", rule::user, "/api/connectors/list", ""},
@@ -237,7 +243,7 @@ rule rule_of(const route_shape& r) {
     case http::access::open: return rule::open;
     case http::access::user: return rule::user;
     case http::access::admin: return rule::admin;
-    case http::access::service: return rule::service;
+    case http::access::service: return r.scope == http::scope_metrics ? rule::metrics : rule::service;
     case http::access::admin_or_service: return rule::admin_or_service;
   }
   return rule::open;
@@ -261,6 +267,7 @@ struct authz_world {
   rsa_test_key rsa = generate_rsa_test_key(2048);
   std::string scoped_token = "svc-authz-scoped-" + random_hex(12);
   std::string unscoped_token = "svc-authz-unscoped-" + random_hex(12);
+  std::string metrics_token = "svc-authz-metrics-" + random_hex(12);
   std::unique_ptr<server_process> server;
   std::string hs_secret;
   std::vector<caller> callers;
@@ -272,6 +279,7 @@ struct authz_world {
     o.log_level = "info";
     o.service_tokens.push_back({"reporting", scoped_token, {"FETCH_CONFIG"}});
     o.service_tokens.push_back({"limited", unscoped_token, {}});
+    o.service_tokens.push_back({"prometheus", metrics_token, {"METRICS"}});
     o.env["CM_AUTH__JWT__RS256_PUBLIC_KEY_FILE"] = keys.file("rs256.pub");
     auto base = "http://127.0.0.1:" + std::to_string(fake.port());
     o.extra_yaml = "oauth:\n  public_base_url: https://cm.example\n  allowed_redirect_uris: [" +
@@ -321,6 +329,7 @@ struct authz_world {
       {"service JWT without FETCH_CONFIG", kind::service_unscoped,
        bearer(hs256(hs_secret, {{"sub", "svc-jwt"}, {"scopes", {"READ_ONLY"}}, {"exp", now_s() + 600}}))},
       {"service token with FETCH_CONFIG", kind::service_scoped, {{"X-Services-Token", scoped_token}}},
+      {"service token with METRICS", kind::service_metrics, {{"X-Services-Token", metrics_token}}},
       {"service JWT with FETCH_CONFIG", kind::service_scoped,
        bearer(hs256(hs_secret, {{"sub", "svc-jwt"}, {"scopes", {"FETCH_CONFIG"}}, {"exp", now_s() + 600}}))},
     };
@@ -415,7 +424,8 @@ TEST(Authorization, EveryRouteOfTheTableHasADesignRuleAndAReachingRequest) {
     EXPECT_EQ(name_of(rule_of(r)), std::string(name_of(e->who)))
       << r.method << " " << r.pattern << ": the code's guard differs from the design";
     if (r.who == http::access::service || r.who == http::access::admin_or_service) {
-      EXPECT_EQ(r.scope, "FETCH_CONFIG") << r.method << " " << r.pattern;
+      EXPECT_EQ(r.scope, e->who == rule::metrics ? "METRICS" : "FETCH_CONFIG")
+        << r.method << " " << r.pattern;
     }
   }
   for (auto& e : design_routes()) {

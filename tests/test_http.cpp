@@ -98,6 +98,7 @@ storage_actor::behavior_type silent_storage(silent_pointer self) {
     },
     [=](head_atom) { return hold<outbox_position>(self); },
     [=](claim_atom, int32_t, int64_t) { return hold<webhook_jobs>(self); },
+    [=](backlog_atom) { return hold<int64_t>(self); },
     [=](delivered_atom, const webhook_job&, int32_t, const std::string&, int64_t) {
       return hold<bool>(self);
     },

@@ -2,10 +2,15 @@
 // provider on loopback. Internal token endpoint, manual and service
 // refreshes, several instances refreshing one connection at expiry, and a
 // second CAF program fetching a token by actor message.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <caf/actor_system.hpp>
@@ -474,4 +479,109 @@ TEST(Tokens, AnotherCafProgramGetsATokenByMessage) {
   EXPECT_EQ(fresh["access_token"], "at-seed-alice");
   server.stop();
   EXPECT_EQ(w.count("SELECT count(*) FROM audit_log WHERE details->>'via' = 'actor'"), 2);
+}
+
+namespace {
+
+/// The value of one series in Prometheus text ("name{a=\"b\"}" exactly as
+/// written, or a bare name); -1 when absent.
+double series(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.size() > name.size() && line.compare(0, name.size(), name) == 0 &&
+        line[name.size()] == ' ')
+      return std::stod(line.substr(name.size() + 1));
+  return -1;
+}
+
+/// A loopback port free right now.
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+} // namespace
+
+TEST(Metrics, AScrapeDuringAFlowPassesPromtoolAndItsCountersMove) {
+  ASSERT_EQ(run_command("command -v promtool >/dev/null"), 0)
+    << "promtool (Debian package prometheus) is installed by scripts/test";
+  token_world w;
+  w.seed("alice", 3600'000);
+  auto opts = w.options();
+  const std::string scraper = "prometheus-scrape-token-77";
+  opts.service_tokens.push_back({"prometheus", scraper, {"METRICS"}});
+  auto metrics_port = free_port();
+  opts.extra_yaml += "metrics:\n  port: " + std::to_string(metrics_port) + "\n";
+  server_process server{opts};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto scrape = [&] {
+    auto r = http_call(server.port(), "GET", "/metrics", {{"X-Services-Token", scraper}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("content-type").rfind("text/plain; version=0.0.4", 0), 0u);
+    return r.body;
+  };
+  // Protected: a service without METRICS, or nobody, gets nothing.
+  EXPECT_EQ(http_call(server.port(), "GET", "/metrics").status, 401);
+  EXPECT_EQ(http_call(server.port(), "GET", "/metrics", {{"X-Services-Token", service_token}})
+              .status,
+            403);
+  auto before = scrape();
+
+  // A flow: tokens read (the second from the snapshot), a forced refresh at
+  // the provider, a route that does not exist.
+  ASSERT_EQ(token_call(server.port(), "user_id=alice&team_id=acme").status, 200);
+  ASSERT_EQ(token_call(server.port(), "user_id=alice&team_id=acme").status, 200);
+  auto refreshed = http_call(server.port(), "POST", "/api/connectors/github/refresh",
+                             {{"Authorization", "Bearer " + server.mint("alice", "acme")}});
+  ASSERT_EQ(refreshed.status, 200) << refreshed.body;
+  EXPECT_EQ(http_call(server.port(), "GET", "/nope").status, 404);
+  auto after = scrape();
+
+  temp_dir dir;
+  write_file(dir.file("metrics.txt"), after);
+  auto lint = command_output("promtool check metrics < " + dir.file("metrics.txt") + " 2>&1; echo rc=$?");
+  EXPECT_EQ(lint.find("rc=0"), 0u) << "promtool found problems:\n" << lint;
+
+  auto reads = [](const std::string& text) {
+    return std::max(0.0, series(text, "cm_token_reads_total{via=\"snapshot\"}")) +
+           std::max(0.0, series(text, "cm_token_reads_total{via=\"actor\"}"));
+  };
+  EXPECT_EQ(reads(after) - reads(before), 2) << after;
+  EXPECT_GE(series(after, "cm_refreshes_total{outcome=\"refreshed\",provider=\"github\"}"), 1)
+    << after;
+  EXPECT_GE(series(after, "cm_provider_request_duration_seconds_count{provider=\"github\","
+                          "result=\"2xx\"}"),
+            1)
+    << after;
+  auto token_route = "cm_http_request_duration_seconds_count{method=\"GET\",route=\"/api/internal/"
+                     "tokens/{provider}\",status=\"200\"}";
+  EXPECT_EQ(series(after, token_route) - std::max(0.0, series(before, token_route)), 2) << after;
+  EXPECT_GE(series(after, "cm_http_request_duration_seconds_count{method=\"GET\",route="
+                          "\"unmatched\",status=\"404\"}"),
+            1);
+  EXPECT_GE(series(after, "cm_connection_actors"), 1);
+  EXPECT_GT(series(after, "cm_shards{state=\"owned\"}"), 0);
+  EXPECT_EQ(series(after, "cm_shards{state=\"owned\"}"), series(after, "cm_shards{state=\"total\"}"))
+    << "alone, it owns every shard";
+  EXPECT_GE(series(after, "cm_webhook_backlog"), 0);
+  // No secret, ever.
+  for (auto* secret : {"at-seed-alice", "rt-seed-alice", "prometheus-scrape-token", "svc-"})
+    EXPECT_EQ(after.find(secret), std::string::npos) << secret;
+
+  // The metrics-only listener: no token, and nothing else.
+  auto open = http_call(metrics_port, "GET", "/metrics");
+  EXPECT_EQ(open.status, 200);
+  EXPECT_NE(open.body.find("cm_token_reads_total"), std::string::npos);
+  EXPECT_EQ(http_call(metrics_port, "GET", "/api/v1/health").status, 404);
+  EXPECT_EQ(http_call(metrics_port, "GET", "/api/internal/tokens/github?user_id=alice",
+                      {{"X-Services-Token", service_token}})
+              .status,
+            404);
 }

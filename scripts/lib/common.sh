@@ -8,10 +8,14 @@ CM_ROOT=${CM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 CM_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates curl openssl
   libcaf-dev libpistache-dev libsodium-dev libyaml-cpp-dev libjwt-dev
-  nlohmann-json3-dev libcurl4-openssl-dev libssl-dev libpq-dev libspdlog-dev
+  nlohmann-json3-dev libcurl4-openssl-dev libssl-dev libpq-dev libspdlog-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev
   postgresql postgresql-client
 )
+
+# Test-only Debian packages: promtool (package prometheus) checks what
+# GET /metrics serves.
+CM_TEST_PACKAGES=(prometheus)
 
 # Node.js runs the OAuth end-to-end test's authorization server
 # (oidc-provider). Debian's nodejs is enough; an existing node is kept.
@@ -45,7 +49,20 @@ cm_install_deps() {
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Packages that ship a daemon (prometheus for promtool, postgresql) must
+  # not start it: the scripts run private instances on loopback only. A
+  # policy-rc.d answering 101 tells Debian's maintainer scripts so; one the
+  # machine already has is left alone.
+  local policy=/usr/sbin/policy-rc.d own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    own_policy=1
+  fi
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
+  [ -n "$own_policy" ] && $sudo rm -f "$policy"
+  return $rc
 }
 
 # Paths under the checkout are hashed relative to it, and the build
