@@ -17,6 +17,10 @@
 
 namespace cm {
 
+connection_state::connection_state() { metrics::connection_actor_started(); }
+
+connection_state::~connection_state() { metrics::connection_actor_stopped(); }
+
 namespace {
 
 using self_ptr = connection_actor::stateful_pointer<connection_state>;

@@ -162,6 +162,14 @@ struct resident_token {
 // Fields are grouped by size (8-byte ones, then 4, then flags), so a
 // million of these carry no padding between them.
 struct connection_state {
+  /// Counted for GET /metrics from construction to destruction, which CAF
+  /// ties to the actor's life whichever way it ends (no member: a
+  /// connection's memory is counted in bytes).
+  connection_state();
+  ~connection_state();
+  connection_state(const connection_state&) = delete;
+  connection_state& operator=(const connection_state&) = delete;
+
   connection_key key;
   connection_deps_ptr deps;
   /// nullopt until loaded from storage.

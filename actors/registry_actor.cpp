@@ -1,7 +1,5 @@
 #include "actors/registry_actor.hpp"
 
-#include "common/metrics.hpp"
-
 #include "actors/fan_out.hpp"
 
 #include <unistd.h>
@@ -97,7 +95,6 @@ connection_actor spawn_connection(self_ptr self, const connection_key& key,
   auto actor = self->spawn(connection, key, std::move(initial),
                            connection_deps_for(self, key.provider, owner));
   self->monitor(actor);
-  metrics::connection_actor_started();
   if (!owner && s.deps.guest_idle_ms > 0)
     s.guest_used_ms[actor.address()] = clock_ms(self);
   auto entry = s.connections.insert_or_assign(key, actor).first;
@@ -374,7 +371,6 @@ registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry
     auto it = s.keys.find(msg.source);
     if (it == s.keys.end())
       return;
-    metrics::connection_actor_stopped();
     auto entry = s.connections.find(*it->second);
     if (entry != s.connections.end() && entry->second.address() == msg.source) {
       auto key = entry->first;

@@ -114,6 +114,28 @@ void service_refresh(const call& c) {
   service_refresh_attempt(c.self, c.ex, {team, user, provider}, 1);
 }
 
+/// userId, connectorName and orgId, each also under its other accepted
+/// names: one of each is required.
+nlohmann::json refresh_body() {
+  auto body = api::object_of({{"userId", {{"type", "string"}}},
+                              {"user_id", {{"type", "string"}}},
+                              {"connectorName", {{"type", "string"}}},
+                              {"provider", {{"type", "string"}}},
+                              {"orgId", {{"type", "string"}}},
+                              {"teamId", {{"type", "string"}}},
+                              {"team_id", {{"type", "string"}}}},
+                             {});
+  auto one_of_names = [](std::initializer_list<const char*> names) {
+    auto any = nlohmann::json::array();
+    for (auto n : names)
+      any.push_back({{"required", {n}}});
+    return nlohmann::json{{"anyOf", any}};
+  };
+  body["allOf"] = {one_of_names({"userId", "user_id"}), one_of_names({"connectorName", "provider"}),
+                   one_of_names({"orgId", "teamId", "team_id"})};
+  return body;
+}
+
 } // namespace
 
 std::vector<api::route> connection_routes() {
@@ -149,10 +171,7 @@ std::vector<api::route> connection_routes() {
       "connection: userId, connectorName and orgId (user_id, provider and teamId/team_id "
       "accepted too).",
       {},
-      api::object_of({{"userId", {{"type", "string"}}},
-                      {"connectorName", {{"type", "string"}}},
-                      {"orgId", {{"type", "string"}}}},
-                     {}),
+      refresh_body(),
       {{200, "refreshed",
         api::object_of({{"success", {{"type", "boolean"}, {"const", true}}},
                         {"provider", {{"type", "string"}}},

@@ -667,7 +667,8 @@ std::vector<api::route> connector_routes() {
                       {"syncAction", {{"type", "string"},
                                       {"enum", {"none", "immediate", "scheduled"}}}}},
                      {}),
-      {{200, "the connector as it is now", api::ref("ConnectorConfig")}}, {404, 409}}},
+      {{200, "the connector as it is now", api::ref("ConnectorConfig")}}, {404, 409},
+      /*body_required=*/false}},
     {"GET", "/api/v1/connectors/filters/{connectorName}", access::admin, "",
      connector_filters_get, unmetered,
      {"getTeamConnectorFilters", tag, "A connector's filters and the options they take", "",
@@ -729,7 +730,8 @@ std::vector<api::route> connector_routes() {
        {"orgId", "services: one team's events only"},
        {"lastEventId", "the same as the Last-Event-ID header"}},
       nullptr,
-      {{200, "the stream", {{"type", "string"}}, "text/event-stream"}}}},
+      {{200, "the stream", {{"type", "string"}}, "text/event-stream"}},
+      {429}}},
   };
 }
 

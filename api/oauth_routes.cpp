@@ -523,7 +523,7 @@ std::vector<api::route> oauth_routes() {
   auto auth_url = api::object_of({{"auth_url", api::string_of("uri")}});
   std::vector<api::param_doc> authorize_query = {
     {"redirect_uri", "where the browser lands afterwards; must equal an entry of "
-                     "oauth.allowed_redirect_uris", false, api::string_of("uri")},
+                     "oauth.allowed_redirect_uris", true, api::string_of("uri")},
     {"shop", "Shopify: the shop (acme or acme.myshopify.com)"},
     {"tenant", "Microsoft: the tenant (default: common)"}};
   std::vector<api::param_doc> callback_query = {
@@ -552,7 +552,7 @@ std::vector<api::route> oauth_routes() {
      {"oauthCallback", "oauth", "Finish connecting a provider",
       "The provider sends the browser here. The state proves who started the flow; the code "
       "is exchanged, the tokens stored encrypted, TOKEN_CREATED emitted.",
-      callback_query, nullptr, callback_answers, {404, 409, 502}}},
+      callback_query, nullptr, callback_answers, {403, 404, 409, 502}}},
     {"GET", "/api/v1/connectors/{connectorName}/oauth/authorize", access::admin, "",
      oauth_authorize, metered,
      {"authorizeTeamConnector", "team connectors", "Start connecting a team connector",
@@ -562,7 +562,7 @@ std::vector<api::route> oauth_routes() {
      oauth_callback, unmetered,
      {"teamConnectorOauthCallback", "team connectors", "Finish connecting a team connector",
       "As /api/oauth/{provider}/callback.", callback_query, nullptr, callback_answers,
-      {404, 409, 502}}},
+      {403, 404, 409, 502}}},
     {"DELETE", "/api/connectors/{provider}", access::user, "", disconnect, metered,
      {"disconnectConnection", "connections", "Disconnect the caller's connection",
       "Revokes the tokens at the provider where it has a revocation endpoint, deletes them "

@@ -46,7 +46,7 @@ const error_answer& error_named(int status) {
   throw std::logic_error("no error answer documented for status " + std::to_string(status));
 }
 
-nlohmann::json components() {
+nlohmann::json components(const std::string& service_header) {
   nlohmann::json responses = nlohmann::json::object();
   for (auto& e : error_answers()) {
     nlohmann::json answer = {
@@ -67,9 +67,9 @@ nlohmann::json components() {
   schemes["serviceToken"] = {
     {"type", "apiKey"},
     {"in", "header"},
-    {"name", "X-Services-Token"},
+    {"name", service_header},
     {"description", "A service token (auth.service_tokens, or connector-manager service-tokens "
-                    "create)"}};
+                    "create); X-Services-Token and X-Reeve-Services-Token are accepted too"}};
   nlohmann::json out = nlohmann::json::object();
   out["schemas"] = shared_schemas();
   out["responses"] = std::move(responses);
@@ -142,7 +142,7 @@ nlohmann::json operation(const route& r) {
   if (!params.empty())
     op["parameters"] = std::move(params);
   if (!d.body.is_null())
-    op["requestBody"] = {{"required", true},
+    op["requestBody"] = {{"required", d.body_required},
                          {"content", {{"application/json", {{"schema", d.body}}}}}};
   nlohmann::json responses = nlohmann::json::object();
   for (auto& answer : d.responses) {
@@ -175,7 +175,7 @@ nlohmann::json operation(const route& r) {
   return op;
 }
 
-nlohmann::json build(const std::string& server_url) {
+nlohmann::json build(const std::string& server_url, const std::string& service_header) {
   nlohmann::json paths = nlohmann::json::object();
   std::map<std::string, int> operation_ids;
   for (auto& r : route_table()) {
@@ -209,20 +209,23 @@ nlohmann::json build(const std::string& server_url) {
       {{"name", "audit"}, {"description", "who did what"}},
       {{"name", "events"}, {"description", "lifecycle events"}}}},
     {"paths", paths},
-    {"components", components()},
+    {"components", components(service_header)},
   };
 }
 
 } // namespace
 
-const nlohmann::json& openapi_document(const std::string& server_url) {
-  // Built once per server URL (a reload may change it); a handful at most.
+const nlohmann::json& openapi_document(const std::string& server_url,
+                                       const std::string& service_header) {
+  // Built once per server URL and header (a reload may change them); a
+  // handful at most.
   static std::mutex mutex;
-  static std::map<std::string, nlohmann::json> built;
+  static std::map<std::pair<std::string, std::string>, nlohmann::json> built;
   std::lock_guard<std::mutex> guard{mutex};
-  auto it = built.find(server_url);
+  auto key = std::make_pair(server_url, service_header);
+  auto it = built.find(key);
   if (it == built.end())
-    it = built.emplace(server_url, build(server_url)).first;
+    it = built.emplace(key, build(server_url, service_header)).first;
   return it->second;
 }
 

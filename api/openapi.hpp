@@ -9,8 +9,10 @@
 
 namespace cm::api {
 
-/// The document, with `server_url` (oauth.public_base_url) as its server.
-/// Throws std::logic_error naming a route without documentation.
-const nlohmann::json& openapi_document(const std::string& server_url);
+/// The document, with `server_url` (oauth.public_base_url) as its server
+/// and `service_header` (auth.service_header) as the service tokens'
+/// header. Throws std::logic_error naming a route without documentation.
+const nlohmann::json& openapi_document(const std::string& server_url,
+                                       const std::string& service_header);
 
 } // namespace cm::api

@@ -49,6 +49,9 @@ struct route_doc {
   /// Error statuses besides those every route of its kind can answer
   /// (400 for input, 401/403 with a guard, 429 when metered, 500, 503).
   std::vector<int> errors = {};
+  /// Whether a request without a body is refused (false: the body is
+  /// optional, e.g. a toggle that flips without one).
+  bool body_required = true;
 };
 
 struct route {

@@ -55,7 +55,8 @@ void health(const call& c) {
 /// GET /api/v1/openapi.json: the API as OpenAPI 3.1, built from the route
 /// table (api/openapi.hpp) once per configuration.
 void openapi(const call& c) {
-  c.ex->reply_json(200, api::openapi_document(c.ctx().cfg.oauth.public_base_url));
+  c.ex->reply_json(200, api::openapi_document(c.ctx().cfg.oauth.public_base_url,
+                                              c.ctx().cfg.auth.service_header));
 }
 
 /// The gauges read at each scrape.

@@ -13,6 +13,8 @@ struct arguments {
   std::string command = "serve";
   /// "list" in `connections list`; empty for commands without one.
   std::string subcommand;
+  /// `help connections list`: "list".
+  std::string help_topic;
   std::map<std::string, std::string> options;
   std::vector<std::string> flags;
   bool has_flag(const std::string& f) const {
@@ -24,9 +26,10 @@ struct arguments {
   }
 };
 
-/// Commands whose second word is a subcommand.
+/// Commands whose second word is a subcommand ("help" takes the command
+/// it explains there, and that command's subcommand in `help_topic`).
 inline bool has_subcommands(const std::string& command) {
-  return command == "connections" || command == "service-tokens";
+  return command == "connections" || command == "service-tokens" || command == "help";
 }
 
 /// Fills `out`; false with `problem` set on an unknown or incomplete option.

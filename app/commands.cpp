@@ -139,6 +139,8 @@ bool parse_arguments(int argc, char** argv, arguments& out, std::string& problem
     out.command = argv[i++];
   if (has_subcommands(out.command) && i < argc && argv[i][0] != '-')
     out.subcommand = argv[i++];
+  if (out.command == "help" && i < argc && argv[i][0] != '-')
+    out.help_topic = argv[i++];
   for (; i < argc; ++i) {
     std::string arg = argv[i];
     if (std::find(valued.begin(), valued.end(), arg) != valued.end()) {
@@ -229,8 +231,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   if (cfg.token_service.enabled)
     ports.emplace_back(cfg.token_service.address, cfg.token_service.port);
   if (cfg.metrics.enabled && cfg.metrics.port != 0)
-    ports.emplace_back(cfg.metrics.address.empty() ? cfg.listen.address : cfg.metrics.address,
-                       cfg.metrics.port);
+    ports.emplace_back(cfg.metrics.address, cfg.metrics.port);
   for (auto& [address, port] : ports)
     if (auto problem = bind_problem(address, port); !problem.empty()) {
       log::error("main", "cannot listen", {{"address", address}, {"port", port},
@@ -243,6 +244,15 @@ int cmd_serve(const config::service_config& cfg, char**) {
 
   if (migrate_with_retry(cfg, std::chrono::seconds(30)) != 0)
     return 1;
+
+  // Block the signals we wait for before any thread of ours starts (the
+  // token watcher's, CAF's), so only sigwait below sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   storage::service_token_watcher token_watcher{
     cfg.database, std::chrono::milliseconds(cfg.auth.service_token_poll_ms),
     [stored_tokens](const std::vector<storage::stored_service_token>& tokens) {
@@ -251,14 +261,6 @@ int cmd_serve(const config::service_config& cfg, char**) {
         by_digest[t.sha256_hex] = {t.name, t.scopes};
       stored_tokens->replace(std::move(by_digest));
     }};
-
-  // Block the signals we wait for before CAF starts its threads, so only
-  // sigwait below sees them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   actor_config actor_cfg;
   actor_cfg.apply(cfg.scheduler);
@@ -547,7 +549,7 @@ int cmd_serve(const config::service_config& cfg, char**) {
   std::unique_ptr<http::server> metrics_server;
   if (cfg.metrics.enabled && cfg.metrics.port != 0) {
     auto listen = cfg.listen;
-    listen.address = cfg.metrics.address.empty() ? cfg.listen.address : cfg.metrics.address;
+    listen.address = cfg.metrics.address;
     listen.port = cfg.metrics.port;
     listen.threads = 1;
     metrics_server = std::make_unique<http::server>(listen, std::vector<front_actor>{},
@@ -818,8 +820,14 @@ int run(int argc, char** argv, char** env) {
               << "--help' says what it takes\n";
     return 2;
   }
-  if (args.command == "help" || args.command == "--help") {
-    std::cout << help_for(args.subcommand.empty() ? "" : args.subcommand, "");
+  if (args.command == "help") {
+    auto text = help_for(args.subcommand, args.help_topic);
+    if (text.empty()) {
+      std::cerr << "connector-manager: unknown command " << args.subcommand << "\n"
+                << help_for("", "");
+      return 2;
+    }
+    std::cout << text;
     return 0;
   }
   if (args.has_flag("--help")) {
@@ -852,7 +860,9 @@ int run(int argc, char** argv, char** env) {
     if (args.command == "openapi") {
       // The document GET /api/v1/openapi.json serves, for generating
       // clients without a running service.
-      std::cout << api::openapi_document(cfg.oauth.public_base_url).dump(2) << "\n";
+      std::cout << api::openapi_document(cfg.oauth.public_base_url, cfg.auth.service_header)
+                     .dump(2)
+                << "\n";
       return 0;
     }
     if (args.command == "connections")

@@ -313,6 +313,20 @@ std::string service_url(const arguments& args, const config::service_config& cfg
   return "http://" + host + ":" + std::to_string(cfg.listen.port);
 }
 
+/// Whether a session JWT may be sent to `url`: over https anywhere, over
+/// plain http only to this machine.
+bool safe_to_send_session(const std::string& url) {
+  if (url.rfind("https://", 0) == 0)
+    return true;
+  if (url.rfind("http://", 0) != 0)
+    return false;
+  auto host = url.substr(7, url.find_first_of("/?#", 7) - 7);
+  if (!host.empty() && host.front() == '[')
+    return host.rfind("[::1]", 0) == 0;
+  host = host.substr(0, host.find(':'));
+  return host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
 struct service_answer {
   long status = 0;
   std::string body;
@@ -373,6 +387,11 @@ int connections_act(const arguments& args, const config::service_config& cfg) {
                  "its ready line): name the service with --url http://HOST:PORT\n";
     return 2;
   }
+  if (!safe_to_send_session(service_url(args, cfg))) {
+    std::cerr << "connector-manager: " << service_url(args, cfg)
+              << ": the call carries a session JWT; name a remote service with https://\n";
+    return 2;
+  }
   bool refresh = args.subcommand == "refresh";
   std::unique_ptr<char, void (*)(void*)> escaped{
     curl_easy_escape(nullptr, key.provider.c_str(), static_cast<int>(key.provider.size())),
@@ -418,6 +437,13 @@ int connections_act(const arguments& args, const config::service_config& cfg) {
   return 0;
 }
 
+/// The same command without its subcommand, for its overall help.
+arguments command_only(const arguments& args) {
+  arguments out;
+  out.command = args.command;
+  return out;
+}
+
 } // namespace
 
 int cmd_service_tokens(const arguments& args, const config::service_config& cfg) {
@@ -430,7 +456,7 @@ int cmd_service_tokens(const arguments& args, const config::service_config& cfg)
     return service_tokens_revoke(args, cfg);
   return usage_error(args.subcommand.empty() ? "service-tokens needs a subcommand"
                                              : "unknown subcommand " + args.subcommand,
-                     arguments{args.command, "", {}, {}});
+                     command_only(args));
 }
 
 int cmd_connections(const arguments& args, const config::service_config& cfg) {
@@ -443,7 +469,7 @@ int cmd_connections(const arguments& args, const config::service_config& cfg) {
     return connections_act(args, cfg);
   return usage_error(args.subcommand.empty() ? "connections needs a subcommand"
                                              : "unknown subcommand " + args.subcommand,
-                     arguments{args.command, "", {}, {}});
+                     command_only(args));
 }
 
 } // namespace cm::app

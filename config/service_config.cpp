@@ -227,6 +227,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   cfg.metrics.enabled = reader.get_bool(metrics, "metrics", "enabled", cfg.metrics.enabled);
   cfg.metrics.address = reader.get_string(metrics, "metrics", "address", cfg.metrics.address);
   cfg.metrics.port = static_cast<uint16_t>(reader.get_int(metrics, "metrics", "port", 0, 0, 65535));
+  if (cfg.metrics.address.empty())
+    reader.fail(metrics["address"], "metrics.address", "must not be empty");
 
   // rate_limit
   auto limits = root["rate_limit"];
@@ -464,6 +466,12 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
       cfg.providers[name] = std::move(settings);
     }
   }
+  // The metrics-only listener shares no port with the others.
+  if (cfg.metrics.port != 0 &&
+      (cfg.metrics.port == cfg.listen.port ||
+       (cfg.token_service.enabled && cfg.metrics.port == cfg.token_service.port)))
+    reader.fail(metrics["port"], "metrics.port",
+                "must differ from listen.port and token_service.port");
   return cfg;
 }
 

@@ -84,8 +84,9 @@ struct cors_config {
 /// reaches).
 struct metrics_config {
   bool enabled = true;
-  /// The metrics-only listener's address ("" : listen.address).
-  std::string address;
+  /// The metrics-only listener's address: loopback unless the scraper is
+  /// elsewhere (it answers without a token).
+  std::string address = "127.0.0.1";
   /// 0: no metrics-only listener.
   uint16_t port = 0;
 };

@@ -62,8 +62,12 @@ std::string connect_failure_reason(PGconn* conn, const std::string& url) {
     }
     PQconninfoFree(options);
   }
-  if (parse_error != nullptr)
+  if (parse_error != nullptr) {
+    // libpq's reason may quote the part of the string it could not parse,
+    // which may be the password.
     PQfreemem(parse_error);
+    return "database.url is not a connection string libpq can parse";
+  }
   return line.empty() ? "no reason given" : line;
 }
 

@@ -48,7 +48,7 @@ public:
   webhook_jobs claim_due(int limit, int64_t lease_ms);
 
   /// Deliveries not delivered and not given up, across teams (the
-  /// operator's backlog gauge; migration 0012 indexes them).
+  /// operator's backlog gauge; webhook_deliveries_due indexes them).
   int64_t waiting_deliveries();
 
   /// Records an attempt: delivered (retry_in_ms = -1), given up (-2; the

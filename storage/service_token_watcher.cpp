@@ -36,6 +36,12 @@ bool service_token_watcher::read_once() {
                 {{"error", e.what()}});
     failing_ = true;
     return false;
+  } catch (const std::exception&) {
+    // Nothing may end this thread; the last tokens read stay in force.
+    if (!failing_)
+      log::warn("auth", "cannot read the stored service tokens; the last ones read stay in force");
+    failing_ = true;
+    return false;
   }
 }
 

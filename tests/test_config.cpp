@@ -70,6 +70,34 @@ TEST(ServiceConfig, MinimalFileGetsDocumentedDefaults) {
   EXPECT_EQ(cfg.providers_file, "/etc/cm/providers.yaml");
 }
 
+TEST(ServiceConfig, CorsMetricsAndStoredTokenSettingsHaveDefaultsAndLimits) {
+  auto cfg = parse(minimal);
+  EXPECT_TRUE(cfg.cors.allowed_origins.empty());
+  EXPECT_EQ(cfg.cors.max_age_s, 600);
+  EXPECT_TRUE(cfg.metrics.enabled);
+  EXPECT_EQ(cfg.metrics.address, "127.0.0.1");
+  EXPECT_EQ(cfg.metrics.port, 0);
+  EXPECT_EQ(cfg.auth.service_token_poll_ms, 2000);
+  auto set = parse(minimal + "cors:\n  allowed_origins: [https://app.example, http://127.0.0.1:3000]\n"
+                             "metrics:\n  port: 9464\n");
+  EXPECT_EQ(set.cors.allowed_origins.size(), 2u);
+  EXPECT_EQ(set.metrics.port, 9464);
+  // An origin is scheme, host and port: no path, no wildcard.
+  for (auto bad : {"https://app.example/", "https://app.example/path", "*", "app.example",
+                   "ftp://app.example"})
+    EXPECT_NE(error_of(minimal + "cors:\n  allowed_origins: [\"" + bad + "\"]\n")
+                .find("cors.allowed_origins[0]"),
+              std::string::npos)
+      << bad;
+  // The metrics-only listener shares no port.
+  EXPECT_NE(error_of(minimal + "metrics:\n  port: 8080\n").find("metrics.port"), std::string::npos);
+  EXPECT_NE(error_of(minimal + "metrics:\n  port: 8081\n").find("metrics.port"), std::string::npos);
+  const std::string poll = "database:\n  url: \"dbname=x\"\ncrypto:\n  key_file: k\n"
+                           "auth:\n  jwt:\n    hs256_secret_file: /x\n"
+                           "  service_token_poll_ms: 10\n";
+  EXPECT_NE(error_of(poll).find("service_token_poll_ms"), std::string::npos) << poll;
+}
+
 TEST(ServiceConfig, UnknownKeyIsRejectedWithFileLineAndKey) {
   auto err = error_of(minimal + "listen:\n  prot: 80\n");
   EXPECT_NE(err.find("/etc/cm/service.yaml:9:3"), std::string::npos) << err;

@@ -209,6 +209,11 @@ TEST(Operator, ConnectionsAreListedShownRefreshedAndDisconnectedWithoutASecret) 
   EXPECT_EQ(w.count("SELECT count(*) FROM event_outbox WHERE payload->>'eventType' = "
                     "'TOKEN_REVOKED' AND payload->>'userId' = 'bob'"),
             1);
+  // A session JWT goes to a remote service over https only.
+  auto remote = cli(config, "connections refresh --team acme --user alice --provider github "
+                            "--url http://service.example:8080");
+  EXPECT_EQ(remote.code, 2);
+  EXPECT_NE(remote.err.find("https://"), std::string::npos) << remote.err;
   // A service that is not there is said so.
   auto away = cli(config, "connections refresh --team acme --user alice --provider github "
                           "--url http://127.0.0.1:1");
@@ -236,6 +241,9 @@ TEST(Operator, EveryCommandAndSubcommandHasHelp) {
   for (auto& [command, sub] : commands)
     EXPECT_NE(overview.out.find("  " + command + " "), std::string::npos) << command;
   EXPECT_EQ(cli("", "help").out, overview.out);
+  EXPECT_EQ(cli("", "help connections list").out, cli("", "connections list --help").out);
+  EXPECT_EQ(cli("", "help service-tokens").out, cli("", "service-tokens --help").out);
+  EXPECT_EQ(cli("", "help frobnicate").code, 2);
   EXPECT_EQ(cli("", "frobnicate --help").code, 2);
   auto unknown = cli("", "connections frobnicate --config /nonexistent.yaml");
   EXPECT_EQ(unknown.code, 2);

@@ -58,10 +58,25 @@ cm_install_deps() {
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
     $sudo chmod 755 "$policy"
     own_policy=1
+    # Removed however the install ends (an interrupt included).
+    # shellcheck disable=SC2064 # expanded now, while $sudo is in scope
+    trap "$sudo rm -f $policy" EXIT
+    # shellcheck disable=SC2064
+    trap "$sudo rm -f $policy; exit 130" INT TERM
   fi
   local rc=0
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
-  [ -n "$own_policy" ] && $sudo rm -f "$policy"
+  if [ -n "$own_policy" ]; then
+    $sudo rm -f "$policy"
+    trap - EXIT INT TERM
+  fi
+  # Nor may such a daemon start at the next boot (promtool is all the tests
+  # want of the prometheus package).
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    for pkg in "${missing[@]}"; do
+      [ "$pkg" = prometheus ] && $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+    done
+  fi
   return $rc
 }
 

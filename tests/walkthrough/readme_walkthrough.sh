@@ -36,6 +36,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # the EXIT trap then stops everything started
 
 git clone -q "$src" "$clone"
 cd "$clone"
@@ -73,7 +74,7 @@ wait_for 180 "the Stripe stand-in" grep -q "Server started" "$work/terminal1.log
 
 setsid bash -c "$terminal2" >"$work/terminal2.log" 2>&1 &
 pids+=($!)
-wait_for 1200 "scripts/run to serve" curl -sf http://127.0.0.1:8080/api/v1/health ||
+wait_for 1380 "scripts/run to serve" curl -sf http://127.0.0.1:8080/api/v1/health ||
   { tail -50 "$work/terminal2.log"; exit 1; }
 
 # "run that line in terminal 3"
@@ -81,7 +82,7 @@ export_line=$(grep -E '^[[:space:]]*export SERVICE_TOKEN=' "$work/terminal2.log"
 [ -n "$export_line" ] || { echo "scripts/run printed no SERVICE_TOKEN"; tail -50 "$work/terminal2.log"; exit 1; }
 eval "$export_line"
 
-output=$(bash -e "$work/terminal3.sh" 2>&1) || { echo "$output"; tail -50 "$work/terminal2.log"; exit 1; }
+output=$(timeout 120 bash -e "$work/terminal3.sh" 2>&1) || { echo "$output"; tail -50 "$work/terminal2.log"; exit 1; }
 echo "terminal 3 printed:"
 echo "$output"
 last=$(echo "$output" | tail -1)
