@@ -6,6 +6,7 @@
 
 #include "api/connection_routes.hpp"
 #include "api/route_table.hpp"
+#include "http/html_page.hpp"
 #include "common/log.hpp"
 #include "http/cors.hpp"
 #include "http/exchange.hpp"
@@ -38,7 +39,8 @@ std::string caller_key(const http::identity& who) {
 
 /// Takes one request from the caller's bucket; answers 429 with
 /// Retry-After and returns false when it is empty.
-bool within_rate_limit(front_self self, const exchange_ptr& ex, const http::identity& who) {
+bool within_rate_limit(front_self self, const exchange_ptr& ex, const api::route& r,
+                       const http::identity& who) {
   auto& ctx = *self->state.ctx;
   const auto& cfg = ctx.cfg.rate_limit;
   if (!cfg.enabled || !ctx.limiter)
@@ -48,9 +50,14 @@ bool within_rate_limit(front_self self, const exchange_ptr& ex, const http::iden
   auto verdict = ctx.limiter->take(caller_key(who), limits, http::rate_limiter::clock::now());
   if (verdict.allowed)
     return true;
-  ex->reply(http::error_response(ec::rate_limited,
-                                 "too many requests that write or call providers; retry later",
-                                 verdict.retry_after_s));
+  const char* why = "too many requests that write or call providers; retry later";
+  if (r.read_by == api::reader::browser_form) {
+    auto page = http::html_error_page(ec::rate_limited, why);
+    page.headers.emplace_back("Retry-After", std::to_string(verdict.retry_after_s));
+    ex->reply(std::move(page));
+  } else {
+    ex->reply(http::error_response(ec::rate_limited, why, verdict.retry_after_s));
+  }
   return false;
 }
 
@@ -79,17 +86,27 @@ void dispatch(front_self self, const exchange_ptr& ex) {
     call c{self, ex, std::move(params), {}, self->state.ctx};
     ex->set_route(r.pattern);
     if (r.who != http::access::open) {
-      auto who = self->state.ctx->auth->authenticate(req);
+      // A page's form carries the session in a field and reads refusals
+      // as pages (api/route.hpp).
+      bool form = r.read_by == api::reader::browser_form;
+      auto refuse = [&](const caf::error& err) {
+        if (form)
+          ex->reply(http::html_error_page(code_of(err), message_of(err)));
+        else
+          ex->reply_error(err);
+      };
+      auto& auth = *self->state.ctx->auth;
+      auto who = form ? auth.authenticate_form(req) : auth.authenticate(req);
       if (!who) {
-        ex->reply_error(who.error());
+        refuse(who.error());
         return;
       }
       ex->set_caller(who->is_service() ? "service" : "user");
       if (auto denied = check_access(r, *who)) {
-        ex->reply_error(denied);
+        refuse(denied);
         return;
       }
-      if (r.cost == http::metering::metered && !within_rate_limit(self, ex, *who))
+      if (r.cost == http::metering::metered && !within_rate_limit(self, ex, r, *who))
         return;
       c.who = std::move(*who);
     }

@@ -9,6 +9,8 @@
 #include "actors/team_app.hpp"
 #include "api/audit_trail.hpp"
 #include "api/grant_workflow.hpp"
+#include "http/html_page.hpp"
+#include "provider/browser_binding.hpp"
 #include "provider/oauth_flow.hpp"
 
 namespace cm {
@@ -51,9 +53,14 @@ using client_ptr = std::shared_ptr<const oauth::client_credentials>;
 /// Finds the OAuth app for a team's flow: the team's own when its
 /// connector configuration has one, else the deployment's (null if none).
 /// `then` runs with the app and whether it is the team's.
+/// `failed` answers when the configuration cannot be read (JSON unless
+/// given).
 template <class Then>
-void with_client(const call& c, const std::string& team, const std::string& provider, Then then) {
+void with_client(const call& c, const std::string& team, const std::string& provider, Then then,
+                 std::function<void(const caf::error&)> failed = {}) {
   auto copy = c;
+  if (!failed)
+    failed = [copy](const caf::error& err) { copy.ex->reply_error(err); };
   c.self->request(c.ctx().configs, budget(c), config_get_atom_v, team, provider)
     .then(
       [copy, provider, then](const connector_config_record& cfg) {
@@ -63,11 +70,32 @@ void with_client(const call& c, const std::string& team, const std::string& prov
         }
         then(client_for(copy, provider), false);
       },
-      [copy](const caf::error& err) { copy.ex->reply_error(err); });
+      failed);
 }
 
 bool wants_html(const call& c) {
   return c.ex->req().header("accept").find("text/html") != std::string::npos;
+}
+
+/// A refusal before the flow's state is known: a page for a person, JSON
+/// for a program.
+void refuse(const call& c, ec code, const std::string& message) {
+  if (wants_html(c))
+    c.ex->reply(http::html_error_page(code, message));
+  else
+    c.ex->reply_error(code, message);
+}
+
+/// The path of the service's callback as the browser sees it (under
+/// public_base_url's own path, if any): the binding cookie's Path.
+std::string path_of(const std::string& url) {
+  auto scheme = url.find("://");
+  auto slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
+  return slash == std::string::npos ? "/" : url.substr(slash);
+}
+
+bool served_over_https(const call& c) {
+  return c.ctx().cfg.oauth.public_base_url.rfind("https://", 0) == 0;
 }
 
 /// Ends a callback: JSON for programs, a redirect to the recorded
@@ -93,7 +121,7 @@ void fail_callback(const call& c, const std::string& redirect_uri, ec code,
                     {{"connected", "false"}, {"error", to_string(code)}});
     return;
   }
-  c.ex->reply_error(code, message);
+  refuse(c, code, message);
 }
 
 struct exchange_result {
@@ -229,8 +257,22 @@ void exchange_code(const call& c, const config::provider_entry& entry,
       });
 }
 
-void start_authorization(const call& c, const config::provider_entry& entry_ref,
-                         const std::string& name, client_ptr client, bool team_app);
+/// What starting a flow needs besides the provider: where the browser
+/// lands afterwards (already checked) and the authorization parameters
+/// the caller gave (Shopify's shop, Microsoft's tenant).
+struct flow_request {
+  std::string redirect_uri;
+  std::map<std::string, std::string> params;
+};
+
+/// Stores the flow's state and hands `started` the provider's URL and the
+/// `Set-Cookie` that binds the flow to the browser; `refused` gets why not.
+using started_fn = std::function<void(const std::string& auth_url, const std::string& set_cookie)>;
+using refused_fn = std::function<void(ec, const std::string&)>;
+void begin_flow(const call& c, const config::provider_entry& entry, const std::string& name,
+                client_ptr client, bool team_app, flow_request flow, started_fn started,
+                refused_fn refused);
+
 void finish_callback_exchange(const call& copy, const config::provider_entry& entry,
                               const oauth_state_record& st, const std::string& code,
                               client_ptr client);
@@ -246,21 +288,6 @@ void oauth_authorize(const call& c) {
     c.ex->reply_error(ec::bad_request, "this provider is connected with an API key");
     return;
   }
-  with_client(c, c.who.team, name, [c, entry, name](client_ptr client, bool team_app) {
-    start_authorization(c, *entry, name, std::move(client), team_app);
-  });
-}
-
-namespace {
-
-/// The rest of authorize, once the app is known.
-void start_authorization(const call& c, const config::provider_entry& entry_ref,
-                         const std::string& name, client_ptr client, bool team_app) {
-  auto entry = &entry_ref;
-  if (!client) {
-    c.ex->reply_error(ec::bad_request, "no OAuth app is configured for this provider");
-    return;
-  }
   auto& req = c.ex->req();
   auto redirect = req.query_param("redirect_uri").value_or("");
   if (redirect.empty()) {
@@ -273,10 +300,103 @@ void start_authorization(const call& c, const config::provider_entry& entry_ref,
     c.ex->reply_error(ec::bad_request, "redirect_uri is not on the allowlist");
     return;
   }
+  flow_request flow{redirect, req.query};
+  with_client(c, c.who.team, name, [c, entry, name, flow](client_ptr client, bool team_app) {
+    auto ex = c.ex;
+    begin_flow(
+      c, *entry, name, std::move(client), team_app, flow,
+      // The cookie binds the flow to a browser that called this route
+      // from a page of the service's own origin; a program ignores it.
+      [ex](const std::string& auth_url, const std::string& set_cookie) {
+        auto res = http::json_response(200, {{"auth_url", auth_url}});
+        res.headers.emplace_back("Set-Cookie", set_cookie);
+        ex->reply(std::move(res));
+      },
+      [ex](ec code, const std::string& message) { ex->reply_error(code, message); });
+  });
+}
+
+void oauth_start(const call& c) {
+  auto refused = [ex = c.ex](ec code, const std::string& message) {
+    ex->reply(http::html_error_page(code, message));
+  };
+  auto name = route_provider(c);
+  auto entry = c.ctx().catalog.find(name);
+  if (entry == nullptr) {
+    refused(ec::not_found, "unknown provider");
+    return;
+  }
+  if (entry->mode != config::auth_mode::oauth2) {
+    refused(ec::bad_request, "this provider is connected with an API key");
+    return;
+  }
+  // The front actor authenticated the session from this form.
+  std::map<std::string, std::string> form;
+  http::parse_query(c.ex->req().body, form);
+  form.erase("session");
+  auto& cfg = c.ctx().cfg;
+  flow_request flow;
+  if (auto it = form.find("redirect_uri"); it != form.end() && !it->second.empty()) {
+    auto& allowed = cfg.oauth.allowed_redirect_uris;
+    if (std::find(allowed.begin(), allowed.end(), it->second) == allowed.end()) {
+      refused(ec::bad_request, "redirect_uri is not on the allowlist");
+      return;
+    }
+    flow.redirect_uri = it->second;
+  } else {
+    // A popup started by the Connect page or the SDK ends on the service's
+    // own page, which tells the opener by postMessage, to this origin only.
+    auto origin = form.count("origin") ? form.at("origin") : "";
+    auto& allowed = cfg.cors.allowed_origins;
+    if (origin.empty() || (origin != oauth::origin_of(cfg.oauth.public_base_url) &&
+                           std::find(allowed.begin(), allowed.end(), origin) == allowed.end())) {
+      refused(ec::bad_request,
+              "the page that started the connection is not on an allowed origin "
+              "(cors.allowed_origins)");
+      return;
+    }
+    flow.redirect_uri = cfg.oauth.public_base_url + "/connect/done?" +
+                        oauth::form_encode({{"origin", origin}});
+  }
+  form.erase("origin");
+  form.erase("redirect_uri");
+  flow.params = std::move(form);
+  with_client(
+    c, c.who.team, name,
+    [c, entry, name, flow, refused](client_ptr client, bool team_app) {
+      auto ex = c.ex;
+      begin_flow(
+        c, *entry, name, std::move(client), team_app, flow,
+        [ex](const std::string& auth_url, const std::string& set_cookie) {
+          // 303: the browser follows with a GET to the provider.
+          http::response res;
+          res.status = 303;
+          res.content_type = "text/plain; charset=utf-8";
+          res.headers.emplace_back("Location", auth_url);
+          res.headers.emplace_back("Set-Cookie", set_cookie);
+          res.headers.emplace_back("Cache-Control", "no-store");
+          res.headers.emplace_back("Referrer-Policy", "no-referrer");
+          ex->reply(std::move(res));
+        },
+        refused);
+    },
+    [refused](const caf::error& err) { refused(code_of(err), message_of(err)); });
+}
+
+namespace {
+
+void begin_flow(const call& c, const config::provider_entry& entry_ref, const std::string& name,
+                client_ptr client, bool team_app, flow_request flow, started_fn started,
+                refused_fn refused) {
+  auto entry = &entry_ref;
+  if (!client) {
+    refused(ec::bad_request, "no OAuth app is configured for this provider");
+    return;
+  }
   std::string problem;
-  auto values = oauth::template_values(*entry, req.query, problem);
+  auto values = oauth::template_values(*entry, flow.params, problem);
   if (!values) {
-    c.ex->reply_error(ec::bad_request, problem);
+    refused(ec::bad_request, problem);
     return;
   }
   // Recorded with the flow and, through it, in the grant's metadata: the
@@ -285,7 +405,8 @@ void start_authorization(const call& c, const config::provider_entry& entry_ref,
     (*values)[oauth_app_key] = oauth_app_team;
   auto state = oauth::new_state();
   auto verifier = entry->pkce ? oauth::new_code_verifier() : std::string{};
-  auto url = oauth::authorization_url(*entry, client->client_id, callback_uri(c, name), state,
+  auto callback = callback_uri(c, name);
+  auto url = oauth::authorization_url(*entry, client->client_id, callback, state,
                                       entry->pkce ? oauth::code_challenge_s256(verifier) : "",
                                       *values);
   if (!url) {
@@ -293,7 +414,7 @@ void start_authorization(const call& c, const config::provider_entry& entry_ref,
     for (auto& [param, pattern] : entry->template_params)
       if (!values->contains(param))
         missing += (missing.empty() ? "" : ", ") + param;
-    c.ex->reply_error(ec::bad_request, "missing or invalid parameter: " + missing);
+    refused(ec::bad_request, "missing or invalid parameter: " + missing);
     return;
   }
   oauth_state_record st;
@@ -303,26 +424,31 @@ void start_authorization(const call& c, const config::provider_entry& entry_ref,
   st.provider = name;
   st.connector_name = team_flow(c) ? name : "";
   st.code_verifier = secret{verifier};
-  st.redirect_uri = redirect;
+  st.redirect_uri = flow.redirect_uri;
   st.params = values->dump();
-  st.expires_at_ms = unix_now_ms() + int64_t{c.ctx().cfg.oauth.state_ttl_s} * 1000;
-  auto ex = c.ex;
+  auto ttl_s = c.ctx().cfg.oauth.state_ttl_s;
+  st.expires_at_ms = unix_now_ms() + int64_t{ttl_s} * 1000;
+  auto set_cookie = oauth::binding_set_cookie(oauth::binding_cookie_name(state),
+                                              oauth::binding_cookie_value(*c.ctx().keys, state),
+                                              path_of(callback), ttl_s, served_over_https(c));
   auto auth_url = *url;
   // At most oauth.max_pending_states per member: a new flow drops the
   // member's oldest (storage/token_store.hpp).
   c.self->request(c.ctx().states, budget(c), state_put_atom_v, std::move(st),
                   int32_t{c.ctx().cfg.oauth.max_pending_states})
-    .then([ex, auth_url](bool) { ex->reply_json(200, {{"auth_url", auth_url}}); },
-          [ex](const caf::error& err) { ex->reply_error(err); });
+    .then([auth_url, set_cookie, started](bool) { started(auth_url, set_cookie); },
+          [refused](const caf::error& err) { refused(code_of(err), message_of(err)); });
 }
 
 } // namespace
 
 void oauth_callback(const call& c) {
   auto name = route_provider(c);
-  auto entry = known_provider(c, name);
-  if (entry == nullptr)
+  auto entry = c.ctx().catalog.find(name);
+  if (entry == nullptr) {
+    refuse(c, ec::not_found, "unknown provider");
     return;
+  }
   auto& q = c.ex->req().query;
   auto get = [&](const std::string& key) {
     auto it = q.find(key);
@@ -330,7 +456,7 @@ void oauth_callback(const call& c) {
   };
   auto state = get("state");
   if (state.empty()) {
-    c.ex->reply_error(ec::bad_request, "state is missing");
+    refuse(c, ec::bad_request, "state is missing");
     return;
   }
   auto provider_error = get("error");
@@ -340,27 +466,55 @@ void oauth_callback(const call& c) {
   auto iss = get("iss");
   // Under every key in the ring: the state may predate a key rotation.
   auto hash = oauth::state_hash_candidates(*c.ctx().keys, state);
+  // Whether the browser that started the flow is the one back here
+  // (provider/browser_binding.hpp); the cookie is spent either way.
+  auto& req = c.ex->req();
+  auto cookie_name = oauth::binding_cookie_name(state);
+  auto cookie = oauth::request_cookie(req, cookie_name);
+  bool bound = !cookie.empty() && oauth::binding_cookie_matches(*c.ctx().keys, state, cookie);
+  if (!cookie.empty())
+    c.ex->add_header("Set-Cookie",
+                     oauth::binding_clear_cookie(cookie_name, path_of(callback_uri(c, name)),
+                                                 served_over_https(c)));
   auto copy = c;
   auto entry_ptr = entry;
   // Consumed before anything else: a state works once, whatever happens.
   c.self->request(c.ctx().states, budget(c), state_take_atom_v, hash)
     .then(
-      [copy, entry_ptr, name, provider_error, code, iss](oauth_state_record& st) {
+      [copy, entry_ptr, name, provider_error, code, iss, bound](oauth_state_record& st) {
         auto& entry = *entry_ptr;
         auto& redirect = st.redirect_uri;
         if (st.provider != name || st.connector_name != (team_flow(copy) ? name : "")) {
-          copy.ex->reply_error(ec::bad_request, "the state belongs to another flow");
+          refuse(copy, ec::bad_request, "the state belongs to another flow");
           return;
         }
         // Browsers arrive without a session; a caller that brings one must
         // be the user who started the flow.
         auto& req = copy.ex->req();
+        bool starters_session = false;
         if (!req.header("authorization").empty()) {
           auto who = copy.ctx().auth->authenticate(req);
           if (!who || !who->is_user() || who->subject != st.user_id || who->team != st.team_id) {
-            copy.ex->reply_error(ec::forbidden, "the state belongs to another user");
+            refuse(copy, ec::forbidden, "the state belongs to another user");
             return;
           }
+          starters_session = true;
+        }
+        // Someone else's browser completing the consent for this flow's
+        // auth_url must not attach their account to the member who
+        // started it: nothing is stored, and that browser is not sent to
+        // the starter's redirect_uri.
+        auto mode = copy.ctx().cfg.oauth.browser_binding;
+        using binding = config::oauth_config::binding;
+        if (!bound && mode != binding::off &&
+            (oauth::from_browser(req) || (mode == binding::always && !starters_session))) {
+          log::warn(component, "callback from another browser refused",
+                    {{"provider", st.provider}, {"team_id", st.team_id},
+                     {"user_id", st.user_id}, {"request_id", req.request_id}});
+          refuse(copy, ec::forbidden,
+                 "This connection was started in another browser, so nothing was connected. "
+                 "Start it again from the application in this browser.");
+          return;
         }
         if (unix_now_ms() > st.expires_at_ms) {
           fail_callback(copy, redirect, ec::bad_request, "the state has expired; start again");
@@ -391,12 +545,15 @@ void oauth_callback(const call& c) {
                       if (is_team_app != team_app)
                         client = nullptr;
                       finish_callback_exchange(copy, *entry_ptr, st, code, std::move(client));
+                    },
+                    [copy, st](const caf::error& err) {
+                      fail_callback(copy, st.redirect_uri, code_of(err), message_of(err));
                     });
       },
       [copy](const caf::error& err) {
         auto code = code_of(err);
-        copy.ex->reply_error(code, code == ec::bad_request ? "unknown or already used state"
-                                                           : message_of(err));
+        refuse(copy, code,
+               code == ec::bad_request ? "unknown or already used state" : message_of(err));
       });
 }
 
@@ -542,17 +699,65 @@ std::vector<api::route> oauth_routes() {
     {302, "browsers (Accept: text/html): to the recorded redirect_uri with connected=true or "
           "the error in its query",
      nullptr, "", {{"Location", "the redirect_uri with the outcome"}}}};
+  auto start_form = api::object_of(
+    {{"session", {{"type", "string"}, {"writeOnly", true},
+                  {"description", "the member's session JWT (a navigation cannot send "
+                                  "Authorization)"}}},
+     {"origin", {{"type", "string"},
+                 {"description", "the origin of the page that opened the popup: the service's "
+                                 "own or one of cors.allowed_origins; the popup ends on "
+                                 "/connect/done, which posts the outcome to it"}}},
+     {"redirect_uri", {{"type", "string"}, {"format", "uri"},
+                       {"description", "instead of origin: where the browser lands afterwards "
+                                       "(an entry of oauth.allowed_redirect_uris)"}}},
+     {"shop", {{"type", "string"}, {"description", "Shopify: the shop"}}},
+     {"tenant", {{"type", "string"}, {"description", "Microsoft: the tenant"}}}},
+    {"session"});
+  auto start_doc = [&](const char* id, const char* tag, const char* summary) {
+    api::route_doc d{
+      id, tag, summary,
+      "A page's form posted into a popup (the Connect page and /connect/sdk.js do this). "
+      "Starts the flow like authorize, sets a short-lived HttpOnly, SameSite=Lax cookie that "
+      "binds the flow to this browser, and sends the browser on to the provider. The "
+      "callback attaches the grant only when that cookie comes back (oauth.browser_binding). "
+      "Refusals are HTML pages.",
+      {}, start_form,
+      {{303, "on to the provider's consent page", nullptr, "",
+        {{"Location", "the provider's authorization URL"},
+         {"Set-Cookie", "cm_flow_…: the flow's binding to this browser"}}}},
+      {404}};
+    d.body_content_type = "application/x-www-form-urlencoded";
+    return d;
+  };
+  using api::reader;
   return {
+    {"POST", "/api/oauth/{provider}/start", access::user, "", oauth_start, metered,
+     start_doc("startConnection", "oauth", "Start connecting a provider in a browser popup"),
+     reader::browser_form},
+    {"POST", "/api/v1/connectors/{connectorName}/oauth/start", access::admin, "", oauth_start,
+     metered,
+     start_doc("startTeamConnector", "team connectors",
+               "Start connecting a team connector in a browser popup"),
+     reader::browser_form},
     {"GET", "/api/oauth/{provider}/authorize", access::user, "", oauth_authorize, metered,
      {"authorizeConnection", "oauth", "Start connecting a provider",
       "Stores a single-use state (PKCE S256 where the provider accepts it) and answers the "
-      "provider's authorization URL to send the user's browser to.",
-      authorize_query, nullptr, {{200, "the URL to open", auth_url}}, {404}}},
+      "provider's authorization URL to send the user's browser to. The answer also sets the "
+      "cookie that binds the flow to a browser calling from the service's own origin; a page "
+      "on another origin uses POST …/start in a popup instead.",
+      authorize_query, nullptr,
+      {{200, "the URL to open", auth_url, "application/json",
+        {{"Set-Cookie", "cm_flow_…: the flow's binding to a browser"}}}},
+      {404}}},
     {"GET", "/api/oauth/{provider}/callback", access::open, "", oauth_callback, unmetered,
      {"oauthCallback", "oauth", "Finish connecting a provider",
-      "The provider sends the browser here. The state proves who started the flow; the code "
-      "is exchanged, the tokens stored encrypted, TOKEN_CREATED emitted.",
-      callback_query, nullptr, callback_answers, {403, 404, 409, 502}}},
+      "The provider sends the browser here. The state proves who started the flow and, from "
+      "a browser, the cookie its start set proves this is that browser (oauth.browser_binding); "
+      "the code is exchanged, the tokens stored encrypted, TOKEN_CREATED emitted. A browser's "
+      "failure goes back to the recorded redirect_uri with the error, or, when the state is "
+      "unknown or the browser another, gets an HTML page.",
+      callback_query, nullptr, callback_answers, {403, 404, 409, 502}},
+     reader::program_or_browser},
     {"GET", "/api/v1/connectors/{connectorName}/oauth/authorize", access::admin, "",
      oauth_authorize, metered,
      {"authorizeTeamConnector", "team connectors", "Start connecting a team connector",
@@ -562,7 +767,8 @@ std::vector<api::route> oauth_routes() {
      oauth_callback, unmetered,
      {"teamConnectorOauthCallback", "team connectors", "Finish connecting a team connector",
       "As /api/oauth/{provider}/callback.", callback_query, nullptr, callback_answers,
-      {403, 404, 409, 502}}},
+      {403, 404, 409, 502}},
+     reader::program_or_browser},
     {"DELETE", "/api/connectors/{provider}", access::user, "", disconnect, metered,
      {"disconnectConnection", "connections", "Disconnect the caller's connection",
       "Revokes the tokens at the provider where it has a revocation endpoint, deletes them "

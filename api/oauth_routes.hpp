@@ -17,6 +17,12 @@ void oauth_authorize(const call& c);
 /// state proves who started the flow).
 void oauth_callback(const call& c);
 
+/// POST …/oauth/start: a page's form, posted into a popup (the Connect
+/// page, /connect/sdk.js). Starts the flow like authorize, sets the cookie
+/// that binds it to this browser and sends the browser on to the provider
+/// (303); the popup ends on /connect/done, which tells the opener.
+void oauth_start(const call& c);
+
 /// DELETE /api/connectors/{provider} (user): revoke at the provider, delete.
 void disconnect(const call& c);
 

@@ -90,6 +90,9 @@ std::string who_may_call(const route& r) {
 }
 
 nlohmann::json security_of(const route& r) {
+  // A form's session is a body field, which OpenAPI security cannot name.
+  if (r.read_by == reader::browser_form)
+    return nlohmann::json::array();
   switch (r.who) {
     case http::access::open: return nlohmann::json::array();
     case http::access::user:
@@ -118,6 +121,9 @@ nlohmann::json operation(const route& r) {
                        {"summary", d.summary},
                        {"description", (d.description.empty() ? "" : d.description + "\n\n") +
                                          who_may_call(r) +
+                                         (r.read_by == reader::browser_form
+                                            ? " The session JWT comes in the form field session."
+                                            : "") +
                                          (r.cost == http::metering::metered
                                             ? " Draws from the caller's rate limit."
                                             : "")},
@@ -143,7 +149,7 @@ nlohmann::json operation(const route& r) {
     op["parameters"] = std::move(params);
   if (!d.body.is_null())
     op["requestBody"] = {{"required", d.body_required},
-                         {"content", {{"application/json", {{"schema", d.body}}}}}};
+                         {"content", {{d.body_content_type, {{"schema", d.body}}}}}};
   nlohmann::json responses = nlohmann::json::object();
   for (auto& answer : d.responses) {
     nlohmann::json out = {{"description", answer.description}};
@@ -168,8 +174,26 @@ nlohmann::json operation(const route& r) {
   errors.insert(errors.end(), d.errors.begin(), d.errors.end());
   for (auto status : errors) {
     auto key = std::to_string(status);
-    if (!responses.contains(key))
-      responses[key] = {{"$ref", std::string("#/components/responses/") + error_named(status).name}};
+    if (responses.contains(key))
+      continue;
+    auto& error = error_named(status);
+    if (r.read_by == reader::program) {
+      responses[key] = {{"$ref", std::string("#/components/responses/") + error.name}};
+      continue;
+    }
+    // What a browser reads instead of JSON (http/html_page.hpp).
+    nlohmann::json page = {{"schema", {{"type", "string"}}}};
+    nlohmann::json answer = {{"description", std::string(error.description) +
+                                               (r.read_by == reader::browser_form
+                                                  ? " (an HTML page)"
+                                                  : " (an HTML page for a browser)")}};
+    if (r.read_by == reader::program_or_browser)
+      answer["content"]["application/json"] = {{"schema", ref("Error")}};
+    answer["content"]["text/html"] = std::move(page);
+    if (error.header)
+      answer["headers"][error.header] = {{"description", error.header_description},
+                                         {"schema", {{"type", "string"}}}};
+    responses[key] = std::move(answer);
   }
   op["responses"] = std::move(responses);
   return op;

@@ -52,6 +52,21 @@ struct route_doc {
   /// Whether a request without a body is refused (false: the body is
   /// optional, e.g. a toggle that flips without one).
   bool body_required = true;
+  /// The request body's media type.
+  std::string body_content_type = "application/json";
+};
+
+/// Who reads a route's answers.
+enum class reader {
+  /// Programs: JSON answers; the session in Authorization.
+  program,
+  /// Programs and browsers (the OAuth callbacks): a browser's failure is a
+  /// redirect to where it came from, or an HTML page.
+  program_or_browser,
+  /// A page's form, in a browser (the OAuth start): the member's session
+  /// comes in the form field `session`, since a navigation cannot send
+  /// Authorization, and every refusal is an HTML page.
+  browser_form,
 };
 
 struct route {
@@ -63,6 +78,7 @@ struct route {
   handler_fn handler;
   http::metering cost;
   route_doc doc;
+  reader read_by = reader::program;
 };
 
 /// {"$ref": "#/components/schemas/<name>"}.

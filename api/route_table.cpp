@@ -1,6 +1,8 @@
 #include "api/route_table.hpp"
 
 #include "api/api_key_routes.hpp"
+#include "api/catalog_routes.hpp"
+#include "api/connect_page_routes.hpp"
 #include "api/connection_routes.hpp"
 #include "api/connector_routes.hpp"
 #include "api/oauth_routes.hpp"
@@ -18,7 +20,7 @@ const std::vector<route>& route_table() {
   static const std::vector<route> table = [] {
     std::vector<route> all;
     for (auto family : {system_routes, connection_routes, token_routes, oauth_routes,
-                        api_key_routes, connector_routes})
+                        api_key_routes, connector_routes, catalog_routes, connect_page_routes})
       for (auto& r : family())
         all.push_back(std::move(r));
     return all;

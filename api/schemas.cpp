@@ -117,6 +117,34 @@ nlohmann::json connector_config_schema() {
   return out;
 }
 
+nlohmann::json catalog_entry_schema() {
+  auto text = nlohmann::json{{"type", "string"}};
+  auto field = object_of(
+    {{"name", text},
+     {"label", text},
+     {"pattern", {{"type", {"string", "null"}},
+                  {"description", "an ECMAScript regular expression the value must match"}}},
+     {"secret", {{"type", "boolean"}}},
+     {"required", {{"type", "boolean"}}},
+     {"multiline", {{"type", "boolean"},
+                    {"description", "a document rather than a line (a service-account key)"}}}});
+  auto out = object_of(
+    {{"name", text},
+     {"display_name", text},
+     {"auth_mode", {{"type", "string"}, {"enum", {"oauth2", "api_key", "service_account"}}}},
+     {"docs", text},
+     {"fields", {{"type", "array"},
+                 {"items", field},
+                 {"description", "what POST /api/connectors/connect takes (api_key first), or "
+                                 "an OAuth provider's authorization parameters"}}},
+     {"connected", {{"type", "boolean"}}},
+     {"status", {{"type", {"string", "null"}},
+                 {"enum", {"connected", "needs_reauth", "disconnected", nullptr}}}},
+     {"account_name", {{"type", {"string", "null"}}}}});
+  out["description"] = "A provider the caller can connect, and the caller's connection to it.";
+  return out;
+}
+
 } // namespace
 
 const nlohmann::json& shared_schemas() {
@@ -126,6 +154,7 @@ const nlohmann::json& shared_schemas() {
     {"Token", token_schema()},
     {"Connector", connector_schema()},
     {"ConnectorConfig", connector_config_schema()},
+    {"CatalogEntry", catalog_entry_schema()},
   };
   return all;
 }

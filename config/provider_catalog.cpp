@@ -308,7 +308,7 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
     auto kpath = path + ".api_key";
     reader.expect_keys(key, kpath, {"validate_url", "method", "scheme", "header", "headers",
                                     "required_fields", "optional_fields", "key_prefixes",
-                                    "account_pointer", "body"});
+                                    "account_pointer", "body", "label"});
     api_key_check check;
     check.validate_url = reader.require_string(key, kpath, "validate_url");
     check_url(reader, key["validate_url"], kpath + ".validate_url", check.validate_url, entry);
@@ -330,6 +330,7 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
     check.body = reader.get_string(key, kpath, "body", "");
     check.key_prefixes = reader.get_string_list(key, kpath, "key_prefixes");
     check.account_pointer = reader.get_string(key, kpath, "account_pointer", "");
+    check.label = reader.get_string(key, kpath, "label", check.label);
     check_pointer(reader, key["account_pointer"], kpath + ".account_pointer",
                   check.account_pointer);
     entry.api_key = check;

@@ -64,6 +64,8 @@ struct api_key_check {
   std::vector<std::string> key_prefixes;
   /// JSON pointer to the account name in the answer.
   std::string account_pointer;
+  /// What the provider calls the key, for the Connect page's form.
+  std::string label = "API key";
 };
 
 /// The value type of a team-level filter; each maps to one JSON Schema shape

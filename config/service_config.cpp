@@ -200,7 +200,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   // oauth
   auto oauth = root["oauth"];
   reader.expect_keys(oauth, "oauth", {"public_base_url", "allowed_redirect_uris", "state_ttl_s",
-                                      "max_pending_states"});
+                                      "max_pending_states", "browser_binding"});
   cfg.oauth.public_base_url =
     reader.get_string(oauth, "oauth", "public_base_url", cfg.oauth.public_base_url);
   cfg.oauth.allowed_redirect_uris = reader.get_string_list(oauth, "oauth", "allowed_redirect_uris");
@@ -208,6 +208,16 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     static_cast<int>(reader.get_int(oauth, "oauth", "state_ttl_s", 600, 30, 3600));
   cfg.oauth.max_pending_states = static_cast<int>(reader.get_int(
     oauth, "oauth", "max_pending_states", cfg.oauth.max_pending_states, 1, 1000));
+  auto binding = reader.get_string(oauth, "oauth", "browser_binding", "browsers");
+  if (binding == "browsers")
+    cfg.oauth.browser_binding = oauth_config::binding::browsers;
+  else if (binding == "always")
+    cfg.oauth.browser_binding = oauth_config::binding::always;
+  else if (binding == "off")
+    cfg.oauth.browser_binding = oauth_config::binding::off;
+  else
+    reader.fail(oauth["browser_binding"], "oauth.browser_binding",
+                "expected browsers, always or off");
 
   // cors
   auto cors = root["cors"];

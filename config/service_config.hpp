@@ -67,6 +67,20 @@ struct oauth_config {
   /// Pending states kept per member (team, user), both flow families
   /// together: a new one drops that member's oldest (storage/token_store.hpp).
   int max_pending_states = 20;
+  /// Which callbacks must come back with the cookie the flow's start gave
+  /// the starting browser (provider/browser_binding.hpp).
+  enum class binding {
+    /// Every callback a browser makes (the default). A program that runs
+    /// the flow itself, without a browser, completes it as before.
+    browsers,
+    /// Every callback: a program must bring the cookie, or the session of
+    /// the member who started the flow.
+    always,
+    /// None: for deployments whose users finish the consent in another
+    /// browser than the one that started it (a CLI printing the URL).
+    off,
+  };
+  binding browser_binding = binding::browsers;
 };
 
 /// Browsers on these origins may call the API from their pages (CORS,

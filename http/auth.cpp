@@ -292,6 +292,19 @@ caf::expected<identity> authenticator::authenticate(const request& req) const {
   return verify_jwt(authz.substr(prefix.size()));
 }
 
+caf::expected<identity> authenticator::authenticate_form(const request& req) const {
+  auto type = req.header("content-type");
+  if (type.rfind("application/x-www-form-urlencoded", 0) != 0)
+    return unauthenticated("expected a form (application/x-www-form-urlencoded) with a session");
+  std::map<std::string, std::string> fields;
+  if (!parse_query(req.body, fields))
+    return unauthenticated("the form is malformed");
+  auto session = fields.find("session");
+  if (session == fields.end() || session->second.empty())
+    return unauthenticated("the form has no session");
+  return verify_jwt(session->second);
+}
+
 std::string authenticator::mint(const std::string& user, const std::string& team,
                                 const std::string& email, const std::string& role,
                                 long ttl_seconds) const {

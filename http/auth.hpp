@@ -77,6 +77,11 @@ public:
   /// `unauthenticated` with a message that never quotes the credential.
   caf::expected<identity> authenticate(const request& req) const;
 
+  /// Identifies a member from a browser form's field `session` (a session
+  /// JWT; a form posted by a navigation cannot carry Authorization). Only
+  /// application/x-www-form-urlencoded bodies are read.
+  caf::expected<identity> authenticate_form(const request& req) const;
+
   /// Verifies one Bearer JWT.
   caf::expected<identity> verify_jwt(const std::string& token) const;
 

@@ -148,6 +148,9 @@ struct expectation {
   std::string target;
   std::string body;
   bool event_stream = false;
+  /// A page's form (api::reader::browser_form): the caller's Bearer JWT goes
+  /// in the field `session`; a service token cannot be sent that way.
+  bool form = false;
 };
 
 /// Every route the design names. A route the code serves that is missing
@@ -171,6 +174,15 @@ const std::vector<expectation>& design_routes() {
     {"GET", "/api/oauth/{provider}/callback", rule::open,
      "/api/oauth/github/callback?code=not-a-code&state=not-a-state", ""},
     {"DELETE", "/api/connectors/{provider}", rule::user, "/api/connectors/github", ""},
+    // The Connect page's popup start: a member's flow, as authorize.
+    {"POST", "/api/oauth/{provider}/start", rule::user, "/api/oauth/github/start",
+     "origin=https%3A%2F%2Fcm.example", false, true},
+    // "GET /api/connectors/catalog (members: the providers they can connect
+    // and the fields each needs)".
+    {"GET", "/api/connectors/catalog", rule::user, "/api/connectors/catalog", ""},
+    // "the Connect page /connect with /connect/sdk.js": static files.
+    {"GET", "/connect", rule::open, "/connect", ""},
+    {"GET", "/connect/{file}", rule::open, "/connect/sdk.js", ""},
     {"POST", "/api/connectors/connect", rule::user, "/api/connectors/connect",
      R"({"provider":"stripe","api_key":"sk_test_revoked"})"},
     // "GET /api/internal/tokens/{provider}?user_id=… (service auth)"; service
@@ -194,6 +206,8 @@ const std::vector<expectation>& design_routes() {
      "/api/v1/connectors/github/oauth/authorize?redirect_uri=" +
        oauth::form_encode({{"", allowed_redirect}}).substr(1),
      ""},
+    {"POST", "/api/v1/connectors/{connectorName}/oauth/start", rule::admin,
+     "/api/v1/connectors/github/oauth/start", "origin=https%3A%2F%2Fcm.example", false, true},
     {"GET", "/api/v1/connectors/{connectorName}/oauth/callback", rule::open,
      "/api/v1/connectors/github/oauth/callback?code=not-a-code&state=not-a-state", ""},
     {"POST", "/api/v1/connectors/getTokenFromCode", rule::admin, "/api/v1/connectors/getTokenFromCode",
@@ -353,6 +367,14 @@ struct authz_world {
 
   /// A request to any route; the event stream is read as a stream.
   http_reply send(const expectation& e, const header_map& headers) {
+    if (e.form) {
+      std::string body = e.body;
+      auto authz = headers.find("Authorization");
+      if (authz != headers.end() && authz->second.rfind("Bearer ", 0) == 0)
+        body = "session=" + authz->second.substr(7) + "&" + body;
+      return http_call(port(), e.method, e.target,
+                       {{"Content-Type", "application/x-www-form-urlencoded"}}, body);
+    }
     if (!e.event_stream) {
       try {
         return call(e.method, e.target, headers, e.body);
@@ -455,12 +477,18 @@ TEST(Authorization, EveryRouteTimesEveryCallerGivesTheDesignStatus) {
     int anonymous_status = 0;
     for (auto& who : w.callers) {
       auto want = expected(e->who, who.what);
+      // A form carries a session JWT, never a service token.
+      if (e->form && !who.headers.count("Authorization"))
+        want = verdict::unauthenticated;
       SCOPED_TRACE(e->method + " " + e->target + " as " + who.name + ", expected " + name_of(want));
       auto got = w.send(*e, who.headers);
       ++cells;
       auto code = got.json().is_object() && got.json().contains("error")
                     ? got.json()["error"].value("code", "")
                     : std::string{};
+      // A page's refusal is an HTML page naming the code (http/html_page.hpp).
+      if (auto at = got.body.find("data-code=\""); e->form && at != std::string::npos)
+        code = got.body.substr(at + 11, got.body.find('"', at + 11) - at - 11);
       switch (want) {
         case verdict::unauthenticated:
           EXPECT_EQ(got.status, 401) << "rule " << name_of(e->who) << ": " << got.body;

@@ -27,8 +27,10 @@ struct oauth_world {
   std::unique_ptr<server_process> server;
   std::string alice, bob;
 
-  explicit oauth_world(const std::string& extra = "") {
+  explicit oauth_world(const std::string& extra = "",
+                       const std::map<std::string, std::string>& env = {}) {
     server_options o{db};
+    o.env = env;
     o.log_level = "info";
     o.service_tokens.push_back({"reporting", service_token, {"FETCH_CONFIG"}});
     auto base = "http://127.0.0.1:" + std::to_string(fake.port());
@@ -231,18 +233,287 @@ TEST(OAuth, FullFlowConnectsListsServesAndDisconnects) {
             404);
 }
 
+/// "cm_flow_…=value" out of a Set-Cookie, for the Cookie header.
+std::string cookie_pair(const http_reply& r) {
+  auto set_cookie = r.header("set-cookie");
+  return set_cookie.substr(0, set_cookie.find(';'));
+}
+
+/// The headers a browser's navigation sends, with the flow's cookie.
+header_map browser(const std::string& cookie = "") {
+  header_map h{{"Accept", "text/html,application/xhtml+xml"}, {"Sec-Fetch-Mode", "navigate"}};
+  if (!cookie.empty())
+    h["Cookie"] = "unrelated=1; " + cookie;
+  return h;
+}
+
 TEST(OAuth, BrowsersAreRedirectedToTheRecordedRedirectUri) {
   oauth_world w;
-  auto q = w.approve(w.authorize("github", w.alice));
-  auto done = w.callback("github", q, {{"Accept", "text/html,application/xhtml+xml"}});
-  EXPECT_EQ(done.status, 302);
+  auto authorized = w.authorize("github", w.alice);
+  auto q = w.approve(authorized);
+  auto done = w.callback("github", q, browser(cookie_pair(authorized)));
+  EXPECT_EQ(done.status, 302) << done.body;
   EXPECT_EQ(done.header("location"), allowed + "?connected=true&provider=github");
-  auto denied_state = w.approve(w.authorize("github", w.alice));
+  // The cookie is spent.
+  EXPECT_NE(done.header("set-cookie").find("Max-Age=0"), std::string::npos);
+  auto again = w.authorize("github", w.alice);
+  auto denied_state = w.approve(again);
   denied_state["error"] = "access_denied";
   denied_state.erase("code");
-  auto denied = w.callback("github", denied_state, {{"Accept", "text/html"}});
+  auto denied = w.callback("github", denied_state, browser(cookie_pair(again)));
   EXPECT_EQ(denied.status, 302);
   EXPECT_EQ(denied.header("location"), allowed + "?connected=false&error=bad_request");
+}
+
+/// Issue 20: the grant is bound to the browser that started the flow. A
+/// colleague who completes the consent for alice's auth_url in their own
+/// browser attaches nothing to alice, and is not sent to her application.
+TEST(OAuth, AnotherBrowserCompletingTheConsentAttachesNothing) {
+  oauth_world w;
+  auto authorized = w.authorize("github", w.alice);
+  auto set_cookie = authorized.header("set-cookie");
+  EXPECT_EQ(set_cookie.rfind("cm_flow_", 0), 0u) << set_cookie;
+  for (auto attribute : {"; HttpOnly", "; SameSite=Lax", "; Secure", "; Max-Age=600",
+                         "; Path=/api/oauth/github/callback"})
+    EXPECT_NE(set_cookie.find(attribute), std::string::npos) << attribute << " in " << set_cookie;
+  auto q = w.approve(authorized);
+  auto elsewhere = w.callback("github", q, browser());
+  EXPECT_EQ(elsewhere.status, 403);
+  EXPECT_EQ(elsewhere.header("location"), "");
+  EXPECT_EQ(elsewhere.header("content-type").rfind("text/html", 0), 0u);
+  EXPECT_NE(elsewhere.body.find("data-code=\"forbidden\""), std::string::npos) << elsewhere.body;
+  EXPECT_NE(elsewhere.body.find("started in another browser"), std::string::npos);
+  EXPECT_NE(elsewhere.header("content-security-policy").find("default-src 'none'"),
+            std::string::npos);
+  EXPECT_EQ(w.rows(), 0);
+  EXPECT_EQ(w.events("TOKEN_CREATED"), 0);
+  // The state is spent: the starter's own browser cannot use it after.
+  auto late = w.callback("github", q, browser(cookie_pair(authorized)));
+  EXPECT_EQ(late.status, 400);
+  EXPECT_NE(late.body.find("unknown or already used state"), std::string::npos) << late.body;
+  // Another flow's cookie, or a forged one, under this flow's name is no
+  // better than none.
+  auto first = w.authorize("github", w.alice);
+  auto second = w.authorize("github", w.alice);
+  auto q2 = w.approve(second);
+  auto name = cookie_pair(second).substr(0, cookie_pair(second).find('='));
+  auto value_of_first = cookie_pair(first).substr(cookie_pair(first).find('=') + 1);
+  EXPECT_EQ(w.callback("github", q2, browser(name + "=" + value_of_first)).status, 403);
+  auto third = w.authorize("github", w.alice);
+  auto q3 = w.approve(third);
+  EXPECT_EQ(w.callback("github", q3, browser(name.substr(0, 8) + "0000000000000000=" +
+                                             std::string(64, 'a'))).status, 403);
+  EXPECT_EQ(w.rows(), 0);
+  EXPECT_NE(w.server->log().find("callback from another browser refused"), std::string::npos);
+}
+
+/// A program that runs the flow itself completes it without the cookie
+/// unless oauth.browser_binding is always; then it must bring the cookie
+/// or the starter's session. off accepts any browser (a CLI printing the
+/// URL).
+TEST(OAuth, TheBrowserBindingSwitchDecidesWhatAProgramAndABrowserNeed) {
+  {
+    oauth_world w("", {{"CM_OAUTH__BROWSER_BINDING", "always"}});
+    auto plain = w.callback("github", w.approve(w.authorize("github", w.alice)));
+    EXPECT_EQ(plain.status, 403) << plain.body;
+    EXPECT_NE(plain.json()["error"]["message"].get<std::string>().find("another browser"),
+              std::string::npos);
+    auto as_bob = w.callback("github", w.approve(w.authorize("github", w.alice)),
+                             {{"Authorization", w.bob}});
+    EXPECT_EQ(as_bob.status, 403);
+    EXPECT_EQ(w.rows(), 0);
+    auto as_alice = w.callback("github", w.approve(w.authorize("github", w.alice)),
+                               {{"Authorization", w.alice}});
+    EXPECT_EQ(as_alice.status, 200) << as_alice.body;
+    auto authorized = w.authorize("github", w.alice);
+    auto with_cookie =
+      w.callback("github", w.approve(authorized), {{"Cookie", cookie_pair(authorized)}});
+    EXPECT_EQ(with_cookie.status, 200) << with_cookie.body;
+  }
+  {
+    oauth_world w("", {{"CM_OAUTH__BROWSER_BINDING", "off"}});
+    auto any_browser = w.callback("github", w.approve(w.authorize("github", w.alice)), browser());
+    EXPECT_EQ(any_browser.status, 302);
+    EXPECT_EQ(any_browser.header("location"), allowed + "?connected=true&provider=github");
+  }
+  {
+    oauth_world w;
+    auto program = w.callback("github", w.approve(w.authorize("github", w.alice)));
+    EXPECT_EQ(program.status, 200) << program.body;
+    // A page's fetch is a browser too (Sec-Fetch-Mode: cors).
+    auto page = w.callback("github", w.approve(w.authorize("github", w.alice)),
+                           {{"Sec-Fetch-Mode", "cors"}});
+    EXPECT_EQ(page.status, 403) << page.body;
+  }
+}
+
+/// POST …/start: the Connect page's popup. It starts the flow from a form
+/// that carries the session, sets the cookie and sends the browser on; the
+/// popup ends on /connect/done with the opener's origin.
+TEST(OAuth, ThePopupStartBindsTheFlowAndEndsOnTheDonePage) {
+  oauth_world w;
+  auto jwt = w.alice.substr(7);
+  auto start = [&](const std::string& provider, const std::string& form,
+                   header_map headers = {{"Content-Type", "application/x-www-form-urlencoded"}}) {
+    return http_call(w.port(), "POST", "/api/oauth/" + provider + "/start", headers, form);
+  };
+  auto started = start("github", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example");
+  ASSERT_EQ(started.status, 303) << started.body;
+  auto location = started.header("location");
+  EXPECT_EQ(location.rfind("http://127.0.0.1:" + std::to_string(w.fake.port()) + "/authorize?", 0),
+            0u)
+    << location;
+  EXPECT_NE(started.header("set-cookie").find("; HttpOnly"), std::string::npos);
+  EXPECT_EQ(started.header("referrer-policy"), "no-referrer");
+  auto approved = http_call(w.fake.port(), "GET", path_and_query(location));
+  ASSERT_EQ(approved.status, 302);
+  auto q = query_of(approved.header("location"));
+  auto done = w.callback("github", q, browser(cookie_pair(started)));
+  ASSERT_EQ(done.status, 302) << done.body;
+  EXPECT_EQ(done.header("location"),
+            "https://cm.example/connect/done?origin=https%3A%2F%2Fcm.example&connected=true&"
+            "provider=github");
+  EXPECT_EQ(w.rows(), 1);
+
+  // Refusals are pages, and store no state.
+  auto states = [&] { return psql_int(w.db, "SELECT count(*) FROM oauth_states"); };
+  auto before = states();
+  auto page_with = [](const http_reply& r, int status, const std::string& code) {
+    EXPECT_EQ(r.status, status) << r.body;
+    EXPECT_EQ(r.header("content-type").rfind("text/html", 0), 0u) << r.body;
+    EXPECT_NE(r.body.find("data-code=\"" + code + "\""), std::string::npos) << r.body;
+  };
+  page_with(start("github", "session=" + jwt + "&origin=https%3A%2F%2Fevil.example"), 400,
+            "bad_request");
+  page_with(start("github", "session=" + jwt), 400, "bad_request");
+  page_with(start("github", "session=" + jwt + "&redirect_uri=https%3A%2F%2Fevil.example%2F"), 400,
+            "bad_request");
+  page_with(start("github", "origin=https%3A%2F%2Fcm.example"), 401, "unauthenticated");
+  page_with(start("github", "session=not-a-jwt&origin=https%3A%2F%2Fcm.example"), 401,
+            "unauthenticated");
+  // A session in a JSON body is not a form's.
+  page_with(start("github", R"({"session":")" + jwt + R"("})",
+                  {{"Content-Type", "application/json"}}),
+            401, "unauthenticated");
+  page_with(start("nosuch", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example"), 404,
+            "not_found");
+  page_with(start("stripe", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example"), 400,
+            "bad_request");
+  page_with(start("shopify", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example"), 400,
+            "bad_request");
+  // A member cannot start a team connector's flow.
+  auto team = http_call(w.port(), "POST", "/api/v1/connectors/github/oauth/start",
+                        {{"Content-Type", "application/x-www-form-urlencoded"}},
+                        "session=" + jwt + "&origin=https%3A%2F%2Fcm.example");
+  page_with(team, 403, "forbidden");
+  EXPECT_EQ(states(), before);
+  // The allowlisted redirect_uri instead of the done page; the shop goes
+  // to the provider's URL.
+  auto shop = start("shopify", "session=" + jwt + "&redirect_uri=" +
+                                 oauth::form_encode({{"", allowed}}).substr(1) + "&shop=acme");
+  ASSERT_EQ(shop.status, 303) << shop.body;
+  EXPECT_NE(shop.header("location").find("/acme/admin/oauth/authorize"), std::string::npos);
+  EXPECT_NE(shop.header("set-cookie").find("; Path=/api/oauth/shopify/callback"),
+            std::string::npos);
+  EXPECT_EQ(states(), before + 1);
+  // The session never reaches the log.
+  EXPECT_EQ(w.server->log().find(jwt), std::string::npos);
+}
+
+/// A failed callback from a browser never shows JSON: back to the recorded
+/// redirect_uri with the error when the state is known, else a page.
+TEST(OAuth, AFailedBrowserCallbackGoesBackWithTheErrorOrShowsAPage) {
+  oauth_world w;
+  auto unknown = w.callback("github", {{"code", "x"}, {"state", oauth::new_state()}}, browser());
+  EXPECT_EQ(unknown.status, 400);
+  EXPECT_EQ(unknown.header("content-type").rfind("text/html", 0), 0u);
+  EXPECT_NE(unknown.body.find("unknown or already used state"), std::string::npos);
+  auto missing = w.callback("github", {{"code", "x"}}, browser());
+  EXPECT_EQ(missing.status, 400);
+  EXPECT_NE(missing.body.find("<h1>Connection failed</h1>"), std::string::npos);
+  auto nosuch = w.callback("nosuch", {{"code", "x"}, {"state", "y"}}, browser());
+  EXPECT_EQ(nosuch.status, 404);
+  EXPECT_NE(nosuch.body.find("data-code=\"not_found\""), std::string::npos);
+  // An expired state is known: its application hears why.
+  auto authorized = w.authorize("github", w.alice);
+  auto q = w.approve(authorized);
+  psql_int(w.db, "WITH e AS (UPDATE oauth_states SET expires_at = now() - interval '1 minute' "
+                 "RETURNING 1) SELECT count(*) FROM e");
+  auto expired = w.callback("github", q, browser(cookie_pair(authorized)));
+  EXPECT_EQ(expired.status, 302);
+  EXPECT_EQ(expired.header("location"), allowed + "?connected=false&error=bad_request");
+  // Programs still read JSON.
+  auto program = w.callback("github", {{"code", "x"}, {"state", oauth::new_state()}});
+  EXPECT_EQ(program.status, 400);
+  EXPECT_EQ(program.json()["error"]["code"], "bad_request");
+  // What a provider sends is never echoed unescaped.
+  auto hostile = w.callback("github", {{"code", "<script>x</script>"}, {"state", "<b>"}}, browser());
+  EXPECT_EQ(hostile.body.find("<script>"), std::string::npos);
+  EXPECT_EQ(hostile.body.find("<b>"), std::string::npos);
+  EXPECT_EQ(w.rows(), 0);
+}
+
+/// GET /api/connectors/catalog: what a member can connect, with the fields
+/// each connect takes and the member's own connection.
+TEST(OAuth, TheCatalogListsWhatAMemberCanConnectWithItsFields) {
+  oauth_world w;
+  auto catalog = [&](const std::string& who) {
+    auto r = http_call(w.port(), "GET", "/api/connectors/catalog", {{"Authorization", who}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    std::map<std::string, nlohmann::json> by_name;
+    auto body = r.json();
+    for (auto& p : body["providers"])
+      by_name[p["name"].get<std::string>()] = p;
+    return by_name;
+  };
+  auto field = [](const nlohmann::json& provider, const std::string& name) {
+    for (auto& f : provider["fields"])
+      if (f["name"] == name)
+        return f;
+    return nlohmann::json();
+  };
+  auto before = catalog(w.alice);
+  // OAuth providers with an app configured, API-key providers always; an
+  // OAuth provider without an app cannot be connected and is not offered.
+  for (auto name : {"github", "shopify", "meta", "stripe", "zendesk", "google-analytics"})
+    EXPECT_TRUE(before.count(name)) << name;
+  for (auto name : {"microsoft", "google-ads"})
+    EXPECT_FALSE(before.count(name)) << name;
+  auto& github = before["github"];
+  EXPECT_EQ(github["display_name"], "GitHub");
+  EXPECT_EQ(github["auth_mode"], "oauth2");
+  EXPECT_EQ(github["connected"], false);
+  EXPECT_EQ(github["status"], nullptr);
+  auto stripe_key = field(before["stripe"], "api_key");
+  EXPECT_EQ(stripe_key["secret"], true);
+  EXPECT_EQ(stripe_key["required"], true);
+  EXPECT_EQ(stripe_key["label"], "Secret key");
+  EXPECT_EQ(stripe_key["pattern"], "^(?:sk_live_|sk_test_|rk_live_|rk_test_)");
+  EXPECT_EQ(before["stripe"]["fields"][0]["name"], "api_key");
+  auto subdomain = field(before["zendesk"], "subdomain");
+  EXPECT_EQ(subdomain["secret"], false);
+  EXPECT_EQ(subdomain["required"], true);
+  EXPECT_EQ(subdomain["pattern"], "^[a-z0-9][a-z0-9-]{0,62}$");
+  EXPECT_EQ(field(before["zendesk"], "email")["required"], true);
+  EXPECT_EQ(field(before["posthog"], "host")["required"], false);
+  EXPECT_EQ(field(before["google-analytics"], "api_key")["multiline"], true);
+  EXPECT_EQ(field(before["shopify"], "shop")["required"], true);
+
+  ASSERT_EQ(w.callback("github", w.approve(w.authorize("github", w.alice))).status, 200);
+  auto after = catalog(w.alice);
+  EXPECT_EQ(after["github"]["connected"], true);
+  EXPECT_EQ(after["github"]["status"], "connected");
+  EXPECT_TRUE(after["github"]["account_name"].is_string());
+  EXPECT_EQ(catalog(w.bob)["github"]["connected"], false);
+  // A provider the team's admin switched off is not offered.
+  auto admin = "Bearer " + w.server->mint("ada", "acme", true);
+  ASSERT_EQ(http_call(w.port(), "POST", "/api/v1/connectors/toggle/stripe",
+                      {{"Authorization", admin}, {"Content-Type", "application/json"}},
+                      R"({"enabled":false})")
+              .status,
+            200);
+  EXPECT_FALSE(catalog(w.alice).count("stripe"));
+  EXPECT_EQ(http_call(w.port(), "GET", "/api/connectors/catalog").status, 401);
 }
 
 TEST(OAuth, ReconnectingReplacesAndRevokesTheOldGrant) {
@@ -572,4 +843,35 @@ TEST(OAuth, GitHubExpiringTokensRefreshWithRotation) {
   for (auto& [id, f] : stats["families"].items())
     any_revoked = any_revoked || f["revoked"].get<bool>();
   EXPECT_FALSE(any_revoked) << "the rotated refresh token was never reused";
+}
+
+/// The Connect page's files come from the binary, with a policy that runs
+/// only the service's own scripts; the SDK can be imported from any origin.
+TEST(OAuth, TheConnectPageAndItsSdkAreServedUnderAStrictPolicy) {
+  oauth_world w;
+  auto page = http_call(w.port(), "GET", "/connect");
+  ASSERT_EQ(page.status, 200);
+  EXPECT_EQ(page.header("content-type"), "text/html; charset=utf-8");
+  auto policy = page.header("content-security-policy");
+  EXPECT_NE(policy.find("script-src 'self'"), std::string::npos) << policy;
+  EXPECT_EQ(policy.find("unsafe-inline"), std::string::npos) << policy;
+  EXPECT_NE(policy.find("frame-ancestors 'self'"), std::string::npos) << policy;
+  EXPECT_NE(page.body.find("src=\"/connect/page.js\""), std::string::npos);
+  EXPECT_EQ(page.header("x-content-type-options"), "nosniff");
+  auto sdk = http_call(w.port(), "GET", "/connect/sdk.js", {{"Origin", "https://host.example"}});
+  ASSERT_EQ(sdk.status, 200);
+  EXPECT_EQ(sdk.header("content-type"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(sdk.header("access-control-allow-origin"), "*");
+  EXPECT_NE(sdk.body.find("export function connect("), std::string::npos);
+  auto done = http_call(w.port(), "GET", "/connect/done?origin=https%3A%2F%2Fcm.example");
+  EXPECT_EQ(done.status, 200);
+  EXPECT_NE(done.body.find("/connect/done.js"), std::string::npos);
+  EXPECT_EQ(http_call(w.port(), "GET", "/connect/page.js").header("content-type"),
+            "text/javascript; charset=utf-8");
+  EXPECT_EQ(http_call(w.port(), "GET", "/connect/connect.css").header("content-type"),
+            "text/css; charset=utf-8");
+  // Only the embedded files exist.
+  EXPECT_EQ(http_call(w.port(), "GET", "/connect/index").status, 404);
+  EXPECT_EQ(http_call(w.port(), "GET", "/connect/..%2Fservice.yaml").status, 404);
+  EXPECT_EQ(http_call(w.port(), "GET", "/connect/sdk.js/x").status, 404);
 }

@@ -125,6 +125,8 @@ TEST(RateLimiter, MeteredRoutesAreExactlyThoseThatWriteOrCallProviders) {
   std::set<std::string> expected = {
     "GET /api/oauth/{provider}/authorize",
     "GET /api/v1/connectors/{connectorName}/oauth/authorize",
+    "POST /api/oauth/{provider}/start",
+    "POST /api/v1/connectors/{connectorName}/oauth/start",
     "POST /api/connectors/connect",
     "DELETE /api/connectors/{provider}",
     "POST /api/connectors/{provider}/refresh",

@@ -272,9 +272,12 @@ TEST(Secrets, CanariesNeverReachLogsResponsesEventsAuditHealthOrTables) {
   // OAuth flows: each state is a canary once its authorize answer (which
   // must carry it) is out.
   std::vector<canary_value> states;
+  // The cookie binding the last flow to its browser (provider/browser_binding.hpp).
+  std::string binding;
   auto authorize = [&](const std::string& label, const std::string& target, const std::string& user) {
     auto r = call(label, "GET", target, as(user));
     EXPECT_EQ(r.status, 200) << r.body;
+    binding = r.header("set-cookie").substr(0, r.header("set-cookie").find(';'));
     auto url = r.json().value("auth_url", "");
     auto approved = http_call(fake.port(), "GET", path_and_query(url));
     EXPECT_EQ(approved.status, 302) << approved.body;
@@ -290,7 +293,7 @@ TEST(Secrets, CanariesNeverReachLogsResponsesEventsAuditHealthOrTables) {
   // A real flow: the provider issues tokens (checked below with the fake's).
   q = authorize("GET authorize dave 2", "/api/oauth/github/authorize?redirect_uri=" + redirect, dave);
   auto connected = call("GET callback dave", "GET", callback_target("/api/oauth/github/callback", q),
-                        {{"Accept", "text/html"}});
+                        {{"Accept", "text/html"}, {"Cookie", binding}});
   EXPECT_EQ(connected.status, 302) << connected.body;
   // The deployment's app whose secret is a canary: the provider refuses it.
   q = authorize("GET authorize erin", "/api/oauth/microsoft/authorize?redirect_uri=" + redirect, erin);

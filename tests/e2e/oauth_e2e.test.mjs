@@ -195,8 +195,12 @@ test('authorization code flow end to end against oidc-provider', { timeout: 1200
     assert.ok(callback.searchParams.get('code'), back);
     assert.equal(callback.searchParams.get('iss'), as.issuer);
 
-    // callback -> stored
-    const done = await fetch(`${base}${callbackPath}${callback.search}`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+    // callback -> stored. The browser that called authorize brings back the
+    // cookie its answer set (the flow's binding to that browser).
+    const binding = authorize.headers.get('set-cookie').split(';')[0];
+    assert.match(binding, /^cm_flow_[0-9a-f]{16}=[0-9a-f]{64}$/);
+    const done = await fetch(`${base}${callbackPath}${callback.search}`,
+      { headers: { accept: 'text/html', cookie: binding }, redirect: 'manual' });
     assert.equal(done.status, 302, await done.text());
     assert.equal(done.headers.get('location'), `${landing}?connected=true&provider=oidc-test`);
     api.check('GET', '/api/oauth/{provider}/callback', done.status, '');
