@@ -116,9 +116,12 @@ void finish_callback(const call& c, const std::string& redirect_uri, int status,
 void fail_callback(const call& c, const std::string& redirect_uri, ec code,
                    const std::string& message) {
   if (wants_html(c) && !redirect_uri.empty()) {
+    // The provider is named on failures too: a page that started several
+    // flows (or hears them on a BroadcastChannel) knows which one failed.
     finish_callback(c, redirect_uri, http_status(code),
                     {{"error", {{"code", to_string(code)}, {"message", message}}}},
-                    {{"connected", "false"}, {"error", to_string(code)}});
+                    {{"connected", "false"}, {"provider", route_provider(c)},
+                     {"error", to_string(code)}});
     return;
   }
   refuse(c, code, message);

@@ -105,8 +105,8 @@ std::string request_cookie(const http::request& req, const std::string& name) {
 }
 
 bool from_browser(const http::request& req) {
-  return !req.header("sec-fetch-mode").empty() ||
-         req.header("accept").find("text/html") != std::string::npos;
+  return !req.header("sec-fetch-mode").empty() || !req.header("sec-fetch-site").empty() ||
+         !req.header("sec-fetch-dest").empty();
 }
 
 } // namespace cm::oauth

@@ -262,7 +262,7 @@ TEST(OAuth, BrowsersAreRedirectedToTheRecordedRedirectUri) {
   denied_state.erase("code");
   auto denied = w.callback("github", denied_state, browser(cookie_pair(again)));
   EXPECT_EQ(denied.status, 302);
-  EXPECT_EQ(denied.header("location"), allowed + "?connected=false&error=bad_request");
+  EXPECT_EQ(denied.header("location"), allowed + "?connected=false&provider=github&error=bad_request");
 }
 
 /// Issue 20: the grant is bound to the browser that started the flow. A
@@ -340,6 +340,12 @@ TEST(OAuth, TheBrowserBindingSwitchDecidesWhatAProgramAndABrowserNeed) {
     oauth_world w;
     auto program = w.callback("github", w.approve(w.authorize("github", w.alice)));
     EXPECT_EQ(program.status, 200) << program.body;
+    // A program asking to be redirected is still a program (no Fetch
+    // Metadata headers).
+    auto redirected = w.callback("github", w.approve(w.authorize("github", w.alice)),
+                                 {{"Accept", "text/html"}});
+    EXPECT_EQ(redirected.status, 302) << redirected.body;
+    EXPECT_EQ(redirected.header("location"), allowed + "?connected=true&provider=github");
     // A page's fetch is a browser too (Sec-Fetch-Mode: cors).
     auto page = w.callback("github", w.approve(w.authorize("github", w.alice)),
                            {{"Sec-Fetch-Mode", "cors"}});
@@ -441,7 +447,7 @@ TEST(OAuth, AFailedBrowserCallbackGoesBackWithTheErrorOrShowsAPage) {
                  "RETURNING 1) SELECT count(*) FROM e");
   auto expired = w.callback("github", q, browser(cookie_pair(authorized)));
   EXPECT_EQ(expired.status, 302);
-  EXPECT_EQ(expired.header("location"), allowed + "?connected=false&error=bad_request");
+  EXPECT_EQ(expired.header("location"), allowed + "?connected=false&provider=github&error=bad_request");
   // Programs still read JSON.
   auto program = w.callback("github", {{"code", "x"}, {"state", oauth::new_state()}});
   EXPECT_EQ(program.status, 400);

@@ -14,8 +14,9 @@ CM_PACKAGES=(
 )
 
 # Test-only Debian packages: promtool (package prometheus) checks what
-# GET /metrics serves.
-CM_TEST_PACKAGES=(prometheus)
+# GET /metrics serves; chromium is the headless browser puppeteer-core
+# drives through the Connect page (tests/e2e/connect_page.test.mjs).
+CM_TEST_PACKAGES=(prometheus chromium)
 
 # Node.js runs the OAuth end-to-end test's authorization server
 # (oidc-provider). Debian's nodejs is enough; an existing node is kept.

@@ -1,7 +1,11 @@
 // oidc-provider configured as the stand-in authorization server: PKCE
 // required, refresh tokens rotate, revocation and introspection enabled, the
 // development login and consent pages on. Every token response is recorded
-// so the test can check which tokens the provider still considers active.
+// so the test can check which tokens the provider still considers active,
+// and every authorization request (its full URL, with the client's state),
+// so a test can replay one in another browser. setOpenerPolicy('same-origin')
+// makes its pages send Cross-Origin-Opener-Policy, as some real providers
+// do: a popup that reaches them loses its window.opener.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -34,8 +38,12 @@ export async function startAuthorizationServer({ clientId, clientSecret, redirec
     ttl: { AccessToken: 3600, RefreshToken: 86400, Grant: 86400, Session: 3600, Interaction: 600 },
   });
   const issued = [];
+  const authorizations = [];
+  let openerPolicy = null;
   provider.use(async (ctx, next) => {
+    if (ctx.method === 'GET' && ctx.path === '/auth') authorizations.push(`${issuer}${ctx.originalUrl}`);
     await next();
+    if (openerPolicy) ctx.set('Cross-Origin-Opener-Policy', openerPolicy);
     if (ctx.path === '/token' && ctx.status === 200 && ctx.body && ctx.body.access_token)
       issued.push({ access_token: ctx.body.access_token, refresh_token: ctx.body.refresh_token });
   });
@@ -51,5 +59,17 @@ export async function startAuthorizationServer({ clientId, clientSecret, redirec
     return (await res.json()).active === true;
   }
 
-  return { issuer, issued, introspect, close: () => new Promise((r) => server.close(r)) };
+  return {
+    issuer,
+    issued,
+    authorizations,
+    introspect,
+    /** Sends `Cross-Origin-Opener-Policy: value` on every response from now on (null: none). */
+    setOpenerPolicy: (value) => { openerPolicy = value; },
+    close: () => new Promise((r) => {
+      server.close(r);
+      // A browser's keep-alive connections would hold close() open.
+      if (server.closeAllConnections) server.closeAllConnections();
+    }),
+  };
 }

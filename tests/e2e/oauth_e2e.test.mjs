@@ -5,16 +5,13 @@
 // revoked. Run by ctest (scripts/test) with CONNECTOR_TEST_PG_DIR set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startAuthorizationServer } from './authorization_server.mjs';
 import { contract, lintOpenApi } from './openapi_contract.mjs';
+import { startService, sha256Hex, source, binary, clusterDir } from './service.mjs';
 
-const source = process.env.CONNECTOR_SOURCE_DIR;
-const binary = process.env.CONNECTOR_SERVER_BINARY;
-const clusterDir = process.env.CONNECTOR_TEST_PG_DIR;
 const clientId = 'cm-e2e-client';
 const clientSecret = 'cm-e2e-secret-0123456789';
 const publicBase = 'http://cm.e2e.test';
@@ -22,60 +19,17 @@ const callbackPath = '/api/oauth/oidc-test/callback';
 const landing = 'https://app.example/integrations/done';
 const serviceToken = 'svc-e2e-token-0001';
 
-function sha256Hex(text) {
-  return execFileSync(binary, ['hash-token'], { input: text }).toString().trim();
-}
-
-async function startServer(dir, as) {
-  const db = `cm_e2e_${Date.now()}`;
-  execFileSync(path.join(source, 'scripts/pg-cluster'), ['createdb', clusterDir, db]);
-  const dbUrl = execFileSync(path.join(source, 'scripts/pg-cluster'), ['url', clusterDir, db])
-    .toString().trim();
-  execFileSync(binary, ['keygen', '--out', path.join(dir, 'master.key')]);
-  writeFileSync(path.join(dir, 'jwt.secret'), 'e2e-jwt-secret-0123456789abcdef0123456789');
-  chmodSync(path.join(dir, 'jwt.secret'), 0o600);
-  const config = `
-listen: {address: 127.0.0.1, port: 0}
-database: {url: "${dbUrl}"}
-crypto: {key_file: ${path.join(dir, 'master.key')}}
-auth:
-  jwt: {hs256_secret_file: ${path.join(dir, 'jwt.secret')}}
-  service_tokens:
-    - {name: e2e, sha256: ${sha256Hex(serviceToken)}, scopes: [FETCH_CONFIG]}
-oauth: {public_base_url: "${publicBase}", allowed_redirect_uris: ["${landing}"]}
-token_service: {port: 0}
-providers_file: ${path.join(source, 'tests/e2e/providers.yaml')}
-providers:
-  oidc-test:
-    client_id: ${clientId}
-    client_secret: ${clientSecret}
-    authorization_url: ${as.issuer}/auth
-    token_url: ${as.issuer}/token
-    revoke_url: ${as.issuer}/token/revocation
-    account_url: ${as.issuer}/me
-`;
-  const configPath = path.join(dir, 'service.yaml');
-  writeFileSync(configPath, config);
-  const child = spawn(binary, ['serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 30000);
-    const onData = (chunk) => {
-      log += chunk;
-      for (const line of log.split('\n')) {
-        try {
-          const json = JSON.parse(line);
-          if (json.msg === 'ready') { clearTimeout(timer); resolve(json.port); }
-        } catch { /* not a complete line yet */ }
-      }
-    };
-    child.stderr.on('data', onData);
-    child.stdout.on('data', onData);
-    child.on('exit', () => reject(new Error(`server exited:\n${log}`)));
+function startServer(dir, as) {
+  return startService({
+    dir,
+    as,
+    publicBase,
+    clientId,
+    clientSecret,
+    authYaml: `  service_tokens:
+    - {name: e2e, sha256: ${sha256Hex(serviceToken)}, scopes: [FETCH_CONFIG]}`,
+    oauthYaml: `allowed_redirect_uris: ["${landing}"]`,
   });
-  const mint = (user) => execFileSync(binary, ['mint-token', '--config', configPath, '--user', user,
-    '--team', 'acme']).toString().trim();
-  return { port, mint, child, log: () => log };
 }
 
 /// A minimal browser: follows redirects by hand, keeps cookies per host.
@@ -246,7 +200,7 @@ test('authorization code flow end to end against oidc-provider', { timeout: 1200
       assert.ok(!cm.log().includes(t.refresh_token));
     }
   } finally {
-    cm.child.kill('SIGTERM');
+    await cm.stop();
     await as.close();
   }
 });

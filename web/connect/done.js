@@ -8,7 +8,12 @@
  * to window.opener, addressed to that origin only (never '*'), so only the
  * page that started the flow can read it; the SDK also checks that the message
  * comes from its popup and from the service's origin. It then closes the
- * window. The outcome is always shown as text too, with a Close button.
+ * window. It also posts the same message on the BroadcastChannel
+ * 'connector-manager:connect', which only pages of this (the service's)
+ * origin hear: the Connect page learns the outcome that way even when a
+ * provider's page severed window.opener (Cross-Origin-Opener-Policy); the SDK
+ * takes from the channel only messages for the provider it is connecting.
+ * The outcome is always shown as text too, with a Close button.
  */
 
 const MESSAGE_TYPE = 'connector-manager:connect';
@@ -44,10 +49,22 @@ document.documentElement.dataset.connected = String(connected);
 close.addEventListener('click', () => window.close());
 close.focus();
 
+const message = { type: MESSAGE_TYPE, connected, provider, error };
+
+if (typeof BroadcastChannel === 'function') {
+  try {
+    // Left open: the page closes soon anyway, and closing the channel at
+    // once could race the delivery.
+    new BroadcastChannel(MESSAGE_TYPE).postMessage(message);
+  } catch {
+    // No channel in this browser; the opener (if any) is told below.
+  }
+}
+
 const origin = openerOrigin(query.get('origin'));
 if (window.opener && origin) {
   try {
-    window.opener.postMessage({ type: MESSAGE_TYPE, connected, provider, error }, origin);
+    window.opener.postMessage(message, origin);
     setTimeout(() => window.close(), CLOSE_DELAY_MS);
   } catch {
     // The opener is gone or unreachable; the text above says what happened.

@@ -161,7 +161,7 @@ function renderCard(p) {
     'aria-describedby': `${ids}-name ${ids}-state`,
     'aria-expanded': (p.fields || []).length || p.auth_mode !== 'oauth2' ? String(!!formOpen) : null,
     'aria-controls': formOpen ? `${ids}-form` : null,
-  }, state === 'needs_reauth' ? 'Reconnect' : 'Connect');
+  }, state === 'not_connected' ? 'Connect' : 'Reconnect');
   connectButton.addEventListener('click', () => onConnect(p.name));
   actions.append(connectButton);
   if (state !== 'not_connected') {

@@ -20,13 +20,26 @@
  * await before it), or open the popup yourself and pass it as `popup`.
  * A host page with a CSP needs `connect-src` (and `form-action`, if it sets
  * one) to allow the service's origin.
+ *
+ * How the outcome comes back: /connect/done, where the popup ends, posts it
+ * to `window.opener` (addressed to the starting page's origin only) and on
+ * the BroadcastChannel named MESSAGE_TYPE (heard by pages of the service's
+ * own origin only, such as the Connect page, even when the provider's pages
+ * severed window.opener; not by such a page framed by another site, whose
+ * storage is partitioned). When the popup closes without either, the SDK
+ * asks the catalog for a while before it gives up (see `closedGraceMs`).
  */
 
-/** The `type` of the message /connect/done posts to the page that opened the popup. */
+/**
+ * The `type` of the message /connect/done posts to the page that opened the
+ * popup, and the name of the BroadcastChannel it also posts it on.
+ */
 export const MESSAGE_TYPE = 'connector-manager:connect';
 
 const DEFAULT_TIMEOUT_MS = 600000;
+const DEFAULT_CLOSED_GRACE_MS = 20000;
 const POLL_MS = 400;
+const CLOSED_POLL_MS = 1500;
 const POPUP_FEATURES = 'popup,width=520,height=720';
 
 const MESSAGES = {
@@ -159,10 +172,19 @@ export async function disconnect(provider, options) {
  *   params?: Object<string,string>,
  *   popup?: Window,
  *   timeoutMs?: number,
+ *   closedGraceMs?: number,
  * }} options `fields`: the key form's values (api_key, subdomain, …);
  *   `params`: OAuth authorization parameters (e.g. `{shop: 'acme'}`);
  *   `popup`: a window you opened yourself (still on about:blank), used for OAuth;
- *   `timeoutMs`: how long to wait for the OAuth flow (default 10 minutes)
+ *   `timeoutMs`: how long to wait for the OAuth flow (default 10 minutes);
+ *   `closedGraceMs`: once the popup reports closed without a message (the
+ *   user closed it, or a provider page severed window.opener with
+ *   Cross-Origin-Opener-Policy, which makes it look closed at once), how long
+ *   to keep asking the catalog, every 1.5 s, whether the provider got
+ *   connected (default 20 s; 0 asks once). It resolves as soon as the
+ *   provider turns connected when it was not connected, or needed
+ *   reconnecting, at the start; otherwise it rejects with `popup_closed`.
+ *   A message from /connect/done that arrives meanwhile still counts.
  * @returns {Promise<{connected: true, provider: string, account_name?: string}>}
  *   rejects with ConnectError (`popup_blocked`, `popup_closed`, `timeout`,
  *   the service's codes, or the flow's code from /connect/done)
@@ -212,6 +234,23 @@ function live(entry) {
   return !!entry && entry.connected === true && entry.status !== 'needs_reauth' && entry.status !== 'disconnected';
 }
 
+/** The connect result for a catalog entry. */
+function resultOf(provider, entry) {
+  const result = { connected: true, provider };
+  if (entry && typeof entry.account_name === 'string' && entry.account_name) result.account_name = entry.account_name;
+  return result;
+}
+
+/** A BroadcastChannel for /connect/done's messages, on the service's own origin only; else null. */
+function openChannel(where) {
+  if (typeof BroadcastChannel !== 'function' || window.location.origin !== where.origin) return null;
+  try {
+    return new BroadcastChannel(MESSAGE_TYPE);
+  } catch {
+    return null;
+  }
+}
+
 function connectWithOAuth(provider, where, session, options) {
   // No await before this point: the popup must open within the user's click.
   const name = uniqueName();
@@ -229,24 +268,25 @@ function connectWithOAuth(provider, where, session, options) {
 
   return new Promise((resolve, reject) => {
     let settled = false;
-    let checking = false;
     let poll = 0;
     let timer = 0;
+    let closedTimer = 0;
+    const channel = openChannel(where);
 
     const finish = (error, result) => {
       if (settled) return;
       settled = true;
       window.removeEventListener('message', onMessage);
+      if (channel) channel.close();
       clearInterval(poll);
       clearTimeout(timer);
+      clearTimeout(closedTimer);
       if (error) reject(error);
       else resolve(result);
     };
 
-    const onMessage = (event) => {
-      if (event.source !== popup || event.origin !== where.origin) return;
-      const data = event.data;
-      if (!data || typeof data !== 'object' || data.type !== MESSAGE_TYPE) return;
+    /** Settles with /connect/done's outcome. */
+    const outcome = (data) => {
       if (data.connected === true) {
         finish(null, { connected: true, provider });
       } else {
@@ -254,7 +294,25 @@ function connectWithOAuth(provider, where, session, options) {
         finish(new ConnectError(code));
       }
     };
+
+    const onMessage = (event) => {
+      if (event.source !== popup || event.origin !== where.origin) return;
+      const data = event.data;
+      if (!data || typeof data !== 'object' || data.type !== MESSAGE_TYPE) return;
+      outcome(data);
+    };
     window.addEventListener('message', onMessage);
+
+    // Same-origin pages only can post on the channel; a message must name
+    // this flow's provider (a failure that names none is left to the popup
+    // check below).
+    if (channel) {
+      channel.onmessage = (event) => {
+        const data = event.data;
+        if (!data || typeof data !== 'object' || data.type !== MESSAGE_TYPE || data.provider !== provider) return;
+        outcome(data);
+      };
+    }
 
     try {
       submitStart(provider, where.href, session, options.params, name);
@@ -269,21 +327,33 @@ function connectWithOAuth(provider, where, session, options) {
       .then((data) => data.providers.find((p) => p && p.name === provider) || null);
     const before = lookup().catch(() => null);
 
+    // Closed without a message: the user closed it, or the provider's page
+    // severed window.opener (COOP), which makes it look closed at once while
+    // the flow goes on. Ask the catalog every CLOSED_POLL_MS for up to
+    // closedGraceMs; a message that arrives meanwhile still settles.
+    const grace = Number.isFinite(options.closedGraceMs) && options.closedGraceMs >= 0
+      ? options.closedGraceMs : DEFAULT_CLOSED_GRACE_MS;
+    const watchCatalog = () => {
+      const closedAt = Date.now();
+      const check = () => {
+        if (settled) return;
+        Promise.all([before, lookup().catch(() => null)]).then(([was, now]) => {
+          if (settled) return;
+          if (was && !live(was) && live(now)) {
+            finish(null, resultOf(provider, now));
+            return;
+          }
+          const left = grace - (Date.now() - closedAt);
+          if (left <= 0) finish(new ConnectError('popup_closed'));
+          else closedTimer = setTimeout(check, Math.min(CLOSED_POLL_MS, left));
+        });
+      };
+      check();
+    };
     poll = setInterval(() => {
-      if (checking || settled || !popup.closed) return;
-      // Closed without a message: the user closed it, or the provider's page
-      // severed window.opener (COOP). Ask the catalog once.
-      checking = true;
+      if (settled || !popup.closed) return;
       clearInterval(poll);
-      Promise.all([before, lookup().catch(() => null)]).then(([was, now]) => {
-        if (was && !live(was) && live(now)) {
-          const result = { connected: true, provider };
-          if (typeof now.account_name === 'string' && now.account_name) result.account_name = now.account_name;
-          finish(null, result);
-        } else {
-          finish(new ConnectError('popup_closed'));
-        }
-      });
+      watchCatalog();
     }, POLL_MS);
 
     const timeoutMs = Number.isFinite(options.timeoutMs) && options.timeoutMs > 0 ? options.timeoutMs : DEFAULT_TIMEOUT_MS;
