@@ -39,8 +39,14 @@ std::string caller_key(const http::identity& who) {
 
 /// Takes one request from the caller's bucket; answers 429 with
 /// Retry-After and returns false when it is empty.
+/// A refusal for a page's form: the route's own answer, or an HTML page.
+http::response form_refusal(const api::route& r, const call& c, ec code,
+                            const std::string& message) {
+  return r.refusal ? r.refusal(c, code, message) : http::html_error_page(code, message);
+}
+
 bool within_rate_limit(front_self self, const exchange_ptr& ex, const api::route& r,
-                       const http::identity& who) {
+                       const call& c, const http::identity& who) {
   auto& ctx = *self->state.ctx;
   const auto& cfg = ctx.cfg.rate_limit;
   if (!cfg.enabled || !ctx.limiter)
@@ -52,7 +58,7 @@ bool within_rate_limit(front_self self, const exchange_ptr& ex, const api::route
     return true;
   const char* why = "too many requests that write or call providers; retry later";
   if (r.read_by == api::reader::browser_form) {
-    auto page = http::html_error_page(ec::rate_limited, why);
+    auto page = form_refusal(r, c, ec::rate_limited, why);
     page.headers.emplace_back("Retry-After", std::to_string(verdict.retry_after_s));
     ex->reply(std::move(page));
   } else {
@@ -91,7 +97,7 @@ void dispatch(front_self self, const exchange_ptr& ex) {
       bool form = r.read_by == api::reader::browser_form;
       auto refuse = [&](const caf::error& err) {
         if (form)
-          ex->reply(http::html_error_page(code_of(err), message_of(err)));
+          ex->reply(form_refusal(r, c, code_of(err), message_of(err)));
         else
           ex->reply_error(err);
       };
@@ -106,7 +112,7 @@ void dispatch(front_self self, const exchange_ptr& ex) {
         refuse(denied);
         return;
       }
-      if (r.cost == http::metering::metered && !within_rate_limit(self, ex, r, *who))
+      if (r.cost == http::metering::metered && !within_rate_limit(self, ex, r, c, *who))
         return;
       c.who = std::move(*who);
     }

@@ -4,6 +4,7 @@
 
 #include "actors/team_app.hpp"
 #include "api/schemas.hpp"
+#include "common/time.hpp"
 
 namespace cm {
 
@@ -58,9 +59,19 @@ nlohmann::json field(const config::provider_entry& entry, const std::string& nam
 nlohmann::json connect_fields(const config::provider_entry& entry) {
   auto fields = nlohmann::json::array();
   if (entry.mode == config::auth_mode::oauth2) {
-    // A parameter with a default (Microsoft's tenant) may be left out.
-    for (auto& [name, pattern] : entry.template_params)
-      fields.push_back(field(entry, name, entry.template_defaults.count(name) == 0));
+    // What the member names to start: the placeholders of the authorization
+    // URL (Shopify's shop, Microsoft's tenant). Others, such as GitHub's
+    // {client_id} in its revocation URL, the deployment fills. A parameter
+    // with a default (Microsoft's tenant) may be left out.
+    for (auto& [name, pattern] : entry.template_params) {
+      if (entry.authorization_url.find("{" + name + "}") == std::string::npos)
+        continue;
+      auto f = field(entry, name, entry.template_defaults.count(name) == 0);
+      if (name == "shop")
+        // The shop as Shopify shows it is accepted too (oauth::normalize_shop).
+        f["pattern"] = R"(^(?:https?://)?[a-zA-Z0-9][a-zA-Z0-9-_]*(?:\.myshopify\.com)?/?$)";
+      fields.push_back(std::move(f));
+    }
     return fields;
   }
   if (!entry.api_key)
@@ -121,7 +132,11 @@ void catalog(const call& c) {
               auto list = nlohmann::json::array();
               for (auto& [name, entry] : ctx->catalog.providers) {
                 auto team = by_name.count(name) ? by_name.at(name) : nullptr;
-                if (!connectable(*ctx, entry, team))
+                auto mine = connections.find(name);
+                bool can_connect = connectable(*ctx, entry, team);
+                // A connection the member can no longer start (switched off,
+                // app removed) is still listed, so it can be disconnected.
+                if (!can_connect && mine == connections.end())
                   continue;
                 nlohmann::json item = {{"name", name},
                                        {"display_name", entry.display_name.empty()
@@ -130,13 +145,16 @@ void catalog(const call& c) {
                                        {"auth_mode", config::to_string(entry.mode)},
                                        {"docs", entry.docs},
                                        {"fields", api::connect_fields(entry)},
+                                       {"connectable", can_connect},
                                        {"connected", false},
                                        {"status", nullptr},
-                                       {"account_name", nullptr}};
-                if (auto it = connections.find(name); it != connections.end()) {
-                  auto& row = *it->second;
+                                       {"account_name", nullptr},
+                                       {"updated_at", nullptr}};
+                if (mine != connections.end()) {
+                  auto& row = *mine->second;
                   item["connected"] = row.status == grant_status::connected;
                   item["status"] = to_string(row.status);
+                  item["updated_at"] = rfc3339(row.updated_at_ms);
                   auto metadata = nlohmann::json::parse(row.metadata, nullptr, false);
                   if (metadata.is_object() && metadata.contains("account_name") &&
                       metadata["account_name"].is_string())
@@ -160,8 +178,9 @@ std::vector<api::route> catalog_routes() {
      {"listConnectableProviders", "connections", "What the caller can connect",
       "Every provider the caller's team offers: an API-key provider unless the team's admin "
       "disabled it, an OAuth provider when an app is configured for it (the deployment's or "
-      "the team's own). Each with the fields a connect takes and the caller's connection, if "
-      "any. Never a secret.",
+      "the team's own); and any other provider the caller has a connection to, with "
+      "connectable false, so it can be disconnected. Each with the fields a connect takes and "
+      "the caller's connection, if any. Never a secret.",
       {}, nullptr,
       {{200, "the providers", api::object_of({{"providers", {{"type", "array"},
                                                              {"items", api::ref("CatalogEntry")}}}})}}}},

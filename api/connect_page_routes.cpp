@@ -51,7 +51,10 @@ void serve(const call& c, std::string_view name) {
   res.content_type = content_type_of(file->name);
   res.body.assign(file->content);
   res.headers.emplace_back("X-Content-Type-Options", "nosniff");
-  res.headers.emplace_back("Referrer-Policy", "no-referrer");
+  // Not no-referrer: that would make the page's start form send
+  // "Origin: null", and the start route requires the page's origin
+  // (api/popup_start.hpp). Other sites still see the origin at most.
+  res.headers.emplace_back("Referrer-Policy", "strict-origin-when-cross-origin");
   // Revalidated on every load: a new release's page never runs an old
   // script.
   res.headers.emplace_back("Cache-Control", "no-cache");
@@ -97,7 +100,9 @@ std::vector<api::route> connect_page_routes() {
       "page.js, connect.css, done (where the OAuth popup ends: it posts the outcome to its "
       "opener's origin) and done.js.",
       {}, nullptr,
-      {{200, "the file", page, "text/javascript"}},
+      {{200, "the SDK and the page's script", page, "text/javascript"},
+       {200, "the style sheet", page, "text/css"},
+       {200, "done", page, "text/html"}},
       {404}}},
   };
 }

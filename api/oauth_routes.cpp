@@ -9,6 +9,7 @@
 #include "actors/team_app.hpp"
 #include "api/audit_trail.hpp"
 #include "api/grant_workflow.hpp"
+#include "api/popup_start.hpp"
 #include "http/html_page.hpp"
 #include "provider/browser_binding.hpp"
 #include "provider/oauth_flow.hpp"
@@ -319,9 +320,26 @@ void oauth_authorize(const call& c) {
   });
 }
 
+namespace {
+
+/// The start route's refusals (api/popup_start.hpp), also for those the
+/// front actor makes before the handler runs.
+http::response start_refused(const call& c, ec code, const std::string& message) {
+  return api::start_refusal(c.ex->req(), c.ctx().cfg, route_provider(c), code, message);
+}
+
+} // namespace
+
 void oauth_start(const call& c) {
-  auto refused = [ex = c.ex](ec code, const std::string& message) {
-    ex->reply(http::html_error_page(code, message));
+  auto& cfg = c.ctx().cfg;
+  std::string problem;
+  auto start = api::read_popup_start(c.ex->req(), cfg, problem);
+  if (!start) {
+    c.ex->reply(http::html_error_page(ec::forbidden, problem));
+    return;
+  }
+  auto refused = [c](ec code, const std::string& message) {
+    c.ex->reply(start_refused(c, code, message));
   };
   auto name = route_provider(c);
   auto entry = c.ctx().catalog.find(name);
@@ -333,37 +351,7 @@ void oauth_start(const call& c) {
     refused(ec::bad_request, "this provider is connected with an API key");
     return;
   }
-  // The front actor authenticated the session from this form.
-  std::map<std::string, std::string> form;
-  http::parse_query(c.ex->req().body, form);
-  form.erase("session");
-  auto& cfg = c.ctx().cfg;
-  flow_request flow;
-  if (auto it = form.find("redirect_uri"); it != form.end() && !it->second.empty()) {
-    auto& allowed = cfg.oauth.allowed_redirect_uris;
-    if (std::find(allowed.begin(), allowed.end(), it->second) == allowed.end()) {
-      refused(ec::bad_request, "redirect_uri is not on the allowlist");
-      return;
-    }
-    flow.redirect_uri = it->second;
-  } else {
-    // A popup started by the Connect page or the SDK ends on the service's
-    // own page, which tells the opener by postMessage, to this origin only.
-    auto origin = form.count("origin") ? form.at("origin") : "";
-    auto& allowed = cfg.cors.allowed_origins;
-    if (origin.empty() || (origin != oauth::origin_of(cfg.oauth.public_base_url) &&
-                           std::find(allowed.begin(), allowed.end(), origin) == allowed.end())) {
-      refused(ec::bad_request,
-              "the page that started the connection is not on an allowed origin "
-              "(cors.allowed_origins)");
-      return;
-    }
-    flow.redirect_uri = cfg.oauth.public_base_url + "/connect/done?" +
-                        oauth::form_encode({{"origin", origin}});
-  }
-  form.erase("origin");
-  form.erase("redirect_uri");
-  flow.params = std::move(form);
+  flow_request flow{start->redirect_uri, start->params};
   with_client(
     c, c.who.team, name,
     [c, entry, name, flow, refused](client_ptr client, bool team_app) {
@@ -431,9 +419,9 @@ void begin_flow(const call& c, const config::provider_entry& entry_ref, const st
   st.params = values->dump();
   auto ttl_s = c.ctx().cfg.oauth.state_ttl_s;
   st.expires_at_ms = unix_now_ms() + int64_t{ttl_s} * 1000;
-  auto set_cookie = oauth::binding_set_cookie(oauth::binding_cookie_name(state),
-                                              oauth::binding_cookie_value(*c.ctx().keys, state),
-                                              path_of(callback), ttl_s, served_over_https(c));
+  auto set_cookie = oauth::binding_set_cookie(
+    oauth::binding_cookie_for(state, path_of(callback), served_over_https(c)),
+    oauth::binding_cookie_value(*c.ctx().keys, state), ttl_s);
   auto auth_url = *url;
   // At most oauth.max_pending_states per member: a new flow drops the
   // member's oldest (storage/token_store.hpp).
@@ -472,13 +460,12 @@ void oauth_callback(const call& c) {
   // Whether the browser that started the flow is the one back here
   // (provider/browser_binding.hpp); the cookie is spent either way.
   auto& req = c.ex->req();
-  auto cookie_name = oauth::binding_cookie_name(state);
-  auto cookie = oauth::request_cookie(req, cookie_name);
+  auto binding =
+    oauth::binding_cookie_for(state, path_of(callback_uri(c, name)), served_over_https(c));
+  auto cookie = oauth::request_cookie(req, binding.name);
   bool bound = !cookie.empty() && oauth::binding_cookie_matches(*c.ctx().keys, state, cookie);
   if (!cookie.empty())
-    c.ex->add_header("Set-Cookie",
-                     oauth::binding_clear_cookie(cookie_name, path_of(callback_uri(c, name)),
-                                                 served_over_https(c)));
+    c.ex->add_header("Set-Cookie", oauth::binding_clear_cookie(binding));
   auto copy = c;
   auto entry_ptr = entry;
   // Consumed before anything else: a state works once, whatever happens.
@@ -714,20 +701,29 @@ std::vector<api::route> oauth_routes() {
                        {"description", "instead of origin: where the browser lands afterwards "
                                        "(an entry of oauth.allowed_redirect_uris)"}}},
      {"shop", {{"type", "string"}, {"description", "Shopify: the shop"}}},
+     {"flow", {{"type", "string"}, {"pattern", "^[A-Za-z0-9_-]{16,64}$"},
+               {"description", "the page's nonce for this flow, echoed on /connect/done so "
+                               "the page accepts only its own flow's outcome"}}},
      {"tenant", {{"type", "string"}, {"description", "Microsoft: the tenant"}}}},
     {"session"});
   auto start_doc = [&](const char* id, const char* tag, const char* summary) {
     api::route_doc d{
       id, tag, summary,
       "A page's form posted into a popup (the Connect page and /connect/sdk.js do this). "
-      "Starts the flow like authorize, sets a short-lived HttpOnly, SameSite=Lax cookie that "
-      "binds the flow to this browser, and sends the browser on to the provider. The "
-      "callback attaches the grant only when that cookie comes back (oauth.browser_binding). "
-      "Refusals are HTML pages.",
+      "The request's Origin (or Sec-Fetch-Site: same-origin) must be the service's origin or "
+      "one of cors.allowed_origins and equal the form's origin: a page elsewhere cannot make a "
+      "browser start its author's flow. Starts the flow like authorize, sets a short-lived "
+      "HttpOnly, SameSite=Lax cookie that binds the flow to this browser, and sends the "
+      "browser on to the provider. The callback attaches the grant only when that cookie "
+      "comes back (oauth.browser_binding). Once the page is known, a refusal (an expired "
+      "session included) sends the popup to where the flow would end, with connected=false, "
+      "the provider and the error; otherwise it is an HTML page.",
       {}, start_form,
-      {{303, "on to the provider's consent page", nullptr, "",
-        {{"Location", "the provider's authorization URL"},
-         {"Set-Cookie", "cm_flow_…: the flow's binding to this browser"}}}},
+      {{303, "on to the provider's consent page, or a refusal back to the page", nullptr, "",
+        {{"Location", "the provider's authorization URL, or /connect/done (or the "
+                      "redirect_uri) with connected=false&provider=…&error=…"},
+         {"Set-Cookie", "cm_flow_… (__Host-cm_flow_… over https): the flow's binding to this "
+                        "browser"}}}},
       {404}};
     d.body_content_type = "application/x-www-form-urlencoded";
     return d;
@@ -736,12 +732,12 @@ std::vector<api::route> oauth_routes() {
   return {
     {"POST", "/api/oauth/{provider}/start", access::user, "", oauth_start, metered,
      start_doc("startConnection", "oauth", "Start connecting a provider in a browser popup"),
-     reader::browser_form},
+     reader::browser_form, start_refused},
     {"POST", "/api/v1/connectors/{connectorName}/oauth/start", access::admin, "", oauth_start,
      metered,
      start_doc("startTeamConnector", "team connectors",
                "Start connecting a team connector in a browser popup"),
-     reader::browser_form},
+     reader::browser_form, start_refused},
     {"GET", "/api/oauth/{provider}/authorize", access::user, "", oauth_authorize, metered,
      {"authorizeConnection", "oauth", "Start connecting a provider",
       "Stores a single-use state (PKCE S256 where the provider accepts it) and answers the "
@@ -765,7 +761,10 @@ std::vector<api::route> oauth_routes() {
      oauth_authorize, metered,
      {"authorizeTeamConnector", "team connectors", "Start connecting a team connector",
       "As /api/oauth/{provider}/authorize, for the team's own OAuth app when it configured one.",
-      authorize_query, nullptr, {{200, "the URL to open", auth_url}}, {404}}},
+      authorize_query, nullptr,
+      {{200, "the URL to open", auth_url, "application/json",
+        {{"Set-Cookie", "cm_flow_…: the flow's binding to a browser"}}}},
+      {404}}},
     {"GET", "/api/v1/connectors/{connectorName}/oauth/callback", access::open, "",
      oauth_callback, unmetered,
      {"teamConnectorOauthCallback", "team connectors", "Finish connecting a team connector",

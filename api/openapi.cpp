@@ -152,12 +152,15 @@ nlohmann::json operation(const route& r) {
                          {"content", {{d.body_content_type, {{"schema", d.body}}}}}};
   nlohmann::json responses = nlohmann::json::object();
   for (auto& answer : d.responses) {
-    nlohmann::json out = {{"description", answer.description}};
+    // One status may answer several media types (the Connect page's files).
+    auto& out = responses[std::to_string(answer.status)];
+    out["description"] = out.contains("description")
+                           ? out["description"].get<std::string>() + "; " + answer.description
+                           : answer.description;
     if (!answer.schema.is_null())
       out["content"][answer.content_type] = {{"schema", answer.schema}};
     for (auto& [name, description] : answer.headers)
       out["headers"][name] = {{"description", description}, {"schema", {{"type", "string"}}}};
-    responses[std::to_string(answer.status)] = std::move(out);
   }
   // The errors every route of its kind can answer, then its own.
   std::vector<int> errors = {400};

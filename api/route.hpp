@@ -79,6 +79,9 @@ struct route {
   http::metering cost;
   route_doc doc;
   reader read_by = reader::program;
+  /// For reader::browser_form: how a refusal before the handler runs (no
+  /// session, wrong role, rate limit) is answered; null: an HTML page.
+  http::response (*refusal)(const call&, ec, const std::string&) = nullptr;
 };
 
 /// {"$ref": "#/components/schemas/<name>"}.

@@ -137,7 +137,11 @@ nlohmann::json catalog_entry_schema() {
                  {"items", field},
                  {"description", "what POST /api/connectors/connect takes (api_key first), or "
                                  "an OAuth provider's authorization parameters"}}},
+     {"connectable", {{"type", "boolean"},
+                      {"description", "false: listed only because the caller has a connection "
+                                      "to it (the admin switched it off, or its app is gone)"}}},
      {"connected", {{"type", "boolean"}}},
+     {"updated_at", nullable(string_of("date-time"))},
      {"status", {{"type", {"string", "null"}},
                  {"enum", {"connected", "needs_reauth", "disconnected", nullptr}}}},
      {"account_name", {{"type", {"string", "null"}}}}});

@@ -40,17 +40,21 @@ std::string keyed_value(const storage::keyring& keys, uint32_t key_id, const std
   return hex(out, sizeof out);
 }
 
-std::string attributes(const std::string& callback_path, bool secure) {
-  return "; Path=" + callback_path + "; HttpOnly; SameSite=Lax" + (secure ? "; Secure" : "");
+std::string attributes(const binding_cookie& cookie) {
+  return "; Path=" + cookie.path + "; HttpOnly; SameSite=Lax" + (cookie.secure ? "; Secure" : "");
 }
 
 } // namespace
 
-std::string binding_cookie_name(const std::string& state) {
+binding_cookie binding_cookie_for(const std::string& state, const std::string& callback_path,
+                                  bool secure) {
   unsigned char out[8];
   crypto_generichash(out, sizeof out, reinterpret_cast<const unsigned char*>(state.data()),
                      state.size(), nullptr, 0);
-  return "cm_flow_" + hex(out, sizeof out);
+  auto name = "cm_flow_" + hex(out, sizeof out);
+  if (secure)
+    return {"__Host-" + name, "/", true};
+  return {name, callback_path, false};
 }
 
 std::string binding_cookie_value(const storage::keyring& keys, const std::string& state) {
@@ -71,15 +75,14 @@ bool binding_cookie_matches(const storage::keyring& keys, const std::string& sta
   return match;
 }
 
-std::string binding_set_cookie(const std::string& name, const std::string& value,
-                               const std::string& callback_path, int max_age_s, bool secure) {
-  return name + "=" + value + "; Max-Age=" + std::to_string(max_age_s) +
-         attributes(callback_path, secure);
+std::string binding_set_cookie(const binding_cookie& cookie, const std::string& value,
+                               int max_age_s) {
+  return cookie.name + "=" + value + "; Max-Age=" + std::to_string(max_age_s) +
+         attributes(cookie);
 }
 
-std::string binding_clear_cookie(const std::string& name, const std::string& callback_path,
-                                 bool secure) {
-  return name + "=; Max-Age=0" + attributes(callback_path, secure);
+std::string binding_clear_cookie(const binding_cookie& cookie) {
+  return cookie.name + "=; Max-Age=0" + attributes(cookie);
 }
 
 std::string request_cookie(const http::request& req, const std::string& name) {
@@ -106,7 +109,7 @@ std::string request_cookie(const http::request& req, const std::string& name) {
 
 bool from_browser(const http::request& req) {
   return !req.header("sec-fetch-mode").empty() || !req.header("sec-fetch-site").empty() ||
-         !req.header("sec-fetch-dest").empty();
+         !req.header("sec-fetch-dest").empty() || !req.header("upgrade-insecure-requests").empty();
 }
 
 } // namespace cm::oauth

@@ -22,10 +22,20 @@ struct request;
 
 namespace cm::oauth {
 
-/// The cookie's name for one flow: "cm_flow_" and 16 hex digits of an
-/// unkeyed hash of the state, so concurrent flows in one browser keep
-/// their own cookies and the callback finds its own.
-std::string binding_cookie_name(const std::string& state);
+/// Where one flow's cookie lives. Its name carries 16 hex digits of an
+/// unkeyed hash of the state, so concurrent flows in one browser keep their
+/// own cookies and the callback finds its own. Over https it is
+/// `__Host-cm_flow_…` on Path=/ (a sibling subdomain or a plain-http answer
+/// cannot set a __Host- cookie, so nobody can plant a value they know);
+/// otherwise `cm_flow_…` on the callback's path.
+struct binding_cookie {
+  std::string name;
+  std::string path;
+  bool secure = false;
+};
+
+binding_cookie binding_cookie_for(const std::string& state, const std::string& callback_path,
+                                  bool secure);
 
 /// The cookie's value: a keyed BLAKE2b of the state under the active key,
 /// domain-separated from the state hash the database stores.
@@ -38,23 +48,22 @@ bool binding_cookie_matches(const storage::keyring& keys, const std::string& sta
 
 /// `Set-Cookie` for the flow: HttpOnly, SameSite=Lax (the provider's
 /// redirect back is a cross-site top-level navigation, which Strict would
-/// strip), scoped to the callback's path, expiring with the state, and
-/// Secure when the service is reached over https.
-std::string binding_set_cookie(const std::string& name, const std::string& value,
-                               const std::string& callback_path, int max_age_s, bool secure);
+/// strip), expiring with the state, Secure over https.
+std::string binding_set_cookie(const binding_cookie& cookie, const std::string& value,
+                               int max_age_s);
 
 /// The `Set-Cookie` that deletes it once the callback used it.
-std::string binding_clear_cookie(const std::string& name, const std::string& callback_path,
-                                 bool secure);
+std::string binding_clear_cookie(const binding_cookie& cookie);
 
 /// The value of cookie `name` in the request's Cookie headers, or "".
 std::string request_cookie(const http::request& req, const std::string& name);
 
 /// Whether the request comes from a browser: every current engine sends
-/// the Fetch Metadata headers (Sec-Fetch-Mode, -Site, -Dest) on every
-/// request, navigations included (Chrome 76, Firefox 90, Safari 16.4). A
-/// program that completes its own flow sends none, even when it asks for
-/// text/html as the seed's clients do.
+/// the Fetch Metadata headers (Sec-Fetch-Mode, -Site, -Dest) to https and
+/// loopback origins (Chrome 76, Firefox 90, Safari 16.4), and every
+/// navigation carries Upgrade-Insecure-Requests, plain http included. A
+/// program that completes its own flow sends none of them, even when it
+/// asks for text/html as the seed's clients do.
 bool from_browser(const http::request& req);
 
 } // namespace cm::oauth

@@ -272,9 +272,11 @@ TEST(OAuth, AnotherBrowserCompletingTheConsentAttachesNothing) {
   oauth_world w;
   auto authorized = w.authorize("github", w.alice);
   auto set_cookie = authorized.header("set-cookie");
-  EXPECT_EQ(set_cookie.rfind("cm_flow_", 0), 0u) << set_cookie;
+  // Over https a __Host- cookie: nobody else can plant one (a sibling
+  // subdomain, a plain-http answer).
+  EXPECT_EQ(set_cookie.rfind("__Host-cm_flow_", 0), 0u) << set_cookie;
   for (auto attribute : {"; HttpOnly", "; SameSite=Lax", "; Secure", "; Max-Age=600",
-                         "; Path=/api/oauth/github/callback"})
+                         "; Path=/;"})
     EXPECT_NE(set_cookie.find(attribute), std::string::npos) << attribute << " in " << set_cookie;
   auto q = w.approve(authorized);
   auto elsewhere = w.callback("github", q, browser());
@@ -301,8 +303,8 @@ TEST(OAuth, AnotherBrowserCompletingTheConsentAttachesNothing) {
   EXPECT_EQ(w.callback("github", q2, browser(name + "=" + value_of_first)).status, 403);
   auto third = w.authorize("github", w.alice);
   auto q3 = w.approve(third);
-  EXPECT_EQ(w.callback("github", q3, browser(name.substr(0, 8) + "0000000000000000=" +
-                                             std::string(64, 'a'))).status, 403);
+  auto name3 = cookie_pair(third).substr(0, cookie_pair(third).find('='));
+  EXPECT_EQ(w.callback("github", q3, browser(name3 + "=" + std::string(64, 'a'))).status, 403);
   EXPECT_EQ(w.rows(), 0);
   EXPECT_NE(w.server->log().find("callback from another browser refused"), std::string::npos);
 }
@@ -346,6 +348,11 @@ TEST(OAuth, TheBrowserBindingSwitchDecidesWhatAProgramAndABrowserNeed) {
                                  {{"Accept", "text/html"}});
     EXPECT_EQ(redirected.status, 302) << redirected.body;
     EXPECT_EQ(redirected.header("location"), allowed + "?connected=true&provider=github");
+    // A navigation over plain http sends no Fetch Metadata, but it does
+    // send Upgrade-Insecure-Requests.
+    auto plain_http = w.callback("github", w.approve(w.authorize("github", w.alice)),
+                                 {{"Accept", "text/html"}, {"Upgrade-Insecure-Requests", "1"}});
+    EXPECT_EQ(plain_http.status, 403) << plain_http.body;
     // A page's fetch is a browser too (Sec-Fetch-Mode: cors).
     auto page = w.callback("github", w.approve(w.authorize("github", w.alice)),
                            {{"Sec-Fetch-Mode", "cors"}});
@@ -355,15 +362,23 @@ TEST(OAuth, TheBrowserBindingSwitchDecidesWhatAProgramAndABrowserNeed) {
 
 /// POST …/start: the Connect page's popup. It starts the flow from a form
 /// that carries the session, sets the cookie and sends the browser on; the
-/// popup ends on /connect/done with the opener's origin.
+/// popup ends on /connect/done with the opener's origin and the page's
+/// nonce.
 TEST(OAuth, ThePopupStartBindsTheFlowAndEndsOnTheDonePage) {
   oauth_world w;
   auto jwt = w.alice.substr(7);
+  const std::string page = "https://cm.example";
+  const std::string form_type = "application/x-www-form-urlencoded";
   auto start = [&](const std::string& provider, const std::string& form,
-                   header_map headers = {{"Content-Type", "application/x-www-form-urlencoded"}}) {
+                   header_map headers = {}) {
+    if (!headers.count("Content-Type"))
+      headers["Content-Type"] = form_type;
+    if (!headers.count("Origin"))
+      headers["Origin"] = page;
     return http_call(w.port(), "POST", "/api/oauth/" + provider + "/start", headers, form);
   };
-  auto started = start("github", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example");
+  const std::string nonce = "0123456789abcdef0123456789abcdef";
+  auto started = start("github", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example&flow=" + nonce);
   ASSERT_EQ(started.status, 303) << started.body;
   auto location = started.header("location");
   EXPECT_EQ(location.rfind("http://127.0.0.1:" + std::to_string(w.fake.port()) + "/authorize?", 0),
@@ -376,12 +391,10 @@ TEST(OAuth, ThePopupStartBindsTheFlowAndEndsOnTheDonePage) {
   auto q = query_of(approved.header("location"));
   auto done = w.callback("github", q, browser(cookie_pair(started)));
   ASSERT_EQ(done.status, 302) << done.body;
-  EXPECT_EQ(done.header("location"),
-            "https://cm.example/connect/done?origin=https%3A%2F%2Fcm.example&connected=true&"
-            "provider=github");
+  EXPECT_EQ(done.header("location"), "https://cm.example/connect/done?origin=https%3A%2F%2Fcm.example&"
+                                     "flow=" + nonce + "&connected=true&provider=github");
   EXPECT_EQ(w.rows(), 1);
 
-  // Refusals are pages, and store no state.
   auto states = [&] { return psql_int(w.db, "SELECT count(*) FROM oauth_states"); };
   auto before = states();
   auto page_with = [](const http_reply& r, int status, const std::string& code) {
@@ -389,38 +402,59 @@ TEST(OAuth, ThePopupStartBindsTheFlowAndEndsOnTheDonePage) {
     EXPECT_EQ(r.header("content-type").rfind("text/html", 0), 0u) << r.body;
     EXPECT_NE(r.body.find("data-code=\"" + code + "\""), std::string::npos) << r.body;
   };
-  page_with(start("github", "session=" + jwt + "&origin=https%3A%2F%2Fevil.example"), 400,
-            "bad_request");
-  page_with(start("github", "session=" + jwt), 400, "bad_request");
-  page_with(start("github", "session=" + jwt + "&redirect_uri=https%3A%2F%2Fevil.example%2F"), 400,
-            "bad_request");
-  page_with(start("github", "origin=https%3A%2F%2Fcm.example"), 401, "unauthenticated");
-  page_with(start("github", "session=not-a-jwt&origin=https%3A%2F%2Fcm.example"), 401,
+  // A page elsewhere cannot make a browser start its author's flow (login
+  // CSRF): the request's own Origin decides, and it gets a page, no redirect.
+  auto own = "session=" + jwt + "&origin=https%3A%2F%2Fcm.example";
+  page_with(start("github", own, {{"Origin", "https://evil.example"}}), 403, "forbidden");
+  page_with(start("github", own, {{"Origin", "null"}}), 403, "forbidden");
+  page_with(http_call(w.port(), "POST", "/api/oauth/github/start",
+                      {{"Content-Type", form_type}}, own),
+            403, "forbidden");
+  // Origin null (a page with no-referrer) is fine from the service's own
+  // page, which Fetch Metadata proves.
+  EXPECT_EQ(start("github", own, {{"Origin", "null"}, {"Sec-Fetch-Site", "same-origin"}}).status,
+            303);
+  // The form's origin must be the page's; a bad nonce or redirect_uri.
+  page_with(start("github", "session=" + jwt + "&origin=https%3A%2F%2Fevil.example"), 403,
+            "forbidden");
+  page_with(start("github", "session=" + jwt), 403, "forbidden");
+  page_with(start("github", own + "&flow=short"), 403, "forbidden");
+  page_with(start("github", "session=" + jwt + "&redirect_uri=https%3A%2F%2Fevil.example%2F"), 403,
+            "forbidden");
+  before = states();
+  // Once the page is known, a refusal goes back to it with the code, so the
+  // page can say why (an expired session, a wrong parameter).
+  auto back_with = [&](const http_reply& r, const std::string& provider, const std::string& code) {
+    EXPECT_EQ(r.status, 303) << r.body;
+    EXPECT_EQ(r.header("location"), "https://cm.example/connect/done?origin=https%3A%2F%2Fcm.example&"
+                                    "flow=" + nonce + "&connected=false&provider=" + provider +
+                                      "&error=" + code);
+    EXPECT_EQ(r.header("set-cookie"), "");
+  };
+  auto with_nonce = "&origin=https%3A%2F%2Fcm.example&flow=" + nonce;
+  back_with(start("github", "x=1" + std::string(with_nonce)), "github", "unauthenticated");
+  back_with(start("github", "session=not-a-jwt" + std::string(with_nonce)), "github",
             "unauthenticated");
-  // A session in a JSON body is not a form's.
-  page_with(start("github", R"({"session":")" + jwt + R"("})",
-                  {{"Content-Type", "application/json"}}),
-            401, "unauthenticated");
-  page_with(start("nosuch", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example"), 404,
-            "not_found");
-  page_with(start("stripe", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example"), 400,
-            "bad_request");
-  page_with(start("shopify", "session=" + jwt + "&origin=https%3A%2F%2Fcm.example"), 400,
-            "bad_request");
+  back_with(start("nosuch", "session=" + jwt + with_nonce), "nosuch", "not_found");
+  back_with(start("stripe", "session=" + jwt + with_nonce), "stripe", "bad_request");
+  back_with(start("shopify", "session=" + jwt + with_nonce), "shopify", "bad_request");
   // A member cannot start a team connector's flow.
   auto team = http_call(w.port(), "POST", "/api/v1/connectors/github/oauth/start",
-                        {{"Content-Type", "application/x-www-form-urlencoded"}},
-                        "session=" + jwt + "&origin=https%3A%2F%2Fcm.example");
-  page_with(team, 403, "forbidden");
+                        {{"Content-Type", form_type}, {"Origin", page}},
+                        "session=" + jwt + with_nonce);
+  EXPECT_EQ(team.status, 303);
+  EXPECT_NE(team.header("location").find("&error=forbidden"), std::string::npos);
+  // A session in a JSON body is not a form's.
+  page_with(start("github", R"({"session":")" + jwt + R"("})", {{"Content-Type", "application/json"}}),
+            401, "unauthenticated");
   EXPECT_EQ(states(), before);
   // The allowlisted redirect_uri instead of the done page; the shop goes
-  // to the provider's URL.
+  // to the provider's URL, as Shopify shows it or bare.
   auto shop = start("shopify", "session=" + jwt + "&redirect_uri=" +
-                                 oauth::form_encode({{"", allowed}}).substr(1) + "&shop=acme");
+                                 oauth::form_encode({{"", allowed}}).substr(1) +
+                                 "&shop=acme.myshopify.com");
   ASSERT_EQ(shop.status, 303) << shop.body;
   EXPECT_NE(shop.header("location").find("/acme/admin/oauth/authorize"), std::string::npos);
-  EXPECT_NE(shop.header("set-cookie").find("; Path=/api/oauth/shopify/callback"),
-            std::string::npos);
   EXPECT_EQ(states(), before + 1);
   // The session never reaches the log.
   EXPECT_EQ(w.server->log().find(jwt), std::string::npos);
@@ -504,12 +538,18 @@ TEST(OAuth, TheCatalogListsWhatAMemberCanConnectWithItsFields) {
   EXPECT_EQ(field(before["posthog"], "host")["required"], false);
   EXPECT_EQ(field(before["google-analytics"], "api_key")["multiline"], true);
   EXPECT_EQ(field(before["shopify"], "shop")["required"], true);
+  // GitHub's {client_id} fills its revocation URL from the deployment's
+  // app: nothing a member types.
+  EXPECT_EQ(before["github"]["fields"], nlohmann::json::array());
+  EXPECT_EQ(github["connectable"], true);
+  EXPECT_EQ(github["updated_at"], nullptr);
 
   ASSERT_EQ(w.callback("github", w.approve(w.authorize("github", w.alice))).status, 200);
   auto after = catalog(w.alice);
   EXPECT_EQ(after["github"]["connected"], true);
   EXPECT_EQ(after["github"]["status"], "connected");
   EXPECT_TRUE(after["github"]["account_name"].is_string());
+  EXPECT_TRUE(after["github"]["updated_at"].is_string());
   EXPECT_EQ(catalog(w.bob)["github"]["connected"], false);
   // A provider the team's admin switched off is not offered.
   auto admin = "Bearer " + w.server->mint("ada", "acme", true);
@@ -519,6 +559,18 @@ TEST(OAuth, TheCatalogListsWhatAMemberCanConnectWithItsFields) {
               .status,
             200);
   EXPECT_FALSE(catalog(w.alice).count("stripe"));
+  // Switched off while alice is connected: listed, so she can disconnect,
+  // but not connectable.
+  ASSERT_EQ(http_call(w.port(), "POST", "/api/v1/connectors/toggle/github",
+                      {{"Authorization", admin}, {"Content-Type", "application/json"}},
+                      R"({"enabled":false})")
+              .status,
+            200);
+  auto switched_off = catalog(w.alice);
+  ASSERT_TRUE(switched_off.count("github"));
+  EXPECT_EQ(switched_off["github"]["connectable"], false);
+  EXPECT_EQ(switched_off["github"]["connected"], true);
+  EXPECT_FALSE(catalog(w.bob).count("github"));
   EXPECT_EQ(http_call(w.port(), "GET", "/api/connectors/catalog").status, 401);
 }
 

@@ -4,18 +4,28 @@
 // stripe-stateful-mock as Stripe, all on 127.0.0.1 (the browser resolves no
 // other host name).
 //
-//   a. a member connects the OAuth provider from the keyboard (popup, login,
-//      consent, back to the page) and disconnects it;
+//   a. the page names whose session it is; a member connects the OAuth
+//      provider from the keyboard (popup, login, consent, back to the page)
+//      and disconnects it;
 //   b. an API key the provider refuses shows the service's message in the
 //      form and stores nothing; one it accepts connects;
 //   c. a provider that sends Cross-Origin-Opener-Policy severs the popup's
 //      opener: the page still learns the outcome (BroadcastChannel), and so
 //      does the SDK without a channel (it asks the catalog);
-//   d. the provider's authorization URL for the member's flow, completed in
-//      another browser, ends on the service's "another browser" page and
-//      attaches nothing to the member, whose page reports the closed popup
-//      once the SDK's grace period is over (checked last);
-//   e. a callback with an unknown state gets an HTML error page.
+//   d. while the member's flow is pending, a forged /connect/done page
+//      (connected=true, another flow's nonce) settles nothing; the
+//      provider's authorization URL for that flow, completed in another
+//      browser, ends on the service's "another browser" page and attaches
+//      nothing; Connect again cancels the pending flow quietly and a new one
+//      connects;
+//   e. a callback with an unknown state gets an HTML error page;
+//   f. a start the service refuses for an invalid session reaches the SDK
+//      (code unauthenticated) and the page (its session-expired message)
+//      through /connect/done, at once;
+//   g. the SDK and a closed popup: without a BroadcastChannel it rejects
+//      popup_closed after closedGraceMs; with one it calls onPopupClosed and
+//      keeps waiting until its signal aborts it; an aborted signal opens no
+//      popup.
 // No secret (session JWT, keys, flow cookie) appears in the service's log.
 //
 // Run by ctest (ConnectPage.BrowserFlows) with CONNECTOR_SOURCE_DIR,
@@ -213,6 +223,10 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
       assert.equal(await cardStatus('oidc-test'), 'not_connected');
       assert.equal(await cardStatus('stripe'), 'not_connected');
       assert.equal(await member.evaluate(() => sessionStorage.getItem('cm.session')), session);
+      // Whose session this is (decoded from the JWT: mint-token --user alice --team acme).
+      const identity = await member.$eval('#identity', (el) => ({ hidden: el.hidden, text: el.textContent }));
+      assert.equal(identity.hidden, false);
+      assert.match(identity.text, /^Connecting accounts for alice \(team acme\)/);
       await screenshot(member, 'page-loaded');
 
       // Keyboard only: Tab to the OAuth provider's Connect button, Enter.
@@ -305,9 +319,12 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
         await page.waitForFunction(() => /Connected to OIDC stand-in/.test(document.getElementById('status').textContent));
         await popup.waitForFunction(() => document.documentElement.dataset.connected === 'true');
         assert.equal(await popup.evaluate(() => window.opener), null, 'the opener was severed');
-        assert.deepEqual(await page.evaluate(() => window.heard),
-          [{ type: 'connector-manager:connect', connected: true, provider: 'oidc-test' }],
+        const heard = await page.evaluate(() => window.heard);
+        assert.equal(heard.length, 1, JSON.stringify(heard));
+        const { flow, ...rest } = heard[0];
+        assert.deepEqual(rest, { type: 'connector-manager:connect', connected: true, provider: 'oidc-test' },
           '/connect/done told the page on the BroadcastChannel');
+        assert.match(flow, /^[0-9a-f]{32}$/, 'with the SDK\'s nonce for the flow');
         await screenshot(popup, 'c-done-without-opener');
         await screenshot(page, 'c-connected-by-broadcast');
         await popup.close();
@@ -332,6 +349,27 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
         assert.deepEqual(outcome, { result: { connected: true, provider: 'oidc-test', account_name: 'alice@example.test' } });
         await popup.close();
         assert.deepEqual(await providersConnected(), ['oidc-test', 'stripe']);
+
+        // A reconnect, seen the same way: the catalog entry's updated_at changes.
+        const catalogEntry = async () => (await api('GET', '/api/connectors/catalog')).body.providers
+          .find((p) => p.name === 'oidc-test');
+        const was = await catalogEntry();
+        assert.equal(was.connected, true);
+        assert.equal(was.connectable, true);
+        assert.match(was.updated_at, /^\d{4}-\d\d-\d\dT/);
+        await page.evaluate((jwt) => {
+          window.outcome = import('/connect/sdk.js')
+            .then((sdk) => sdk.connect('oidc-test', { session: jwt, closedGraceMs: 20000 }))
+            .then((result) => ({ result }), (error) => ({ error: error.code }));
+          return null;
+        }, session);
+        popup = await atProvider();
+        await throughProvider(popup, 'alice', 'c-sdk-reconnect');
+        const again = await page.waitForFunction(() => window.outcome, { timeout: WAIT_MS })
+          .then(() => page.evaluate(() => window.outcome));
+        assert.deepEqual(again, { result: { connected: true, provider: 'oidc-test', account_name: 'alice@example.test' } });
+        assert.notEqual((await catalogEntry()).updated_at, was.updated_at);
+        await popup.close();
         assert.equal((await api('DELETE', '/api/connectors/oidc-test')).status, 200);
       } finally {
         as.setOpenerPolicy(null);
@@ -339,9 +377,13 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
       }
     });
 
-    await t.test('d. the member\'s authorization URL completed in another browser attaches nothing', async () => {
+    await t.test('d. a forged done page and another browser attach nothing; Connect again starts over', async () => {
       const before = await connections();
       const authorizations = as.authorizations.length;
+      await member.evaluate(() => {
+        window.heard = [];
+        new BroadcastChannel('connector-manager:connect').onmessage = (event) => window.heard.push(event.data);
+      });
       const popup = await withPopup(member, () => member.click(`${oidcCard} button[data-action="connect"]`));
       // This browser has a session at the provider since (a): the consent page.
       await popup.waitForFunction((issuer) => location.href.startsWith(`${issuer}/interaction/`)
@@ -358,6 +400,29 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
       assert.equal(flowCookies[0].sameSite, 'Lax');
       assert.equal(flowCookies[0].path, callbackPath);
       const flowSecret = flowCookies[0].value;
+
+      // Anyone can open /connect/done with connected=true; its message
+      // carries another flow's nonce, so the pending flow ignores it.
+      const forged = await prepare(await browser.newPage());
+      try {
+        await forged.goto(`${publicBase}/connect/done?origin=${encodeURIComponent(publicBase)}`
+          + '&connected=true&provider=oidc-test&flow=0123456789abcdef0123456789abcdef', { waitUntil: 'load' });
+        await forged.waitForFunction(() => document.documentElement.dataset.connected === 'true');
+        await member.waitForFunction(() => window.heard.length > 0, { timeout: WAIT_MS });
+        assert.equal((await member.evaluate(() => window.heard))[0].flow, '0123456789abcdef0123456789abcdef',
+          'the member\'s page heard the forged message');
+        await new Promise((resolve) => { setTimeout(resolve, 1000); });
+        assert.equal(await cardStatus('oidc-test'), 'not_connected');
+        const status = await member.$eval('#status', (el) => el.textContent);
+        assert.doesNotMatch(status, /Connected/);
+        assert.match(status, /^Continue in the OIDC stand-in window/);
+        await screenshot(forged, 'd-forged-done-page');
+      } finally {
+        await forged.close();
+      }
+      // (A tab in the background cannot be captured.)
+      await member.bringToFront();
+      await screenshot(member, 'd-forged-done-ignored');
       await popup.close();
 
       const other = await browser.createBrowserContext();
@@ -376,8 +441,25 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
       assert.deepEqual(after, before, 'no new connection');
       assert.ok(!after.some((c) => c.provider === 'oidc-test'));
       assert.ok(!cm.log().includes(flowSecret), 'the flow cookie is not logged');
-      // The member's page gives up on its closed popup after the SDK's grace
-      // period (checked at the end, so (e) runs meanwhile).
+
+      // The page still waits for the first flow (its popup only looks
+      // closed to it); Connect again cancels that one, quietly, and the
+      // new one connects.
+      assert.equal(await cardStatus('oidc-test'), 'not_connected');
+      const again = await withPopup(member, () => member.click(`${oidcCard} button[data-action="connect"]`));
+      const closed = nextEvent(again, 'close', 'closing of the popup');
+      assert.match(await member.$eval('#status', (el) => el.textContent), /^Continue in the OIDC stand-in window/,
+        'the cancelled flow shows no error');
+      await throughProvider(again, 'alice', 'd-again');
+      await closed;
+      await member.waitForSelector(`${oidcCard}[data-status="connected"]`);
+      await member.waitForFunction(() => /Connected to OIDC stand-in as alice@example\.test/
+        .test(document.getElementById('status').textContent));
+      assert.deepEqual(await providersConnected(), ['oidc-test', 'stripe']);
+      await member.click(`${oidcCard} button[data-action="disconnect"]`);
+      await member.waitForSelector(`${oidcCard}[data-status="not_connected"]`);
+      await member.waitForFunction(() => document.getElementById('status').textContent === 'Disconnected from OIDC stand-in.');
+      assert.deepEqual(await providersConnected(), ['stripe']);
     });
 
     await t.test('e. a callback with an unknown state gets an HTML error page', async () => {
@@ -394,11 +476,130 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
       }
     });
 
-    await t.test('the page gave up on the popup closed in (d), and leaked nothing', async () => {
-      await member.waitForFunction(() => /window was closed before the connection finished/
-        .test(document.getElementById('status').textContent), { timeout: 30000 });
-      assert.equal(await cardStatus('oidc-test'), 'not_connected');
-      await screenshot(member, 'd-member-page-popup-closed');
+    await t.test('f. a start refused for an invalid session reaches the SDK and the page', async () => {
+      let page = await prepare(await browser.newPage());
+      try {
+        // The SDK, called directly with a session the service refuses:
+        // the start answers 303 to /connect/done with error=unauthenticated.
+        await page.goto(`${publicBase}/connect`, { waitUntil: 'load' });
+        const direct = await page.evaluate(async () => {
+          const sdk = await import('/connect/sdk.js');
+          const started = Date.now();
+          const outcome = await sdk.connect('oidc-test', { session: 'not-a-jwt', closedGraceMs: 0 })
+            .then((result) => ({ result }), (error) => ({ error: error.code, status: error.status ?? null }));
+          return { ...outcome, ms: Date.now() - started };
+        });
+        assert.equal(direct.error, 'unauthenticated', JSON.stringify(direct));
+        assert.ok(direct.ms < 5000, `rejected after ${direct.ms} ms`);
+      } finally {
+        await page.close();
+      }
+
+      // The Connect page, whose session stops working between its catalog
+      // and the start: it shows its session-expired message.
+      page = await prepare(await browser.newPage());
+      try {
+        await page.goto(`${publicBase}/connect#session=${session}`, { waitUntil: 'load' });
+        await page.waitForSelector(`${oidcCard}[data-status="not_connected"] button[data-action="connect"]`);
+        await page.evaluate(() => {
+          const submit = HTMLFormElement.prototype.submit;
+          HTMLFormElement.prototype.submit = function submitWithAnotherSession() {
+            const field = this.querySelector('input[name="session"]');
+            if (field) field.value = 'not-a-jwt';
+            return submit.call(this);
+          };
+        });
+        const popup = await withPopup(page, () => page.click(`${oidcCard} button[data-action="connect"]`));
+        await page.waitForFunction(() => /^Your session is no longer valid/.test(document.getElementById('status').textContent),
+          { timeout: 5000 });
+        assert.equal(await page.$$eval('li.provider', (items) => items.length), 0, 'the list is cleared');
+        assert.equal(await page.$eval('#identity', (el) => el.hidden), true);
+        assert.equal(await page.evaluate(() => sessionStorage.getItem('cm.session')), null);
+        await screenshot(page, 'f-session-refused');
+        if (!popup.isClosed()) await popup.close().catch(() => {});
+      } finally {
+        await page.close();
+      }
+      assert.deepEqual(await providersConnected(), ['stripe']);
+    });
+
+    await t.test('g. the SDK and a closed popup: popup_closed, onPopupClosed, abort', async () => {
+      const page = await prepare(await browser.newPage());
+      try {
+        await page.goto(`${publicBase}/connect`, { waitUntil: 'load' });
+        await page.evaluate(() => {
+          window.opened = 0;
+          const open = window.open;
+          window.open = function countedOpen(...args) {
+            window.opened += 1;
+            return open.apply(this, args);
+          };
+        });
+        // An aborted signal: rejected at once, no popup.
+        const early = await page.evaluate(async (jwt) => {
+          const sdk = await import('/connect/sdk.js');
+          return sdk.connect('oidc-test', { session: jwt, signal: AbortSignal.abort() })
+            .then(() => 'resolved', (error) => error.code);
+        }, session);
+        assert.equal(early, 'aborted');
+        assert.equal(await page.evaluate(() => window.opened), 0, 'no popup for an aborted signal');
+
+        const start = (grace) => page.evaluate((jwt, closedGraceMs) => {
+          window.controller = new AbortController();
+          window.popupClosed = 0;
+          window.outcome = null;
+          import('/connect/sdk.js')
+            .then((sdk) => sdk.connect('oidc-test', {
+              session: jwt,
+              closedGraceMs,
+              signal: window.controller.signal,
+              onPopupClosed: () => { window.popupClosed += 1; },
+            }))
+            .then((result) => { window.outcome = { result }; }, (error) => { window.outcome = { error: error.code }; });
+          return null;
+        }, session, grace);
+        const toProvider = async () => {
+          const popup = await withPopup(page, () => start(500));
+          await popup.waitForFunction((issuer) => location.href.startsWith(`${issuer}/interaction/`)
+            && document.querySelector('form button[type="submit"]'), { timeout: WAIT_MS }, as.issuer);
+          return popup;
+        };
+
+        // With the BroadcastChannel (this page is on the service's origin):
+        // after the grace period it tells onPopupClosed and keeps waiting.
+        let popup = await toProvider();
+        await popup.close();
+        await page.waitForFunction(() => window.popupClosed === 1, { timeout: WAIT_MS });
+        await new Promise((resolve) => { setTimeout(resolve, 500); });
+        assert.equal(await page.evaluate(() => window.outcome), null, 'still waiting for the channel');
+        await page.evaluate(() => window.controller.abort());
+        await page.waitForFunction(() => window.outcome, { timeout: WAIT_MS });
+        assert.deepEqual(await page.evaluate(() => window.outcome), { error: 'aborted' });
+
+        // Without one: popup_closed once the grace period is over.
+        await page.evaluate(() => { delete window.BroadcastChannel; });
+        const closedAt = Date.now();
+        popup = await toProvider();
+        await popup.close();
+        await page.waitForFunction(() => window.outcome, { timeout: WAIT_MS });
+        assert.deepEqual(await page.evaluate(() => window.outcome), { error: 'popup_closed' });
+        assert.ok(Date.now() - closedAt < 10000);
+        assert.equal(await page.evaluate(() => window.popupClosed), 0);
+
+        // Abort while the popup is open: the SDK closes it.
+        popup = await toProvider();
+        const gone = nextEvent(popup, 'close', 'closing of the aborted popup');
+        await page.evaluate(() => window.controller.abort());
+        await gone;
+        await page.waitForFunction(() => window.outcome, { timeout: WAIT_MS });
+        assert.deepEqual(await page.evaluate(() => window.outcome), { error: 'aborted' });
+      } finally {
+        await page.close();
+      }
+      assert.deepEqual(await providersConnected(), ['stripe']);
+    });
+
+    await t.test('no page error, and nothing secret in the service\'s log', async () => {
       assert.deepEqual(pageErrors, []);
       const log = cm.log();
       assert.ok(log.length > 0);

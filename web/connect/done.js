@@ -2,17 +2,21 @@
  * /connect/done.js: the end of the OAuth popup.
  *
  * The service redirects the popup to
- *   /connect/done?origin=<opener origin>&connected=true&provider=<name>
- *   /connect/done?origin=<opener origin>&connected=false&error=<code>
- * This script posts {type:'connector-manager:connect', connected, provider, error}
- * to window.opener, addressed to that origin only (never '*'), so only the
- * page that started the flow can read it; the SDK also checks that the message
- * comes from its popup and from the service's origin. It then closes the
- * window. It also posts the same message on the BroadcastChannel
- * 'connector-manager:connect', which only pages of this (the service's)
- * origin hear: the Connect page learns the outcome that way even when a
- * provider's page severed window.opener (Cross-Origin-Opener-Policy); the SDK
- * takes from the channel only messages for the provider it is connecting.
+ *   /connect/done?origin=<opener origin>&flow=<nonce>&connected=true&provider=<name>
+ *   /connect/done?origin=<opener origin>&flow=<nonce>&connected=false&provider=<name>&error=<code>
+ * where <nonce> is the one the SDK sent with the start form. This script posts
+ * {type:'connector-manager:connect', flow, connected, provider, error} to
+ * window.opener, addressed to that origin only (never '*'), so only the page
+ * that started the flow can read it, and closes the window. It also posts the
+ * same message on the BroadcastChannel 'connector-manager:connect', which only
+ * pages of this (the service's) origin hear: the Connect page learns the
+ * outcome that way even when a provider's page severed window.opener
+ * (Cross-Origin-Opener-Policy).
+ *
+ * Anyone can open this URL with any query, so the SDK trusts a message only
+ * when its `flow` is the nonce it made for the flow it is waiting for (and,
+ * for postMessage, when it comes from its own popup and the service's
+ * origin): a forged done page, or another tab's flow, settles nothing.
  * The outcome is always shown as text too, with a Close button.
  */
 
@@ -25,6 +29,9 @@ const connected = query.get('connected') === 'true';
 const token = (value) => (value && /^[A-Za-z0-9_.-]{1,64}$/.test(value) ? value : undefined);
 const provider = token(query.get('provider'));
 const error = connected ? undefined : token(query.get('error')) || 'unknown_error';
+// The SDK's nonce for the flow; anything else is treated as absent.
+const flowValue = query.get('flow');
+const flow = flowValue && /^[A-Za-z0-9_-]{16,64}$/.test(flowValue) ? flowValue : undefined;
 
 /** The http(s) origin the query names, or null. */
 function openerOrigin(value) {
@@ -49,7 +56,7 @@ document.documentElement.dataset.connected = String(connected);
 close.addEventListener('click', () => window.close());
 close.focus();
 
-const message = { type: MESSAGE_TYPE, connected, provider, error };
+const message = { type: MESSAGE_TYPE, flow, connected, provider, error };
 
 if (typeof BroadcastChannel === 'function') {
   try {

@@ -6,12 +6,20 @@
  * `connector-manager mint-token --user U --team T`). The page keeps it in
  * sessionStorage ('cm.session') and removes it from the address bar at once.
  *
- * It lists the catalog as cards and connects providers through the SDK:
+ * It shows whose session it is (decoded from the JWT for display only, not
+ * verified: a link with someone else's session would connect accounts to
+ * that person, so the member must be able to see it), lists the catalog as
+ * cards and connects providers through the SDK:
  * OAuth in a popup (opened within the click or submit, so popup blockers let
  * it through), or an API key / service-account key in an inline form that the
  * service checks with the provider. Everything is built with DOM calls and
  * textContent (no HTML strings), and keyboard-only use works throughout.
  * The session and keys are never logged and never put in a URL.
+ *
+ * Selecting Connect while that provider's OAuth popup is still pending
+ * cancels that flow (quietly) and starts a new one. A provider the member is
+ * connected to but can no longer connect (`connectable: false`) keeps only
+ * its Disconnect button.
  */
 
 import { catalog, connect, disconnect } from '/connect/sdk.js';
@@ -21,18 +29,25 @@ const AUTH_MODES = { oauth2: 'OAuth', api_key: 'API key', service_account: 'Serv
 const NO_SESSION = 'This page needs a session. Open it as /connect#session=<member JWT>, where the JWT is a session token '
   + 'that your application\'s backend mints for the signed-in member.';
 const BAD_SESSION = 'Your session is no longer valid. Open this page again from your application.';
+const JWT_PAYLOAD = /^[A-Za-z0-9_-]+\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]*$/;
 
 const statusEl = document.getElementById('status');
 const listEl = document.getElementById('providers');
 const retryEl = document.getElementById('retry');
+const identityEl = document.getElementById('identity');
 
 let session = takeSession();
 /** @type {Array<object>} */
 let providers = [];
 /** The open inline form (one at a time), kept across re-renders. */
 let openForm = null; // { provider: string, form: HTMLFormElement }
-/** Providers with a connect in flight. */
-const pending = new Set();
+/**
+ * Providers with a connect in flight: the AbortController of an OAuth flow,
+ * or KEY_CHECK while the service checks a key.
+ * @type {Map<string, AbortController|string>}
+ */
+const pending = new Map();
+const KEY_CHECK = 'key';
 
 // ---------------------------------------------------------------- session
 
@@ -62,6 +77,44 @@ function dropSession() {
   } catch {
     // Nothing stored.
   }
+  for (const [name, flow] of pending) {
+    pending.delete(name);
+    if (flow instanceof AbortController) flow.abort();
+  }
+  showIdentity();
+}
+
+/**
+ * The JWT's payload claims, for display only: nothing here is verified
+ * (the service verifies the session on every call). Null when unreadable.
+ */
+function claimsOf(jwt) {
+  const match = typeof jwt === 'string' ? JWT_PAYLOAD.exec(jwt) : null;
+  if (!match) return null;
+  try {
+    const b64 = match[1].replace(/-/g, '+').replace(/_/g, '/');
+    const binary = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+    const json = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    return json && typeof json === 'object' && !Array.isArray(json) ? json : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Shows whose accounts this page connects (email, else subject, and team); hidden when unknown. */
+function showIdentity() {
+  const claims = session ? claimsOf(session) : null;
+  const text = (value) => (typeof value === 'string' && value.trim() ? value.trim() : '');
+  const who = claims ? text(claims.email) || text(claims.sub) : '';
+  if (!who) {
+    identityEl.hidden = true;
+    identityEl.replaceChildren();
+    return;
+  }
+  const team = text(claims.team);
+  identityEl.replaceChildren('Connecting accounts for ', el('strong', {}, who), team ? ` (team ${team})` : '',
+    el('span', { class: 'hint' }, ' Not you? Close this page.'));
+  identityEl.hidden = false;
 }
 
 // ---------------------------------------------------------------- helpers
@@ -91,6 +144,8 @@ function el(tag, attrs = {}, text) {
 const idPart = (value) => String(value).replace(/[^A-Za-z0-9_-]/g, '_');
 const displayName = (p) => p.display_name || p.name;
 const find = (name) => providers.find((p) => p.name === name);
+/** False for a provider the member is connected to but can no longer connect. */
+const connectable = (p) => p.connectable !== false;
 const card = (name) => listEl.querySelector(`li.provider[data-provider="${CSS.escape(name)}"]`);
 const button = (name, action) => {
   const li = card(name);
@@ -121,9 +176,13 @@ function describe(error, p) {
   return (error && error.message) || 'Something went wrong.';
 }
 
-/** True (after saying so) when the error means the session is unusable. */
+/**
+ * True (after saying so) when the error means the session is unusable: a
+ * 401 from the API, or `unauthenticated` from an OAuth start the service
+ * refused (reported by /connect/done).
+ */
 function sessionFailed(error) {
-  if (!error || error.status !== 401) return false;
+  if (!error || (error.status !== 401 && error.code !== 'unauthenticated')) return false;
   dropSession();
   announce(BAD_SESSION);
   listEl.replaceChildren();
@@ -152,24 +211,30 @@ function renderCard(p) {
     meta.append(el('a', { href: p.docs, target: '_blank', rel: 'noopener noreferrer' }, 'Documentation'));
   }
   li.append(meta);
+  if (!connectable(p)) {
+    li.append(el('p', { class: 'provider-note', id: `${ids}-note` },
+      'This service can no longer be connected here. You can still disconnect it.'));
+  }
 
   const actions = el('div', { class: 'actions' });
   const formOpen = openForm && openForm.provider === p.name;
-  const connectButton = el('button', {
-    type: 'button',
-    'data-action': 'connect',
-    'aria-describedby': `${ids}-name ${ids}-state`,
-    'aria-expanded': (p.fields || []).length || p.auth_mode !== 'oauth2' ? String(!!formOpen) : null,
-    'aria-controls': formOpen ? `${ids}-form` : null,
-  }, state === 'not_connected' ? 'Connect' : 'Reconnect');
-  connectButton.addEventListener('click', () => onConnect(p.name));
-  actions.append(connectButton);
+  if (connectable(p)) {
+    const connectButton = el('button', {
+      type: 'button',
+      'data-action': 'connect',
+      'aria-describedby': `${ids}-name ${ids}-state`,
+      'aria-expanded': (p.fields || []).length || p.auth_mode !== 'oauth2' ? String(!!formOpen) : null,
+      'aria-controls': formOpen ? `${ids}-form` : null,
+    }, state === 'not_connected' ? 'Connect' : 'Reconnect');
+    connectButton.addEventListener('click', () => onConnect(p.name));
+    actions.append(connectButton);
+  }
   if (state !== 'not_connected') {
     const disconnectButton = el('button', {
       type: 'button',
       class: 'secondary',
       'data-action': 'disconnect',
-      'aria-describedby': `${ids}-name`,
+      'aria-describedby': connectable(p) ? `${ids}-name` : `${ids}-name ${ids}-note`,
     }, 'Disconnect');
     disconnectButton.addEventListener('click', () => onDisconnect(p.name));
     actions.append(disconnectButton);
@@ -194,11 +259,14 @@ function render(focus) {
       if (li) focus = { provider: li.dataset.provider, action: active.dataset.action || 'connect' };
     }
   }
-  if (openForm && !find(openForm.provider)) openForm = null;
+  if (openForm && !(find(openForm.provider) && connectable(find(openForm.provider)))) openForm = null;
   listEl.replaceChildren(...providers.map(renderCard));
   if (providers.length === 0) announce('No services are available to connect.');
   if (restore && restore.isConnected) restore.focus();
-  else if (focus) (button(focus.provider, focus.action) || button(focus.provider, 'connect'))?.focus();
+  else if (focus) {
+    (button(focus.provider, focus.action) || button(focus.provider, 'connect')
+      || button(focus.provider, 'disconnect'))?.focus();
+  }
 }
 
 async function load(focus) {
@@ -344,10 +412,19 @@ function firstField(form) {
 
 // ---------------------------------------------------------------- actions
 
+/** Cancels the provider's pending OAuth flow, if any (quietly: no error is shown). */
+function cancelFlow(name) {
+  const flow = pending.get(name);
+  if (!(flow instanceof AbortController)) return false;
+  pending.delete(name);
+  flow.abort();
+  return true;
+}
+
 function onConnect(name) {
   const p = find(name);
-  if (!p) return;
-  if (pending.has(name)) {
+  if (!p || !connectable(p)) return;
+  if (pending.get(name) === KEY_CHECK) {
     announce(`Connecting ${displayName(p)} is already in progress.`);
     return;
   }
@@ -355,6 +432,11 @@ function onConnect(name) {
   if (p.auth_mode === 'oauth2' && fields.length === 0) {
     startOAuth(p, {}, null); // Synchronously, inside the click: the popup opens now.
     return;
+  }
+  // A flow started from the form: cancel it; submitting starts a new one.
+  if (cancelFlow(name)) {
+    if (openForm && openForm.provider === name) busy(openForm.form, '');
+    announce('');
   }
   if (openForm && openForm.provider === name) {
     firstField(openForm.form)?.focus();
@@ -372,7 +454,7 @@ function onConnect(name) {
 
 function onSubmit(name, form) {
   const p = find(name);
-  if (!p || pending.has(name)) return;
+  if (!p || pending.get(name) === KEY_CHECK) return;
   const inputs = Array.from(form.querySelectorAll('input, textarea'));
   const valid = inputs.map(checkField);
   const bad = inputs[valid.indexOf(false)];
@@ -397,7 +479,7 @@ function busy(form, message) {
 }
 
 async function finishConnected(p, form) {
-  pending.delete(p.name);
+  if (!session) return; // the session ended meanwhile; the page said so
   if (openForm && openForm.form === form) openForm = null;
   form?.remove();
   if (!(await load({ provider: p.name, action: 'connect' }))) return; // load() said why
@@ -406,7 +488,6 @@ async function finishConnected(p, form) {
 }
 
 function failed(p, form, error) {
-  pending.delete(p.name);
   if (sessionFailed(error)) return;
   const message = describe(error, p);
   if (form && form.isConnected) {
@@ -424,12 +505,33 @@ function startOAuth(p, params, form) {
     announce(NO_SESSION);
     return;
   }
-  const done = connect(p.name, { session, params }); // opens the popup before returning
-  pending.add(p.name);
+  cancelFlow(p.name); // a new Connect replaces a pending one
+  const controller = new AbortController();
+  const current = () => pending.get(p.name) === controller;
+  const done = connect(p.name, { // opens the popup before returning
+    session,
+    params,
+    signal: controller.signal,
+    // The popup looks closed and the SDK goes on listening for the outcome.
+    onPopupClosed: () => {
+      if (current()) {
+        announce(`Waiting for ${displayName(p)}… If you closed its window before finishing, select Connect to start again.`);
+      }
+    },
+  });
+  pending.set(p.name, controller);
   const waiting = `Continue in the ${displayName(p)} window…`;
   busy(form, waiting);
   announce(waiting);
-  done.then(() => finishConnected(p, form), (error) => failed(p, form, error));
+  done.then(() => {
+    if (!current()) return;
+    pending.delete(p.name);
+    finishConnected(p, form);
+  }, (error) => {
+    if (!current()) return; // cancelled (a new Connect, or the session ended): nothing to say
+    pending.delete(p.name);
+    failed(p, form, error);
+  });
 }
 
 async function submitKey(p, fields, form) {
@@ -437,16 +539,18 @@ async function submitKey(p, fields, form) {
     announce(NO_SESSION);
     return;
   }
-  pending.add(p.name);
+  pending.set(p.name, KEY_CHECK);
   const checking = `Checking the key with ${displayName(p)}…`;
   busy(form, checking);
   announce(checking);
   try {
     await connect(p.name, { session, fields });
   } catch (error) {
+    pending.delete(p.name);
     failed(p, form, error);
     return;
   }
+  pending.delete(p.name);
   await finishConnected(p, form);
 }
 
@@ -485,6 +589,7 @@ retryEl.addEventListener('click', async () => {
   }
 });
 
+showIdentity();
 if (session) {
   announce('Loading your accounts…');
   load().then((ok) => { if (ok && providers.length) announce(''); });
