@@ -149,12 +149,16 @@ void catalog(const call& c) {
                                        {"connected", false},
                                        {"status", nullptr},
                                        {"account_name", nullptr},
-                                       {"updated_at", nullptr}};
+                                       {"updated_at", nullptr},
+                                       {"connection_id", nullptr}};
                 if (mine != connections.end()) {
                   auto& row = *mine->second;
                   item["connected"] = row.status == grant_status::connected;
                   item["status"] = to_string(row.status);
                   item["updated_at"] = rfc3339(row.updated_at_ms);
+                  // A new grant is a new row (storage/token_store.cpp): how a
+                  // page tells a reconnect from a refresh.
+                  item["connection_id"] = row.id;
                   auto metadata = nlohmann::json::parse(row.metadata, nullptr, false);
                   if (metadata.is_object() && metadata.contains("account_name") &&
                       metadata["account_name"].is_string())

@@ -55,7 +55,11 @@ std::optional<popup_start> read_popup_start(const http::request& req,
                                             const config::service_config& cfg,
                                             std::string& problem) {
   std::map<std::string, std::string> form;
-  http::parse_query(req.body, form);
+  if (req.header("content-type").rfind("application/x-www-form-urlencoded", 0) != 0 ||
+      !http::parse_query(req.body, form)) {
+    problem = "expected a form (application/x-www-form-urlencoded)";
+    return std::nullopt;
+  }
   form.erase("session");
   auto take = [&](const char* name) {
     auto it = form.find(name);

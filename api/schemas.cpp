@@ -142,6 +142,10 @@ nlohmann::json catalog_entry_schema() {
                                       "to it (the admin switched it off, or its app is gone)"}}},
      {"connected", {{"type", "boolean"}}},
      {"updated_at", nullable(string_of("date-time"))},
+     {"connection_id", {{"type", {"string", "null"}},
+                        {"description", "the caller's connection (the connectionId its events "
+                                        "carry); a reconnect makes a new one, a refresh does "
+                                        "not"}}},
      {"status", {{"type", {"string", "null"}},
                  {"enum", {"connected", "needs_reauth", "disconnected", nullptr}}}},
      {"account_name", {{"type", {"string", "null"}}}}});

@@ -130,6 +130,13 @@ std::string code_challenge_s256(const std::string& verifier) {
 }
 
 std::string normalize_shop(std::string shop) {
+  // Shopify sends the shop back in lower case; a member may type it as the
+  // admin's address bar shows it.
+  std::transform(shop.begin(), shop.end(), shop.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  for (std::string scheme : {"https://", "http://"})
+    if (shop.rfind(scheme, 0) == 0)
+      shop.erase(0, scheme.size());
   while (!shop.empty() && shop.back() == '/')
     shop.pop_back();
   static const std::string suffix = ".myshopify.com";

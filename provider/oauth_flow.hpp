@@ -41,7 +41,7 @@ std::optional<nlohmann::json> template_values(const config::provider_entry& entr
                                               const std::map<std::string, std::string>& given,
                                               std::string& problem);
 
-/// Normalizes a Shopify shop ("acme.myshopify.com/" -> "acme").
+/// Normalizes a Shopify shop ("https://Acme.myshopify.com/" -> "acme").
 std::string normalize_shop(std::string shop);
 
 /// The URL the user's browser is sent to.

@@ -448,11 +448,14 @@ TEST(OAuth, ThePopupStartBindsTheFlowAndEndsOnTheDonePage) {
   page_with(start("github", R"({"session":")" + jwt + R"("})", {{"Content-Type", "application/json"}}),
             401, "unauthenticated");
   EXPECT_EQ(states(), before);
+  // A form of another media type is not a form: nothing is read from it.
+  page_with(start("github", "session=" + jwt + with_nonce, {{"Content-Type", "text/plain"}}), 401,
+            "unauthenticated");
   // The allowlisted redirect_uri instead of the done page; the shop goes
-  // to the provider's URL, as Shopify shows it or bare.
+  // to the provider's URL, as Shopify's admin shows it or bare.
   auto shop = start("shopify", "session=" + jwt + "&redirect_uri=" +
                                  oauth::form_encode({{"", allowed}}).substr(1) +
-                                 "&shop=acme.myshopify.com");
+                                 "&shop=" + oauth::form_encode({{"", "https://Acme.myshopify.com/"}}).substr(1));
   ASSERT_EQ(shop.status, 303) << shop.body;
   EXPECT_NE(shop.header("location").find("/acme/admin/oauth/authorize"), std::string::npos);
   EXPECT_EQ(states(), before + 1);
@@ -550,6 +553,12 @@ TEST(OAuth, TheCatalogListsWhatAMemberCanConnectWithItsFields) {
   EXPECT_EQ(after["github"]["status"], "connected");
   EXPECT_TRUE(after["github"]["account_name"].is_string());
   EXPECT_TRUE(after["github"]["updated_at"].is_string());
+  // The connection's id, as the list route gives it: a reconnect makes a
+  // new one.
+  auto list = http_call(w.port(), "GET", "/api/connectors/list", {{"Authorization", w.alice}});
+  EXPECT_EQ(after["github"]["connection_id"], list.json()["connections"][0]["id"]);
+  ASSERT_EQ(w.callback("github", w.approve(w.authorize("github", w.alice))).status, 200);
+  EXPECT_NE(catalog(w.alice)["github"]["connection_id"], after["github"]["connection_id"]);
   EXPECT_EQ(catalog(w.bob)["github"]["connected"], false);
   // A provider the team's admin switched off is not offered.
   auto admin = "Bearer " + w.server->mint("ada", "acme", true);

@@ -350,13 +350,15 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
         await popup.close();
         assert.deepEqual(await providersConnected(), ['oidc-test', 'stripe']);
 
-        // A reconnect, seen the same way: the catalog entry's updated_at changes.
+        // A reconnect, seen the same way: a new grant is a new connection_id
+        // (a refresh keeps it).
         const catalogEntry = async () => (await api('GET', '/api/connectors/catalog')).body.providers
           .find((p) => p.name === 'oidc-test');
         const was = await catalogEntry();
         assert.equal(was.connected, true);
         assert.equal(was.connectable, true);
         assert.match(was.updated_at, /^\d{4}-\d\d-\d\dT/);
+        assert.match(was.connection_id, /^[0-9a-f-]{36}$/);
         await page.evaluate((jwt) => {
           window.outcome = import('/connect/sdk.js')
             .then((sdk) => sdk.connect('oidc-test', { session: jwt, closedGraceMs: 20000 }))
@@ -368,7 +370,7 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
         const again = await page.waitForFunction(() => window.outcome, { timeout: WAIT_MS })
           .then(() => page.evaluate(() => window.outcome));
         assert.deepEqual(again, { result: { connected: true, provider: 'oidc-test', account_name: 'alice@example.test' } });
-        assert.notEqual((await catalogEntry()).updated_at, was.updated_at);
+        assert.notEqual((await catalogEntry()).connection_id, was.connection_id);
         await popup.close();
         assert.equal((await api('DELETE', '/api/connectors/oidc-test')).status, 200);
       } finally {

@@ -198,7 +198,7 @@ export async function disconnect(provider, options) {
  * - the catalog showing the provider connected by this flow, asked every
  *   1.5 s for `closedGraceMs` once the popup reports closed without a
  *   message: the entry is usable and was not before the start, or its
- *   `updated_at` changed (a reconnect);
+ *   `connection_id` changed (a reconnect; a refresh keeps it);
  * - the end of that grace period: rejects with `popup_closed`, unless this
  *   page is on the service's origin (it has the BroadcastChannel): then it
  *   calls `onPopupClosed` and keeps waiting for the channel until `timeoutMs`
@@ -288,10 +288,12 @@ function live(entry) {
 
 /**
  * True when the catalog says this flow connected the provider: usable now,
- * and not before the start (or unknown then), or changed since (a reconnect).
+ * and not before the start, or a new grant since (a reconnect makes a new
+ * connection_id; a refresh keeps it). `before` undefined: unknown, never.
  */
 function connectedSince(before, now) {
-  return live(now) && (!before || !live(before) || now.updated_at !== before.updated_at);
+  if (!live(now) || before === undefined) return false;
+  return !live(before) || now.connection_id !== before.connection_id;
 }
 
 /** The connect result for a catalog entry. */
@@ -338,8 +340,10 @@ function connectWithOAuth(provider, where, session, options) {
   const lookup = () => within(catalog({ session, baseUrl: where.href }), LOOKUP_MS)
     .then((data) => data.providers.find((p) => p && p.name === provider) || null);
   // The provider's entry before the flow, asked before the start form goes
-  // out (null when the lookup fails: then any usable entry counts later).
-  const before = lookup().catch(() => null);
+  // out: null when the catalog did not list it, undefined when the lookup
+  // failed (then the catalog cannot tell this flow's grant from an older
+  // one, and only a message settles).
+  const before = lookup().catch(() => undefined);
 
   return new Promise((resolve, reject) => {
     let settled = false;
