@@ -463,6 +463,27 @@ TEST(OAuth, ThePopupStartBindsTheFlowAndEndsOnTheDonePage) {
   EXPECT_EQ(w.server->log().find(jwt), std::string::npos);
 }
 
+/// A start refused by the member's rate limit goes back to the page with
+/// the code, like the other refusals once the page is known.
+TEST(OAuth, ARateLimitedPopupStartGoesBackToThePageWithTheCode) {
+  oauth_world w("", {{"CM_RATE_LIMIT__USER_BURST", "1"}, {"CM_RATE_LIMIT__USER_PER_MINUTE", "1"}});
+  auto start = [&] {
+    return http_call(w.port(), "POST", "/api/oauth/github/start",
+                     {{"Content-Type", "application/x-www-form-urlencoded"},
+                      {"Origin", "https://cm.example"}},
+                     "session=" + w.alice.substr(7) +
+                       "&origin=https%3A%2F%2Fcm.example&flow=0123456789abcdef0123456789abcdef");
+  };
+  ASSERT_EQ(start().status, 303);
+  auto limited = start();
+  EXPECT_EQ(limited.status, 303) << limited.body;
+  EXPECT_EQ(limited.header("location"),
+            "https://cm.example/connect/done?origin=https%3A%2F%2Fcm.example&flow="
+            "0123456789abcdef0123456789abcdef&connected=false&provider=github&error=rate_limited");
+  EXPECT_FALSE(limited.header("retry-after").empty());
+  EXPECT_EQ(limited.header("set-cookie"), "");
+}
+
 /// A failed callback from a browser never shows JSON: back to the recorded
 /// redirect_uri with the error when the state is known, else a page.
 TEST(OAuth, AFailedBrowserCallbackGoesBackWithTheErrorOrShowsAPage) {
