@@ -335,16 +335,21 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
         await page.evaluate(() => {
           delete window.BroadcastChannel;
         });
-        await page.evaluate((jwt) => {
-          window.outcome = import('/connect/sdk.js')
-            .then((sdk) => sdk.connect('oidc-test', { session: jwt, closedGraceMs: 20000 }))
-            .then((result) => ({ result }), (error) => ({ error: error.code }));
-          return null;
-        }, session);
-        popup = await atProvider();
-        await throughProvider(popup, 'alice', 'c-sdk-catalog');
-        const outcome = await page.waitForFunction(() => window.outcome, { timeout: WAIT_MS })
-          .then(() => page.evaluate(() => window.outcome));
+        // connect() called by the page's own script, through the provider;
+        // what it settled with.
+        const sdkConnect = async (step) => {
+          await page.evaluate((jwt) => {
+            window.outcome = import('/connect/sdk.js')
+              .then((sdk) => sdk.connect('oidc-test', { session: jwt, closedGraceMs: 20000 }))
+              .then((result) => ({ result }), (error) => ({ error: error.code }));
+            return null;
+          }, session);
+          popup = await atProvider();
+          await throughProvider(popup, 'alice', step);
+          return page.waitForFunction(() => window.outcome, { timeout: WAIT_MS })
+            .then(() => page.evaluate(() => window.outcome));
+        };
+        const outcome = await sdkConnect('c-sdk-catalog');
         // account_name comes from the catalog only (/connect/done's message has none).
         assert.deepEqual(outcome, { result: { connected: true, provider: 'oidc-test', account_name: 'alice@example.test' } });
         await popup.close();
@@ -359,16 +364,7 @@ test('the Connect page in headless chromium', { timeout: 240000 }, async (t) => 
         assert.equal(was.connectable, true);
         assert.match(was.updated_at, /^\d{4}-\d\d-\d\dT/);
         assert.match(was.connection_id, /^[0-9a-f-]{36}$/);
-        await page.evaluate((jwt) => {
-          window.outcome = import('/connect/sdk.js')
-            .then((sdk) => sdk.connect('oidc-test', { session: jwt, closedGraceMs: 20000 }))
-            .then((result) => ({ result }), (error) => ({ error: error.code }));
-          return null;
-        }, session);
-        popup = await atProvider();
-        await throughProvider(popup, 'alice', 'c-sdk-reconnect');
-        const again = await page.waitForFunction(() => window.outcome, { timeout: WAIT_MS })
-          .then(() => page.evaluate(() => window.outcome));
+        const again = await sdkConnect('c-sdk-reconnect');
         assert.deepEqual(again, { result: { connected: true, provider: 'oidc-test', account_name: 'alice@example.test' } });
         assert.notEqual((await catalogEntry()).connection_id, was.connection_id);
         await popup.close();
