@@ -6,10 +6,10 @@
 
 #include "api/connection_routes.hpp"
 #include "api/route_table.hpp"
-#include "http/html_page.hpp"
 #include "common/log.hpp"
 #include "http/cors.hpp"
 #include "http/exchange.hpp"
+#include "http/html_page.hpp"
 #include "http/router.hpp"
 
 namespace cm {
@@ -37,14 +37,15 @@ std::string caller_key(const http::identity& who) {
   return "member:" + std::to_string(who.team.size()) + ":" + who.team + who.subject;
 }
 
-/// Takes one request from the caller's bucket; answers 429 with
-/// Retry-After and returns false when it is empty.
 /// A refusal for a page's form: the route's own answer, or an HTML page.
 http::response form_refusal(const api::route& r, const call& c, ec code,
                             const std::string& message) {
   return r.refusal ? r.refusal(c, code, message) : http::html_error_page(code, message);
 }
 
+/// Takes one request from the caller's bucket; answers 429 with
+/// Retry-After (a page's form: the route's refusal) and returns false when
+/// it is empty.
 bool within_rate_limit(front_self self, const exchange_ptr& ex, const api::route& r,
                        const call& c, const http::identity& who) {
   auto& ctx = *self->state.ctx;
