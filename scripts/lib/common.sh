@@ -8,7 +8,7 @@ CM_ROOT=${CM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 CM_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates curl openssl
   libcaf-dev libpistache-dev libsodium-dev libyaml-cpp-dev libjwt-dev
-  nlohmann-json3-dev libcurl4-openssl-dev libssl-dev libpq-dev libspdlog-dev prometheus-cpp-dev
+  nlohmann-json3-dev libcurl4-openssl-dev libssl-dev libpq-dev libspdlog-dev prometheus-cpp-dev librdkafka-dev
   libgtest-dev libgmock-dev
   postgresql postgresql-client
 )

@@ -1,0 +1,168 @@
+// The Kafka producer (kafka/producer.hpp) against librdkafka's mock
+// cluster: what it reports delivered arrived once, in order per key, with
+// its headers; a broker that is down delays without losing; a message no
+// retry can fix is reported refused, not retried forever.
+#include <chrono>
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "kafka/producer.hpp"
+#include "tests/support/kafka_mock.hpp"
+
+using namespace cm;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Polls until `count` messages have a report or `timeout` passes.
+std::map<uint64_t, kafka::delivery_report> reports_for(kafka::producer& p, size_t count,
+                                                       std::chrono::milliseconds timeout) {
+  std::map<uint64_t, kafka::delivery_report> out;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (out.size() < count && std::chrono::steady_clock::now() < deadline)
+    for (auto& r : p.poll(50))
+      out[r.id] = r;
+  return out;
+}
+
+std::unique_ptr<kafka::producer> producer_for(const test::kafka_mock_cluster& cluster,
+                                              int64_t delivery_timeout_ms = 30000) {
+  kafka::producer_settings s;
+  s.brokers = cluster.bootstraps();
+  s.delivery_timeout_ms = delivery_timeout_ms;
+  std::string problem;
+  auto p = kafka::producer::create(s, problem);
+  if (!p)
+    throw std::runtime_error(problem);
+  return p;
+}
+
+} // namespace
+
+TEST(KafkaProducer, WhatIsReportedDeliveredArrivesOnceInOrderPerKeyWithItsHeaders) {
+  test::kafka_mock_cluster cluster(3);
+  cluster.create_topic("token-events", 4);
+  auto p = producer_for(cluster);
+  constexpr int per_key = 50;
+  const std::vector<std::string> keys = {"conn-a", "conn-b", "conn-c"};
+  uint64_t id = 0;
+  std::string problem;
+  for (int i = 0; i < per_key; ++i)
+    for (auto& key : keys) {
+      ++id;
+      ASSERT_EQ(kafka::producer::queued::yes,
+                p->produce("token-events", key, key + ":" + std::to_string(i),
+                           {{"event_id", "e" + std::to_string(id)},
+                            {"event_type", "TOKEN_REFRESHED"}},
+                           id, problem))
+        << problem;
+    }
+  auto reports = reports_for(*p, id, 20s);
+  ASSERT_EQ(reports.size(), id);
+  for (auto& [rid, r] : reports)
+    EXPECT_EQ(r.outcome, kafka::delivery_outcome::delivered) << rid << " " << r.reason;
+  EXPECT_EQ(p->in_flight(), 0);
+
+  auto got = test::consume(cluster.bootstraps(), "token-events", id, 20s);
+  ASSERT_EQ(got.size(), id) << "each message exactly once";
+  std::map<std::string, int> next;
+  std::map<std::string, int32_t> partition_of;
+  std::set<std::string> event_ids;
+  for (auto& m : got) {
+    auto colon = m.payload.find(':');
+    ASSERT_NE(colon, std::string::npos);
+    EXPECT_EQ(m.payload.substr(0, colon), m.key);
+    // One key, one partition, in the order produced.
+    EXPECT_EQ(std::stoi(m.payload.substr(colon + 1)), next[m.key]++) << m.key;
+    if (partition_of.count(m.key)) {
+      EXPECT_EQ(partition_of[m.key], m.partition);
+    }
+    partition_of[m.key] = m.partition;
+    EXPECT_EQ(m.headers["event_type"], "TOKEN_REFRESHED");
+    EXPECT_TRUE(event_ids.insert(m.headers["event_id"]).second);
+  }
+  for (auto& key : keys)
+    EXPECT_EQ(next[key], per_key);
+}
+
+TEST(KafkaProducer, BrokersDownDelayButLoseNothingAndRetriableErrorsAreRetried) {
+  test::kafka_mock_cluster cluster(1);
+  cluster.create_topic("entity-events", 1);
+  auto p = producer_for(cluster);
+  std::string problem;
+  // Two transient refusals of the next produce requests: librdkafka
+  // retries them itself (idempotently), and the report is a delivery.
+  cluster.push_request_errors(0 /* Produce */, {RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                                                RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT});
+  ASSERT_EQ(kafka::producer::queued::yes,
+            p->produce("entity-events", "acme/github", "first", {}, 1, problem))
+    << problem;
+  auto first = reports_for(*p, 1, 20s);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[1].outcome, kafka::delivery_outcome::delivered) << first[1].reason;
+
+  cluster.broker_down(1);
+  for (uint64_t id = 2; id <= 11; ++id)
+    ASSERT_EQ(kafka::producer::queued::yes,
+              p->produce("entity-events", "acme/github", "m" + std::to_string(id), {}, id,
+                         problem))
+      << problem;
+  // Nothing is reported delivered while the only broker is down.
+  auto during = reports_for(*p, 10, 1500ms);
+  for (auto& [rid, r] : during)
+    EXPECT_NE(r.outcome, kafka::delivery_outcome::delivered) << rid;
+  EXPECT_TRUE(during.empty()) << "still within delivery.timeout.ms: nothing to report yet";
+  cluster.broker_up(1);
+  auto after = reports_for(*p, 10, 30s);
+  ASSERT_EQ(after.size(), 10u);
+  for (auto& [rid, r] : after)
+    EXPECT_EQ(r.outcome, kafka::delivery_outcome::delivered) << rid << " " << r.reason;
+  auto got = test::consume(cluster.bootstraps(), "entity-events", 11, 20s);
+  ASSERT_EQ(got.size(), 11u);
+  EXPECT_EQ(got.front().payload, "first");
+  for (size_t i = 1; i < got.size(); ++i)
+    EXPECT_EQ(got[i].payload, "m" + std::to_string(i + 1));
+}
+
+TEST(KafkaProducer, AMessageNoRetryCanFixIsReportedRefusedAndTimeoutsRetriable) {
+  test::kafka_mock_cluster cluster(1);
+  cluster.create_topic("token-events", 1);
+  auto p = producer_for(cluster, 2000);
+  std::string problem;
+  cluster.push_request_errors(0 /* Produce */, {RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED});
+  ASSERT_EQ(kafka::producer::queued::yes,
+            p->produce("token-events", "k", "not allowed", {}, 7, problem))
+    << problem;
+  auto refused = reports_for(*p, 1, 20s);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[7].outcome, kafka::delivery_outcome::refused);
+  EXPECT_EQ(refused[7].reason, "TOPIC_AUTHORIZATION_FAILED");
+  // The topic now refuses this client at once.
+  EXPECT_EQ(kafka::producer::queued::refused,
+            p->produce("token-events", "k", "again", {}, 9, problem));
+  EXPECT_EQ(problem, "TOPIC_AUTHORIZATION_FAILED");
+  // A broker away for longer than delivery.timeout.ms: retriable (the
+  // relay produces it again later), never delivered.
+  cluster.create_topic("entity-events", 1);
+  cluster.broker_down(1);
+  ASSERT_EQ(kafka::producer::queued::yes,
+            p->produce("entity-events", "k", "later", {}, 8, problem)) << problem;
+  auto timed_out = reports_for(*p, 1, 20s);
+  ASSERT_EQ(timed_out.size(), 1u);
+  EXPECT_EQ(timed_out[8].outcome, kafka::delivery_outcome::retriable);
+  EXPECT_EQ(timed_out[8].reason, "_MSG_TIMED_OUT");
+  EXPECT_EQ(p->fatal_error(), "");
+}
+
+TEST(KafkaProducer, BadSettingsAreRefusedNamingThePropertyNotItsValue) {
+  kafka::producer_settings s;
+  s.brokers = "127.0.0.1:1";
+  s.properties["sasl.password"] = "canary-sasl-password-0001";
+  s.properties["no.such.property"] = "canary-value-0002";
+  std::string problem;
+  EXPECT_EQ(kafka::producer::create(s, problem), nullptr);
+  EXPECT_NE(problem.find("no.such.property"), std::string::npos) << problem;
+  EXPECT_EQ(problem.find("canary"), std::string::npos) << problem;
+}
