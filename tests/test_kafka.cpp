@@ -9,7 +9,11 @@
 #include <gtest/gtest.h>
 
 #include "kafka/producer.hpp"
+#include "storage/database.hpp"
+#include "storage/kafka_relay_store.hpp"
+#include "storage/migrations.hpp"
 #include "tests/support/kafka_mock.hpp"
+#include "tests/support/test_env.hpp"
 
 using namespace cm;
 using namespace std::chrono_literals;
@@ -165,4 +169,47 @@ TEST(KafkaProducer, BadSettingsAreRefusedNamingThePropertyNotItsValue) {
   EXPECT_EQ(kafka::producer::create(s, problem), nullptr);
   EXPECT_NE(problem.find("no.such.property"), std::string::npos) << problem;
   EXPECT_EQ(problem.find("canary"), std::string::npos) << problem;
+}
+
+namespace {
+
+config::database_config db_config(const std::string& url) {
+  config::database_config cfg;
+  cfg.url = url;
+  cfg.connect_timeout_s = 2;
+  return cfg;
+}
+
+} // namespace
+
+/// One relay at a time: the advisory lock decides, and only its holder
+/// moves the cursor, forward only.
+TEST(KafkaRelayStore, OnlyTheLockHolderMovesTheCursorAndOnlyForward) {
+  auto url = test::fresh_database("kafka_relay");
+  storage::database a{db_config(url)};
+  storage::apply_migrations(a);
+  storage::database b{db_config(url)};
+  storage::kafka_relay_store first{a};
+  storage::kafka_relay_store second{b};
+  EXPECT_EQ(first.cursor(), (outbox_position{0, 0}));
+  EXPECT_FALSE(first.advance({10, 1})) << "not the holder";
+  ASSERT_TRUE(first.try_lead());
+  EXPECT_TRUE(first.leading());
+  EXPECT_FALSE(second.try_lead());
+  EXPECT_FALSE(second.leading());
+  EXPECT_TRUE(first.advance({10, 1}));
+  EXPECT_TRUE(first.advance({10, 5}));
+  EXPECT_FALSE(first.advance({10, 3})) << "backwards";
+  EXPECT_FALSE(second.advance({20, 1})) << "not the holder";
+  EXPECT_EQ(second.cursor(), (outbox_position{10, 5}));
+  first.step_down();
+  EXPECT_FALSE(first.leading());
+  ASSERT_TRUE(second.try_lead());
+  EXPECT_TRUE(second.advance({20, 1}));
+  EXPECT_EQ(first.cursor(), (outbox_position{20, 1}));
+  first.park("acme", "6f1c1a4e-0000-4000-8000-000000000001", "token-events",
+             "MSG_SIZE_TOO_LARGE");
+  first.park("acme", "6f1c1a4e-0000-4000-8000-000000000001", "token-events",
+             "MSG_SIZE_TOO_LARGE");
+  EXPECT_EQ(second.parked(), 1);
 }
