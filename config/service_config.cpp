@@ -108,6 +108,75 @@ bool is_origin(const std::string& s) {
   return !rest.empty() && rest.find_first_of("/?#@ ") == std::string::npos;
 }
 
+bool kafka_name(const std::string& s) {
+  return !s.empty() && s.size() <= 249 &&
+         s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+           std::string::npos;
+}
+
+void read_kafka(yaml_reader& reader, YAML::Node node, const std::string& base_dir,
+                kafka_config& k) {
+  const std::string path = "events.kafka";
+  reader.expect_keys(node, path, {"brokers", "topics", "security_protocol", "sasl", "tls",
+                                  "delivery_timeout_ms", "max_in_flight"});
+  k.brokers = reader.get_string(node, path, "brokers", "");
+  auto topics = node["topics"];
+  reader.expect_keys(topics, path + ".topics", {"token_events", "entity_events"});
+  k.token_events_topic =
+    reader.get_string(topics, path + ".topics", "token_events", k.token_events_topic);
+  k.entity_events_topic =
+    reader.get_string(topics, path + ".topics", "entity_events", k.entity_events_topic);
+  for (auto [key, value] : {std::pair{"token_events", &k.token_events_topic},
+                            std::pair{"entity_events", &k.entity_events_topic}})
+    if (!kafka_name(*value))
+      reader.fail(topics[key], path + ".topics." + key, "expected 1 to 249 of [A-Za-z0-9._-]");
+  if (k.token_events_topic == k.entity_events_topic)
+    reader.fail(topics, path + ".topics", "token_events and entity_events must differ");
+  k.security_protocol = reader.get_string(node, path, "security_protocol", k.security_protocol);
+  static const std::vector<std::string> protocols = {"plaintext", "ssl", "sasl_plaintext",
+                                                     "sasl_ssl"};
+  if (std::find(protocols.begin(), protocols.end(), k.security_protocol) == protocols.end())
+    reader.fail(node["security_protocol"], path + ".security_protocol",
+                "expected plaintext, ssl, sasl_plaintext or sasl_ssl");
+  auto sasl = node["sasl"];
+  reader.expect_keys(sasl, path + ".sasl", {"mechanism", "username", "password_file"});
+  k.sasl_mechanism = reader.get_string(sasl, path + ".sasl", "mechanism", "");
+  k.sasl_username = reader.get_string(sasl, path + ".sasl", "username", "");
+  k.sasl_password_file =
+    resolve_path(base_dir, reader.get_string(sasl, path + ".sasl", "password_file", ""));
+  bool uses_sasl = k.security_protocol.rfind("sasl_", 0) == 0;
+  if (uses_sasl) {
+    static const std::vector<std::string> mechanisms = {"PLAIN", "SCRAM-SHA-256",
+                                                        "SCRAM-SHA-512"};
+    if (std::find(mechanisms.begin(), mechanisms.end(), k.sasl_mechanism) == mechanisms.end())
+      reader.fail(sasl, path + ".sasl.mechanism", "expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+    if (k.sasl_username.empty() || k.sasl_password_file.empty())
+      reader.fail(sasl, path + ".sasl", "set username and password_file");
+  } else if (!k.sasl_mechanism.empty() || !k.sasl_username.empty() ||
+             !k.sasl_password_file.empty()) {
+    reader.fail(sasl, path + ".sasl", "needs security_protocol sasl_plaintext or sasl_ssl");
+  }
+  auto tls = node["tls"];
+  reader.expect_keys(tls, path + ".tls", {"ca_file", "cert_file", "key_file",
+                                          "key_password_file"});
+  k.tls_ca_file = resolve_path(base_dir, reader.get_string(tls, path + ".tls", "ca_file", ""));
+  k.tls_cert_file =
+    resolve_path(base_dir, reader.get_string(tls, path + ".tls", "cert_file", ""));
+  k.tls_key_file = resolve_path(base_dir, reader.get_string(tls, path + ".tls", "key_file", ""));
+  k.tls_key_password_file =
+    resolve_path(base_dir, reader.get_string(tls, path + ".tls", "key_password_file", ""));
+  bool uses_tls = k.security_protocol == "ssl" || k.security_protocol == "sasl_ssl";
+  if (!uses_tls && (!k.tls_ca_file.empty() || !k.tls_cert_file.empty() ||
+                    !k.tls_key_file.empty() || !k.tls_key_password_file.empty()))
+    reader.fail(tls, path + ".tls", "needs security_protocol ssl or sasl_ssl");
+  if (k.tls_cert_file.empty() != k.tls_key_file.empty())
+    reader.fail(tls, path + ".tls", "set cert_file and key_file together");
+  k.delivery_timeout_ms =
+    reader.get_int(node, path, "delivery_timeout_ms", k.delivery_timeout_ms, 1000, 3600000);
+  k.max_in_flight = static_cast<int32_t>(
+    reader.get_int(node, path, "max_in_flight", k.max_in_flight, 1, 1000000));
+}
+
 service_config build(YAML::Node root, yaml_reader& reader, const std::string& base_dir) {
   service_config cfg;
   if (root.IsNull())
@@ -377,7 +446,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
                                         "max_subscribers_per_service",
                                         "reserved_service_subscribers", "webhook_timeout_ms",
                                         "webhook_retry_base_ms", "webhook_retry_cap_ms",
-                                        "webhook_max_attempts", "webhooks"});
+                                        "webhook_max_attempts", "webhooks", "kafka"});
   auto& ev = cfg.events;
   ev.poll_ms = reader.get_int(events, "events", "poll_ms", ev.poll_ms, 10, 60000);
   ev.heartbeat_ms = reader.get_int(events, "events", "heartbeat_ms", ev.heartbeat_ms, 100, 600000);
@@ -404,6 +473,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
                                            ev.webhook_retry_cap_ms, 10, 86400000);
   ev.webhook_max_attempts = static_cast<int32_t>(reader.get_int(
     events, "events", "webhook_max_attempts", ev.webhook_max_attempts, 1, 1000));
+  read_kafka(reader, events["kafka"], base_dir, ev.kafka);
   auto hooks = events["webhooks"];
   if (hooks && !hooks.IsNull()) {
     if (!hooks.IsSequence())

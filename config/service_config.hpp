@@ -239,6 +239,32 @@ struct webhook_config {
 };
 
 /// Event delivery: SSE subscribers, webhooks, polling of the outbox.
+/// The Kafka relay (kafka/relay): every outbox event produced to its topic,
+/// off while `brokers` is empty. Secrets come from files, read at start.
+struct kafka_config {
+  /// bootstrap.servers ("host:port,host:port"); empty: no relay.
+  std::string brokers;
+  std::string token_events_topic = "token-events";
+  std::string entity_events_topic = "entity-events";
+  /// plaintext | ssl | sasl_plaintext | sasl_ssl
+  std::string security_protocol = "plaintext";
+  /// PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (sasl_* protocols).
+  std::string sasl_mechanism;
+  std::string sasl_username;
+  std::string sasl_password_file;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_key_password_file;
+  /// How long librdkafka retries one message before the relay starts
+  /// again from its cursor.
+  int64_t delivery_timeout_ms = 120000;
+  /// Events produced and not yet acknowledged, at most.
+  int32_t max_in_flight = 10000;
+
+  bool enabled() const { return !brokers.empty(); }
+};
+
 struct events_config {
   /// How often the outbox is polled besides NOTIFY wake-ups.
   int64_t poll_ms = 1000;
@@ -259,6 +285,7 @@ struct events_config {
   /// Attempts before a delivery is given up (kept in webhook_deliveries).
   int32_t webhook_max_attempts = 15;
   std::vector<webhook_config> webhooks;
+  kafka_config kafka;
 };
 
 struct service_config {

@@ -411,3 +411,39 @@ TEST(ProviderCatalog, TemplateDefaultsAndDeploymentClientIdsKeepTheUrlsShape) {
     EXPECT_NO_THROW(apply_provider_settings(catalog, fine)) << provider;
   }
 }
+
+TEST(ServiceConfig, KafkaIsOffByDefaultAndItsSecuritySettingsAreChecked) {
+  auto cfg = parse(minimal);
+  EXPECT_FALSE(cfg.events.kafka.enabled());
+  EXPECT_EQ(cfg.events.kafka.token_events_topic, "token-events");
+  EXPECT_EQ(cfg.events.kafka.entity_events_topic, "entity-events");
+  auto set = parse(minimal + R"(events:
+  kafka:
+    brokers: "k1:9092,k2:9092"
+    topics: {token_events: cm.tokens, entity_events: cm.entities}
+    security_protocol: sasl_ssl
+    sasl: {mechanism: SCRAM-SHA-512, username: cm, password_file: secrets/kafka.password}
+    tls: {ca_file: /etc/ssl/kafka-ca.pem}
+)");
+  auto& k = set.events.kafka;
+  EXPECT_TRUE(k.enabled());
+  EXPECT_EQ(k.token_events_topic, "cm.tokens");
+  EXPECT_EQ(k.sasl_password_file, "/etc/cm/secrets/kafka.password");
+  EXPECT_EQ(k.tls_ca_file, "/etc/ssl/kafka-ca.pem");
+  auto kafka = [](const std::string& body) { return minimal + "events:\n  kafka:\n" + body; };
+  EXPECT_NE(error_of(kafka("    security_protocol: tls\n")).find("events.kafka.security_protocol"),
+            std::string::npos);
+  EXPECT_NE(error_of(kafka("    security_protocol: sasl_ssl\n    sasl: {mechanism: PLAIN}\n"))
+              .find("events.kafka.sasl"),
+            std::string::npos);
+  EXPECT_NE(error_of(kafka("    sasl: {username: cm}\n")).find("needs security_protocol"),
+            std::string::npos);
+  EXPECT_NE(error_of(kafka("    tls: {ca_file: /x}\n")).find("needs security_protocol"),
+            std::string::npos);
+  EXPECT_NE(error_of(kafka("    topics: {token_events: \"a b\"}\n")).find("events.kafka.topics"),
+            std::string::npos);
+  EXPECT_NE(error_of(kafka("    topics: {token_events: x, entity_events: x}\n"))
+              .find("must differ"),
+            std::string::npos);
+  EXPECT_NE(error_of(kafka("    password: x\n")).find("password"), std::string::npos);
+}

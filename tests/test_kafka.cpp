@@ -6,9 +6,13 @@
 #include <map>
 #include <set>
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include "kafka/producer.hpp"
+#include "kafka/settings.hpp"
+#include "common/private_file.hpp"
 #include "storage/database.hpp"
 #include "storage/kafka_relay_store.hpp"
 #include "storage/migrations.hpp"
@@ -212,4 +216,32 @@ TEST(KafkaRelayStore, OnlyTheLockHolderMovesTheCursorAndOnlyForward) {
   first.park("acme", "6f1c1a4e-0000-4000-8000-000000000001", "token-events",
              "MSG_SIZE_TOO_LARGE");
   EXPECT_EQ(second.parked(), 1);
+}
+
+/// Secrets come from files with a private mode, and go only to librdkafka:
+/// no error names a value.
+TEST(KafkaSettings, SecretsAreReadFromPrivateFilesAndNeverQuoted) {
+  test::temp_dir dir;
+  auto password = dir.file("kafka.password");
+  test::write_file(password, "canary-sasl-password-7f3a\n", 0600);
+  config::kafka_config k;
+  k.brokers = "127.0.0.1:1";
+  k.security_protocol = "sasl_plaintext";
+  k.sasl_mechanism = "SCRAM-SHA-256";
+  k.sasl_username = "cm";
+  k.sasl_password_file = password;
+  auto s = kafka::settings_for(k);
+  EXPECT_EQ(s.properties.at("sasl.password"), "canary-sasl-password-7f3a");
+  EXPECT_EQ(s.properties.at("sasl.mechanisms"), "SCRAM-SHA-256");
+  EXPECT_EQ(s.properties.at("security.protocol"), "sasl_plaintext");
+  std::string problem;
+  EXPECT_NE(kafka::producer::create(s, problem), nullptr) << problem;
+  chmod(password.c_str(), 0644);
+  try {
+    kafka::settings_for(k);
+    ADD_FAILURE() << "a password file others can read was accepted";
+  } catch (const private_file_error& e) {
+    EXPECT_NE(std::string(e.what()).find("events.kafka.sasl.password_file"), std::string::npos);
+    EXPECT_EQ(std::string(e.what()).find("canary"), std::string::npos);
+  }
 }
