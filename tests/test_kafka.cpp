@@ -5,17 +5,20 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
 #include "kafka/producer.hpp"
+#include "kafka/relay.hpp"
 #include "kafka/settings.hpp"
 #include "common/private_file.hpp"
 #include "storage/database.hpp"
 #include "storage/kafka_relay_store.hpp"
 #include "storage/migrations.hpp"
+#include "storage/outbox.hpp"
 #include "tests/support/kafka_mock.hpp"
 #include "tests/support/test_env.hpp"
 
@@ -244,4 +247,136 @@ TEST(KafkaSettings, SecretsAreReadFromPrivateFilesAndNeverQuoted) {
     EXPECT_NE(std::string(e.what()).find("events.kafka.sasl.password_file"), std::string::npos);
     EXPECT_EQ(std::string(e.what()).find("canary"), std::string::npos);
   }
+}
+
+// -- the relay: outbox to Kafka ------------------------------------------------
+
+namespace {
+
+struct relay_world {
+  test::kafka_mock_cluster cluster{3};
+  std::string url = test::fresh_database("kafka_relay");
+  storage::database db{db_config(url)};
+  int next_event = 0;
+
+  relay_world() {
+    storage::apply_migrations(db);
+    cluster.create_topic("token-events", 4);
+    cluster.create_topic("entity-events", 2);
+  }
+
+  /// A token event of `connection` whose payload numbers it per connection.
+  void token_event(const std::string& connection, int n) {
+    storage::outbox outbox{db};
+    char id[40];
+    std::snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", ++next_event);
+    outbox.append("acme", {{"eventId", id}, {"eventType", "TOKEN_REFRESHED"},
+                           {"topic", "token-events"}, {"connectionId", connection},
+                           {"n", n}});
+  }
+  void entity_event(const std::string& connector, int n) {
+    storage::outbox outbox{db};
+    char id[40];
+    std::snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", ++next_event);
+    outbox.append("acme", {{"eventId", id}, {"eventType", "appEnabled"},
+                           {"topic", "entity-events"}, {"connectorName", connector},
+                           {"syncAction", "immediate"}, {"n", n}});
+  }
+
+  std::unique_ptr<kafka::relay> start_relay() {
+    config::kafka_config k;
+    k.brokers = cluster.bootstraps();
+    k.delivery_timeout_ms = 5000;
+    auto settings = kafka::settings_for(k);
+    return std::make_unique<kafka::relay>(db_config(url), k, settings, 50ms);
+  }
+};
+
+/// Per key, the payloads' n in order 0, 1, 2…; every event once.
+void expect_once_in_order(const std::vector<test::consumed_message>& got, size_t expected) {
+  EXPECT_EQ(got.size(), expected);
+  std::map<std::string, int> next;
+  std::set<std::string> ids;
+  for (auto& m : got) {
+    auto payload = nlohmann::json::parse(m.payload);
+    EXPECT_EQ(payload["n"].get<int>(), next[m.key]++) << m.key;
+    EXPECT_EQ(m.headers.at("event_id"), payload["eventId"]);
+    EXPECT_EQ(m.headers.at("event_type"), payload["eventType"]);
+    EXPECT_TRUE(ids.insert(m.headers.at("event_id")).second) << "twice: " << m.payload;
+  }
+}
+
+} // namespace
+
+TEST(KafkaRelay, EveryOutboxEventArrivesOnceOnItsTopicKeyedAndInOrder) {
+  relay_world w;
+  for (int n = 0; n < 20; ++n)
+    for (auto c : {"conn-1", "conn-2", "conn-3"})
+      w.token_event(c, n);
+  for (int n = 0; n < 5; ++n)
+    for (auto c : {"github", "stripe"})
+      w.entity_event(c, n);
+  auto relay = w.start_relay();
+  auto tokens = test::consume(w.cluster.bootstraps(), "token-events", 60, 30s);
+  auto entities = test::consume(w.cluster.bootstraps(), "entity-events", 10, 30s);
+  expect_once_in_order(tokens, 60);
+  expect_once_in_order(entities, 10);
+  for (auto& m : entities)
+    EXPECT_TRUE(m.key == "acme/github" || m.key == "acme/stripe") << m.key;
+  // Marked relayed only as acknowledged: the cursor reaches the head.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  storage::kafka_relay_store store{w.db};
+  storage::outbox outbox{w.db};
+  while (std::chrono::steady_clock::now() < deadline && store.cursor() < outbox.head())
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(store.cursor(), outbox.head());
+  EXPECT_EQ(relay->relayed(), 70);
+  // Later events follow.
+  w.token_event("conn-1", 20);
+  auto more = test::consume(w.cluster.bootstraps(), "token-events", 61, 30s);
+  EXPECT_EQ(more.size(), 61u);
+}
+
+TEST(KafkaRelay, TwoInstancesRelayEachEventOnceAndABrokerOutageLosesNothing) {
+  relay_world w;
+  for (int n = 0; n < 30; ++n)
+    w.token_event("conn-" + std::to_string(n % 5), n / 5);
+  auto first = w.start_relay();
+  auto second = w.start_relay();
+  auto got = test::consume(w.cluster.bootstraps(), "token-events", 30, 30s);
+  expect_once_in_order(got, 30);
+  EXPECT_NE(first->leading(), second->leading()) << "exactly one relays";
+  // Every broker away, events keep coming, the brokers return.
+  for (int id = 1; id <= 3; ++id)
+    w.cluster.broker_down(id);
+  for (int n = 6; n < 12; ++n)
+    for (int c = 0; c < 5; ++c)
+      w.token_event("conn-" + std::to_string(c), n);
+  std::this_thread::sleep_for(1500ms);
+  for (int id = 1; id <= 3; ++id)
+    w.cluster.broker_up(id);
+  auto after = test::consume(w.cluster.bootstraps(), "token-events", 60, 60s);
+  EXPECT_GE(after.size(), 60u);
+  // At least once: every event there; in order per key among first copies.
+  std::set<std::string> ids;
+  for (auto& m : after)
+    ids.insert(m.headers.at("event_id"));
+  EXPECT_EQ(ids.size(), 60u);
+}
+
+TEST(KafkaRelay, AnEventRefusedForGoodIsParkedAndTheRestFlows) {
+  relay_world w;
+  w.token_event("conn-1", 0);
+  w.cluster.push_request_errors(0 /* Produce */, {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE});
+  auto relay = w.start_relay();
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline && relay->parked() == 0)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(relay->parked(), 1);
+  storage::kafka_relay_store store{w.db};
+  EXPECT_EQ(store.parked(), 1);
+  w.token_event("conn-1", 1);
+  auto got = test::consume(w.cluster.bootstraps(), "token-events", 1, 20s);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(got[0].payload)["n"], 1);
 }
