@@ -48,6 +48,9 @@
 #include "storage/rekey.hpp"
 #include "storage/service_token_store.hpp"
 #include "storage/service_token_watcher.hpp"
+#include "kafka/relay.hpp"
+#include "kafka/settings.hpp"
+#include "common/private_file.hpp"
 #include "storage/unbound_format.hpp"
 #include "storage/migrations.hpp"
 #include "storage/instance_heartbeat.hpp"
@@ -261,6 +264,20 @@ int cmd_serve(const config::service_config& cfg, char**) {
         by_digest[t.sha256_hex] = {t.name, t.scopes};
       stored_tokens->replace(std::move(by_digest));
     }};
+
+  // events.kafka.brokers: the outbox relayed to the Kafka topics, by one
+  // instance at a time (kafka/relay.hpp).
+  std::unique_ptr<kafka::relay> kafka_relay;
+  if (cfg.events.kafka.enabled()) {
+    try {
+      kafka_relay = std::make_unique<kafka::relay>(cfg.database, cfg.events.kafka,
+                                                   kafka::settings_for(cfg.events.kafka),
+                                                   std::chrono::milliseconds(cfg.events.poll_ms));
+    } catch (const private_file_error& e) {
+      log::error("main", "cannot start the Kafka relay", {{"reason", e.what()}});
+      return 2;
+    }
+  }
 
   actor_config actor_cfg;
   actor_cfg.apply(cfg.scheduler);
@@ -496,9 +513,12 @@ int cmd_serve(const config::service_config& cfg, char**) {
   hub = sys.spawn(event_hub, event_store_actor{*events}, registry_handle, cfg.events, cluster);
   dispatcher =
     sys.spawn(webhook_dispatcher, event_store_actor{*events}, provider_client_handle, webhooks);
-  listener = std::make_unique<storage::notify_listener>(cfg.database, [hub, dispatcher] {
+  listener = std::make_unique<storage::notify_listener>(cfg.database,
+                                                        [hub, dispatcher, relay = kafka_relay.get()] {
     caf::anon_send(hub, tick_atom_v);
     caf::anon_send(dispatcher, tick_atom_v);
+    if (relay)
+      relay->wake();
   });
   if (!wait_for_event_hub(sys, hub, std::chrono::seconds(30)))
     log::warn("main", "event delivery has not started yet; GET /api/v1/events answers 503 "

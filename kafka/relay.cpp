@@ -46,6 +46,14 @@ relay::~relay() {
   thread_.join();
 }
 
+void relay::wake() {
+  {
+    std::lock_guard<std::mutex> lock{mutex_};
+    woken_ = true;
+  }
+  wake_.notify_all();
+}
+
 void relay::run() {
   bool failing = false;
   while (true) {
@@ -70,7 +78,8 @@ void relay::run() {
     if (stopping_)
       break;
     if (!busy || failing)
-      wake_.wait_for(lock, poll_, [this] { return stopping_; });
+      wake_.wait_for(lock, poll_, [this] { return stopping_ || woken_; });
+    woken_ = false;
     if (stopping_)
       break;
   }

@@ -41,6 +41,10 @@ public:
   relay(const relay&) = delete;
   relay& operator=(const relay&) = delete;
 
+  /// A new event was committed (NOTIFY): look now instead of at the next
+  /// poll.
+  void wake();
+
   /// Events acknowledged, and parked, by this instance since it started.
   int64_t relayed() const { return relayed_.load(); }
   int64_t parked() const { return parked_.load(); }
@@ -84,6 +88,7 @@ private:
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  bool woken_ = false;
   std::thread thread_;
 };
 

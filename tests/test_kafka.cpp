@@ -19,7 +19,11 @@
 #include "storage/kafka_relay_store.hpp"
 #include "storage/migrations.hpp"
 #include "storage/outbox.hpp"
+#include "provider/oauth_protocol.hpp"
+#include "tests/support/child_process.hpp"
+#include "tests/support/http_client.hpp"
 #include "tests/support/kafka_mock.hpp"
+#include "tests/support/server_process.hpp"
 #include "tests/support/test_env.hpp"
 
 using namespace cm;
@@ -379,4 +383,79 @@ TEST(KafkaRelay, AnEventRefusedForGoodIsParkedAndTheRestFlows) {
   auto got = test::consume(w.cluster.bootstraps(), "token-events", 1, 20s);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(nlohmann::json::parse(got[0].payload)["n"], 1);
+}
+
+/// Through the real server: an OAuth connect, a refresh, a disconnect and a
+/// connector toggle each reach their topic once, keyed by the connection
+/// (or the team's connector), in order, and never with a secret.
+TEST(KafkaRelay, AConnectARefreshADisconnectAndAToggleReachTheirTopicsFromTheServer) {
+  test::kafka_mock_cluster cluster{1};
+  cluster.create_topic("token-events", 3);
+  cluster.create_topic("entity-events", 1);
+  test::fake_provider_process fake;
+  test::server_options o{test::fresh_database("kafka_server")};
+  o.log_level = "info";
+  const std::string landing = "https://app.example/done";
+  o.extra_yaml = "oauth:\n  public_base_url: https://cm.example\n  allowed_redirect_uris: [" +
+                 landing + "]\n"
+                 "events:\n  poll_ms: 100\n  kafka:\n    brokers: \"" + cluster.bootstraps() +
+                 "\"\n    delivery_timeout_ms: 5000\n"
+                 "providers:\n  github:\n    client_id: cm-test-client\n"
+                 "    client_secret: cm-test-secret\n"
+                 "    authorization_url: " + fake.url("/authorize") + "\n"
+                 "    token_url: " + fake.url("/token") + "\n"
+                 "    account_url: " + fake.url("/me") + "\n"
+                 "    revoke_url: " + fake.url("/applications/{client_id}/token") + "\n";
+  test::server_process server{o};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto alice = "Bearer " + server.mint("alice", "acme");
+  auto admin = "Bearer " + server.mint("ada", "acme", true);
+  auto authorized = test::http_call(server.port(), "GET",
+                                    "/api/oauth/github/authorize?redirect_uri=" +
+                                      oauth::form_encode({{"", landing}}).substr(1),
+                                    {{"Authorization", alice}});
+  ASSERT_EQ(authorized.status, 200) << authorized.body;
+  auto approved = test::http_call(fake.port(), "GET",
+                                  test::path_and_query(authorized.json()["auth_url"]));
+  ASSERT_EQ(approved.status, 302);
+  auto q = test::query_of(approved.header("location"));
+  auto connected = test::http_call(
+    server.port(), "GET",
+    "/api/oauth/github/callback?" + oauth::form_encode({{"code", q["code"]}, {"state", q["state"]}}));
+  ASSERT_EQ(connected.status, 200) << connected.body;
+  ASSERT_EQ(test::http_call(server.port(), "POST", "/api/connectors/github/refresh",
+                            {{"Authorization", alice}})
+              .status,
+            200);
+  ASSERT_EQ(test::http_call(server.port(), "DELETE", "/api/connectors/github",
+                            {{"Authorization", alice}})
+              .status,
+            200);
+  ASSERT_EQ(test::http_call(server.port(), "POST", "/api/v1/connectors/toggle/stripe",
+                            {{"Authorization", admin}, {"Content-Type", "application/json"}},
+                            R"({"enabled":true,"syncAction":"immediate"})")
+              .status,
+            200);
+  auto tokens = test::consume(cluster.bootstraps(), "token-events", 3, 30s, 1s);
+  ASSERT_EQ(tokens.size(), 3u);
+  std::vector<std::string> types;
+  for (auto& m : tokens) {
+    auto payload = nlohmann::json::parse(m.payload);
+    types.push_back(payload["eventType"]);
+    EXPECT_EQ(m.key, payload["connectionId"]);
+    EXPECT_EQ(m.key, tokens.front().key) << "one connection, one key";
+    EXPECT_EQ(payload["userId"], "alice");
+    EXPECT_EQ(payload["provider"], "github");
+    EXPECT_EQ(m.headers["event_type"], payload["eventType"]);
+    // The fake provider's tokens start with "at-" and "rt-".
+    EXPECT_EQ(m.payload.find("\"at-"), std::string::npos) << m.payload;
+    EXPECT_EQ(m.payload.find("\"rt-"), std::string::npos) << m.payload;
+  }
+  EXPECT_EQ(types, (std::vector<std::string>{"TOKEN_CREATED", "TOKEN_REFRESHED", "TOKEN_REVOKED"}));
+  auto entities = test::consume(cluster.bootstraps(), "entity-events", 1, 30s, 1s);
+  ASSERT_EQ(entities.size(), 1u);
+  auto toggled = nlohmann::json::parse(entities[0].payload);
+  EXPECT_EQ(toggled["eventType"], "appEnabled");
+  EXPECT_EQ(toggled["syncAction"], "immediate");
+  EXPECT_EQ(entities[0].key, "acme/stripe");
 }
