@@ -26,6 +26,7 @@
 #include "config/service_config.hpp"
 #include "http/auth.hpp"
 #include "http/rate_limiter.hpp"
+#include "kafka/relay_status.hpp"
 #include "http/router.hpp"
 
 namespace cm {
@@ -83,6 +84,9 @@ struct front_context {
   /// The teams of (user, provider) for token reads without team_id (null:
   /// asked of storage each time).
   std::shared_ptr<storage::team_lookup_cache> teams;
+  /// The Kafka relay's state for the health route and the metrics (null:
+  /// events.kafka is off).
+  kafka::relay_status_ptr kafka;
 };
 
 struct front_state {

@@ -8,6 +8,22 @@ namespace cm {
 
 namespace {
 
+nlohmann::json kafka_health(const kafka::relay_status& k) {
+  const char* state = k.paused ? "paused" : !k.leading ? "standby"
+                                           : k.brokers_down ? "brokers_down"
+                                                            : "relaying";
+  nlohmann::json out = {{"status", state},
+                        {"relayed", k.relayed.load()},
+                        {"parked", k.parked.load()},
+                        {"requeued", k.requeued.load()},
+                        {"restarts", k.restarts.load()}};
+  if (k.leading)
+    out.update({{"backlog", k.backlog.load()},
+                {"oldest_waiting_s", static_cast<double>(k.oldest_waiting_ms.load()) / 1000.0},
+                {"parked_waiting", k.parked_stored.load()}});
+  return out;
+}
+
 /// GET /api/v1/health: reachability and latency of every dependency.
 void health(const call& c) {
   auto ex = c.ex;
@@ -15,10 +31,11 @@ void health(const call& c) {
   auto forwarding = c.ctx().forwarding;
   auto board = c.ctx().board;
   auto audit = c.ctx().audit;
+  auto kafka = c.ctx().kafka;
   c.self->request(c.ctx().storage, std::min(budget(c), std::chrono::milliseconds{3000}),
                   ping_atom_v)
     .then(
-      [ex, shards, forwarding, board, audit](int64_t latency_us) {
+      [ex, shards, forwarding, board, audit, kafka](int64_t latency_us) {
         nlohmann::json body = {
           {"status", "healthy"},
           {"checks", {{"postgres", {{"status", "up"}, {"latency_ms", latency_us / 1000.0}}}}}};
@@ -40,6 +57,11 @@ void health(const call& c) {
           body["tokens"] = {{"served_from_snapshots", board->served()},
                             {"audit_waiting", audit->size()},
                             {"audit_refused", audit->refused()}};
+        // The Kafka relay (docs/DECISIONS.md, "Kafka topics from the
+        // outbox"): brokers away keep the service healthy, the events wait
+        // in the outbox; the backlog says how long.
+        if (kafka)
+          body["kafka"] = kafka_health(*kafka);
         ex->reply_json(200, body);
       },
       [ex](const caf::error& err) {
@@ -67,6 +89,10 @@ void refresh_scrape_gauges(const front_context& ctx) {
   if (ctx.audit)
     metrics::set_audit(static_cast<int64_t>(ctx.audit->size()),
                        static_cast<int64_t>(ctx.audit->refused()));
+  if (ctx.kafka)
+    metrics::set_kafka(ctx.kafka->leading, ctx.kafka->backlog,
+                       static_cast<double>(ctx.kafka->oldest_waiting_ms) / 1000.0,
+                       ctx.kafka->parked_stored, ctx.kafka->brokers_down);
 }
 
 http::response scrape(const front_context& ctx) {
@@ -110,13 +136,30 @@ std::vector<api::route> system_routes() {
                  {"description", "owned, total, instances, and forwarded.{answered,served_here}"}}},
      {"tokens", api::object_of({{"served_from_snapshots", {{"type", "integer"}}},
                                 {"audit_waiting", {{"type", "integer"}}},
-                                {"audit_refused", {{"type", "integer"}}}})}},
+                                {"audit_refused", {{"type", "integer"}}}})},
+     {"kafka",
+      api::object_of(
+        {{"status", {{"type", "string"},
+                     {"enum", {"relaying", "standby", "brokers_down", "paused"}},
+                     {"description", "relaying: this instance holds the relay's lock; standby: "
+                                     "another one does; brokers_down: librdkafka reports every "
+                                     "broker down (events wait in the outbox); paused: the "
+                                     "database or the producer failed, retried every poll"}}},
+         {"relayed", {{"type", "integer"}}},
+         {"parked", {{"type", "integer"}}},
+         {"requeued", {{"type", "integer"}}},
+         {"restarts", {{"type", "integer"}}},
+         {"backlog", {{"type", "integer"}, {"description", "relaying instance only"}}},
+         {"oldest_waiting_s", {{"type", "number"}, {"description", "relaying instance only"}}},
+         {"parked_waiting", {{"type", "integer"}, {"description", "relaying instance only"}}}},
+        {"status", "relayed", "parked", "requeued", "restarts"})}},
     {"status", "checks"});
   return {
     {"GET", "/api/v1/health", access::open, "", health, unmetered,
      {"getHealth", "system", "Reachability of every dependency",
       "No authentication. 200 while PostgreSQL answers, else 503 with Retry-After; also "
-      "reports the shards this instance owns and its token reads.",
+      "reports the shards this instance owns, its token reads and the Kafka relay "
+      "(when events.kafka is set; brokers that are down do not make it unhealthy).",
       {}, nullptr,
       {{200, "healthy", health_body},
        {503, "a dependency is down", health_body, "application/json",
@@ -125,8 +168,8 @@ std::vector<api::route> system_routes() {
      {"getMetrics", "system", "Metrics in the Prometheus text format",
       "Refreshes by provider and outcome, provider call latency, token reads, HTTP latency by "
       "route and status, the webhook backlog and attempts, live connection actors, shards "
-      "owned, the audit queue. Also served without a token on metrics.address:metrics.port "
-      "when that is set. 404 when metrics.enabled is false.",
+      "owned, the audit queue, the Kafka relay. Also served without a token on "
+      "metrics.address:metrics.port when that is set. 404 when metrics.enabled is false.",
       {}, nullptr,
       {{200, "the metrics", {{"type", "string"}}, "text/plain"}},
       {404}}},

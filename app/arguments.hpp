@@ -29,7 +29,8 @@ struct arguments {
 /// Commands whose second word is a subcommand ("help" takes the command
 /// it explains there, and that command's subcommand in `help_topic`).
 inline bool has_subcommands(const std::string& command) {
-  return command == "connections" || command == "service-tokens" || command == "help";
+  return command == "connections" || command == "service-tokens" || command == "kafka" ||
+         command == "help";
 }
 
 /// Fills `out`; false with `problem` set on an unknown or incomplete option.

@@ -134,7 +134,7 @@ bool parse_arguments(int argc, char** argv, arguments& out, std::string& problem
     "--config",   "--out",        "--user",       "--team",     "--email",
     "--ttl",      "--activate",   "--retire",     "--batch-size", "--pause-ms",
     "--max-passes", "--name",     "--scopes",     "--provider", "--limit",
-    "--url"};
+    "--url",      "--event"};
   static const std::vector<std::string> switches = {"--admin", "--add", "--help", "--json",
                                                     "--all"};
   int i = 1;
@@ -540,6 +540,8 @@ int cmd_serve(const config::service_config& cfg, char**) {
   ctx->reloader = &reloader;
   ctx->shards = ownership->owned();
   ctx->forwarding = forwarding;
+  if (kafka_relay)
+    ctx->kafka = kafka_relay->status();
   ctx->board = board;
   ctx->audit = audit;
   ctx->teams = teams;
@@ -889,6 +891,8 @@ int run(int argc, char** argv, char** env) {
       return cmd_connections(args, cfg);
     if (args.command == "service-tokens")
       return cmd_service_tokens(args, cfg);
+    if (args.command == "kafka")
+      return cmd_kafka(args, cfg);
     if (args.command == "check-config") {
       auto catalog = config::load_provider_catalog(cfg.providers_file);
       config::apply_provider_settings(catalog, cfg.providers);

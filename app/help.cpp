@@ -20,6 +20,7 @@ Commands:
   openapi          print the API's OpenAPI 3.1 document
   connections      list, show, refresh or disconnect stored connections
   service-tokens   create, list or revoke the service tokens kept in the database
+  kafka            list the events Kafka refused for good, or send them again
 
 'connector-manager COMMAND --help' says more about each.
 
@@ -161,6 +162,30 @@ Revokes the live stored token named NAME. Every instance refuses it
 within auth.service_token_poll_ms. A token from the service file is
 removed there instead (then reload or restart). Exit 1 when no live
 stored token has that name.
+)"},
+    {{"kafka", ""}, R"(usage: connector-manager kafka parked|requeue [OPTIONS]
+
+  parked    the events the Kafka brokers refused for good (too large, not
+            authorized), which the relay parked so the rest flows
+  requeue   send parked events again, once the cause is fixed
+
+'connector-manager kafka SUB --help' says more.
+)"},
+    {{"kafka", "parked"}, R"(usage: connector-manager kafka parked [--limit N] [--json]
+
+Lists the parked Kafka events, newest first, at most --limit (default
+100): event id, team, topic, event type, librdkafka's reason, when it was
+parked and, if an operator re-queued it, when. --json prints
+{"parked":[...]}. Never a payload. Reads the database directly.
+)"},
+    {{"kafka", "requeue"}, R"(usage: connector-manager kafka requeue --event ID | --all
+
+Marks one parked event (--event, its event id) or every parked event
+(--all) to be produced again. The relaying instance produces them within
+events.poll_ms, outside the outbox's order (a consumer sees them after
+later events of the same key), removes each from the parked list once a
+broker acknowledged it, and parks it again with the new reason if it is
+refused once more. Exit 1 when nothing was waiting.
 )"},
   };
   return all;

@@ -18,6 +18,7 @@
 #include "config/provider_catalog.hpp"
 #include "http/auth.hpp"
 #include "storage/database.hpp"
+#include "storage/kafka_relay_store.hpp"
 #include "storage/service_token_store.hpp"
 #include "storage/token_store.hpp"
 
@@ -437,6 +438,69 @@ int connections_act(const arguments& args, const config::service_config& cfg) {
   return 0;
 }
 
+// -- kafka ---------------------------------------------------------------------
+
+int kafka_parked(const arguments& args, const config::service_config& cfg) {
+  int limit = 100;
+  if (auto text = args.option("--limit"); !text.empty()) {
+    try {
+      limit = std::stoi(text);
+    } catch (const std::exception&) {
+      limit = 0;
+    }
+    if (limit < 1 || limit > 10000)
+      return usage_error("--limit takes a number from 1 to 10000", args);
+  }
+  return with_database(cfg, [&](storage::database& db) {
+    auto rows = storage::kafka_relay_store{db}.list_parked(limit);
+    if (args.has_flag("--json")) {
+      auto list = nlohmann::json::array();
+      for (auto& r : rows)
+        list.push_back({{"team_id", r.team_id}, {"event_id", r.event_id}, {"topic", r.topic},
+                        {"event_type", r.event_type}, {"reason", r.reason},
+                        {"parked_at", r.parked_at},
+                        {"requeued_at", r.requeued_at.empty() ? nlohmann::json(nullptr)
+                                                              : nlohmann::json(r.requeued_at)}});
+      std::cout << nlohmann::json{{"parked", list}}.dump() << "\n";
+      return 0;
+    }
+    if (rows.empty()) {
+      std::cout << "no parked Kafka events\n";
+      return 0;
+    }
+    std::vector<std::vector<std::string>> table = {
+      {"EVENT", "TEAM", "TOPIC", "TYPE", "REASON", "PARKED", "REQUEUED"}};
+    for (auto& r : rows)
+      table.push_back({r.event_id, r.team_id, r.topic, r.event_type, r.reason, r.parked_at,
+                       r.requeued_at.empty() ? "-" : r.requeued_at});
+    print_table(table);
+    return 0;
+  });
+}
+
+int kafka_requeue(const arguments& args, const config::service_config& cfg) {
+  auto event_id = args.option("--event");
+  bool all = args.has_flag("--all");
+  if (event_id.empty() == !all)
+    return usage_error("requeue needs --event ID or --all", args);
+  return with_database(cfg, [&](storage::database& db) {
+    auto n = storage::kafka_relay_store{db}.requeue(event_id);
+    if (n == 0) {
+      std::cerr << "connector-manager: "
+                << (all ? std::string("no parked Kafka event waits for an operator")
+                        : "no parked Kafka event " + event_id + " waits for an operator")
+                << "\n";
+      return 1;
+    }
+    std::cout << "re-queued " << n << (n == 1 ? " event" : " events")
+              << "; the relaying instance produces "
+              << (n == 1 ? "it" : "them") << " within events.poll_ms ("
+              << cfg.events.poll_ms << " ms) and removes "
+              << (n == 1 ? "it" : "each") << " from the parked list once acknowledged\n";
+    return 0;
+  });
+}
+
 /// The same command without its subcommand, for its overall help.
 arguments command_only(const arguments& args) {
   arguments out;
@@ -455,6 +519,17 @@ int cmd_service_tokens(const arguments& args, const config::service_config& cfg)
   if (args.subcommand == "revoke")
     return service_tokens_revoke(args, cfg);
   return usage_error(args.subcommand.empty() ? "service-tokens needs a subcommand"
+                                             : "unknown subcommand " + args.subcommand,
+                     command_only(args));
+}
+
+int cmd_kafka(const arguments& args, const config::service_config& cfg) {
+  quiet_logs();
+  if (args.subcommand == "parked")
+    return kafka_parked(args, cfg);
+  if (args.subcommand == "requeue")
+    return kafka_requeue(args, cfg);
+  return usage_error(args.subcommand.empty() ? "kafka needs a subcommand"
                                              : "unknown subcommand " + args.subcommand,
                      command_only(args));
 }

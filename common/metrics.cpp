@@ -80,6 +80,51 @@ struct all_metrics {
       .Help("Audit rows of token reads not written yet")
       .Register(*registry)
       .Add({});
+  prometheus::Family<prometheus::Counter>& kafka_events =
+    BuildCounter()
+      .Name("cm_kafka_events_total")
+      .Help("Outbox events the Kafka relay settled, by outcome (relayed: acknowledged; parked: "
+            "refused for good; requeued: a parked event sent again and acknowledged)")
+      .Register(*registry);
+  prometheus::Counter& kafka_restarts =
+    BuildCounter()
+      .Name("cm_kafka_relay_restarts_total")
+      .Help("Times the Kafka relay produced again from its cursor (a message timed out, the "
+            "producer failed, the lock was lost)")
+      .Register(*registry)
+      .Add({});
+  prometheus::Gauge& kafka_leading =
+    BuildGauge()
+      .Name("cm_kafka_relay_leading")
+      .Help("1 when this instance relays the outbox to Kafka (one instance does)")
+      .Register(*registry)
+      .Add({});
+  prometheus::Gauge& kafka_backlog =
+    BuildGauge()
+      .Name("cm_kafka_relay_backlog_events")
+      .Help("Outbox events not yet acknowledged by Kafka (reported by the relaying instance)")
+      .Register(*registry)
+      .Add({});
+  prometheus::Gauge& kafka_oldest =
+    BuildGauge()
+      .Name("cm_kafka_relay_oldest_waiting_seconds")
+      .Help("Age of the oldest outbox event not yet acknowledged by Kafka (reported by the "
+            "relaying instance)")
+      .Register(*registry)
+      .Add({});
+  prometheus::Gauge& kafka_parked =
+    BuildGauge()
+      .Name("cm_kafka_parked_events")
+      .Help("Events Kafka refused for good, waiting for an operator (connector-manager kafka "
+            "requeue); reported by the relaying instance")
+      .Register(*registry)
+      .Add({});
+  prometheus::Gauge& kafka_brokers_down =
+    BuildGauge()
+      .Name("cm_kafka_brokers_down")
+      .Help("1 when librdkafka reports every broker down and nothing was acknowledged since")
+      .Register(*registry)
+      .Add({});
   prometheus::Gauge& audit_refused =
     BuildGauge()
       .Name("cm_token_reads_refused")
@@ -170,6 +215,24 @@ void webhook_attempt(std::string_view outcome) {
   cached<prometheus::Counter>("w" + std::string(outcome), [&]() -> prometheus::Counter& {
     return m().webhook_attempts.Add({{"outcome", std::string(outcome)}});
   }).Increment();
+}
+
+void kafka_event(std::string_view outcome) {
+  cached<prometheus::Counter>("k" + std::string(outcome), [&]() -> prometheus::Counter& {
+    return m().kafka_events.Add({{"outcome", std::string(outcome)}});
+  }).Increment();
+}
+
+void kafka_restart() { m().kafka_restarts.Increment(); }
+
+void set_kafka(bool leading, int64_t backlog, double oldest_waiting_seconds,
+               int64_t parked_waiting, bool brokers_down) {
+  auto& all = m();
+  all.kafka_leading.Set(leading ? 1 : 0);
+  all.kafka_backlog.Set(static_cast<double>(backlog));
+  all.kafka_oldest.Set(oldest_waiting_seconds);
+  all.kafka_parked.Set(static_cast<double>(parked_waiting));
+  all.kafka_brokers_down.Set(brokers_down ? 1 : 0);
 }
 
 void set_webhook_backlog(int64_t waiting) { m().webhook_backlog.Set(static_cast<double>(waiting)); }

@@ -1,7 +1,7 @@
 // What GET /metrics reports (Prometheus text format, prometheus-cpp):
 // refreshes by provider and outcome, provider call latency, token reads,
 // HTTP latency by route and status, the webhook backlog and attempts, live
-// connection actors, shards owned, the audit queue. One registry per
+// connection actors, shards owned, the audit queue, the Kafka relay. One registry per
 // process; every function here is thread-safe and cheap enough for the
 // token route (the children a hot path uses are looked up once).
 #pragma once
@@ -46,6 +46,17 @@ void connection_actor_stopped();
 /// reads refused because of them. Set at each scrape.
 void set_shards(int64_t owned, int64_t total);
 void set_audit(int64_t waiting, int64_t refused);
+
+/// The Kafka relay (kafka/relay.hpp): an event acknowledged
+/// ("relayed"), refused for good ("parked"), or re-queued by an operator
+/// and acknowledged ("requeued"); and a restart from the cursor.
+void kafka_event(std::string_view outcome);
+void kafka_restart();
+/// Its state, set at each scrape: whether this instance relays, and the
+/// leader's backlog (events after the cursor, the oldest one's age) and
+/// parked events waiting for an operator; whether every broker is down.
+void set_kafka(bool leading, int64_t backlog, double oldest_waiting_seconds,
+               int64_t parked_waiting, bool brokers_down);
 
 /// Everything, in the Prometheus text exposition format (version 0.0.4).
 std::string render();

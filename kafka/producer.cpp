@@ -47,6 +47,9 @@ struct producer::impl {
   rd_kafka_t* rk = nullptr;
   /// Filled by the delivery-report callback during poll() (same thread).
   std::vector<delivery_report> reports;
+  /// Set by the error callback, cleared by an acknowledgement (both run
+  /// in poll(), on the relay's thread).
+  bool brokers_down = false;
 
   ~impl() {
     if (rk != nullptr) {
@@ -65,12 +68,23 @@ struct producer::impl {
     r.offset = msg->offset;
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       r.outcome = delivery_outcome::delivered;
+      self->brokers_down = false;
     } else {
       r.outcome = refused_for_good(msg->err) ? delivery_outcome::refused
                                              : delivery_outcome::retriable;
       r.reason = rd_kafka_err2name(msg->err);
     }
     self->reports.push_back(std::move(r));
+  }
+
+  static void on_error(rd_kafka_t*, int err, const char* reason, void* opaque) {
+    // Connection troubles are retried by librdkafka itself; they are
+    // worth a line, not an alarm (the backlog gauge is the alarm).
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+      static_cast<impl*>(opaque)->brokers_down = true;
+    log::warn(component, "librdkafka error",
+              {{"error", rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err))},
+               {"reason", reason}});
   }
 
   static void on_log(const rd_kafka_t*, int level, const char* facility, const char* text) {
@@ -110,6 +124,7 @@ std::unique_ptr<producer> producer::create(const producer_settings& settings,
   rd_kafka_conf_set_opaque(conf.get(), p.get());
   rd_kafka_conf_set_dr_msg_cb(conf.get(), &impl::on_delivery);
   rd_kafka_conf_set_log_cb(conf.get(), &impl::on_log);
+  rd_kafka_conf_set_error_cb(conf.get(), &impl::on_error);
   p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
   if (p->rk == nullptr) {
     problem = "events.kafka: " + std::string(err);
@@ -153,6 +168,8 @@ std::vector<delivery_report> producer::poll(int timeout_ms) {
 }
 
 int producer::in_flight() const { return rd_kafka_outq_len(impl_->rk); }
+
+bool producer::brokers_down() const { return impl_->brokers_down; }
 
 std::string producer::fatal_error() const {
   char err[512];

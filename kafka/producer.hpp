@@ -80,6 +80,10 @@ public:
   /// Messages queued or in flight, not yet reported.
   int in_flight() const;
 
+  /// librdkafka said every broker is down, and no message was
+  /// acknowledged since.
+  bool brokers_down() const;
+
   /// A fatal error (the idempotent producer's sequence broke): this
   /// producer must be replaced; "" when none.
   std::string fatal_error() const;

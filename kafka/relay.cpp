@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
-#include "storage/kafka_relay_store.hpp"
+#include "common/metrics.hpp"
 #include "storage/outbox.hpp"
 
 namespace cm::kafka {
@@ -16,6 +16,9 @@ constexpr int read_batch = 1000;
 /// How often a leader checks it still holds the lock while it has nothing
 /// to advance (a reconnect loses it silently).
 constexpr auto lock_check_every = std::chrono::seconds(1);
+/// How often the leader counts its backlog for the health route and the
+/// metrics (a count over the outbox after the cursor).
+constexpr auto backlog_every = std::chrono::seconds(2);
 
 } // namespace
 
@@ -63,16 +66,19 @@ void relay::run() {
       if (failing)
         log::info(component, "relaying again");
       failing = false;
+      status_->paused = false;
     } catch (const std::exception& e) {
       // The database or the producer failed: whatever was in flight is
       // produced again from the cursor once both are back.
       if (!failing)
         log::warn(component, "relay paused", {{"reason", e.what()}});
       failing = true;
-      leading_ = false;
+      status_->paused = true;
+      status_->leading = false;
       producer_.reset();
       pending_.clear();
       order_.clear();
+      requeued_in_flight_.clear();
     }
     std::unique_lock<std::mutex> lock{mutex_};
     if (stopping_)
@@ -83,42 +89,108 @@ void relay::run() {
     if (stopping_)
       break;
   }
-  if (leading_) {
+  if (status_->leading) {
     try {
       storage::kafka_relay_store{*db_}.step_down();
     } catch (const std::exception&) {
       // The session ends with the connection: the lock goes with it.
     }
+    status_->leading = false;
   }
 }
 
 void relay::restart_from_cursor(const char* why) {
   log::info(component, "producing again from the cursor", {{"reason", why},
                                                            {"unacknowledged", order_.size()}});
+  ++status_->restarts;
+  metrics::kafka_restart();
   producer_.reset();
   pending_.clear();
   order_.clear();
+  requeued_in_flight_.clear();
   produced_ = cursor_;
+}
+
+std::string relay::topic_of(const outbox_event& e) const {
+  return e.topic == "entity-events" ? cfg_.entity_events_topic : cfg_.token_events_topic;
+}
+
+producer::queued relay::produce(const outbox_event& e, const std::string& topic, uint64_t id,
+                                std::string& problem) {
+  return producer_->produce(topic, key_of(e), e.payload,
+                            {{"event_id", e.event_id},
+                             {"event_type", e.event_type},
+                             {"content-type", "application/json"}},
+                            id, problem);
+}
+
+void relay::park(storage::kafka_relay_store& store, const in_flight& e, const std::string& reason) {
+  store.park(e.team_id, e.event_id, e.topic, reason);
+  log::error(component, "event refused for good: parked",
+             {{"event_id", e.event_id}, {"topic", e.topic}, {"reason", reason}});
+  ++status_->parked;
+  metrics::kafka_event("parked");
+}
+
+bool relay::produce_requeued(storage::kafka_relay_store& store) {
+  bool worked = false;
+  for (auto& r : store.requeued(read_batch)) {
+    auto key = std::make_pair(r.event.team_id, r.event.event_id);
+    if (requeued_in_flight_.count(key) != 0)
+      continue;
+    auto topic = topic_of(r.event);
+    auto id = next_id_++;
+    std::string problem;
+    auto queued = produce(r.event, topic, id, problem);
+    if (queued == producer::queued::busy)
+      break;
+    in_flight e{r.event.at, r.event.team_id, r.event.event_id, topic, false, true, r.requeued_at};
+    worked = true;
+    if (queued == producer::queued::refused) {
+      park(store, e, problem);
+      continue;
+    }
+    log::info(component, "producing a re-queued event",
+              {{"event_id", r.event.event_id}, {"topic", topic}});
+    pending_[id] = std::move(e);
+    requeued_in_flight_.insert(std::move(key));
+  }
+  return worked;
+}
+
+void relay::measure_backlog(storage::kafka_relay_store& store) {
+  auto figures = store.backlog(cursor_);
+  status_->backlog = figures.events;
+  status_->oldest_waiting_ms = figures.oldest_ms;
+  status_->parked_stored = figures.parked_waiting;
 }
 
 bool relay::step() {
   db_->ensure_connected();
   storage::kafka_relay_store store{*db_};
   auto now = std::chrono::steady_clock::now();
-  if (!leading_) {
-    if (!store.try_lead())
+  if (!status_->leading) {
+    if (!store.try_lead()) {
+      // The leader reports the lag; a standby reports none.
+      status_->backlog = 0;
+      status_->oldest_waiting_ms = 0;
+      status_->parked_stored = 0;
       return false;
-    leading_ = true;
+    }
+    status_->leading = true;
     lock_checked_ = now;
+    backlog_measured_ = {};
+    requeue_checked_ = {};
     cursor_ = store.cursor();
     produced_ = cursor_;
     pending_.clear();
     order_.clear();
+    requeued_in_flight_.clear();
     log::info(component, "relaying", {{"txid", cursor_.txid}, {"seq", cursor_.seq}});
   } else if (now - lock_checked_ > lock_check_every) {
     lock_checked_ = now;
     if (!store.leading()) {
-      leading_ = false;
+      status_->leading = false;
       restart_from_cursor("lost the relay lock");
       return false;
     }
@@ -136,45 +208,59 @@ bool relay::step() {
     storage::outbox outbox{*db_};
     auto events = outbox.after(produced_, "", std::min(room, read_batch));
     for (auto& e : events) {
-      auto topic = e.topic == "entity-events" ? cfg_.entity_events_topic : cfg_.token_events_topic;
+      auto topic = topic_of(e);
       auto id = next_id_++;
       std::string problem;
-      auto queued = producer_->produce(topic, key_of(e), e.payload,
-                                       {{"event_id", e.event_id},
-                                        {"event_type", e.event_type},
-                                        {"content-type", "application/json"}},
-                                       id, problem);
+      auto queued = produce(e, topic, id, problem);
       if (queued == producer::queued::busy)
         break; // produced again next round, from produced_
-      pending_[id] = {e.at, e.team_id, e.event_id, topic, false};
+      pending_[id] = {e.at, e.team_id, e.event_id, topic, false, false, {}};
       order_.push_back(id);
       produced_ = e.at;
       worked = true;
       if (queued == producer::queued::refused) {
-        store.park(e.team_id, e.event_id, topic, problem);
-        log::error(component, "event refused for good: parked",
-                   {{"event_id", e.event_id}, {"topic", topic}, {"reason", problem}});
+        park(store, pending_[id], problem);
         pending_[id].done = true;
-        ++parked_;
       }
     }
   }
+  if (now - requeue_checked_ >= poll_) {
+    requeue_checked_ = now;
+    worked = produce_requeued(store) || worked;
+  }
   // What the brokers said.
-  for (auto& r : producer_->poll(order_.empty() ? 0 : 50)) {
+  for (auto& r : producer_->poll(pending_.empty() ? 0 : 50)) {
     auto it = pending_.find(r.id);
     if (it == pending_.end())
       continue;
     worked = true;
+    auto& e = it->second;
+    if (e.requeued) {
+      // Outside the cursor's order: settled one by one.
+      if (r.outcome == delivery_outcome::delivered) {
+        storage::kafka_relay_store::requeued_event done;
+        done.event.team_id = e.team_id;
+        done.event.event_id = e.event_id;
+        done.requeued_at = e.requeued_at;
+        store.requeue_done(done);
+        ++status_->requeued;
+        metrics::kafka_event("requeued");
+        log::info(component, "re-queued event acknowledged", {{"event_id", e.event_id}});
+      } else if (r.outcome == delivery_outcome::refused) {
+        park(store, e, r.reason);
+      }
+      // A retriable one is read again at the next check.
+      requeued_in_flight_.erase({e.team_id, e.event_id});
+      pending_.erase(it);
+      continue;
+    }
     if (r.outcome == delivery_outcome::delivered) {
-      it->second.done = true;
-      ++relayed_;
+      e.done = true;
+      ++status_->relayed;
+      metrics::kafka_event("relayed");
     } else if (r.outcome == delivery_outcome::refused) {
-      store.park(it->second.team_id, it->second.event_id, it->second.topic, r.reason);
-      log::error(component, "event refused for good: parked",
-                 {{"event_id", it->second.event_id}, {"topic", it->second.topic},
-                  {"reason", r.reason}});
-      it->second.done = true;
-      ++parked_;
+      park(store, e, r.reason);
+      e.done = true;
     } else {
       // Not acknowledged within delivery.timeout.ms: everything after it
       // may be out of order now, so all of it goes again, in order.
@@ -182,6 +268,7 @@ bool relay::step() {
       return true;
     }
   }
+  status_->brokers_down = producer_->brokers_down();
   if (auto fatal = producer_->fatal_error(); !fatal.empty()) {
     restart_from_cursor("the producer failed");
     return true;
@@ -196,14 +283,18 @@ bool relay::step() {
   if (cursor_ < settled) {
     if (!store.advance(settled)) {
       // Another instance leads now (our session lost the lock).
-      leading_ = false;
+      status_->leading = false;
       restart_from_cursor("lost the relay lock");
       return false;
     }
     cursor_ = settled;
     lock_checked_ = std::chrono::steady_clock::now();
   }
-  return worked || !order_.empty();
+  if (now - backlog_measured_ > backlog_every) {
+    backlog_measured_ = now;
+    measure_backlog(store);
+  }
+  return worked || !pending_.empty();
 }
 
 } // namespace cm::kafka

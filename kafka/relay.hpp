@@ -17,12 +17,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
 #include "config/service_config.hpp"
 #include "kafka/producer.hpp"
+#include "kafka/relay_status.hpp"
 #include "storage/database.hpp"
+#include "storage/kafka_relay_store.hpp"
 #include "storage/records.hpp"
 
 namespace cm::kafka {
@@ -46,10 +49,12 @@ public:
   void wake();
 
   /// Events acknowledged, and parked, by this instance since it started.
-  int64_t relayed() const { return relayed_.load(); }
-  int64_t parked() const { return parked_.load(); }
+  int64_t relayed() const { return status_->relayed.load(); }
+  int64_t parked() const { return status_->parked.load(); }
   /// Whether this instance holds the relay's lock now.
-  bool leading() const { return leading_.load(); }
+  bool leading() const { return status_->leading.load(); }
+  /// For the health route and the metrics; lives as long as its holders.
+  relay_status_ptr status() const { return status_; }
 
 private:
   struct in_flight {
@@ -58,6 +63,10 @@ private:
     std::string event_id;
     std::string topic;
     bool done = false;
+    /// A parked event an operator re-queued: outside the cursor's order;
+    /// its parked row goes once acknowledged.
+    bool requeued = false;
+    std::string requeued_at;
   };
 
   void run();
@@ -65,6 +74,14 @@ private:
   /// Returns whether there was anything to do.
   bool step();
   void restart_from_cursor(const char* why);
+  /// Produces parked events an operator re-queued (not yet in flight).
+  bool produce_requeued(storage::kafka_relay_store& store);
+  /// The leader's lag figures, every few seconds.
+  void measure_backlog(storage::kafka_relay_store& store);
+  void park(storage::kafka_relay_store& store, const in_flight& e, const std::string& reason);
+  std::string topic_of(const outbox_event& e) const;
+  producer::queued produce(const outbox_event& e, const std::string& topic, uint64_t id,
+                           std::string& problem);
 
   config::database_config db_cfg_;
   config::kafka_config cfg_;
@@ -81,10 +98,12 @@ private:
   outbox_position produced_{};
   outbox_position cursor_{};
   std::chrono::steady_clock::time_point lock_checked_{};
+  std::chrono::steady_clock::time_point backlog_measured_{};
+  std::chrono::steady_clock::time_point requeue_checked_{};
+  /// Re-queued events in flight, by team and event id.
+  std::set<std::pair<std::string, std::string>> requeued_in_flight_;
 
-  std::atomic<int64_t> relayed_{0};
-  std::atomic<int64_t> parked_{0};
-  std::atomic<bool> leading_{false};
+  std::shared_ptr<relay_status> status_ = std::make_shared<relay_status>();
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;

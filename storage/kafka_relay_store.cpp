@@ -33,9 +33,37 @@ const statement advance_stmt{"kafka_relay_advance",
 
 const statement park_stmt{"kafka_relay_park",
   "INSERT INTO kafka_parked (team_id, event_id, topic, reason) VALUES ($1, $2::uuid, $3, $4) "
-  "ON CONFLICT DO NOTHING"};
+  "ON CONFLICT (team_id, event_id) DO UPDATE SET reason = excluded.reason, "
+  "topic = excluded.topic, parked_at = now(), requeued_at = NULL"};
 
 const statement parked_stmt{"kafka_relay_parked", "SELECT count(*) FROM kafka_parked"};
+
+const statement backlog_stmt{"kafka_relay_backlog",
+  "SELECT (SELECT count(*) FROM event_outbox WHERE (txid, seq) > ($1::text::xid8, $2::bigint)), "
+  "(SELECT coalesce((extract(epoch FROM now() - min(created_at)) * 1000)::bigint, 0) "
+  " FROM event_outbox WHERE (txid, seq) > ($1::text::xid8, $2::bigint)), "
+  "(SELECT count(*) FROM kafka_parked WHERE requeued_at IS NULL)"};
+
+const statement requeued_stmt{"kafka_relay_requeued",
+  "SELECT o.txid::text::bigint, o.seq, o.team_id, o.event_id::text, o.topic, o.event_type, "
+  "o.payload::text, (extract(epoch from o.created_at) * 1000)::bigint, p.requeued_at::text "
+  "FROM kafka_parked p JOIN event_outbox o ON o.team_id = p.team_id AND o.event_id = p.event_id "
+  "WHERE p.requeued_at IS NOT NULL ORDER BY p.requeued_at, o.txid, o.seq LIMIT $1::integer"};
+
+const statement requeue_done_stmt{"kafka_relay_requeue_done",
+  "DELETE FROM kafka_parked WHERE team_id = $1 AND event_id = $2::uuid "
+  "AND requeued_at = $3::timestamptz"};
+
+const statement list_parked_stmt{"kafka_relay_list_parked",
+  "SELECT p.team_id, p.event_id::text, p.topic, coalesce(o.event_type, ''), p.reason, "
+  "to_char(p.parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+  "coalesce(to_char(p.requeued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') "
+  "FROM kafka_parked p LEFT JOIN event_outbox o ON o.team_id = p.team_id AND o.event_id = p.event_id "
+  "ORDER BY p.parked_at DESC LIMIT $1::integer"};
+
+const statement requeue_stmt{"kafka_relay_requeue",
+  "UPDATE kafka_parked SET requeued_at = clock_timestamp() "
+  "WHERE requeued_at IS NULL AND ($1 = '' OR event_id::text = $1)"};
 
 } // namespace
 
@@ -70,5 +98,56 @@ void kafka_relay_store::park(const std::string& team_id, const std::string& even
 }
 
 int64_t kafka_relay_store::parked() { return db_.exec(parked_stmt).integer(0, 0); }
+
+kafka_relay_store::backlog_figures kafka_relay_store::backlog(const outbox_position& cursor) {
+  auto res = db_.exec(backlog_stmt, {param::text(std::to_string(cursor.txid)),
+                                     param::text(std::to_string(cursor.seq))});
+  return {res.integer(0, 0), res.integer(0, 1), res.integer(0, 2)};
+}
+
+std::vector<kafka_relay_store::requeued_event> kafka_relay_store::requeued(int limit) {
+  auto res = db_.exec(requeued_stmt, {param::text(std::to_string(limit))});
+  std::vector<requeued_event> out;
+  out.reserve(res.rows());
+  for (int i = 0; i < res.rows(); ++i) {
+    requeued_event r;
+    r.event.at = {res.integer(i, 0), res.integer(i, 1)};
+    r.event.team_id = res.text(i, 2);
+    r.event.event_id = res.text(i, 3);
+    r.event.topic = res.text(i, 4);
+    r.event.event_type = res.text(i, 5);
+    r.event.payload = res.text(i, 6);
+    r.event.created_at_ms = res.integer(i, 7);
+    r.requeued_at = res.text(i, 8);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void kafka_relay_store::requeue_done(const requeued_event& r) {
+  db_.exec(requeue_done_stmt, {param::text(r.event.team_id), param::text(r.event.event_id),
+                               param::text(r.requeued_at)});
+}
+
+std::vector<kafka_relay_store::parked_row> kafka_relay_store::list_parked(int limit) {
+  auto res = db_.exec(list_parked_stmt, {param::text(std::to_string(limit))});
+  std::vector<parked_row> out;
+  for (int i = 0; i < res.rows(); ++i) {
+    parked_row r;
+    r.team_id = res.text(i, 0);
+    r.event_id = res.text(i, 1);
+    r.topic = res.text(i, 2);
+    r.event_type = res.text(i, 3);
+    r.reason = res.text(i, 4);
+    r.parked_at = res.text(i, 5);
+    r.requeued_at = res.text(i, 6);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+int64_t kafka_relay_store::requeue(const std::string& event_id) {
+  return db_.exec(requeue_stmt, {param::text(event_id)}).affected();
+}
 
 } // namespace cm::storage

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "storage/database.hpp"
 #include "storage/records.hpp"
@@ -29,10 +30,47 @@ public:
   /// lock; false (nothing written) otherwise, or when `to` is not ahead.
   bool advance(const outbox_position& to);
 
-  /// Records an event the brokers refused for good (kept once).
+  /// Records an event the brokers refused for good (once; a re-queued
+  /// event refused again is parked again with its new reason).
   void park(const std::string& team_id, const std::string& event_id, const std::string& topic,
             const std::string& reason);
+  /// Every parked row, re-queued or not.
   int64_t parked();
+
+  /// Outbox events after `cursor` and the age of the oldest, in ms (the
+  /// relay's lag).
+  struct backlog_figures {
+    int64_t events = 0;
+    int64_t oldest_ms = 0;
+    int64_t parked_waiting = 0;
+  };
+  backlog_figures backlog(const outbox_position& cursor);
+
+  /// Parked events an operator re-queued, oldest request first, with
+  /// their outbox rows; `requeued_at` fences done() against a second
+  /// request made meanwhile.
+  struct requeued_event {
+    outbox_event event;
+    std::string requeued_at;
+  };
+  std::vector<requeued_event> requeued(int limit);
+  /// A re-queued event was acknowledged: its parked row goes (unless it
+  /// was re-queued again since).
+  void requeue_done(const requeued_event& r);
+
+  /// The operator's view: parked rows, newest first.
+  struct parked_row {
+    std::string team_id;
+    std::string event_id;
+    std::string topic;
+    std::string event_type;
+    std::string reason;
+    std::string parked_at;
+    std::string requeued_at; // "" when waiting for an operator
+  };
+  std::vector<parked_row> list_parked(int limit);
+  /// Re-queues parked events: one (`event_id`) or all (""); how many.
+  int64_t requeue(const std::string& event_id);
 
 private:
   database& db_;

@@ -2,7 +2,10 @@
 // cluster: what it reports delivered arrived once, in order per key, with
 // its headers; a broker that is down delays without losing; a message no
 // retry can fix is reported refused, not retried forever.
+#include <algorithm>
 #include <chrono>
+#include <functional>
+#include <sstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -458,4 +461,287 @@ TEST(KafkaRelay, AConnectARefreshADisconnectAndAToggleReachTheirTopicsFromTheSer
   EXPECT_EQ(toggled["eventType"], "appEnabled");
   EXPECT_EQ(toggled["syncAction"], "immediate");
   EXPECT_EQ(entities[0].key, "acme/stripe");
+}
+
+TEST(KafkaRelay, AParkedEventAnOperatorRequeuesIsProducedAgainAndLeavesTheParkedList) {
+  relay_world w;
+  w.token_event("conn-1", 0);
+  w.cluster.push_request_errors(0 /* Produce */, {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE});
+  auto relay = w.start_relay();
+  storage::kafka_relay_store store{w.db};
+  auto eventually = [](const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline && !done())
+      std::this_thread::sleep_for(50ms);
+    return done();
+  };
+  ASSERT_TRUE(eventually([&] { return relay->parked() == 1; }));
+  auto parked = store.list_parked(10);
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0].reason, "MSG_SIZE_TOO_LARGE");
+  EXPECT_EQ(parked[0].event_type, "TOKEN_REFRESHED");
+  EXPECT_EQ(parked[0].requeued_at, "");
+  // The leader's figures: nothing behind the cursor, one parked event
+  // waiting for an operator.
+  auto status = relay->status();
+  EXPECT_TRUE(eventually([&] { return status->parked_stored == 1 && status->backlog == 0; }));
+
+  // Re-queued while the cause persists: refused again, parked again with
+  // the reason, waiting for the operator once more.
+  w.cluster.push_request_errors(0 /* Produce */, {RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED});
+  EXPECT_EQ(store.requeue(parked[0].event_id), 1);
+  EXPECT_EQ(store.requeue(parked[0].event_id), 0) << "already waiting for the relay";
+  ASSERT_TRUE(eventually([&] { return relay->parked() == 2; }));
+  parked = store.list_parked(10);
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0].reason, "TOPIC_AUTHORIZATION_FAILED");
+  EXPECT_EQ(parked[0].requeued_at, "");
+
+  // Once the cause is gone: produced, acknowledged, gone from the list.
+  // The topic refused this producer for good, so a fresh one is needed:
+  // a second relay takes over when the first stops.
+  relay.reset();
+  relay = w.start_relay();
+  EXPECT_EQ(store.requeue(""), 1);
+  auto got = test::consume(w.cluster.bootstraps(), "token-events", 1, 20s, 1s);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].headers.at("event_id"), parked[0].event_id);
+  EXPECT_TRUE(eventually([&] { return store.parked() == 0; }));
+  EXPECT_EQ(relay->status()->requeued, 1);
+  EXPECT_EQ(store.requeue(""), 0);
+}
+
+namespace {
+
+/// A server relaying to `cluster`, with a METRICS service token.
+test::server_options kafka_server(const test::kafka_mock_cluster& cluster, const std::string& db) {
+  test::server_options o{db};
+  o.log_level = "info";
+  o.service_tokens.push_back({"prometheus", "cm-test-metrics-token", {"METRICS"}});
+  o.extra_yaml = "events:\n  poll_ms: 100\n  kafka:\n    brokers: \"" + cluster.bootstraps() +
+                 "\"\n    delivery_timeout_ms: 60000\n";
+  return o;
+}
+
+/// Switches a connector for team acme: one entity event each.
+void toggle(const test::server_process& server, const std::string& admin,
+            const std::string& connector, bool enabled) {
+  auto r = test::http_call(server.port(), "POST", "/api/v1/connectors/toggle/" + connector,
+                           {{"Authorization", admin}, {"Content-Type", "application/json"}},
+                           nlohmann::json{{"enabled", enabled}, {"syncAction", "immediate"}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+}
+
+/// The entity events in the outbox, in commit order.
+std::vector<std::string> outbox_entity_ids(const std::string& db) {
+  auto text = test::psql(db, "SELECT event_id FROM event_outbox WHERE topic = 'entity-events' "
+                             "ORDER BY txid, seq");
+  std::vector<std::string> ids;
+  std::stringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty())
+      ids.push_back(line);
+  return ids;
+}
+
+std::vector<std::string> ids_of(const std::vector<test::consumed_message>& got) {
+  std::vector<std::string> ids;
+  for (auto& m : got)
+    ids.push_back(m.headers.at("event_id"));
+  return ids;
+}
+
+nlohmann::json kafka_health(const test::server_process& server) {
+  auto r = test::http_call(server.port(), "GET", "/api/v1/health");
+  auto body = nlohmann::json::parse(r.body, nullptr, false);
+  return body.is_object() && body.contains("kafka") ? body["kafka"] : nlohmann::json{};
+}
+
+/// Polls the health route until `done` holds for its kafka part.
+bool health_eventually(const test::server_process& server,
+                       const std::function<bool(const nlohmann::json&)>& done,
+                       std::chrono::seconds timeout = 20s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done(kafka_health(server)))
+      return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+/// The value of one sample line of /metrics ("" when absent).
+std::string metric(const test::server_process& server, const std::string& sample) {
+  auto r = test::http_call(server.port(), "GET", "/metrics",
+                           {{"X-Services-Token", "cm-test-metrics-token"}});
+  std::stringstream in(r.body);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(sample + " ", 0) == 0)
+      return line.substr(sample.size() + 1);
+  return "";
+}
+
+struct cli_run {
+  int code = -1;
+  std::string out;
+};
+
+cli_run kafka_cli(const test::server_process& server, const std::string& args) {
+  test::temp_dir dir;
+  cli_run r;
+  r.code = test::run_command(test::server_binary() + " kafka " + args + " --config " +
+                             server.config_path() + " >" + dir.file("out") + " 2>&1");
+  r.out = test::read_file(dir.file("out"));
+  return r;
+}
+
+} // namespace
+
+/// A relaying server killed after the brokers stored its messages and
+/// before they said so: the next instance produces them again (the
+/// documented duplicates of at least once), in order, and loses nothing.
+TEST(KafkaRelay, AServerKilledBetweenProduceAndAcknowledgeProducesThoseAgainAndLosesNone) {
+  test::kafka_mock_cluster cluster{2};
+  cluster.create_topic("entity-events", 1);
+  cluster.create_topic("token-events", 1);
+  cluster.set_leader("entity-events", 0, 1);
+  auto db = test::fresh_database("kafka_crash");
+  auto o = kafka_server(cluster, db);
+  test::server_process first{o};
+  ASSERT_TRUE(first.wait_ready()) << first.log();
+  auto admin = "Bearer " + first.mint("ada", "acme", true);
+  toggle(first, admin, "github", true);
+  toggle(first, admin, "stripe", true);
+  toggle(first, admin, "github", false);
+  ASSERT_EQ(test::consume(cluster.bootstraps(), "entity-events", 3, 30s, 0ms).size(), 3u);
+  ASSERT_TRUE(health_eventually(first, [](auto& k) { return k["relayed"] == 3; }))
+    << kafka_health(first).dump();
+
+  // The leader now stores what it is sent but answers a minute later.
+  cluster.delay_produce_answers(1, 20, 60000);
+  toggle(first, admin, "stripe", false);
+  toggle(first, admin, "github", true);
+  auto stored = test::consume(cluster.bootstraps(), "entity-events", 5, 30s, 0ms);
+  ASSERT_EQ(stored.size(), 5u) << "the broker has both";
+  EXPECT_LT(cluster.delayed_answers_left(1), 20u);
+  EXPECT_EQ(kafka_health(first)["relayed"], 3) << "and the relay heard of neither";
+  first.kill_now();
+
+  // The partition's next leader answers at once.
+  cluster.set_leader("entity-events", 0, 2);
+  o.key_file = first.dir().file("master.key");
+  test::server_process second{o};
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  toggle(second, "Bearer " + second.mint("ada", "acme", true), "stripe", true);
+  auto got = test::consume(cluster.bootstraps(), "entity-events", 8, 30s, 1s);
+  auto outbox = outbox_entity_ids(db);
+  ASSERT_EQ(outbox.size(), 6u);
+  // Everything once, then the two unacknowledged ones again, then the
+  // rest: nothing lost, nothing out of order after its first copy.
+  std::vector<std::string> expected = {outbox[0], outbox[1], outbox[2], outbox[3],
+                                       outbox[4], outbox[3], outbox[4], outbox[5]};
+  EXPECT_EQ(ids_of(got), expected);
+  EXPECT_TRUE(health_eventually(second, [](auto& k) {
+    return k["status"] == "relaying" && k["relayed"] == 3 && k["backlog"] == 0;
+  })) << kafka_health(second).dump();
+}
+
+/// Broker errors and outages injected under a running server lose
+/// nothing; a message refused for good is alarmed (log, health, metrics),
+/// listed for the operator and sent again on request.
+TEST(KafkaRelay, BrokerFaultsUnderTheServerLoseNothingAndAParkedEventIsAlarmedListedAndRequeued) {
+  test::kafka_mock_cluster cluster{1};
+  cluster.create_topic("entity-events", 2);
+  cluster.create_topic("token-events", 1);
+  auto db = test::fresh_database("kafka_faults");
+  test::server_process server{kafka_server(cluster, db)};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto admin = "Bearer " + server.mint("ada", "acme", true);
+
+  // Refusals a retry fixes: librdkafka retries, the relay waits.
+  cluster.push_request_errors(0 /* Produce */,
+                              {RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                               RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                               RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                               RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE});
+  toggle(server, admin, "github", true);
+  toggle(server, admin, "stripe", true);
+  toggle(server, admin, "github", false);
+  toggle(server, admin, "stripe", false);
+  auto first = test::consume(cluster.bootstraps(), "entity-events", 4, 30s);
+  ASSERT_EQ(first.size(), 4u);
+
+  // The only broker away: events wait in the outbox, the health route and
+  // the metrics say so, the service stays healthy.
+  cluster.broker_down(1);
+  toggle(server, admin, "github", true);
+  toggle(server, admin, "stripe", true);
+  EXPECT_TRUE(health_eventually(server, [](auto& k) {
+    return k["status"] == "brokers_down" && k["backlog"] == 2;
+  })) << kafka_health(server).dump();
+  EXPECT_EQ(test::http_call(server.port(), "GET", "/api/v1/health").status, 200);
+  EXPECT_EQ(metric(server, "cm_kafka_relay_backlog_events"), "2");
+  EXPECT_EQ(metric(server, "cm_kafka_brokers_down"), "1");
+  EXPECT_EQ(metric(server, "cm_kafka_relay_leading"), "1");
+  cluster.broker_up(1);
+  auto all = test::consume(cluster.bootstraps(), "entity-events", 6, 60s, 1s);
+  ASSERT_EQ(all.size(), 6u);
+  // Per key (partition), the outbox's order, each event once.
+  auto outbox = outbox_entity_ids(db);
+  std::map<std::string, std::vector<std::string>> by_key, expected_by_key;
+  for (auto& m : all)
+    by_key[m.key].push_back(m.headers.at("event_id"));
+  std::map<std::string, std::string> key_of_id;
+  for (auto& m : all)
+    key_of_id[m.headers.at("event_id")] = m.key;
+  for (auto& id : outbox)
+    expected_by_key[key_of_id[id]].push_back(id);
+  EXPECT_EQ(by_key, expected_by_key);
+  EXPECT_TRUE(health_eventually(server, [](auto& k) {
+    return k["status"] == "relaying" && k["backlog"] == 0 && k["relayed"] == 6;
+  })) << kafka_health(server).dump();
+  EXPECT_EQ(metric(server, "cm_kafka_events_total{outcome=\"relayed\"}"), "6");
+
+  // Refused for good: parked, alarmed, and the next event still flows.
+  cluster.push_request_errors(0 /* Produce */, {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE});
+  toggle(server, admin, "github", false);
+  EXPECT_TRUE(health_eventually(server, [](auto& k) {
+    return k["parked"] == 1 && k["parked_waiting"] == 1;
+  })) << kafka_health(server).dump();
+  EXPECT_EQ(metric(server, "cm_kafka_parked_events"), "1");
+  EXPECT_EQ(metric(server, "cm_kafka_events_total{outcome=\"parked\"}"), "1");
+  EXPECT_NE(server.log().find("event refused for good: parked"), std::string::npos);
+  toggle(server, admin, "stripe", false);
+  ASSERT_EQ(test::consume(cluster.bootstraps(), "entity-events", 7, 30s).size(), 7u);
+
+  // The operator lists it (never a payload) and sends it again.
+  auto listed = kafka_cli(server, "parked --json");
+  ASSERT_EQ(listed.code, 0) << listed.out;
+  auto rows = nlohmann::json::parse(listed.out)["parked"];
+  ASSERT_EQ(rows.size(), 1u) << listed.out;
+  auto parked_id = rows[0]["event_id"].get<std::string>();
+  EXPECT_EQ(rows[0]["event_type"], "appDisabled");
+  EXPECT_EQ(rows[0]["topic"], "entity-events");
+  EXPECT_EQ(rows[0]["reason"], "MSG_SIZE_TOO_LARGE");
+  EXPECT_EQ(rows[0]["requeued_at"], nullptr);
+  EXPECT_EQ(listed.out.find("syncAction"), std::string::npos) << "no payload";
+  auto table = kafka_cli(server, "parked");
+  EXPECT_EQ(table.code, 0);
+  EXPECT_NE(table.out.find(parked_id), std::string::npos) << table.out;
+  EXPECT_EQ(kafka_cli(server, "requeue").code, 2) << "--event or --all";
+  EXPECT_EQ(kafka_cli(server, "requeue --event 00000000-0000-4000-8000-000000000000").code, 1);
+  auto requeued = kafka_cli(server, "requeue --event " + parked_id);
+  ASSERT_EQ(requeued.code, 0) << requeued.out;
+  auto after = test::consume(cluster.bootstraps(), "entity-events", 8, 30s, 1s);
+  ASSERT_EQ(after.size(), 8u);
+  auto after_ids = ids_of(after);
+  EXPECT_EQ(std::count(after_ids.begin(), after_ids.end(), parked_id), 1);
+  EXPECT_TRUE(health_eventually(server, [](auto& k) {
+    return k["requeued"] == 1 && k["parked_waiting"] == 0;
+  })) << kafka_health(server).dump();
+  EXPECT_EQ(metric(server, "cm_kafka_events_total{outcome=\"requeued\"}"), "1");
+  EXPECT_EQ(kafka_cli(server, "parked --json").out, "{\"parked\":[]}\n");
+  EXPECT_EQ(kafka_cli(server, "requeue --all").code, 1) << "nothing waits";
 }

@@ -42,6 +42,22 @@ void kafka_mock_cluster::push_request_errors(int16_t api_key,
   rd_kafka_mock_push_request_errors_array(cluster_, api_key, errors.size(), errors.data());
 }
 
+void kafka_mock_cluster::delay_produce_answers(int32_t broker, int count, int delay_ms) {
+  for (int i = 0; i < count; ++i)
+    rd_kafka_mock_broker_push_request_error_rtts(cluster_, broker, 0 /* Produce */, 1,
+                                                 RD_KAFKA_RESP_ERR_NO_ERROR, delay_ms);
+}
+
+size_t kafka_mock_cluster::delayed_answers_left(int32_t broker) {
+  size_t count = 0;
+  rd_kafka_mock_broker_error_stack_cnt(cluster_, broker, 0 /* Produce */, &count);
+  return count;
+}
+
+void kafka_mock_cluster::set_leader(const std::string& topic, int32_t partition, int32_t broker) {
+  rd_kafka_mock_partition_set_leader(cluster_, topic.c_str(), partition, broker);
+}
+
 std::vector<consumed_message> consume(const std::string& bootstraps, const std::string& topic,
                                       size_t expected, std::chrono::milliseconds timeout,
                                       std::chrono::milliseconds settle) {

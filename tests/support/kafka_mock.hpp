@@ -30,6 +30,13 @@ public:
   /// The next `errors.size()` requests of kind `api_key` (e.g.
   /// RD_KAFKAP_Produce = 0) fail with these errors.
   void push_request_errors(int16_t api_key, const std::vector<rd_kafka_resp_err_t>& errors);
+  /// The next `count` produce requests `broker` receives are handled (the
+  /// messages are appended) but answered only after `delay_ms`: a
+  /// producer that dies meanwhile never hears of them.
+  void delay_produce_answers(int32_t broker, int count, int delay_ms);
+  /// Of those, how many `broker` has not received yet.
+  size_t delayed_answers_left(int32_t broker);
+  void set_leader(const std::string& topic, int32_t partition, int32_t broker);
   rd_kafka_mock_cluster_t* raw() { return cluster_; }
 
 private:
