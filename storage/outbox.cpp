@@ -20,12 +20,16 @@ const statement insert_delivery_stmt{"webhook_delivery_insert",
   "(extract(epoch from created_at) * 1000)::bigint"
 
 // Only rows whose transaction is older than every running transaction:
-// nothing can commit behind them later (migration 0004).
+// nothing can commit behind them later (migration 0004). ORDER BY names
+// the table's columns: a bare "txid" would be the output column
+// txid::text::bigint, which no index has, and every read would sort the
+// whole rest of the outbox.
 const statement events_after_stmt{"outbox_after_committed",
   "SELECT " CM_OUTBOX_COLUMNS " FROM event_outbox "
   "WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
   "AND txid < pg_snapshot_xmin(pg_current_snapshot()) "
-  "AND ($3 = '' OR team_id = $3) ORDER BY txid, seq LIMIT $4::integer"};
+  "AND ($3 = '' OR team_id = $3) ORDER BY event_outbox.txid, event_outbox.seq "
+  "LIMIT $4::integer"};
 
 const statement pending_stmt{"outbox_pending",
   "SELECT EXISTS (SELECT 1 FROM event_outbox "
@@ -33,7 +37,8 @@ const statement pending_stmt{"outbox_pending",
 
 const statement head_stmt{"outbox_head_committed",
   "SELECT txid::text::bigint, seq FROM event_outbox "
-  "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY txid DESC, seq DESC LIMIT 1"};
+  "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) "
+  "ORDER BY event_outbox.txid DESC, event_outbox.seq DESC LIMIT 1"};
 
 // SKIP LOCKED lets several instances claim disjoint batches; pushing
 // next_attempt_at forward is the claim, so a crashed claimer's deliveries
