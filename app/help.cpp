@@ -175,17 +175,21 @@ stored token has that name.
 
 Lists the parked Kafka events, newest first, at most --limit (default
 100): event id, team, topic, event type, librdkafka's reason, when it was
-parked and, if an operator re-queued it, when. --json prints
-{"parked":[...]}. Never a payload. Reads the database directly.
+parked and, if an operator re-queued it, when. The type reads (pruned)
+when its outbox row was deleted: it cannot be sent again. --json prints
+{"parked":[...]} (event_type "" when pruned). Never a payload. Reads the
+database directly.
 )"},
     {{"kafka", "requeue"}, R"(usage: connector-manager kafka requeue --event ID | --all
 
 Marks one parked event (--event, its event id) or every parked event
 (--all) to be produced again. The relaying instance produces them within
-events.poll_ms, outside the outbox's order (a consumer sees them after
+about two events.poll_ms (with a fresh producer if its own refused
+anything), outside the outbox's order (a consumer sees them after
 later events of the same key), removes each from the parked list once a
 broker acknowledged it, and parks it again with the new reason if it is
-refused once more. Exit 1 when nothing was waiting.
+refused once more. Events whose outbox row was pruned are not sent. Exit
+1 when nothing was waiting.
 )"},
   };
   return all;

@@ -471,7 +471,8 @@ int kafka_parked(const arguments& args, const config::service_config& cfg) {
     std::vector<std::vector<std::string>> table = {
       {"EVENT", "TEAM", "TOPIC", "TYPE", "REASON", "PARKED", "REQUEUED"}};
     for (auto& r : rows)
-      table.push_back({r.event_id, r.team_id, r.topic, r.event_type, r.reason, r.parked_at,
+      table.push_back({r.event_id, r.team_id, r.topic,
+                       r.event_type.empty() ? "(pruned)" : r.event_type, r.reason, r.parked_at,
                        r.requeued_at.empty() ? "-" : r.requeued_at});
     print_table(table);
     return 0;
@@ -489,12 +490,13 @@ int kafka_requeue(const arguments& args, const config::service_config& cfg) {
       std::cerr << "connector-manager: "
                 << (all ? std::string("no parked Kafka event waits for an operator")
                         : "no parked Kafka event " + event_id + " waits for an operator")
-                << "\n";
+                << " (see 'connector-manager kafka parked'; an event whose outbox row was "
+                   "pruned cannot be sent again)\n";
       return 1;
     }
     std::cout << "re-queued " << n << (n == 1 ? " event" : " events")
               << "; the relaying instance produces "
-              << (n == 1 ? "it" : "them") << " within events.poll_ms ("
+              << (n == 1 ? "it" : "them") << " within about two events.poll_ms ("
               << cfg.events.poll_ms << " ms) and removes "
               << (n == 1 ? "it" : "each") << " from the parked list once acknowledged\n";
     return 0;

@@ -50,8 +50,11 @@ struct producer::impl {
   /// Set by the error callback, cleared by an acknowledgement (both run
   /// in poll(), on the relay's thread).
   bool brokers_down = false;
+  std::vector<rd_kafka_topic_t*> topics;
 
   ~impl() {
+    for (auto* t : topics)
+      rd_kafka_topic_destroy(t);
     if (rk != nullptr) {
       // Nothing unreported is marked delivered: the outbox still holds it.
       rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -110,6 +113,9 @@ std::unique_ptr<producer> producer::create(const producer_settings& settings,
     {"delivery.timeout.ms", std::to_string(settings.delivery_timeout_ms)},
     {"queue.buffering.max.messages", std::to_string(settings.max_in_flight_messages)},
     {"linger.ms", "5"},
+    // Brokers back after an outage are found within a second (librdkafka's
+    // default backs off up to 10 s), so a backlog starts draining at once.
+    {"reconnect.backoff.max.ms", "1000"},
   };
   for (auto& [name, value] : settings.properties)
     props[name] = value;
@@ -131,6 +137,9 @@ std::unique_ptr<producer> producer::create(const producer_settings& settings,
     return nullptr;
   }
   conf.release(); // rd_kafka_new took it
+  for (auto& topic : settings.topics)
+    if (auto* t = rd_kafka_topic_new(p->rk, topic.c_str(), nullptr))
+      p->topics.push_back(t);
   return std::unique_ptr<producer>(new producer(std::move(p)));
 }
 
@@ -140,8 +149,8 @@ producer::~producer() = default;
 
 producer::queued producer::produce(const std::string& topic, const std::string& key,
                                    const std::string& payload,
-                                   const std::vector<std::pair<std::string, std::string>>& headers,
-                                   uint64_t id, std::string& problem) {
+                                   std::initializer_list<header> headers, uint64_t id,
+                                   std::string& problem) {
   rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
   for (auto& [name, value] : headers)
     rd_kafka_header_add(hdrs, name.data(), static_cast<ssize_t>(name.size()), value.data(),
@@ -170,6 +179,16 @@ std::vector<delivery_report> producer::poll(int timeout_ms) {
 int producer::in_flight() const { return rd_kafka_outq_len(impl_->rk); }
 
 bool producer::brokers_down() const { return impl_->brokers_down; }
+
+void producer::assume_brokers_down() { impl_->brokers_down = true; }
+
+void producer::probe_brokers(int timeout_ms) {
+  const struct rd_kafka_metadata* md = nullptr;
+  if (rd_kafka_metadata(impl_->rk, 0, nullptr, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_metadata_destroy(md);
+    impl_->brokers_down = false;
+  }
+}
 
 std::string producer::fatal_error() const {
   char err[512];

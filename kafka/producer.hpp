@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,6 +33,10 @@ struct producer_settings {
   int64_t delivery_timeout_ms = 30000;
   /// What librdkafka may hold unacknowledged (queue.buffering.max.messages).
   int32_t max_in_flight_messages = 100000;
+  /// Topics known from the start: their metadata is fetched when the
+  /// producer is made, not on the first message (which would otherwise
+  /// wait for librdkafka's once-a-second topic scan).
+  std::vector<std::string> topics;
 };
 
 enum class delivery_outcome {
@@ -69,9 +75,9 @@ public:
   /// `busy`: not now (the queue is full, the producer failed and must be
   /// replaced): poll and try again. `refused`: the topic already refused
   /// this client for good (authorization): no retry can fix it.
+  using header = std::pair<std::string_view, std::string_view>;
   queued produce(const std::string& topic, const std::string& key, const std::string& payload,
-                 const std::vector<std::pair<std::string, std::string>>& headers, uint64_t id,
-                 std::string& problem);
+                 std::initializer_list<header> headers, uint64_t id, std::string& problem);
 
   /// Serves librdkafka's callbacks for up to `timeout_ms` and returns the
   /// delivery reports they produced.
@@ -81,8 +87,13 @@ public:
   int in_flight() const;
 
   /// librdkafka said every broker is down, and no message was
-  /// acknowledged since.
+  /// acknowledged (nor a probe answered) since.
   bool brokers_down() const;
+  /// Carries what an earlier producer knew over to this one.
+  void assume_brokers_down();
+  /// Asks the brokers for metadata, waiting up to `timeout_ms`: an answer
+  /// clears brokers_down() when nothing is produced to do it.
+  void probe_brokers(int timeout_ms);
 
   /// A fatal error (the idempotent producer's sequence broke): this
   /// producer must be replaced; "" when none.

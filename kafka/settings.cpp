@@ -21,6 +21,7 @@ producer_settings settings_for(const config::kafka_config& cfg) {
   s.brokers = cfg.brokers;
   s.delivery_timeout_ms = cfg.delivery_timeout_ms;
   s.max_in_flight_messages = std::max(cfg.max_in_flight, 1000);
+  s.topics = {cfg.token_events_topic, cfg.entity_events_topic};
   auto& p = s.properties;
   p["security.protocol"] = cfg.security_protocol;
   if (cfg.security_protocol.rfind("sasl_", 0) == 0) {

@@ -155,6 +155,7 @@ void database::ensure_connected() {
     },
     nullptr);
   backoff_ = cfg_.reconnect_min_backoff;
+  ++sessions_;
   log::info(component, "connected to the database");
 }
 

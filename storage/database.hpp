@@ -101,6 +101,10 @@ public:
   /// True when the last attempt left a usable connection.
   bool connected() const;
 
+  /// Counts the connections made: a change means a new session, which
+  /// holds none of the old one's advisory locks (the Kafka relay checks).
+  uint64_t sessions() const { return sessions_; }
+
   /// libpq's reason the last connection attempt failed, on one line and
   /// never with the password ("" before any failure).
   const std::string& last_connect_error() const { return last_connect_error_; }
@@ -138,6 +142,7 @@ private:
   std::chrono::milliseconds backoff_;
   std::minstd_rand rng_;
   std::string last_connect_error_;
+  uint64_t sessions_ = 0;
 };
 
 } // namespace cm::storage

@@ -38,15 +38,39 @@ const statement park_stmt{"kafka_relay_park",
 
 const statement parked_stmt{"kafka_relay_parked", "SELECT count(*) FROM kafka_parked"};
 
+// Counted up to backlog_cap rows, so a backlog of millions (an old
+// outbox, a long outage) costs a bounded index walk; the oldest is the
+// first row in commit order (an index probe).
+#define CM_KAFKA_BACKLOG_CAP "100000"
 const statement backlog_stmt{"kafka_relay_backlog",
-  "SELECT (SELECT count(*) FROM event_outbox WHERE (txid, seq) > ($1::text::xid8, $2::bigint)), "
-  "(SELECT coalesce((extract(epoch FROM now() - min(created_at)) * 1000)::bigint, 0) "
-  " FROM event_outbox WHERE (txid, seq) > ($1::text::xid8, $2::bigint)), "
+  "SELECT (SELECT count(*) FROM (SELECT 1 FROM event_outbox "
+  "         WHERE (txid, seq) > ($1::text::xid8, $2::bigint) LIMIT " CM_KAFKA_BACKLOG_CAP ") b), "
+  "(SELECT coalesce((extract(epoch FROM now() - created_at) * 1000)::bigint, 0) "
+  " FROM event_outbox WHERE (txid, seq) > ($1::text::xid8, $2::bigint) "
+  " ORDER BY event_outbox.txid, event_outbox.seq LIMIT 1), "
   "(SELECT count(*) FROM kafka_parked WHERE requeued_at IS NULL)"};
+
+// The message key (kafka/relay.hpp, key_of): the connectionId of a token
+// event, <team>/<connectorName> of an entity event, read from the jsonb
+// here rather than parsed from the text for each event.
+#define CM_KAFKA_KEY(o)                                                               \
+  "CASE WHEN jsonb_typeof(" o ".payload->'connectionId') = 'string' "                 \
+  "THEN " o ".payload->>'connectionId' "                                              \
+  "WHEN jsonb_typeof(" o ".payload->'connectorName') = 'string' "                     \
+  "THEN " o ".team_id || '/' || (" o ".payload->>'connectorName') ELSE " o ".team_id END"
+
+// The outbox in commit order after the cursor, committed rows only, as
+// outbox::after reads it (the ORDER BY names the indexed columns).
+const statement events_after_stmt{"kafka_relay_events_after",
+  "SELECT o.txid::text::bigint, o.seq, o.team_id, o.event_id::text, o.topic, o.event_type, "
+  "o.payload::text, " CM_KAFKA_KEY("o") " FROM event_outbox o "
+  "WHERE (o.txid, o.seq) > ($1::text::xid8, $2::bigint) "
+  "AND o.txid < pg_snapshot_xmin(pg_current_snapshot()) "
+  "ORDER BY o.txid, o.seq LIMIT $3::integer"};
 
 const statement requeued_stmt{"kafka_relay_requeued",
   "SELECT o.txid::text::bigint, o.seq, o.team_id, o.event_id::text, o.topic, o.event_type, "
-  "o.payload::text, (extract(epoch from o.created_at) * 1000)::bigint, p.requeued_at::text "
+  "o.payload::text, " CM_KAFKA_KEY("o") ", p.requeued_at::text "
   "FROM kafka_parked p JOIN event_outbox o ON o.team_id = p.team_id AND o.event_id = p.event_id "
   "WHERE p.requeued_at IS NOT NULL ORDER BY p.requeued_at, o.txid, o.seq LIMIT $1::integer"};
 
@@ -61,9 +85,14 @@ const statement list_parked_stmt{"kafka_relay_list_parked",
   "FROM kafka_parked p LEFT JOIN event_outbox o ON o.team_id = p.team_id AND o.event_id = p.event_id "
   "ORDER BY p.parked_at DESC LIMIT $1::integer"};
 
+// One request shares one time (now()), so the relay produces its events
+// in outbox order. Only events whose outbox row is still there (not
+// pruned) can be sent again.
 const statement requeue_stmt{"kafka_relay_requeue",
-  "UPDATE kafka_parked SET requeued_at = clock_timestamp() "
-  "WHERE requeued_at IS NULL AND ($1 = '' OR event_id::text = $1)"};
+  "UPDATE kafka_parked p SET requeued_at = now() "
+  "WHERE p.requeued_at IS NULL AND ($1 = '' OR p.event_id::text = lower($1)) "
+  "AND EXISTS (SELECT 1 FROM event_outbox o WHERE o.team_id = p.team_id "
+  "AND o.event_id = p.event_id)"};
 
 } // namespace
 
@@ -102,7 +131,29 @@ int64_t kafka_relay_store::parked() { return db_.exec(parked_stmt).integer(0, 0)
 kafka_relay_store::backlog_figures kafka_relay_store::backlog(const outbox_position& cursor) {
   auto res = db_.exec(backlog_stmt, {param::text(std::to_string(cursor.txid)),
                                      param::text(std::to_string(cursor.seq))});
-  return {res.integer(0, 0), res.integer(0, 1), res.integer(0, 2)};
+  // No row after the cursor: the age's subquery is NULL, read as 0.
+  return {res.integer(0, 0), res.is_null(0, 1) ? 0 : res.integer(0, 1), res.integer(0, 2)};
+}
+
+std::vector<kafka_relay_store::keyed_event> kafka_relay_store::events_after(
+  const outbox_position& after, int limit) {
+  auto res = db_.exec(events_after_stmt, {param::text(std::to_string(after.txid)),
+                                          param::text(std::to_string(after.seq)),
+                                          param::text(std::to_string(limit))});
+  std::vector<keyed_event> out;
+  out.reserve(res.rows());
+  for (int i = 0; i < res.rows(); ++i) {
+    keyed_event k;
+    k.event.at = {res.integer(i, 0), res.integer(i, 1)};
+    k.event.team_id = res.text(i, 2);
+    k.event.event_id = res.text(i, 3);
+    k.event.topic = res.text(i, 4);
+    k.event.event_type = res.text(i, 5);
+    k.event.payload = res.text(i, 6);
+    k.key = res.text(i, 7);
+    out.push_back(std::move(k));
+  }
+  return out;
 }
 
 std::vector<kafka_relay_store::requeued_event> kafka_relay_store::requeued(int limit) {
@@ -117,7 +168,7 @@ std::vector<kafka_relay_store::requeued_event> kafka_relay_store::requeued(int l
     r.event.topic = res.text(i, 4);
     r.event.event_type = res.text(i, 5);
     r.event.payload = res.text(i, 6);
-    r.event.created_at_ms = res.integer(i, 7);
+    r.key = res.text(i, 7);
     r.requeued_at = res.text(i, 8);
     out.push_back(std::move(r));
   }

@@ -37,8 +37,9 @@ public:
   /// Every parked row, re-queued or not.
   int64_t parked();
 
-  /// Outbox events after `cursor` and the age of the oldest, in ms (the
-  /// relay's lag).
+  /// Outbox events after `cursor` (counted up to 100,000) and the age of
+  /// the oldest, in ms (the relay's lag), and parked events not
+  /// re-queued.
   struct backlog_figures {
     int64_t events = 0;
     int64_t oldest_ms = 0;
@@ -46,11 +47,21 @@ public:
   };
   backlog_figures backlog(const outbox_position& cursor);
 
+  /// An outbox event with its message key (kafka/relay.hpp, key_of).
+  struct keyed_event {
+    outbox_event event;
+    std::string key;
+  };
+  /// The committed outbox after `after`, in commit order, at most `limit`
+  /// (created_at_ms is not read).
+  std::vector<keyed_event> events_after(const outbox_position& after, int limit);
+
   /// Parked events an operator re-queued, oldest request first, with
-  /// their outbox rows; `requeued_at` fences done() against a second
-  /// request made meanwhile.
+  /// their outbox rows; `requeued_at` fences requeue_done() against the
+  /// row being parked and re-queued again meanwhile.
   struct requeued_event {
     outbox_event event;
+    std::string key;
     std::string requeued_at;
   };
   std::vector<requeued_event> requeued(int limit);
@@ -63,13 +74,14 @@ public:
     std::string team_id;
     std::string event_id;
     std::string topic;
-    std::string event_type;
+    std::string event_type; // "" when the outbox row was pruned
     std::string reason;
     std::string parked_at;
     std::string requeued_at; // "" when waiting for an operator
   };
   std::vector<parked_row> list_parked(int limit);
   /// Re-queues parked events: one (`event_id`) or all (""); how many.
+  /// Events whose outbox row was pruned cannot be sent again.
   int64_t requeue(const std::string& event_id);
 
 private:
