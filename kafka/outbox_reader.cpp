@@ -16,13 +16,16 @@ outbox_reader::outbox_reader(config::database_config db, int page, int pages_ahe
   pthread_setname_np(thread_.native_handle(), "cm-kafka-read");
 }
 
-outbox_reader::~outbox_reader() {
+outbox_reader::~outbox_reader() { stop(); }
+
+void outbox_reader::stop() {
   {
     std::lock_guard<std::mutex> lock{mutex_};
     stopping_ = true;
   }
   changed_.notify_all();
-  thread_.join();
+  if (thread_.joinable())
+    thread_.join();
 }
 
 void outbox_reader::restart(const outbox_position& from) {
@@ -81,7 +84,6 @@ void outbox_reader::unread(std::vector<keyed_event> events, size_t from) {
 void outbox_reader::run() {
   storage::database db{db_cfg_};
   storage::kafka_relay_store store{db};
-  bool failing = false;
   std::unique_lock<std::mutex> lock{mutex_};
   while (!stopping_) {
     if (!active_ || ready_.size() >= capacity_) {
@@ -98,13 +100,13 @@ void outbox_reader::run() {
     try {
       db.ensure_connected();
       got = store.events_after(from, static_cast<int>(room));
-      if (failing)
+      if (failing_)
         log::info("kafka", "reading the outbox again");
-      failing = false;
+      failing_ = false;
     } catch (const std::exception& e) {
-      if (!failing)
+      if (!failing_)
         log::warn("kafka", "cannot read the outbox", {{"reason", e.what()}});
-      failing = failed = true;
+      failing_ = failed = true;
     }
     lock.lock();
     if (generation != generation_)
@@ -122,7 +124,7 @@ void outbox_reader::run() {
     bool was_empty = ready_.empty();
     for (auto& e : got)
       ready_.push_back(std::move(e));
-    if (was_empty && ready_callback_) {
+    if (was_empty && ready_callback_ && !stopping_) {
       lock.unlock();
       ready_callback_();
       lock.lock();

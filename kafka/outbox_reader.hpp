@@ -7,6 +7,7 @@
 // restart(), pause(), take() and unread(); wake() may come from anywhere.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -41,6 +42,11 @@ public:
   /// New events were committed: look now.
   void wake();
 
+  /// Stops the thread (before the relay its callback wakes goes away).
+  void stop();
+  /// Its last read failed (the database is away for this connection).
+  bool failing() const { return failing_.load(); }
+
   /// Whether take() would return something now.
   bool has_ready();
   /// Up to `max` events in outbox order, as read so far.
@@ -67,6 +73,7 @@ private:
   bool active_ = false;
   bool woken_ = false;
   bool stopping_ = false;
+  std::atomic<bool> failing_{false};
   std::thread thread_;
 };
 

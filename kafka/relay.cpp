@@ -47,7 +47,7 @@ relay::relay(config::database_config db, config::kafka_config cfg, producer_sett
     : db_cfg_(std::move(db)), cfg_(std::move(cfg)), settings_(std::move(settings)), poll_(poll) {
   db_ = std::make_unique<storage::database>(db_cfg_);
   reader_ = std::make_unique<outbox_reader>(db_cfg_, read_batch, pages_ahead, poll_,
-                                            [this] { wake(); });
+                                            [this] { wake_thread(); });
   thread_ = std::thread([this] { run(); });
   pthread_setname_np(thread_.native_handle(), "cm-kafka-relay");
 }
@@ -59,12 +59,16 @@ relay::~relay() {
   }
   wake_.notify_all();
   thread_.join();
-  // Its callback wakes this relay: it goes while the relay's members live.
-  reader_.reset();
+  // Its callback wakes this relay: it stops while the relay's members live.
+  reader_->stop();
 }
 
 void relay::wake() {
   reader_->wake();
+  wake_thread();
+}
+
+void relay::wake_thread() {
   {
     std::lock_guard<std::mutex> lock{mutex_};
     woken_ = true;
@@ -81,7 +85,8 @@ void relay::run() {
       if (failing)
         log::info(component, "relaying again");
       failing = false;
-      status_->paused = false;
+      // The reader's connection may fail alone: nothing is produced then.
+      status_->paused = reader_->failing();
     } catch (const std::exception& e) {
       // The database or the producer failed: whatever was in flight is
       // produced again from the cursor once both are back.
@@ -112,6 +117,15 @@ void relay::run() {
     }
     status_->leading = false;
   }
+}
+
+void relay::make_producer() {
+  std::string problem;
+  producer_ = producer::create(settings_, problem);
+  if (!producer_)
+    throw std::runtime_error(problem);
+  if (status_->brokers_down)
+    producer_->assume_brokers_down();
 }
 
 void relay::forget_in_flight() {
@@ -147,6 +161,7 @@ void relay::forget_figures() {
   status_->backlog = 0;
   status_->oldest_waiting_ms = 0;
   status_->parked_stored = 0;
+  status_->brokers_down = false;
 }
 
 std::string relay::topic_of(const outbox_event& e) const {
@@ -180,10 +195,7 @@ bool relay::produce_requeued(storage::kafka_relay_store& store) {
     // A fresh producer, which has not cached the refusal: what is in
     // flight goes again from the cursor (at least once).
     restart_from_cursor("re-queued events after a refusal");
-    std::string problem;
-    producer_ = producer::create(settings_, problem);
-    if (!producer_)
-      throw std::runtime_error(problem);
+    make_producer();
   }
   for (auto& r : requeued) {
     auto key = std::make_pair(r.event.team_id, r.event.event_id);
@@ -249,17 +261,14 @@ bool relay::step() {
       return false;
     }
   }
-  if (!producer_) {
-    std::string problem;
-    producer_ = producer::create(settings_, problem);
-    if (!producer_)
-      throw std::runtime_error(problem);
-    if (status_->brokers_down)
-      producer_->assume_brokers_down();
-  }
+  if (!producer_)
+    make_producer();
   bool worked = false;
   // Produce what fits, in outbox order.
   auto room = cfg_.max_in_flight - static_cast<int>(window_.size());
+  // librdkafka would not take more now (its queue is full, the topic is
+  // not known yet): wait for reports instead of trying again at once.
+  bool blocked = false;
   if (room > 0) {
     auto events = reader_->take(static_cast<size_t>(room));
     for (size_t i = 0; i < events.size(); ++i) {
@@ -269,6 +278,7 @@ bool relay::step() {
       auto queued = produce(e, key, topic, next_id_, problem);
       if (queued == producer::queued::busy) {
         reader_->unread(std::move(events), i); // produced next round
+        blocked = true;
         break;
       }
       ++next_id_;
@@ -290,10 +300,10 @@ bool relay::step() {
   }
   // What the brokers said.
   // Wait for reports only when there is nothing to produce meanwhile.
-  bool more_to_produce =
-    reader_->has_ready() && cfg_.max_in_flight > static_cast<int>(window_.size());
+  bool more_to_produce = !blocked && reader_->has_ready() &&
+                         cfg_.max_in_flight > static_cast<int>(window_.size());
   bool idle = window_.empty() && requeued_pending_.empty();
-  for (auto& r : producer_->poll(idle || more_to_produce ? 0 : 50)) {
+  for (auto& r : producer_->poll((idle && !blocked) || more_to_produce ? 0 : 50)) {
     if (r.id & requeue_bit) {
       auto it = requeued_pending_.find(r.id);
       if (it == requeued_pending_.end())

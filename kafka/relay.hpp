@@ -74,6 +74,10 @@ private:
   };
 
   void run();
+  /// Wakes this relay's thread only (the reader's callback).
+  void wake_thread();
+  /// A new producer, told what the last one knew of the brokers.
+  void make_producer();
   /// One round: lead, produce what fits, read reports, move the cursor.
   /// Returns whether there was anything to do.
   bool step();
