@@ -144,7 +144,8 @@ std::vector<api::route> system_routes() {
                      {"description", "relaying: this instance holds the relay's lock; standby: "
                                      "another one does; brokers_down: librdkafka reports every "
                                      "broker down (events wait in the outbox); paused: the "
-                                     "database or the producer failed, retried every poll"}}},
+                                     "database (for the relay or its outbox reader) or the "
+                                     "producer failed, retried every poll"}}},
          {"relayed", {{"type", "integer"}}},
          {"parked", {{"type", "integer"}}},
          {"requeued", {{"type", "integer"}}},
