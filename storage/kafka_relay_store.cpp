@@ -135,6 +135,23 @@ kafka_relay_store::backlog_figures kafka_relay_store::backlog(const outbox_posit
   return {res.integer(0, 0), res.is_null(0, 1) ? 0 : res.integer(0, 1), res.integer(0, 2)};
 }
 
+namespace {
+
+/// Row `i` of events_after_stmt or requeued_stmt: the event, then its key.
+kafka_relay_store::keyed_event keyed_event_at(const result& res, int i) {
+  kafka_relay_store::keyed_event k;
+  k.event.at = {res.integer(i, 0), res.integer(i, 1)};
+  k.event.team_id = res.text(i, 2);
+  k.event.event_id = res.text(i, 3);
+  k.event.topic = res.text(i, 4);
+  k.event.event_type = res.text(i, 5);
+  k.event.payload = res.text(i, 6);
+  k.key = res.text(i, 7);
+  return k;
+}
+
+} // namespace
+
 std::vector<kafka_relay_store::keyed_event> kafka_relay_store::events_after(
   const outbox_position& after, int limit) {
   auto res = db_.exec(events_after_stmt, {param::text(std::to_string(after.txid)),
@@ -142,17 +159,8 @@ std::vector<kafka_relay_store::keyed_event> kafka_relay_store::events_after(
                                           param::text(std::to_string(limit))});
   std::vector<keyed_event> out;
   out.reserve(res.rows());
-  for (int i = 0; i < res.rows(); ++i) {
-    keyed_event k;
-    k.event.at = {res.integer(i, 0), res.integer(i, 1)};
-    k.event.team_id = res.text(i, 2);
-    k.event.event_id = res.text(i, 3);
-    k.event.topic = res.text(i, 4);
-    k.event.event_type = res.text(i, 5);
-    k.event.payload = res.text(i, 6);
-    k.key = res.text(i, 7);
-    out.push_back(std::move(k));
-  }
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back(keyed_event_at(res, i));
   return out;
 }
 
@@ -161,16 +169,8 @@ std::vector<kafka_relay_store::requeued_event> kafka_relay_store::requeued(int l
   std::vector<requeued_event> out;
   out.reserve(res.rows());
   for (int i = 0; i < res.rows(); ++i) {
-    requeued_event r;
-    r.event.at = {res.integer(i, 0), res.integer(i, 1)};
-    r.event.team_id = res.text(i, 2);
-    r.event.event_id = res.text(i, 3);
-    r.event.topic = res.text(i, 4);
-    r.event.event_type = res.text(i, 5);
-    r.event.payload = res.text(i, 6);
-    r.key = res.text(i, 7);
-    r.requeued_at = res.text(i, 8);
-    out.push_back(std::move(r));
+    auto [event, key] = keyed_event_at(res, i);
+    out.push_back({std::move(event), std::move(key), std::string(res.text(i, 8))});
   }
   return out;
 }
