@@ -3,6 +3,7 @@
 // its headers; a broker that is down delays without losing; a message no
 // retry can fix is reported refused, not retried forever.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <functional>
 #include <sstream>
@@ -314,6 +315,50 @@ void expect_once_in_order(const std::vector<test::consumed_message>& got, size_t
 }
 
 } // namespace
+
+/// The operator's list and re-queue, on the store alone: one request
+/// re-queues each waiting event once, in outbox order, and never an event
+/// whose outbox row was pruned (it could not be produced).
+TEST(KafkaRelayStore, RequeueTakesWaitingEventsOnceAndNeverAPrunedOne) {
+  relay_world w;
+  w.token_event("conn-1", 0);
+  w.token_event("conn-1", 1);
+  w.token_event("conn-1", 2);
+  storage::kafka_relay_store store{w.db};
+  storage::outbox outbox{w.db};
+  auto events = outbox.after({0, 0}, "", 10);
+  ASSERT_EQ(events.size(), 3u);
+  for (auto& e : events)
+    store.park(e.team_id, e.event_id, "token-events", "MSG_SIZE_TOO_LARGE");
+  auto pruned = events[1].event_id;
+  test::psql(w.url, "DELETE FROM event_outbox WHERE event_id = '" + pruned + "'");
+  auto listed = store.list_parked(10);
+  ASSERT_EQ(listed.size(), 3u);
+  for (auto& r : listed)
+    EXPECT_EQ(r.event_type.empty(), r.event_id == pruned) << r.event_id;
+  EXPECT_EQ(store.requeue(pruned), 0);
+  EXPECT_EQ(store.requeue(""), 2) << "the other two";
+  EXPECT_EQ(store.requeue(""), 0) << "none waits now";
+  auto requeued = store.requeued(10);
+  ASSERT_EQ(requeued.size(), 2u);
+  EXPECT_EQ(requeued[0].event.event_id, events[0].event_id) << "outbox order within a request";
+  EXPECT_EQ(requeued[1].event.event_id, events[2].event_id);
+  EXPECT_EQ(requeued[0].key, "conn-1");
+  // Acknowledged: the row goes, unless it was parked and re-queued again
+  // meanwhile (the time it was re-queued is the fence).
+  store.requeue_done(requeued[0]);
+  store.park(events[2].team_id, events[2].event_id, "token-events", "TOPIC_AUTHORIZATION_FAILED");
+  auto upper = events[2].event_id; // an operator may paste it in upper case
+  for (auto& c : upper)
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_EQ(store.requeue(upper), 1);
+  store.requeue_done(requeued[1]);
+  EXPECT_EQ(store.parked(), 2) << "the pruned one and the one re-queued again";
+  auto again = store.requeued(10);
+  ASSERT_EQ(again.size(), 1u);
+  store.requeue_done(again[0]);
+  EXPECT_EQ(store.parked(), 1);
+}
 
 TEST(KafkaRelay, EveryOutboxEventArrivesOnceOnItsTopicKeyedAndInOrder) {
   relay_world w;
