@@ -27,6 +27,7 @@
 #include "http/auth.hpp"
 #include "http/rate_limiter.hpp"
 #include "kafka/relay_status.hpp"
+#include "proxy/team_in_flight.hpp"
 #include "http/router.hpp"
 
 namespace cm {
@@ -70,6 +71,9 @@ struct front_context {
   /// actor and kept across reloads (a reload copies the context), so only
   /// `cfg.rate_limit` changes. Internally synchronized.
   std::shared_ptr<http::rate_limiter> limiter = std::make_shared<http::rate_limiter>();
+  /// Proxied calls each team has open, shared and kept across reloads like
+  /// the limiter (null: no bound).
+  std::shared_ptr<proxy::team_in_flight> proxy_calls = std::make_shared<proxy::team_in_flight>();
   /// The shards this instance owns, reported by the health route (null:
   /// no shard ownership, as in tests).
   storage::shard_set_ptr shards;

@@ -35,6 +35,7 @@ const std::vector<error_answer>& error_answers() {
     {502, "ProviderFailed", "the provider failed or answered nonsense"},
     {503, "Unavailable", "a dependency (PostgreSQL, an actor) is unavailable or timed out",
      "Retry-After", "seconds to wait"},
+    {504, "ProviderTimeout", "the provider did not answer in time (proxy.timeout_ms)"},
   };
   return all;
 }
@@ -109,6 +110,9 @@ std::string path_param_description(const std::string& name) {
     return "a provider of the catalog (config/providers.yaml), e.g. github or stripe";
   if (name == "connectorName")
     return "a connector of the catalog (the provider's name), e.g. google-workspace";
+  if (name == "path")
+    return "the rest of the path, slashes included, relative to the provider's API base URL "
+           "(e.g. v1/customers/cus_123); it may be empty";
   return name;
 }
 
@@ -132,6 +136,8 @@ nlohmann::json operation(const route& r) {
   for (auto part : http::split_path(r.pattern))
     if (part.size() > 2 && part.front() == '{') {
       std::string name(part.substr(1, part.size() - 2));
+      if (!name.empty() && name.back() == '*') // the rest of the path (http/router.hpp)
+        name.pop_back();
       params.push_back({{"name", name},
                         {"in", "path"},
                         {"required", true},
@@ -202,6 +208,17 @@ nlohmann::json operation(const route& r) {
   return op;
 }
 
+} // namespace
+
+std::string openapi_path(const std::string& pattern) {
+  auto path = pattern;
+  if (auto star = path.find("*}"); star != std::string::npos)
+    path.erase(star, 1);
+  return path;
+}
+
+namespace {
+
 nlohmann::json build(const std::string& server_url, const std::string& service_header) {
   nlohmann::json paths = nlohmann::json::object();
   std::map<std::string, int> operation_ids;
@@ -211,7 +228,7 @@ nlohmann::json build(const std::string& server_url, const std::string& service_h
     std::string method = r.method;
     std::transform(method.begin(), method.end(), method.begin(),
                    [](unsigned char c) { return std::tolower(c); });
-    paths[r.pattern][method] = operation(r);
+    paths[openapi_path(r.pattern)][method] = operation(r);
   }
   return {
     {"openapi", "3.1.0"},
@@ -234,7 +251,10 @@ nlohmann::json build(const std::string& server_url, const std::string& service_h
       {{"name", "team connectors"},
        {"description", "a team's connector configuration (/api/v1/connectors, camelCase)"}},
       {{"name", "audit"}, {"description", "who did what"}},
-      {{"name", "events"}, {"description", "lifecycle events"}}}},
+      {{"name", "events"}, {"description", "lifecycle events"}},
+      {{"name", "proxy"},
+       {"description", "calls to a provider's API made with a stored credential the caller "
+                       "never holds"}}}},
     {"paths", paths},
     {"components", components(service_header)},
   };

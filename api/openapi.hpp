@@ -15,4 +15,8 @@ namespace cm::api {
 const nlohmann::json& openapi_document(const std::string& server_url,
                                        const std::string& service_header);
 
+/// A route pattern as the document's path: "{path*}" (the rest of the
+/// path, http/router.hpp) is "{path}" in OpenAPI.
+std::string openapi_path(const std::string& pattern);
+
 } // namespace cm::api

@@ -6,6 +6,7 @@
 #include "api/connection_routes.hpp"
 #include "api/connector_routes.hpp"
 #include "api/oauth_routes.hpp"
+#include "api/proxy_routes.hpp"
 #include "api/system_routes.hpp"
 #include "api/token_routes.hpp"
 
@@ -20,7 +21,8 @@ const std::vector<route>& route_table() {
   static const std::vector<route> table = [] {
     std::vector<route> all;
     for (auto family : {system_routes, connection_routes, token_routes, oauth_routes,
-                        api_key_routes, connector_routes, catalog_routes, connect_page_routes})
+                        api_key_routes, connector_routes, catalog_routes, connect_page_routes,
+                        proxy_routes})
       for (auto& r : family())
         all.push_back(std::move(r));
     return all;

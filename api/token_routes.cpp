@@ -104,36 +104,26 @@ http::response audit_full_response() {
                               audit_retry_after_s);
 }
 
-void internal_token(const call& c) {
-  auto entry = known_provider(c, c.params.at("provider"));
-  if (!entry)
-    return;
-  auto provider = std::make_shared<const std::string>(entry->name);
-  auto& req = c.ex->req();
-  auto user = req.query_param("user_id").value_or("");
-  if (user.empty()) {
-    c.ex->reply_error(ec::bad_request, "user_id is required");
-    return;
-  }
-  auto team = req.query_param("team_id").value_or(req.query_param("org_id").value_or(""));
+void find_connection(const call& c, const std::string& team, const std::string& user,
+                     const std::string& provider, connection_found found) {
   if (!team.empty()) {
-    serve_token(c, {team, user, *provider});
+    found(c, {team, user, provider});
     return;
   }
-  auto answer = [](const call& c, const std::string& user, const std::string& provider,
-                   const std::vector<std::string>& teams) {
+  auto answer = [found](const call& c, const std::string& user, const std::string& provider,
+                        const std::vector<std::string>& teams) {
     if (teams.empty())
       c.ex->reply_error(ec::not_found, "no such connection");
     else if (teams.size() > 1)
       c.ex->reply_error(ec::bad_request,
                         "the user has this provider in several teams; pass team_id");
     else
-      serve_token(c, {teams.front(), user, provider});
+      found(c, {teams.front(), user, provider});
   };
   auto cache = use_team_cache(c.ctx()) ? c.ctx().teams : nullptr;
   if (cache)
-    if (auto teams = cache->find(user, *provider)) {
-      answer(c, user, *provider, *teams);
+    if (auto teams = cache->find(user, provider)) {
+      answer(c, user, provider, *teams);
       return;
     }
   // Read before asking: a connect or disconnect meanwhile makes the
@@ -141,14 +131,29 @@ void internal_token(const call& c) {
   auto generation = cache ? cache->generation() : 0;
   auto ex = c.ex;
   auto copy = c;
-  c.self->request(c.ctx().storage, budget(c), teams_atom_v, user, *provider)
+  c.self->request(c.ctx().storage, budget(c), teams_atom_v, user, provider)
     .then(
       [copy, user, provider, answer, generation, cache](const std::vector<std::string>& teams) {
         if (cache)
-          cache->store(user, *provider, teams, generation);
-        answer(copy, user, *provider, teams);
+          cache->store(user, provider, teams, generation);
+        answer(copy, user, provider, teams);
       },
       [ex](const caf::error& err) { ex->reply_error(err); });
+}
+
+void internal_token(const call& c) {
+  auto entry = known_provider(c, c.params.at("provider"));
+  if (!entry)
+    return;
+  auto& req = c.ex->req();
+  auto user = req.query_param("user_id").value_or("");
+  if (user.empty()) {
+    c.ex->reply_error(ec::bad_request, "user_id is required");
+    return;
+  }
+  auto team = req.query_param("team_id").value_or(req.query_param("org_id").value_or(""));
+  find_connection(c, team, user, entry->name,
+                  [](const call& c, const connection_key& key) { serve_token(c, key); });
 }
 
 front_context_ptr token_fast_lane::context() const {

@@ -15,6 +15,7 @@
 // answer is 503 with Retry-After, never an unaudited token.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,6 +37,16 @@ bool record_token_read(const front_context& ctx, const std::string& service,
 
 /// The refusal when the audit queue is full.
 http::response audit_full_response();
+
+/// What to do with a connection once its team is known.
+using connection_found = std::function<void(const call&, const connection_key&)>;
+
+/// The connection (team, user, provider); when `team` is empty, the
+/// user's only team with the provider (the team lookup cache, else
+/// storage). Calls `found`, or answers 404 (none) or 400 (several teams)
+/// itself.
+void find_connection(const call& c, const std::string& team, const std::string& user,
+                     const std::string& provider, connection_found found);
 
 /// The front actors' handler of the route (slow path, and every error).
 void internal_token(const call& c);

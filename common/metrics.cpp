@@ -80,6 +80,18 @@ struct all_metrics {
       .Help("Audit rows of token reads not written yet")
       .Register(*registry)
       .Add({});
+  prometheus::Family<prometheus::Counter>& proxy_calls =
+    BuildCounter()
+      .Name("cm_proxy_requests_total")
+      .Help("Calls services made through the proxy, by provider and outcome (the provider's "
+            "status class 2xx..5xx; refused: turned away before any call; timeout, "
+            "unreachable, too_large: no usable answer)")
+      .Register(*registry);
+  prometheus::Family<prometheus::Counter>& proxy_refreshes =
+    BuildCounter()
+      .Name("cm_proxy_token_refreshes_total")
+      .Help("Forced refreshes after a provider answered a proxied call with 401, by provider")
+      .Register(*registry);
   prometheus::Family<prometheus::Counter>& kafka_events =
     BuildCounter()
       .Name("cm_kafka_events_total")
@@ -220,6 +232,22 @@ void webhook_attempt(std::string_view outcome) {
 void kafka_event(std::string_view outcome) {
   cached<prometheus::Counter>("k" + std::string(outcome), [&]() -> prometheus::Counter& {
     return m().kafka_events.Add({{"outcome", std::string(outcome)}});
+  }).Increment();
+}
+
+void proxy_call(std::string_view provider, std::string_view outcome) {
+  std::string key = "x";
+  key.append(provider).push_back('\0');
+  key.append(outcome);
+  cached<prometheus::Counter>(std::move(key), [&]() -> prometheus::Counter& {
+    return m().proxy_calls.Add({{"provider", std::string(provider)},
+                                {"outcome", std::string(outcome)}});
+  }).Increment();
+}
+
+void proxy_refresh(std::string_view provider) {
+  cached<prometheus::Counter>("X" + std::string(provider), [&]() -> prometheus::Counter& {
+    return m().proxy_refreshes.Add({{"provider", std::string(provider)}});
   }).Increment();
 }
 

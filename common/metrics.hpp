@@ -47,6 +47,12 @@ void connection_actor_stopped();
 void set_shards(int64_t owned, int64_t total);
 void set_audit(int64_t waiting, int64_t refused);
 
+/// A call through the proxy ended: the provider's status class ("2xx" ..
+/// "5xx"), or "refused", "timeout", "unreachable", "too_large"; and a
+/// forced refresh after the provider's 401.
+void proxy_call(std::string_view provider, std::string_view outcome);
+void proxy_refresh(std::string_view provider);
+
 /// The Kafka relay (kafka/relay.hpp): an event acknowledged
 /// ("relayed"), refused for good ("parked"), or re-queued by an operator
 /// and acknowledged ("requeued"); and a restart from the cursor.

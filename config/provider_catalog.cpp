@@ -19,6 +19,16 @@ const char* to_string(auth_mode mode) {
   return "oauth2";
 }
 
+std::string provider_entry::api_auth() const {
+  if (mode == auth_mode::api_key)
+    return "api_key";
+  if (api && !api->auth.empty())
+    return api->auth;
+  if (mode == auth_mode::oauth2 && account)
+    return account->auth;
+  return "bearer";
+}
+
 const char* to_string(filter_type type) {
   switch (type) {
     case filter_type::string: return "string";
@@ -189,7 +199,7 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
                       "template_params", "scope_apps", "api_key", "template_defaults",
                       "client_id_param", "client_secret_param", "code_param", "token_method",
                       "token_metadata", "callback_verification", "issuer", "jwks_url",
-                      "filters"});
+                      "filters", "api"});
   provider_entry entry;
   entry.name = name;
   entry.display_name = reader.get_string(node, path, "display_name", name);
@@ -285,7 +295,7 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
   if (account && !account.IsNull()) {
     auto apath = path + ".account";
     reader.expect_keys(account, apath, {"url", "name_pointer", "auth", "list_pointer",
-                                        "list_name_pointer"});
+                                        "list_name_pointer", "metadata"});
     account_lookup lookup;
     lookup.url = reader.require_string(account, apath, "url");
     check_url(reader, account["url"], apath + ".url", lookup.url, entry);
@@ -300,7 +310,32 @@ provider_entry read_entry(const yaml_reader& reader, const std::string& name,
     lookup.list_name_pointer = reader.get_string(account, apath, "list_name_pointer", "/name");
     check_pointer(reader, account["list_name_pointer"], apath + ".list_name_pointer",
                   lookup.list_name_pointer);
+    lookup.metadata = reader.get_string_map(account, apath, "metadata");
+    for (auto& [meta_key, pointer] : lookup.metadata)
+      check_pointer(reader, account["metadata"][meta_key], apath + ".metadata." + meta_key,
+                    pointer);
     entry.account = lookup;
+  }
+
+  auto api = node["api"];
+  if (api && !api.IsNull()) {
+    auto ppath = path + ".api";
+    reader.expect_keys(api, ppath, {"base_url", "auth", "forward_headers"});
+    api_access access;
+    access.base_url = reader.require_string(api, ppath, "base_url");
+    check_url(reader, api["base_url"], ppath + ".base_url", access.base_url, entry);
+    if (access.base_url.find_first_of("?#") != std::string::npos)
+      reader.fail(api["base_url"], ppath + ".base_url", "a base URL has no query or fragment");
+    access.auth = reader.get_string(api, ppath, "auth", "");
+    if (!access.auth.empty() && access.auth != "bearer" && access.auth.rfind("header:", 0) != 0 &&
+        access.auth.rfind("query:", 0) != 0)
+      reader.fail(api["auth"], ppath + ".auth", "expected bearer, header:<Name> or query:<param>");
+    access.forward_headers = reader.get_string_list(api, ppath, "forward_headers");
+    for (auto& name : access.forward_headers)
+      if (name.empty() || name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                 "0123456789-") != std::string::npos)
+        reader.fail(api["forward_headers"], ppath + ".forward_headers", "expected header names");
+    entry.api = access;
   }
 
   auto key = node["api_key"];
@@ -407,6 +442,7 @@ void apply_provider_settings(provider_catalog& catalog,
       else if (key == "jwks_url" && oauth) entry.jwks_url = url;
       else if (key == "account_url" && entry.account) entry.account->url = url;
       else if (key == "validate_url" && entry.api_key) entry.api_key->validate_url = url;
+      else if (key == "api_base_url" && entry.api) entry.api->base_url = url;
       else
         throw config_error("providers." + name + "." + key +
                            ": provider has no such URL to override");

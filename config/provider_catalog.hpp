@@ -41,6 +41,24 @@ struct account_lookup {
   /// sites, Meta ad accounts).
   std::string list_pointer;
   std::string list_name_pointer = "/name";
+  /// Metadata key -> JSON pointer into the answer, stored with the
+  /// connection (Atlassian's first site id as `cloud_id`, which the
+  /// proxy's base URL needs).
+  std::map<std::string, std::string> metadata;
+};
+
+/// Where the proxy (api/proxy_routes.hpp) sends a connection's calls and
+/// how it presents the credential there.
+struct api_access {
+  /// The provider's API base; placeholders ({shop}, {cloud_id}, {host},
+  /// {domain}, {subdomain}) are filled from the connection's metadata.
+  std::string base_url;
+  /// OAuth only: "bearer", "header:<Name>" or "query:<param>"; empty: the
+  /// account lookup's, else bearer. API keys use api_key.scheme.
+  std::string auth;
+  /// Request headers of the caller's passed on besides the content
+  /// headers every provider gets (Stripe-Version, X-GitHub-Api-Version).
+  std::vector<std::string> forward_headers;
 };
 
 /// How an API key is checked with a real call.
@@ -141,6 +159,14 @@ struct provider_entry {
 
   // API keys
   std::optional<api_key_check> api_key;
+
+  /// The proxy's target; every provider in the shipped catalog has one.
+  std::optional<api_access> api;
+
+  /// How the proxy presents this provider's credential: bearer,
+  /// header:<Name> or query:<param> for tokens; for API keys, "api_key"
+  /// (api_key.scheme says the rest).
+  std::string api_auth() const;
 
   /// Team-level filters, in catalog order.
   std::vector<filter_option> filters;

@@ -182,7 +182,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   if (root.IsNull())
     root = YAML::Node(YAML::NodeType::Map);
   reader.expect_keys(root, "", {"listen", "database", "crypto", "auth", "oauth", "rate_limit",
-                                "log", "scheduler", "refresh", "token_service", "key_signing",
+                                "proxy", "log", "scheduler", "refresh", "token_service", "key_signing",
                                 "cluster", "events", "audit", "cors", "metrics",
                                 "providers_file", "providers"});
 
@@ -322,6 +322,20 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.get_int(limits, "rate_limit", "service_burst", rl.service_burst, 1, 100000);
   rl.service_per_minute = reader.get_int(limits, "rate_limit", "service_per_minute",
                                          rl.service_per_minute, 1, 6000000);
+
+  // proxy
+  auto proxy = root["proxy"];
+  reader.expect_keys(proxy, "proxy", {"enabled", "timeout_ms", "max_response_bytes",
+                                      "team_in_flight", "burst", "per_minute"});
+  auto& px = cfg.proxy;
+  px.enabled = reader.get_bool(proxy, "proxy", "enabled", px.enabled);
+  px.timeout_ms = reader.get_int(proxy, "proxy", "timeout_ms", px.timeout_ms, 100, 600000);
+  px.max_response_bytes = reader.get_int(proxy, "proxy", "max_response_bytes",
+                                         px.max_response_bytes, 1024, int64_t{1} << 30);
+  px.team_in_flight =
+    reader.get_int(proxy, "proxy", "team_in_flight", px.team_in_flight, 1, 10000);
+  px.burst = reader.get_int(proxy, "proxy", "burst", px.burst, 1, 1000000);
+  px.per_minute = reader.get_int(proxy, "proxy", "per_minute", px.per_minute, 1, 60000000);
 
   // log
   auto log_node = root["log"];
@@ -560,7 +574,7 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
 const std::vector<std::string>& provider_url_keys() {
   static const std::vector<std::string> keys = {
     "authorization_url", "token_url", "refresh_url", "revoke_url",
-    "account_url", "validate_url", "jwks_url"};
+    "account_url", "validate_url", "jwks_url", "api_base_url"};
   return keys;
 }
 

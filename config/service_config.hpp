@@ -118,6 +118,23 @@ struct rate_limit_config {
   int64_t service_per_minute = 1200;
 };
 
+/// The proxy (/api/proxy/{provider}/{path…}): calls a provider's API with
+/// a connection's credential for services holding scope PROXY.
+struct proxy_config {
+  bool enabled = true;
+  /// One call to the provider, connect to last byte; past it: 504.
+  int64_t timeout_ms = 30000;
+  /// A provider's answer larger than this is not passed on (502): with
+  /// `team_in_flight`, what bounds the memory one team's calls can hold.
+  int64_t max_response_bytes = 8 << 20;
+  /// Calls one team may have waiting on providers at once; more: 429.
+  int64_t team_in_flight = 16;
+  /// Each (service, team) pair's token bucket: one team's traffic through
+  /// a busy service never empties another team's.
+  int64_t burst = 300;
+  int64_t per_minute = 6000;
+};
+
 struct scheduler_config {
   /// "stealing" or "sharing" (CAF scheduler.policy). Sharing: CAF 0.17's
   /// work stealing finds a queue's tail by walking it, so loading a million
@@ -299,6 +316,7 @@ struct service_config {
   cors_config cors;
   metrics_config metrics;
   rate_limit_config rate_limit;
+  proxy_config proxy;
   log::level log_level = log::level::info;
   /// Audit rows of token reads waiting to be written; a token read that
   /// finds this many waiting is refused with 503 (storage/audit_queue.hpp).

@@ -41,6 +41,9 @@ inline constexpr const char* scope_fetch_config = "FETCH_CONFIG";
 /// The scope a service needs to scrape GET /metrics on the main port.
 inline constexpr const char* scope_metrics = "METRICS";
 
+/// The scope a service needs to call providers through /api/proxy.
+inline constexpr const char* scope_proxy = "PROXY";
+
 /// The service tokens an operator created (stored as hashes in the
 /// database, storage/service_token_watcher.hpp), replaced whole whenever
 /// they are read again. One set is shared by every authenticator a

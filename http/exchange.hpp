@@ -28,6 +28,11 @@ struct request {
   /// Path without the query, percent-decoding not applied, normalized
   /// (http/router.hpp's normalize_path: no empty segments).
   std::string path;
+  /// The request target as the client sent it (path and query, still
+  /// percent-encoded, repeated keys and their order kept), for the proxy,
+  /// which forwards exactly what it was given; set only for paths under
+  /// /api/proxy/ ("" otherwise).
+  std::string raw_target;
   /// Decoded query parameters (the last value wins for repeated keys).
   std::map<std::string, std::string> query;
   /// Headers as the client sent them; names are compared without case

@@ -31,6 +31,9 @@ enum class access {
 enum class metering {
   unmetered,
   metered,
+  /// The handler meters with buckets of its own (the proxy: one per
+  /// service and team, so one team cannot empty a shared service's).
+  by_handler,
 };
 
 /// Splits "/a/b/" into {"a", "b"}.
@@ -67,14 +70,25 @@ inline std::string normalize_path(std::string_view path) {
 }
 
 /// Matches `path` against `pattern`; fills `params` for {name} segments.
+/// A last segment {name*} takes the rest of the path, zero or more
+/// segments joined by "/" (the proxy's /api/proxy/{provider}/{path*}).
 inline bool match_path(std::string_view pattern, std::string_view path, route_params& params) {
   auto want = split_path(pattern);
   auto have = split_path(path);
-  if (want.size() != have.size())
+  bool rest = !want.empty() && want.back().size() > 3 && want.back().front() == '{' &&
+              want.back().substr(want.back().size() - 2) == "*}";
+  if (rest ? have.size() + 1 < want.size() : want.size() != have.size())
     return false;
   route_params found;
   for (size_t i = 0; i < want.size(); ++i) {
     auto w = want[i];
+    if (rest && i + 1 == want.size()) {
+      std::string tail;
+      for (size_t j = i; j < have.size(); ++j)
+        tail.append(j == i ? "" : "/").append(have[j]);
+      found[std::string(w.substr(1, w.size() - 3))] = std::move(tail);
+      break;
+    }
     if (w.size() > 2 && w.front() == '{' && w.back() == '}')
       found[std::string(w.substr(1, w.size() - 2))] = std::string(have[i]);
     else if (w != have[i])

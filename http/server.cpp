@@ -82,7 +82,16 @@ struct connection_state {
   std::shared_ptr<response_order> order = std::make_shared<response_order>();
   /// Refused: the answer is on its way, later input is dropped.
   bool closed = false;
+  /// The next bytes parsed start a request (its whole head: the guard
+  /// forwards a head in one piece).
+  bool at_head = true;
+  /// The request target of the request being parsed, kept for the proxy
+  /// (request::raw_target); Pistache keeps only a decoded, unordered query.
+  std::string target;
 };
+
+/// Requests whose raw target is kept (request::raw_target).
+constexpr std::string_view raw_target_prefix = "/api/proxy/";
 
 constexpr const char* connection_state_key = "cm.connection";
 
@@ -232,6 +241,8 @@ public:
       request req;
       req.method = Http::methodString(pistache_req.method());
       req.path = normalize_path(pistache_req.resource());
+      req.raw_target = std::move(state->target);
+      state->target.clear();
       req.remote_address = pistache_req.address().host();
       const auto& raw_headers = pistache_req.headers().rawList();
       req.headers.reserve(raw_headers.size());
@@ -324,6 +335,21 @@ private:
   /// the guard says it ends; anything else is refused, never guessed.
   std::optional<refusal> parse(std::string_view bytes, bool ends_request,
                                const std::shared_ptr<Tcp::Peer>& peer, connection_state& state) {
+    if (state.at_head) {
+      // "METHOD SP target SP version": the guard validated the line.
+      state.target.clear();
+      auto line = bytes.substr(0, bytes.find('\r'));
+      auto sp1 = line.find(' ');
+      auto sp2 = line.find(' ', sp1 == std::string_view::npos ? line.size() : sp1 + 1);
+      if (sp1 != std::string_view::npos && sp2 != std::string_view::npos) {
+        auto target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+        if (target.substr(0, raw_target_prefix.size()) == raw_target_prefix)
+          state.target = std::string(target);
+      }
+      state.at_head = false;
+    }
+    if (ends_request)
+      state.at_head = true;
     auto parser = Http::Handler::getParser(peer);
     auto parsed = Http::Private::State::Again;
     try {

@@ -1,5 +1,6 @@
 #include "provider/api_key_check.hpp"
 
+#include "provider/credential_scheme.hpp"
 #include "provider/oauth_protocol.hpp"
 
 namespace cm::api_key {
@@ -22,19 +23,7 @@ std::optional<outbound_request> validation_request(const config::provider_entry&
   req.method = check.method;
   // A validation answer is small; anything large is not the answer we want.
   req.max_response_bytes = 256 * 1024;
-  auto email = values.value("email", "");
-  if (check.scheme == "bearer")
-    req.headers.emplace_back("Authorization", "Bearer " + key);
-  else if (check.scheme == "basic")
-    req.headers.emplace_back("Authorization", oauth::basic_auth(key, ""));
-  else if (check.scheme == "basic_email")
-    req.headers.emplace_back("Authorization", oauth::basic_auth(email, key));
-  else if (check.scheme == "basic_token")
-    req.headers.emplace_back("Authorization", oauth::basic_auth(email + "/token", key));
-  else if (check.scheme == "klaviyo")
-    req.headers.emplace_back("Authorization", "Klaviyo-API-Key " + key);
-  else
-    req.headers.emplace_back(check.header, key);
+  credential::present_api_key(check, key, values, req);
   for (auto& [name, value] : check.headers)
     req.headers.emplace_back(name, value);
   if (!check.body.empty()) {

@@ -1,5 +1,7 @@
 #include "provider/oauth_flow.hpp"
 
+#include "provider/credential_scheme.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <regex>
@@ -232,13 +234,7 @@ std::optional<outbound_request> account_request(const config::provider_entry& en
   if (!made)
     return std::nullopt;
   auto req = std::move(*made);
-  auto& auth = entry.account->auth;
-  if (auth == "bearer")
-    req.headers.emplace_back("Authorization", "Bearer " + access_token.reveal());
-  else if (auth.rfind("header:", 0) == 0)
-    req.headers.emplace_back(auth.substr(7), access_token.reveal());
-  else
-    req.url = with_query(req.url, {{auth.substr(6), access_token.reveal()}});
+  credential::present_token(entry.account->auth, access_token.reveal(), req);
   return req;
 }
 
@@ -262,6 +258,11 @@ bool read_account(const config::provider_entry& entry, const outbound_response& 
           names.push_back(item[name_ptr]);
       }
     metadata["accounts"] = names;
+  }
+  for (auto& [key, pointer] : lookup.metadata) {
+    nlohmann::json::json_pointer at{pointer};
+    if (json.contains(at) && (json[at].is_string() || json[at].is_number()))
+      metadata[key] = json[at].is_string() ? json[at].get<std::string>() : json[at].dump();
   }
   nlohmann::json::json_pointer ptr{lookup.name_pointer};
   if (!json.contains(ptr))

@@ -33,4 +33,14 @@ audit_entry token_read_row(const std::string& service, const connection_key& key
   return e;
 }
 
+audit_entry proxy_call_row(const std::string& service, const connection_key& key,
+                           std::string remote_addr, std::string request_id,
+                           const std::string& method, const std::string& path, int status,
+                           int64_t duration_ms) {
+  return audit_row(key.team_id, {"service", service}, "proxy.call",
+                   key.provider + "/" + key.user_id, std::move(remote_addr), std::move(request_id),
+                   {{"method", method}, {"path", path}, {"status", status},
+                    {"duration_ms", duration_ms}});
+}
+
 } // namespace cm::storage

@@ -30,4 +30,13 @@ audit_entry audit_row(std::string team_id, audit_actor actor, std::string action
 audit_entry token_read_row(const std::string& service, const connection_key& key,
                            std::string remote_addr, std::string request_id, std::string_view via);
 
+/// A call a service made through the proxy: the connection, the method,
+/// the path without its query (queries carry search terms and ids nobody
+/// asked to keep), the provider's status (or ours when none came) and how
+/// long it took.
+audit_entry proxy_call_row(const std::string& service, const connection_key& key,
+                           std::string remote_addr, std::string request_id,
+                           const std::string& method, const std::string& path, int status,
+                           int64_t duration_ms);
+
 } // namespace cm::storage

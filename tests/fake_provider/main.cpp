@@ -93,6 +93,7 @@
 #include <sodium.h>
 
 #include "http/answer_writer.hpp"
+#include "http/auth.hpp"
 #include "http/exchange.hpp"
 #include "http/pistache_headers.hpp"
 #include "tests/support/rsa_test_key.hpp"
@@ -289,6 +290,8 @@ std::string start_family(const std::string& refresh, const std::string& access) 
 }
 behaviour current;
 long refresh_calls = 0;
+/// Calls of the API under /papi/ (what the proxy sends).
+long api_calls = 0;
 
 void reply(Http::ResponseWriter& w, Http::Code code, const nlohmann::json& body,
            int retry_after = 0) {
@@ -388,6 +391,21 @@ private:
       reply(w, Http::Code::Ok, {{"ok", true}});
       return;
     }
+    if (path == "/__stale_access") {
+      // A token the provider no longer takes, as if revoked or rotated
+      // elsewhere: its family's refresh token still works.
+      auto body = nlohmann::json::parse(req.body());
+      std::lock_guard<std::mutex> g{mutex};
+      auto it = by_access.find(body.at("access_token").get<std::string>());
+      if (it != by_access.end())
+        families[it->second].current_access.clear();
+      reply(w, Http::Code::Ok, {{"ok", it != by_access.end()}});
+      return;
+    }
+    if (path.rfind("/papi/", 0) == 0) {
+      provider_api(req, w, path);
+      return;
+    }
     if (path == "/__ga4") {
       auto body = nlohmann::json::parse(req.body());
       std::lock_guard<std::mutex> g{mutex};
@@ -460,7 +478,7 @@ private:
                     {"revoked", f.revoked}, {"generation", f.generation}};
       reply(w, Http::Code::Ok, {{"refresh_calls", refresh_calls}, {"families", fams},
                                 {"revocations", revocations},
-                                {"parent_reuses", parent_reuses}});
+                                {"parent_reuses", parent_reuses}, {"api_calls", api_calls}});
       return;
     }
     if (path.size() >= 10 && path.compare(path.size() - 10, 10, "/authorize") == 0) {
@@ -620,6 +638,105 @@ private:
       return;
     }
     reply(w, Http::Code::Not_Found, {{"error", "not_found"}});
+  }
+
+  /// What the proxy calls: an API under /papi/ that echoes what it got
+  /// (method, path, query, headers, body), and answers a status, a delay,
+  /// a size, a redirect, or a 401 for any token that is not current, on
+  /// request by the path's last segments.
+  void provider_api(const Http::Request& req, Http::ResponseWriter& w, const std::string& path) {
+    auto segment_after = [&](const std::string& marker) -> std::string {
+      auto at = path.find(marker);
+      if (at == std::string::npos)
+        return {};
+      auto rest = path.substr(at + marker.size());
+      return rest.substr(0, rest.find('/'));
+    };
+    auto header = [&](const char* name) {
+      auto h = req.headers().tryGetRaw(name);
+      return h ? h->value() : std::string{};
+    };
+    nlohmann::json echo = {{"method", Http::methodString(req.method())},
+                           {"path", path},
+                           {"body", req.body()}};
+    echo["query"] = nlohmann::json::object();
+    for (auto it = req.query().parameters_begin(); it != req.query().parameters_end(); ++it)
+      echo["query"][it->first] = it->second;
+    echo["headers"] = nlohmann::json::object();
+    for (auto& [name, raw] : req.headers().rawList()) {
+      std::string lower = name;
+      std::transform(lower.begin(), lower.end(), lower.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      echo["headers"][lower] = raw.value();
+    }
+    {
+      std::lock_guard<std::mutex> g{mutex};
+      ++api_calls;
+    }
+    // The credential as presented, by where it came, as digests: the
+    // echo would otherwise carry it back (and the proxy redacts that).
+    echo["credentials"] = nlohmann::json::object();
+    for (auto name : {"authorization", "x-figma-token", "x-shopify-access-token", "access-token"})
+      if (auto value = header(name); !value.empty())
+        echo["credentials"][name] = cm::http::sha256_hex(value);
+    if (auto token = req.query().get("access_token"))
+      echo["credentials"]["query:access_token"] = cm::http::sha256_hex(*token);
+    auto add = [&](const std::string& name, const std::string& value) {
+      w.headers().add(std::make_shared<cm::http::named_header>(name, value));
+    };
+    // Headers the proxy must drop, and some it must pass on.
+    add("Set-Cookie", "provider_session=s3cr3t; HttpOnly");
+    add("X-RateLimit-Remaining", "41");
+    add("X-Internal-Trace", "not-for-callers");
+    if (auto code = segment_after("/status/"); !code.empty()) {
+      int status = std::stoi(code);
+      if (status == 429 || status == 503)
+        add("Retry-After", "7");
+      w.send(static_cast<Http::Code>(status), nlohmann::json{{"status", status}}.dump(),
+             MIME(Application, Json));
+      return;
+    }
+    if (path.find("/redirect") != std::string::npos) {
+      add("Location", "http://127.0.0.1:9/elsewhere");
+      w.send(Http::Code::Found, "", MIME(Text, Plain));
+      return;
+    }
+    if (auto size = segment_after("/big/"); !size.empty()) {
+      w.send(Http::Code::Ok, std::string(std::stoul(size), 'x'), MIME(Text, Plain));
+      return;
+    }
+    if (path.find("/echo-credential") != std::string::npos) {
+      // Graph API's paging links carry the token given in the query.
+      auto token = req.query().get("access_token").value_or(header("Authorization"));
+      echo["paging"] = {{"next", "https://graph.example/v22.0/me?access_token=" + token}};
+      reply(w, Http::Code::Ok, echo);
+      return;
+    }
+    if (path.find("/needs-current") != std::string::npos) {
+      auto token = header("Authorization");
+      if (token.rfind("Bearer ", 0) == 0)
+        token = token.substr(7);
+      std::lock_guard<std::mutex> g{mutex};
+      auto it = by_access.find(token);
+      if (it == by_access.end() || families[it->second].current_access != token) {
+        reply(w, Http::Code::Unauthorized, {{"error", "invalid_token"}});
+        return;
+      }
+    }
+    if (auto ms = segment_after("/slow/"); !ms.empty()) {
+      auto socket = std::make_shared<cm::http::answer_socket>(w.peer()->fd());
+      w.peer()->setIdle(true);
+      auto text = echo.dump();
+      delayed().post(std::chrono::steady_clock::now() + std::chrono::milliseconds(std::stoi(ms)),
+                     [socket, text] {
+                       socket->write(cm::http::serialize_response(
+                                       "HTTP/1.1", 200, "OK",
+                                       {{"Content-Type", "application/json"}}, text),
+                                     std::chrono::milliseconds(500));
+                     });
+      return;
+    }
+    reply(w, Http::Code::Ok, echo);
   }
 
   void token(const Http::Request& req, Http::ResponseWriter& w) {

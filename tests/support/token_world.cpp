@@ -95,6 +95,25 @@ void token_world::seed_many(const std::vector<std::string>& users, int64_t expir
   }
 }
 
+void token_world::store(const std::string& team, const std::string& user,
+                        const std::string& provider, const std::string& access,
+                        const std::string& refresh, const std::string& metadata, bool api_key,
+                        int64_t expires_in_ms) {
+  storage_session s{db, key_file};
+  token_record r;
+  r.key = {team, user, provider};
+  r.kind = api_key ? connection_kind::api_key : connection_kind::oauth;
+  r.access_token = secret{access};
+  r.refresh_token = secret{refresh};
+  r.expires_at_ms = api_key ? 0 : unix_now_ms() + expires_in_ms;
+  r.metadata = metadata;
+  bool ok = false;
+  s.self->request(s.store, 10s, save_atom_v, r)
+    .receive([&](token_record&) { ok = true; }, [&](caf::error&) {});
+  if (!ok)
+    throw std::runtime_error("storing a connection failed");
+}
+
 std::string token_world::stored_refresh(const std::string& user, const std::string& team) {
   return stored_refreshes({user}, team)[user];
 }

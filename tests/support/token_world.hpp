@@ -37,6 +37,13 @@ struct token_world {
   void seed_many(const std::vector<std::string>& users, int64_t expires_in_ms,
                  const std::string& team = "acme");
 
+  /// Stores one row of any provider and kind as its connect would,
+  /// without seeding the fake (`metadata`: JSON object text; `refresh`
+  /// may be empty).
+  void store(const std::string& team, const std::string& user, const std::string& provider,
+             const std::string& access, const std::string& refresh, const std::string& metadata,
+             bool api_key = false, int64_t expires_in_ms = 3600 * 1000);
+
   /// The decrypted refresh token stored for a user ("" if none).
   std::string stored_refresh(const std::string& user, const std::string& team = "acme");
   /// The same for many users, read through one storage actor.

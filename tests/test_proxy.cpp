@@ -1,0 +1,199 @@
+// The proxy (/api/proxy/{provider}/{path}): where a proxied call may go,
+// what crosses it in each direction, and, end to end against the fake
+// provider and stripe-stateful-mock, the credential injected in each
+// provider's scheme, the refresh after a 401, Retry-After, timeouts, the
+// refused paths, the audit rows and the canaries.
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "config/provider_catalog.hpp"
+#include "config/yaml_schema.hpp"
+#include "http/router.hpp"
+#include "provider/oauth_protocol.hpp"
+#include "proxy/headers.hpp"
+#include "proxy/target.hpp"
+#include "tests/support/test_env.hpp"
+
+using namespace cm;
+
+TEST(ProxyTarget, APathAndQueryGoUnderTheProvidersApiBase) {
+  struct row {
+    const char* base;
+    const char* path;
+    const char* query;
+    const char* url;
+  };
+  std::vector<row> rows = {
+    {"https://api.github.com", "repos/octo/hello/issues", "state=open&per_page=5",
+     "https://api.github.com/repos/octo/hello/issues?state=open&per_page=5"},
+    {"https://acme.zendesk.com/api/v2/", "users/me.json", "",
+     "https://acme.zendesk.com/api/v2/users/me.json"},
+    {"http://127.0.0.1:8123/api", "", "", "http://127.0.0.1:8123/api/"},
+    {"http://[::1]:8123", "v1/me", "", "http://[::1]:8123/v1/me"},
+    // GA4's custom methods, encoded spaces, a name starting with a dot,
+    // an '@' inside the path: all stay under the base.
+    {"https://analyticsdata.googleapis.com", "v1beta/properties/123:runReport", "",
+     "https://analyticsdata.googleapis.com/v1beta/properties/123:runReport"},
+    {"https://api.figma.com", "v1/files/a%20b", "", "https://api.figma.com/v1/files/a%20b"},
+    {"https://api.github.com", "repos/o/r/contents/%2Egithub", "",
+     "https://api.github.com/repos/o/r/contents/%2Egithub"},
+    {"https://api.github.com", "@evil.example/x", "", "https://api.github.com/@evil.example/x"},
+    {"https://api.github.com", "users/", "", "https://api.github.com/users/"},
+  };
+  for (auto& r : rows) {
+    auto t = proxy::target_under(r.base, r.path, r.query);
+    EXPECT_TRUE(t.allowed()) << r.base << " + " << r.path << ": " << t.problem;
+    EXPECT_EQ(t.url, r.url);
+  }
+}
+
+TEST(ProxyTarget, EveryWayOutOfTheBaseIsRefusedWithAReason) {
+  const char* base = "https://acme.zendesk.com/api/v2";
+  std::vector<std::string> paths = {
+    "../admin",           "a/../../b",       "%2e%2e/admin",     "%2E%2E/x",
+    ".%2e/x",             "a/./b",           ".",                "..",
+    "a%2fb",              "a%2Fb",           "a%5cb",            "a\\b",
+    "/etc/passwd",        "//evil.example/x", "a//b",            "http://evil.example/x",
+    "https:%2f%2fevil.example", "a%zz",      "a%2",              "a%",
+    "a b",                "a#b",             "a\r\nb",           "a%00b",
+    "a%0d%0aHost:%20evil", std::string("a\0b", 3),
+  };
+  for (auto& p : paths) {
+    auto t = proxy::target_under(base, p, "");
+    EXPECT_FALSE(t.allowed()) << "allowed: " << p << " -> " << t.url;
+    EXPECT_EQ(t.url, "");
+    if (p.size() >= 6) {
+      EXPECT_EQ(t.problem.find(p), std::string::npos) << "the reason never echoes the path";
+    }
+  }
+  for (const char* q : {"a=1#frag", "a=%zz", "a=1 2", "a=1\r\nHost: evil"}) {
+    auto t = proxy::target_under(base, "users/me.json", q);
+    EXPECT_FALSE(t.allowed()) << "allowed query: " << q;
+  }
+  for (const char* bad_base : {"ftp://files.example", "https://x.example/?q=1",
+                               "https://u:p@x.example", "not a url", ""}) {
+    auto t = proxy::target_under(bad_base, "users", "");
+    EXPECT_FALSE(t.allowed()) << bad_base;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// What crosses the proxy, in each direction.
+
+TEST(ProxyHeaders, OnlyContentHeadersAndTheProvidersOwnGoOut) {
+  proxy::header_list caller = {
+    {"Authorization", "Bearer the-callers-own"}, {"Cookie", "session=abc"},
+    {"X-Services-Token", "svc"},                 {"Connection", "keep-alive, X-Secret"},
+    {"Keep-Alive", "timeout=5"},                 {"Transfer-Encoding", "chunked"},
+    {"Upgrade", "websocket"},                    {"Proxy-Authorization", "Basic x"},
+    {"Host", "evil.example"},                    {"Content-Length", "12"},
+    {"X-Connection-User-Id", "alice"},           {"Content-Type", "application/json"},
+    {"accept", "application/json"},              {"Idempotency-Key", "k-1"},
+    {"If-None-Match", "\"v1\""},                 {"X-GitHub-Api-Version", "2022-11-28"},
+    {"Stripe-Version", "2024-06-20"},            {"X-Forwarded-For", "10.0.0.1"},
+  };
+  auto out = proxy::forwarded_request_headers(caller, {"x-github-api-version"});
+  std::map<std::string, std::string> got(out.begin(), out.end());
+  std::map<std::string, std::string> want = {{"Content-Type", "application/json"},
+                                             {"accept", "application/json"},
+                                             {"Idempotency-Key", "k-1"},
+                                             {"If-None-Match", "\"v1\""},
+                                             {"X-GitHub-Api-Version", "2022-11-28"}};
+  EXPECT_EQ(got, want);
+  // A value with a line break would split the provider's request.
+  auto split = proxy::forwarded_request_headers({{"Accept", "a\r\nHost: evil"}}, {});
+  EXPECT_TRUE(split.empty());
+}
+
+TEST(ProxyHeaders, OnlySafeHeadersComeBackAndNeverTheCredential) {
+  std::map<std::string, std::string> answer = {
+    {"content-type", "application/json"}, {"set-cookie", "s=1"},
+    {"retry-after", "7"},                 {"x-ratelimit-remaining", "41"},
+    {"etag", "\"abc\""},                  {"link", "<https://x/?page=2>; rel=\"next\""},
+    {"connection", "close"},              {"transfer-encoding", "chunked"},
+    {"content-length", "99"},             {"content-encoding", "gzip"},
+    {"x-internal-trace", "t"},            {"location", "https://x/?access_token=tok-123"},
+    {"x-shopify-shop-api-call-limit", "1/40"},
+  };
+  std::string type;
+  auto out = proxy::returned_headers(answer, "tok-123", type);
+  std::map<std::string, std::string> got(out.begin(), out.end());
+  std::map<std::string, std::string> want = {{"retry-after", "7"},
+                                             {"x-ratelimit-remaining", "41"},
+                                             {"etag", "\"abc\""},
+                                             {"link", "<https://x/?page=2>; rel=\"next\""},
+                                             {"x-shopify-shop-api-call-limit", "1/40"}};
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(type, "application/json");
+}
+
+TEST(ProxyHeaders, TheCredentialIsRedactedAsIsAndPercentEncoded) {
+  std::string body = R"({"next":"https://g/?access_token=EAA%2Bx%2Fy","raw":"EAA+x/y","n":1})";
+  EXPECT_EQ(proxy::redact(body, "EAA+x/y"), 2u);
+  EXPECT_EQ(body, R"({"next":"https://g/?access_token=[redacted]","raw":"[redacted]","n":1})");
+  std::string clean = "nothing here";
+  EXPECT_EQ(proxy::redact(clean, "EAA+x/y"), 0u);
+  EXPECT_EQ(proxy::redact(clean, ""), 0u);
+  EXPECT_EQ(clean, "nothing here");
+}
+
+TEST(ProxyRoutes, TheRestOfThePathIsOneParameter) {
+  http::route_params params;
+  ASSERT_TRUE(http::match_path("/api/proxy/{provider}/{path*}", "/api/proxy/github/repos/o/r",
+                               params));
+  EXPECT_EQ(params["provider"], "github");
+  EXPECT_EQ(params["path"], "repos/o/r");
+  ASSERT_TRUE(http::match_path("/api/proxy/{provider}/{path*}", "/api/proxy/railway", params));
+  EXPECT_EQ(params["path"], "");
+  EXPECT_FALSE(http::match_path("/api/proxy/{provider}/{path*}", "/api/proxy", params));
+  EXPECT_FALSE(http::match_path("/api/proxy/{provider}/{path*}", "/api/other/github/x", params));
+  // Patterns without a rest keep matching segment for segment.
+  EXPECT_FALSE(http::match_path("/api/connectors/{provider}", "/api/connectors/a/b", params));
+}
+
+TEST(ProxyCatalog, EveryProviderHasAnApiBaseAndAScheme) {
+  auto catalog = config::load_provider_catalog(test::source_dir() + "/config/providers.yaml");
+  ASSERT_FALSE(catalog.providers.empty());
+  for (auto& [name, entry] : catalog.providers) {
+    ASSERT_TRUE(entry.api.has_value()) << name;
+    EXPECT_EQ(entry.api->base_url.rfind("https://", 0), 0u) << name;
+    if (entry.mode == config::auth_mode::api_key) {
+      EXPECT_EQ(entry.api_auth(), "api_key") << name;
+    }
+  }
+  EXPECT_EQ(catalog.find("meta")->api_auth(), "query:access_token");
+  EXPECT_EQ(catalog.find("shopify")->api_auth(), "header:X-Shopify-Access-Token");
+  EXPECT_EQ(catalog.find("tiktok-ads")->api_auth(), "header:Access-Token");
+  EXPECT_EQ(catalog.find("github")->api_auth(), "bearer");
+  EXPECT_EQ(catalog.find("google-analytics")->api_auth(), "bearer");
+  // Atlassian's site id comes from the account lookup and must fit its
+  // placeholder; a URL-shaped value never does.
+  auto& atlassian = *catalog.find("atlassian");
+  EXPECT_EQ(atlassian.account->metadata.at("cloud_id"), "/0/id");
+  EXPECT_TRUE(oauth::expand_url(atlassian, atlassian.api->base_url, {{"cloud_id", "1a2b-3c"}}));
+  EXPECT_FALSE(oauth::expand_url(atlassian, atlassian.api->base_url,
+                                 {{"cloud_id", "x.evil.example/y"}}));
+  EXPECT_FALSE(oauth::expand_url(atlassian, atlassian.api->base_url, nlohmann::json::object()));
+}
+
+TEST(ProxyCatalog, AnApiBlockIsParsedStrictly) {
+  auto parse = [](const std::string& api) {
+    return config::parse_provider_catalog(
+      "providers:\n  p:\n    auth_mode: api_key\n    api_key:\n      validate_url: "
+      "https://x.example/me\n    api:\n" + api,
+      "t.yaml");
+  };
+  EXPECT_NO_THROW(parse("      base_url: https://x.example/v1\n      forward_headers: [X-Ok]\n"));
+  EXPECT_THROW(parse("      forward_headers: [X-Ok]\n"), config::config_error);
+  EXPECT_THROW(parse("      base_url: ftp://x.example\n"), config::config_error);
+  EXPECT_THROW(parse("      base_url: https://x.example/?q=1\n"), config::config_error);
+  EXPECT_THROW(parse("      base_url: https://{undeclared}.example\n"), config::config_error);
+  EXPECT_THROW(parse("      base_url: https://x.example\n      auth: cookie\n"),
+               config::config_error);
+  EXPECT_THROW(parse("      base_url: https://x.example\n      forward_headers: [\"A: b\"]\n"),
+               config::config_error);
+  EXPECT_THROW(parse("      base_url: https://x.example\n      extra: 1\n"), config::config_error);
+}

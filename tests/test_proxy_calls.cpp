@@ -1,0 +1,441 @@
+// The proxy end to end: the real server calling the fake provider's API
+// (tests/fake_provider, /papi/), which echoes what it received with the
+// credential as a digest, and stripe-stateful-mock. Every test checks what
+// the provider got and what the caller got back, and the canaries: the
+// stored token appears on no surface (answers, log, audit, events,
+// metrics).
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "http/auth.hpp"
+#include "tests/support/child_process.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/server_process.hpp"
+#include "tests/support/token_world.hpp"
+
+using namespace cm;
+using namespace cm::test;
+
+namespace {
+
+const std::string agent_token = "svc-token-proxy-agent-0003";
+const std::string scraper_token = "svc-token-metrics-0004";
+
+/// A server whose providers' API base URLs point at the fake's /papi/.
+struct proxy_world {
+  token_world w;
+  std::unique_ptr<server_process> server;
+  std::vector<std::string> answers;
+
+  explicit proxy_world(const std::string& proxy_yaml = "", bool rate_limits = false) {
+    auto o = w.options();
+    o.service_tokens.push_back({"agent", agent_token, {"PROXY"}});
+    o.service_tokens.push_back({"scraper", scraper_token, {"METRICS"}});
+    auto papi = w.fake.url("/papi");
+    auto& yaml = o.extra_yaml;
+    auto github = yaml.find("  github:\n");
+    yaml.insert(github + 10, "    api_base_url: " + papi + "/github\n");
+    auto key = [&](const std::string& name, const std::string& validate, const std::string& base) {
+      return "  " + name + ":\n    validate_url: " + w.fake.url(validate) +
+             "\n    api_base_url: " + papi + base + "\n";
+    };
+    std::string providers =
+      key("stripe", "/v1/balance", "/stripe") + key("klaviyo", "/api/accounts/", "/klaviyo") +
+      key("gorgias", "/{domain}/api/account", "/{domain}/gorgias") +
+      key("zendesk", "/{subdomain}/api/v2/users/me.json", "/{subdomain}/zendesk") +
+      key("figma", "/v1/me", "/figma") +
+      "  shopify:\n    api_base_url: " + papi + "/{shop}/shopify\n" +
+      "  meta:\n    api_base_url: " + papi + "/meta\n";
+    yaml.insert(yaml.find("rate_limit:"), providers);
+    if (rate_limits) {
+      std::string off = "rate_limit:\n  enabled: false\n";
+      yaml.replace(yaml.find(off), off.size(), "");
+    }
+    yaml += "proxy:\n  timeout_ms: 1500\n" + proxy_yaml;
+    server = std::make_unique<server_process>(o);
+    if (!server->wait_ready())
+      throw std::runtime_error("server did not start: " + server->log());
+  }
+
+  http_reply call(const std::string& method, const std::string& target, header_map headers = {},
+                  const std::string& body = "") {
+    if (headers.find("X-Services-Token") == headers.end())
+      headers["X-Services-Token"] = agent_token;
+    auto r = http_call(server->port(), method, target, headers, body);
+    answers.push_back(r.raw);
+    return r;
+  }
+
+  http_reply connect_key(const nlohmann::json& body) {
+    auto user = "Bearer " + server->mint("alice", "acme");
+    return http_call(server->port(), "POST", "/api/connectors/connect",
+                     {{"Authorization", user}, {"Content-Type", "application/json"}},
+                     body.dump());
+  }
+
+  /// Waits until `n` proxy.call audit rows are written (they go in
+  /// batches, off the request path).
+  void await_audit(int64_t n) {
+    psql_int_eventually(w.db, "SELECT count(*) FROM audit_log WHERE action = 'proxy.call'", n);
+  }
+
+  int64_t api_calls() {
+    return nlohmann::json::parse(w.fake.admin("/__stats", "{}"))["api_calls"].get<int64_t>();
+  }
+
+  std::string metrics() {
+    return http_call(server->port(), "GET", "/metrics", {{"X-Services-Token", scraper_token}}).body;
+  }
+
+  /// Fails the test when `canary` is on any surface the proxy touches.
+  void expect_nowhere(const std::string& canary) {
+    for (auto& raw : answers)
+      EXPECT_EQ(raw.find(canary), std::string::npos) << "in an answer: " << raw.substr(0, 400);
+    EXPECT_EQ(server->log().find(canary), std::string::npos) << "in the log";
+    EXPECT_EQ(metrics().find(canary), std::string::npos) << "in the metrics";
+    for (auto table : {"audit_log", "event_outbox"})
+      EXPECT_EQ(psql(w.db, std::string("SELECT coalesce(string_agg(row_to_json(t)::text, ''), '') "
+                                       "FROM ") + table + " t")
+                  .find(canary),
+                std::string::npos)
+        << "in " << table;
+  }
+};
+
+std::string digest(const std::string& value) { return http::sha256_hex(value); }
+
+} // namespace
+
+TEST(Proxy, TheConnectionsTokenGoesOutAndNothingOfTheCallersDoes) {
+  proxy_world p;
+  p.w.seed("alice", 3600 * 1000);
+  auto r = p.call("POST", "/api/proxy/github/repos/octo/hello/issues?state=open&cm_user_id=alice&per_page=5",
+                  {{"Content-Type", "application/json"},
+                   {"Accept", "application/vnd.github+json"},
+                   {"X-GitHub-Api-Version", "2022-11-28"},
+                   {"Cookie", "session=callers-cookie"},
+                   {"X-Custom-Header", "not-forwarded"}},
+                  R"({"title":"found a bug"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto echo = r.json();
+  EXPECT_EQ(echo["method"], "POST");
+  EXPECT_EQ(echo["path"], "/papi/github/repos/octo/hello/issues");
+  EXPECT_EQ(echo["query"], (nlohmann::json{{"state", "open"}, {"per_page", "5"}}));
+  EXPECT_EQ(echo["body"], R"({"title":"found a bug"})");
+  EXPECT_EQ(echo["credentials"]["authorization"], digest("Bearer at-seed-alice"));
+  auto& sent = echo["headers"];
+  EXPECT_EQ(sent["content-type"], "application/json");
+  EXPECT_EQ(sent["accept"], "application/vnd.github+json");
+  EXPECT_EQ(sent["x-github-api-version"], "2022-11-28");
+  for (auto never : {"cookie", "x-services-token", "x-custom-header", "x-connection-user-id"})
+    EXPECT_FALSE(sent.contains(never)) << never;
+  // The provider's safe headers come back; its cookie and the rest do not.
+  EXPECT_EQ(r.header("x-ratelimit-remaining"), "41");
+  EXPECT_EQ(r.header("set-cookie"), "");
+  EXPECT_EQ(r.header("x-internal-trace"), "");
+  EXPECT_EQ(r.header("content-type"), "application/json");
+
+  // The header form names the connection too; a team is optional when the
+  // user has the provider in one team only.
+  auto byHeader = p.call("GET", "/api/proxy/github/user",
+                         {{"X-Connection-User-Id", "alice"}, {"X-Connection-Team-Id", "acme"}});
+  ASSERT_EQ(byHeader.status, 200) << byHeader.body;
+  EXPECT_EQ(byHeader.json()["path"], "/papi/github/user");
+  EXPECT_FALSE(byHeader.json()["headers"].contains("x-connection-team-id"));
+
+  // Every call is audited: service, connection, method, path without the
+  // query, status and duration.
+  p.await_audit(2);
+  auto rows = psql(p.w.db,
+                   "SELECT actor_type || ' ' || actor_id || ' ' || team_id || ' ' || target || ' ' || "
+                   "(details::jsonb->>'method') || ' ' || (details::jsonb->>'path') || ' ' || "
+                   "(details::jsonb->>'status') || ' ' || ((details::jsonb->>'duration_ms')::int >= 0)::text "
+                   "FROM audit_log WHERE action = 'proxy.call' ORDER BY seq");
+  EXPECT_EQ(rows,
+            "service agent acme github/alice POST /repos/octo/hello/issues 200 true\n"
+            "service agent acme github/alice GET /user 200 true");
+  EXPECT_NE(p.metrics().find("cm_proxy_requests_total{outcome=\"2xx\",provider=\"github\"} 2"),
+            std::string::npos);
+  p.expect_nowhere("at-seed-alice");
+  p.expect_nowhere("rt-seed-alice");
+}
+
+TEST(Proxy, EachCredentialSchemeIsPresentedTheProvidersWay) {
+  proxy_world p;
+  struct key_case {
+    nlohmann::json connect;
+    std::string provider, header, presented, path;
+  };
+  std::vector<key_case> keys = {
+    {{{"provider", "stripe"}, {"api_key", "sk_test_good"}}, "stripe", "authorization",
+     "Bearer sk_test_good", "/papi/stripe/v1/thing"},
+    {{{"provider", "klaviyo"}, {"api_key", "pk_good"}}, "klaviyo", "authorization",
+     "Klaviyo-API-Key pk_good", "/papi/klaviyo/v1/thing"},
+    {{{"provider", "gorgias"}, {"api_key", "gorgias_good"}, {"domain", "acme"}, {"email", "ops@acme.test"}},
+     "gorgias", "authorization", "", "/papi/acme/gorgias/v1/thing"},
+    {{{"provider", "zendesk"}, {"api_key", "zd_good"}, {"subdomain", "acme"}, {"email", "ops@acme.test"}},
+     "zendesk", "authorization", "", "/papi/acme/zendesk/v1/thing"},
+    {{{"provider", "figma"}, {"api_key", "figd_good"}}, "figma", "x-figma-token", "figd_good",
+     "/papi/figma/v1/thing"},
+  };
+  // Basic: base64 of "email:key" and "email/token:key".
+  keys[2].presented = "Basic b3BzQGFjbWUudGVzdDpnb3JnaWFzX2dvb2Q=";
+  keys[3].presented = "Basic b3BzQGFjbWUudGVzdC90b2tlbjp6ZF9nb29k";
+  for (auto& k : keys) {
+    auto c = p.connect_key(k.connect);
+    ASSERT_EQ(c.status, 200) << k.provider << ": " << c.body;
+    auto r = p.call("GET", "/api/proxy/" + k.provider + "/v1/thing?cm_user_id=alice");
+    ASSERT_EQ(r.status, 200) << k.provider << ": " << r.body;
+    EXPECT_EQ(r.json()["path"], k.path) << k.provider;
+    EXPECT_EQ(r.json()["credentials"][k.header], digest(k.presented)) << k.provider;
+    EXPECT_EQ(r.json()["credentials"].size(), 1u) << k.provider << ": one credential, once";
+  }
+  // Klaviyo's revision: the catalog's unless the caller chose one.
+  auto revision = p.call("GET", "/api/proxy/klaviyo/api/lists?cm_user_id=alice");
+  EXPECT_EQ(revision.json()["headers"]["revision"], "2024-07-15");
+  auto chosen = p.call("GET", "/api/proxy/klaviyo/api/lists?cm_user_id=alice",
+                       {{"revision", "2025-01-15"}});
+  EXPECT_EQ(chosen.json()["headers"]["revision"], "2025-01-15");
+
+  // OAuth tokens in a named header (Shopify, with the shop in the base
+  // URL) and in the query (Meta's Graph API).
+  p.w.store("acme", "alice", "shopify", "shpat_canary_token", "", R"({"shop":"acme-store"})");
+  auto shop = p.call("GET", "/api/proxy/shopify/orders.json?status=any&cm_user_id=alice");
+  ASSERT_EQ(shop.status, 200) << shop.body;
+  EXPECT_EQ(shop.json()["path"], "/papi/acme-store/shopify/orders.json");
+  EXPECT_EQ(shop.json()["credentials"]["x-shopify-access-token"], digest("shpat_canary_token"));
+  EXPECT_FALSE(shop.json()["credentials"].contains("authorization"));
+
+  p.w.store("acme", "alice", "meta", "EAAcanary+token/x", "", "{}");
+  auto graph = p.call("GET", "/api/proxy/meta/me/adaccounts?fields=name&cm_user_id=alice");
+  ASSERT_EQ(graph.status, 200) << graph.body;
+  EXPECT_EQ(graph.json()["credentials"]["query:access_token"],
+            digest("EAAcanary%2Btoken%2Fx"));
+  EXPECT_EQ(graph.json()["query"]["fields"], "name");
+  // A provider that echoes the token (Graph's paging links) has it
+  // redacted before the caller sees it.
+  auto paging = p.call("GET", "/api/proxy/meta/me/echo-credential?cm_user_id=alice");
+  ASSERT_EQ(paging.status, 200) << paging.body;
+  EXPECT_NE(paging.json()["paging"]["next"].get<std::string>().find("access_token=[redacted]"),
+            std::string::npos)
+    << paging.body;
+  // The query parameter that carries the token is the proxy's alone.
+  auto own = p.call("GET", "/api/proxy/meta/me?access_token=someone-elses&cm_user_id=alice");
+  EXPECT_EQ(own.status, 400) << own.body;
+  // A connection whose metadata lacks the base URL's placeholder: 409.
+  p.w.store("acme", "bob", "shopify", "shpat_other", "", "{}");
+  auto noShop = p.call("GET", "/api/proxy/shopify/orders.json?cm_user_id=bob");
+  EXPECT_EQ(noShop.status, 409) << noShop.body;
+  for (auto canary : {"sk_test_good", "pk_good", "gorgias_good", "zd_good", "figd_good",
+                      "shpat_canary_token", "EAAcanary", "shpat_other"})
+    p.expect_nowhere(canary);
+}
+
+TEST(Proxy, A401ForcesOneRefreshAndOneRetryWithTheNewToken) {
+  proxy_world p;
+  p.w.seed("alice", 3600 * 1000);
+  auto ok = p.call("GET", "/api/proxy/github/needs-current?cm_user_id=alice");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto refreshes = p.w.fake.refresh_calls();
+  // The provider stops taking the token (revoked, rotated elsewhere): the
+  // proxy refreshes once and retries once, and the caller sees only 200.
+  p.w.fake.admin("/__stale_access", R"({"access_token":"at-seed-alice"})");
+  auto calls = p.api_calls();
+  auto retried = p.call("GET", "/api/proxy/github/needs-current?cm_user_id=alice");
+  ASSERT_EQ(retried.status, 200) << retried.body;
+  EXPECT_EQ(p.w.fake.refresh_calls(), refreshes + 1);
+  EXPECT_EQ(p.api_calls(), calls + 2);
+  auto fresh = http_call(p.server->port(), "GET", "/api/internal/tokens/github?user_id=alice",
+                         {{"X-Services-Token", world_service_token}});
+  auto token = fresh.json()["access_token"].get<std::string>();
+  EXPECT_NE(token, "at-seed-alice");
+  EXPECT_EQ(retried.json()["credentials"]["authorization"], digest("Bearer " + token));
+  EXPECT_NE(p.metrics().find("cm_proxy_token_refreshes_total{provider=\"github\"} 1"),
+            std::string::npos);
+
+  // The new token is refused too, moments later: a forced refresh within
+  // refresh.min_forced_interval_ms shares the last one (issue 9), so the
+  // token is the same, nothing is retried, and the provider's own 401 is
+  // the answer. A burst of 401s costs the provider one refresh, not one
+  // per call.
+  p.w.fake.admin("/__stale_access", nlohmann::json{{"access_token", token}}.dump());
+  calls = p.api_calls();
+  refreshes = p.w.fake.refresh_calls();
+  for (int i = 0; i < 3; ++i) {
+    auto dead = p.call("GET", "/api/proxy/github/needs-current?cm_user_id=alice");
+    EXPECT_EQ(dead.status, 401) << dead.body;
+    EXPECT_EQ(dead.json()["error"], "invalid_token");
+  }
+  EXPECT_EQ(p.w.fake.refresh_calls(), refreshes);
+  EXPECT_EQ(p.api_calls(), calls + 3);
+
+  // An API key is never refreshed: its 401 passes straight through.
+  ASSERT_EQ(p.connect_key({{"provider", "stripe"}, {"api_key", "sk_test_good"}}).status, 200);
+  refreshes = p.w.fake.refresh_calls();
+  auto key401 = p.call("GET", "/api/proxy/stripe/v1/status/401?cm_user_id=alice");
+  EXPECT_EQ(key401.status, 401);
+  EXPECT_EQ(p.w.fake.refresh_calls(), refreshes);
+  p.expect_nowhere(token);
+  p.expect_nowhere("rt-seed-alice");
+}
+
+TEST(Proxy, RetryAfterPassesThroughAndNothingIsRetried) {
+  proxy_world p;
+  p.w.seed("alice", 3600 * 1000);
+  for (int status : {429, 503}) {
+    auto calls = p.api_calls();
+    auto r = p.call("GET", "/api/proxy/github/status/" + std::to_string(status) + "?cm_user_id=alice");
+    EXPECT_EQ(r.status, status) << r.body;
+    EXPECT_EQ(r.header("retry-after"), "7");
+    EXPECT_EQ(r.json()["status"], status);
+    EXPECT_EQ(p.api_calls(), calls + 1) << "no retry";
+  }
+  // A redirect is the caller's to follow, not ours.
+  auto calls = p.api_calls();
+  auto moved = p.call("GET", "/api/proxy/github/redirect?cm_user_id=alice");
+  EXPECT_EQ(moved.status, 302);
+  EXPECT_EQ(moved.header("location"), "http://127.0.0.1:9/elsewhere");
+  EXPECT_EQ(p.api_calls(), calls + 1);
+}
+
+TEST(Proxy, SlowProvidersAre504AndOversizedAnswers502) {
+  proxy_world p{"  max_response_bytes: 4096\n"};
+  p.w.seed("alice", 3600 * 1000);
+  auto quick = p.call("GET", "/api/proxy/github/slow/100?cm_user_id=alice");
+  EXPECT_EQ(quick.status, 200) << quick.body;
+  auto slow = p.call("GET", "/api/proxy/github/slow/4000?cm_user_id=alice");
+  EXPECT_EQ(slow.status, 504) << slow.body;
+  EXPECT_EQ(slow.json()["error"]["code"], "provider_timeout");
+  auto fits = p.call("GET", "/api/proxy/github/big/4000?cm_user_id=alice");
+  EXPECT_EQ(fits.status, 200);
+  EXPECT_EQ(fits.body.size(), 4000u);
+  auto big = p.call("GET", "/api/proxy/github/big/5000?cm_user_id=alice");
+  EXPECT_EQ(big.status, 502) << big.body;
+  p.await_audit(4);
+  auto rows = psql(p.w.db, "SELECT string_agg(details::jsonb->>'status', ',' ORDER BY seq) FROM "
+                           "audit_log WHERE action = 'proxy.call'");
+  EXPECT_EQ(rows, "200,504,200,502");
+}
+
+TEST(Proxy, EveryRefusedPathIsA400AndReachesNoProvider) {
+  proxy_world p;
+  p.w.seed("alice", 3600 * 1000);
+  auto calls = p.api_calls();
+  std::vector<std::string> refused = {
+    "/api/proxy/github/../../__stats",   "/api/proxy/github/a/%2e%2e/%2e%2e/__stats",
+    "/api/proxy/github/%2E%2E/x",        "/api/proxy/github/a/./b",
+    "/api/proxy/github/a%2fb",           "/api/proxy/github/a%2F..%2F..%2F__stats",
+    "/api/proxy/github/a%5c..%5c",       "/api/proxy/github//evil.example/x",
+    "/api/proxy/github/a//b",            "/api/proxy/github/http://evil.example/x",
+    "/api/proxy/github/https:%2f%2fevil.example", "/api/proxy/github/a%00b",
+    "/api/proxy/github/a%0d%0aHost:%20evil", "/api/proxy//github/user",
+    "/api/proxy/git%68ub/user",          "/api/proxy/github/a%zz",
+  };
+  for (auto& target : refused) {
+    auto r = p.call("GET", target + (target.find('?') == std::string::npos ? "?" : "&") +
+                             "cm_user_id=alice");
+    EXPECT_TRUE(r.status == 400 || r.status == 404) << target << " -> " << r.status << " " << r.body;
+    EXPECT_EQ(r.body.find("evil"), std::string::npos) << "never echoed: " << r.body;
+  }
+  EXPECT_EQ(p.api_calls(), calls) << "no refused path reached the provider";
+  // Who may call, and naming the connection.
+  auto noUser = p.call("GET", "/api/proxy/github/user");
+  EXPECT_EQ(noUser.status, 400);
+  EXPECT_EQ(p.call("GET", "/api/proxy/github/user?cm_user_id=nobody").status, 404);
+  EXPECT_EQ(p.call("GET", "/api/proxy/nonesuch/user?cm_user_id=alice").status, 404);
+  EXPECT_EQ(p.call("GET", "/api/proxy/github/user?cm_user_id=alice",
+                   {{"X-Services-Token", world_service_token}})
+              .status,
+            403)
+    << "FETCH_CONFIG is not PROXY";
+  auto member = "Bearer " + p.server->mint("alice", "acme");
+  EXPECT_EQ(http_call(p.server->port(), "GET", "/api/proxy/github/user?cm_user_id=alice",
+                      {{"Authorization", member}})
+              .status,
+            403);
+  EXPECT_EQ(p.api_calls(), calls);
+  // Nothing was called, so nothing is audited (one call after, to know
+  // the writer caught up).
+  EXPECT_EQ(p.call("GET", "/api/proxy/github/user?cm_user_id=alice").status, 200);
+  p.await_audit(1);
+}
+
+TEST(Proxy, OneTeamsOpenCallsAndBucketDoNotHoldBackAnother) {
+  proxy_world p{"  team_in_flight: 2\n  burst: 5\n  per_minute: 60\n", true};
+  p.w.seed("alice", 3600 * 1000, "acme");
+  p.w.seed("bob", 3600 * 1000, "globex");
+  auto slow = [&] {
+    return std::async(std::launch::async, [&] {
+      return http_call(p.server->port(), "GET", "/api/proxy/github/slow/1200?cm_user_id=alice",
+                       {{"X-Services-Token", agent_token}});
+    });
+  };
+  auto a = slow();
+  auto b = slow();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  auto third = p.call("GET", "/api/proxy/github/user?cm_user_id=alice");
+  EXPECT_EQ(third.status, 429) << third.body;
+  EXPECT_FALSE(third.header("retry-after").empty());
+  auto other = p.call("GET", "/api/proxy/github/user?cm_user_id=bob");
+  EXPECT_EQ(other.status, 200) << "another team is not held back: " << other.body;
+  EXPECT_EQ(a.get().status, 200);
+  EXPECT_EQ(b.get().status, 200);
+  // acme's bucket (5) is empty now; globex's is not.
+  int limited = 0;
+  for (int i = 0; i < 4; ++i)
+    limited += p.call("GET", "/api/proxy/github/user?cm_user_id=alice").status == 429;
+  EXPECT_GE(limited, 1);
+  EXPECT_EQ(p.call("GET", "/api/proxy/github/user?cm_user_id=bob").status, 200);
+}
+
+// Stripe through the proxy against stripe-stateful-mock (npm, pinned in
+// tests/e2e): a customer created through the proxy is read back through it.
+TEST(Proxy, StripeCustomerCreatedAndReadBackThroughTheProxy) {
+  auto cli = source_dir() + "/tests/e2e/node_modules/stripe-stateful-mock/dist/cli.js";
+  ASSERT_EQ(run_command("test -f " + cli), 0) << "run `npm ci` in tests/e2e first";
+  auto port = std::stoi(command_output(std::string(CM_NODE_BINARY) +
+    " -e \"const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})\""));
+  temp_dir dir;
+  child_process mock({CM_NODE_BINARY, cli}, dir.file("mock.log"), {{"PORT", std::to_string(port)}});
+  ASSERT_TRUE(mock.wait_for_line([](const std::string& l) { return l.find("Server started") != std::string::npos; },
+                                 std::chrono::seconds(20)))
+    << mock.output();
+  auto base = "http://127.0.0.1:" + std::to_string(port);
+  server_options o{fresh_database("proxystripe")};
+  o.service_tokens.push_back({"agent", agent_token, {"PROXY"}});
+  o.extra_yaml = "providers:\n  stripe:\n    validate_url: " + base +
+                 "/v1/customers?limit=1\n    api_base_url: " + base + "\n";
+  server_process server{o};
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  auto user = "Bearer " + server.mint("alice", "acme");
+  auto key = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
+  auto connect = http_call(server.port(), "POST", "/api/connectors/connect", {{"Authorization", user}},
+                           nlohmann::json{{"provider", "stripe"}, {"api_key", key}}.dump());
+  ASSERT_EQ(connect.status, 200) << connect.body;
+  auto created = http_call(server.port(), "POST", "/api/proxy/stripe/v1/customers",
+                           {{"X-Services-Token", agent_token},
+                            {"X-Connection-User-Id", "alice"},
+                            {"Content-Type", "application/x-www-form-urlencoded"},
+                            {"Idempotency-Key", "proxy-test-1"}},
+                           "email=jenny%40example.com&description=Jenny%20Rosen&metadata[plan]=gold");
+  ASSERT_EQ(created.status, 200) << created.body;
+  auto id = created.json()["id"].get<std::string>();
+  EXPECT_EQ(id.rfind("cus_", 0), 0u) << id;
+  auto read = http_call(server.port(), "GET", "/api/proxy/stripe/v1/customers/" + id + "?cm_user_id=alice",
+                        {{"X-Services-Token", agent_token}});
+  ASSERT_EQ(read.status, 200) << read.body;
+  EXPECT_EQ(read.json()["email"], "jenny@example.com");
+  EXPECT_EQ(read.json()["description"], "Jenny Rosen");
+  EXPECT_EQ(read.json()["metadata"]["plan"], "gold");
+  // The mock's own errors pass through as they are.
+  auto missing = http_call(server.port(), "GET", "/api/proxy/stripe/v1/customers/cus_nope?cm_user_id=alice",
+                           {{"X-Services-Token", agent_token}});
+  EXPECT_EQ(missing.status, 404) << missing.body;
+  EXPECT_EQ(missing.json()["error"]["type"], "invalid_request_error");
+  for (auto& raw : {created.raw, read.raw, missing.raw})
+    EXPECT_EQ(raw.find(key), std::string::npos);
+  EXPECT_EQ(server.log().find(key), std::string::npos);
+}
