@@ -145,7 +145,8 @@ the service file (auth.service_tokens) keep working beside them.
 
 Creates a service token for the service NAME (1 to 64 of A-Z a-z 0-9 . _ -;
 one live token per name) holding the scopes given (default FETCH_CONFIG,
-which fetches tokens and calls the internal routes). Prints the token on
+which fetches tokens and calls the internal routes; PROXY calls providers
+through /api/proxy; METRICS scrapes /metrics). Prints the token on
 standard output, once: only its SHA-256 is stored. With --json prints
 {"id","name","scopes","created_at","token"}. Services send it in the
 X-Services-Token header.

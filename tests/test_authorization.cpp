@@ -78,6 +78,7 @@ enum class kind {
   service_unscoped, // a service without FETCH_CONFIG
   service_scoped,   // a service holding FETCH_CONFIG
   service_metrics,  // a service holding METRICS only (a Prometheus scraper)
+  service_proxy,    // a service holding PROXY only (an agent calling providers)
 };
 
 struct caller {
@@ -96,6 +97,7 @@ enum class rule {
   service,          // services holding FETCH_CONFIG
   admin_or_service, // an admin, or a service holding FETCH_CONFIG
   metrics,          // services holding METRICS ("GET /metrics, protected by configuration")
+  proxy,            // services holding PROXY ("the proxy … (services with scope PROXY …)")
 };
 
 const char* name_of(rule r) {
@@ -106,6 +108,7 @@ const char* name_of(rule r) {
     case rule::service: return "service(FETCH_CONFIG)";
     case rule::admin_or_service: return "admin_or_service(FETCH_CONFIG)";
     case rule::metrics: return "service(METRICS)";
+    case rule::proxy: return "service(PROXY)";
   }
   return "?";
 }
@@ -129,12 +132,14 @@ verdict expected(rule r, kind k) {
     case kind::bad_credential: return verdict::unauthenticated;
     case kind::member: return r == rule::user ? verdict::allowed : verdict::forbidden;
     case kind::admin:
-      return r == rule::service || r == rule::metrics ? verdict::forbidden : verdict::allowed;
+      return r == rule::service || r == rule::metrics || r == rule::proxy ? verdict::forbidden
+                                                                          : verdict::allowed;
     case kind::service_unscoped: return verdict::forbidden;
     case kind::service_scoped:
       return r == rule::service || r == rule::admin_or_service ? verdict::allowed
                                                                : verdict::forbidden;
     case kind::service_metrics: return r == rule::metrics ? verdict::allowed : verdict::forbidden;
+    case kind::service_proxy: return r == rule::proxy ? verdict::allowed : verdict::forbidden;
   }
   return verdict::forbidden;
 }
@@ -227,6 +232,18 @@ const std::vector<expectation>& design_routes() {
     {"GET", "/api/v1/audit", rule::admin, "/api/v1/audit", ""},
     // "Events: GET /api/v1/events (Server-Sent Events; admin or service)".
     {"GET", "/api/v1/events", rule::admin_or_service, "/api/v1/events", "", true},
+    // "the proxy /api/proxy/{provider}/{path…} (services with scope PROXY …)",
+    // for any method; alice's Stripe key, the fake provider's echoing API.
+    {"GET", "/api/proxy/{provider}/{path*}", rule::proxy,
+     "/api/proxy/stripe/v1/thing?cm_user_id=alice", ""},
+    {"POST", "/api/proxy/{provider}/{path*}", rule::proxy,
+     "/api/proxy/stripe/v1/thing?cm_user_id=alice", "{}"},
+    {"PUT", "/api/proxy/{provider}/{path*}", rule::proxy,
+     "/api/proxy/stripe/v1/thing?cm_user_id=alice", "{}"},
+    {"PATCH", "/api/proxy/{provider}/{path*}", rule::proxy,
+     "/api/proxy/stripe/v1/thing?cm_user_id=alice", "{}"},
+    {"DELETE", "/api/proxy/{provider}/{path*}", rule::proxy,
+     "/api/proxy/stripe/v1/thing?cm_user_id=alice", ""},
   };
   return routes;
 }
@@ -257,7 +274,10 @@ rule rule_of(const route_shape& r) {
     case http::access::open: return rule::open;
     case http::access::user: return rule::user;
     case http::access::admin: return rule::admin;
-    case http::access::service: return r.scope == http::scope_metrics ? rule::metrics : rule::service;
+    case http::access::service:
+      return r.scope == http::scope_metrics ? rule::metrics
+             : r.scope == http::scope_proxy ? rule::proxy
+                                            : rule::service;
     case http::access::admin_or_service: return rule::admin_or_service;
   }
   return rule::open;
@@ -282,6 +302,7 @@ struct authz_world {
   std::string scoped_token = "svc-authz-scoped-" + random_hex(12);
   std::string unscoped_token = "svc-authz-unscoped-" + random_hex(12);
   std::string metrics_token = "svc-authz-metrics-" + random_hex(12);
+  std::string proxy_token = "svc-authz-proxy-" + random_hex(12);
   std::unique_ptr<server_process> server;
   std::string hs_secret;
   std::vector<caller> callers;
@@ -294,6 +315,7 @@ struct authz_world {
     o.service_tokens.push_back({"reporting", scoped_token, {"FETCH_CONFIG"}});
     o.service_tokens.push_back({"limited", unscoped_token, {}});
     o.service_tokens.push_back({"prometheus", metrics_token, {"METRICS"}});
+    o.service_tokens.push_back({"agent", proxy_token, {"PROXY"}});
     o.env["CM_AUTH__JWT__RS256_PUBLIC_KEY_FILE"] = keys.file("rs256.pub");
     auto base = "http://127.0.0.1:" + std::to_string(fake.port());
     o.extra_yaml = "oauth:\n  public_base_url: https://cm.example\n  allowed_redirect_uris: [" +
@@ -306,6 +328,7 @@ struct authz_world {
                    "    account_url: " + base + "/me\n"
                    "    revoke_url: " + base + "/applications/{client_id}/token\n"
                    "  stripe:\n    validate_url: " + base + "/v1/balance\n"
+                   "    api_base_url: " + base + "/papi/stripe\n"
                    "  posthog:\n    validate_url: " + base + "/api/users/@me/\n";
     server = std::make_unique<server_process>(o);
     if (!server->wait_ready())
@@ -344,6 +367,7 @@ struct authz_world {
        bearer(hs256(hs_secret, {{"sub", "svc-jwt"}, {"scopes", {"READ_ONLY"}}, {"exp", now_s() + 600}}))},
       {"service token with FETCH_CONFIG", kind::service_scoped, {{"X-Services-Token", scoped_token}}},
       {"service token with METRICS", kind::service_metrics, {{"X-Services-Token", metrics_token}}},
+      {"service token with PROXY", kind::service_proxy, {{"X-Services-Token", proxy_token}}},
       {"service JWT with FETCH_CONFIG", kind::service_scoped,
        bearer(hs256(hs_secret, {{"sub", "svc-jwt"}, {"scopes", {"FETCH_CONFIG"}}, {"exp", now_s() + 600}}))},
     };
@@ -448,7 +472,9 @@ TEST(Authorization, EveryRouteOfTheTableHasADesignRuleAndAReachingRequest) {
     EXPECT_EQ(name_of(rule_of(r)), std::string(name_of(e->who)))
       << r.method << " " << r.pattern << ": the code's guard differs from the design";
     if (r.who == http::access::service || r.who == http::access::admin_or_service) {
-      EXPECT_EQ(r.scope, e->who == rule::metrics ? "METRICS" : "FETCH_CONFIG")
+      EXPECT_EQ(r.scope, e->who == rule::metrics ? "METRICS"
+                         : e->who == rule::proxy ? "PROXY"
+                                                 : "FETCH_CONFIG")
         << r.method << " " << r.pattern;
     }
   }

@@ -322,6 +322,8 @@ TEST(HttpFront, TheOpenApiDocumentIsServedAndDescribesEveryRoute) {
     for (auto part : http::split_path(route.pattern))
       if (part.front() == '{') {
         auto name = std::string(part.substr(1, part.size() - 2));
+        if (name.back() == '*') // the rest of the path, {path} in OpenAPI
+          name.pop_back();
         bool declared = false;
         for (auto& p : op["parameters"])
           declared = declared || (p["name"] == name && p["in"] == "path" && p["required"] == true);

@@ -1,0 +1,244 @@
+// The proxy: GET /api/proxy/stripe/v1/charges through the real front
+// (Pistache, front actors, the token board, the provider client's libcurl
+// multi thread, audit rows to PostgreSQL) to a fake provider, against the
+// same GET sent to that fake provider directly — measured in the same run
+// by the same load client, interleaved.
+//
+//   CONNECTOR_BENCH_DATABASE_URL=… bench_proxy [--seconds S] [--connections N]
+//
+// The fake provider is a Pistache handler that checks the credential (as a
+// provider would) and answers a constant JSON body. Each load connection
+// names its own connection (one stored API key per team), so calls spread
+// over teams as they would in production. The tenant limits (rate buckets,
+// per-team calls in flight) are off: this measures capacity.
+//
+// Prints requests/s, p50 and p99 for both and their ratio.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+#include <pistache/endpoint.h>
+#include <pistache/http.h>
+
+#include "actors/actor_config.hpp"
+#include "actors/front_actor.hpp"
+#include "actors/provider_client_actor.hpp"
+#include "actors/registry_actor.hpp"
+#include "actors/storage_actor.hpp"
+#include "bench/bench_support.hpp"
+#include "bench/http_load.hpp"
+#include "common/log.hpp"
+#include "config/provider_catalog.hpp"
+#include "http/auth.hpp"
+#include "http/server.hpp"
+#include "storage/database.hpp"
+#include "storage/keyring.hpp"
+#include "storage/migrations.hpp"
+
+using namespace cm;
+using namespace cm::bench;
+
+namespace {
+
+const std::string service_token = "bench-proxy-token-0123456789";
+const std::string stored_key = "sk_test_" + std::string(32, 'k');
+
+/// The fake provider: refuses a call without the stored key, as Stripe
+/// would, and answers a constant list otherwise.
+class provider_handler : public Pistache::Http::Handler {
+public:
+  HTTP_PROTOTYPE(provider_handler)
+  explicit provider_handler(std::string body) : body_(std::move(body)) {}
+  void onRequest(const Pistache::Http::Request& req, Pistache::Http::ResponseWriter w) override {
+    if (w.headers().has<Pistache::Http::Header::Connection>())
+      w.headers().remove<Pistache::Http::Header::Connection>();
+    auto auth = req.headers().tryGetRaw("Authorization");
+    if (!auth || auth->value() != "Bearer " + stored_key) {
+      w.send(Pistache::Http::Code::Unauthorized, R"({"error":{"type":"invalid_request_error"}})",
+             MIME(Application, Json));
+      return;
+    }
+    w.send(Pistache::Http::Code::Ok, body_, MIME(Application, Json));
+  }
+
+private:
+  std::string body_;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 3.0;
+  int connections = 64;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--seconds"))
+      seconds = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--connections"))
+      connections = std::atoi(argv[i + 1]);
+  }
+  seconds = std::min(std::max(seconds, 0.5), 30.0);
+  connections = std::min(std::max(connections, 1), 1024);
+  const char* url = bench::database_url();
+  // Served as in production: an access line per request (to /dev/null).
+  std::FILE* devnull = std::fopen("/dev/null", "w");
+  log::set_sink(devnull);
+  log::set_level(log::level::info);
+  storage::ensure_sodium();
+
+  // The fake provider, a list of charges of a realistic size.
+  std::string body = R"({"object":"list","url":"/v1/charges","has_more":false,"data":[)";
+  for (int i = 0; i < 3; ++i)
+    body += std::string(i ? "," : "") + R"({"id":"ch_)" + std::to_string(1000 + i) +
+            R"(","object":"charge","amount":2000,"currency":"usd","status":"succeeded"})";
+  body += "]}";
+  Pistache::Address addr("127.0.0.1", Pistache::Port(0));
+  auto provider = std::make_shared<Pistache::Http::Endpoint>(addr);
+  provider->init(
+    Pistache::Http::Endpoint::options().threads(2).flags(Pistache::Tcp::Options::ReuseAddr));
+  provider->setHandler(Pistache::Http::make_handler<provider_handler>(body));
+  provider->serveThreaded();
+  uint16_t provider_port = static_cast<uint16_t>(provider->getPort());
+
+  config::service_config cfg;
+  cfg.database.url = url;
+  cfg.listen.port = 0;
+  cfg.listen.threads = 2;
+  cfg.scheduler.max_threads = 2;
+  cfg.rate_limit.enabled = false;
+  cfg.proxy.team_in_flight = 1024;
+  char secret_path[] = "/tmp/cm-bench-jwt.XXXXXX";
+  int sfd = ::mkstemp(secret_path);
+  std::string jwt_secret = "bench-jwt-secret-0123456789abcdef0123456789";
+  [[maybe_unused]] auto w = ::write(sfd, jwt_secret.data(), jwt_secret.size());
+  ::close(sfd);
+  cfg.auth.hs256_secret_file = secret_path;
+  cfg.auth.service_tokens.push_back({"bench", http::sha256_hex(service_token), {"PROXY"}});
+  {
+    storage::database db{cfg.database};
+    storage::apply_migrations(db);
+    db.exec_script("TRUNCATE connector_tokens");
+  }
+  auto keys = storage::keyring::parse(bench::key_ring_text);
+  auto catalog = config::load_provider_catalog(CM_SOURCE_DIR "/config/providers.yaml");
+  auto provider_base = "http://127.0.0.1:" + std::to_string(provider_port);
+  config::apply_provider_settings(catalog, {{"stripe", {{}, {}, {}, {{"api_base_url", provider_base}}}}});
+
+  actor_config actor_cfg{false};
+  actor_cfg.apply(cfg.scheduler);
+  caf::actor_system sys{actor_cfg};
+  auto audit = std::make_shared<storage::audit_queue>(default_audit_queue_rows);
+  auto store = *spawn_storage(sys, cfg.database, keys, {}, audit);
+  // One stored key per load connection, each in a team of its own.
+  {
+    caf::scoped_actor self{sys};
+    for (int i = 0; i < connections; ++i) {
+      token_record r;
+      r.key = {"team-" + std::to_string(i), "user-" + std::to_string(i), "stripe"};
+      r.kind = connection_kind::api_key;
+      r.access_token = secret{stored_key};
+      r.metadata = R"({"account_name":"acme"})";
+      self->request(store, std::chrono::seconds(10), save_atom_v, std::move(r))
+        .receive([](token_record&) {}, [](caf::error&) { std::exit(1); });
+    }
+  }
+  auto client = sys.spawn(provider_client);
+  auto deps = make_registry_deps(cfg, catalog);
+  deps.storage = store;
+  deps.provider_client = client;
+  auto board = std::make_shared<token_board>();
+  auto teams = std::make_shared<storage::team_lookup_cache>(std::chrono::seconds(60), 100000);
+  deps.board = board;
+  deps.teams = teams;
+  auto registry_handle = sys.spawn(registry, std::move(deps));
+  {
+    caf::scoped_actor self{sys};
+    self->request(registry_handle, std::chrono::minutes(1), hydrate_atom_v)
+      .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
+  }
+  auto ctx = std::make_shared<front_context>();
+  ctx->cfg = cfg;
+  ctx->catalog = catalog;
+  ctx->auth = std::make_shared<const http::authenticator>(cfg.auth);
+  ctx->storage = store;
+  ctx->states = store;
+  ctx->configs = store;
+  ctx->registry = registry_handle;
+  ctx->provider_client = client;
+  ctx->keys = keys;
+  ctx->board = board;
+  ctx->audit = audit;
+  ctx->teams = teams;
+  std::vector<front_actor> fronts;
+  for (int i = 0; i < cfg.listen.threads; ++i)
+    fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
+  http::server server{cfg.listen, fronts, nullptr};
+  server.start();
+
+  // The same GET, to the proxy (naming the connection) and to the provider
+  // directly (with the key, as a service holding it would send it).
+  std::vector<std::string> proxied, direct;
+  for (int i = 0; i < connections; ++i) {
+    auto n = std::to_string(i);
+    proxied.push_back("GET /api/proxy/stripe/v1/charges?limit=3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "X-Services-Token: " + service_token + "\r\nX-Connection-User-Id: user-" + n +
+                      "\r\nX-Connection-Team-Id: team-" + n + "\r\n\r\n");
+    direct.push_back("GET /v1/charges?limit=3 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                     stored_key + "\r\n\r\n");
+  }
+  // Warm both (connections to the provider, snapshots, the audit writer).
+  auto warm = load(server.port(), proxied, connections, std::chrono::milliseconds(500));
+  load(provider_port, direct, connections, std::chrono::milliseconds(200));
+  if (warm.errors > 0 || warm.per_second <= 0) {
+    std::fprintf(stderr, "the proxy did not answer 200 (%ld errors)\n", warm.errors);
+    return 1;
+  }
+
+  auto duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+  std::printf("proxy: %d keep-alive connections (one team each), %.1f s per side, body %zu bytes\n",
+              connections, seconds, body.size());
+  std::printf("%-34s %12s %9s %9s %7s %8s %8s\n", "path", "requests/s", "p50 us", "p99 us",
+              "errors", "ratio", "p99 x");
+  // Interleaved twice so drift on a shared machine hits both alike.
+  figures base_total, real_total;
+  for (int round = 0; round < 2; ++round) {
+    auto base = load(provider_port, direct, connections, duration / 2);
+    auto real = load(server.port(), proxied, connections, duration / 2);
+    base_total.per_second += base.per_second / 2;
+    real_total.per_second += real.per_second / 2;
+    base_total.p50_us = std::max(base_total.p50_us, base.p50_us);
+    base_total.p99_us = std::max(base_total.p99_us, base.p99_us);
+    real_total.p50_us = std::max(real_total.p50_us, real.p50_us);
+    real_total.p99_us = std::max(real_total.p99_us, real.p99_us);
+    base_total.errors += base.errors;
+    real_total.errors += real.errors;
+  }
+  std::printf("%-34s %12.0f %9.1f %9.1f %7ld %8s %8s\n", "GET the provider directly",
+              base_total.per_second, base_total.p50_us, base_total.p99_us, base_total.errors, "",
+              "");
+  std::printf("%-34s %12.0f %9.1f %9.1f %7ld %8.2f %8.2f\n", "GET /api/proxy/stripe/...",
+              real_total.per_second, real_total.p50_us, real_total.p99_us, real_total.errors,
+              real_total.per_second / base_total.per_second, real_total.p99_us / base_total.p99_us);
+  std::printf("audit rows written: %lld\n", static_cast<long long>(audit->written_total()));
+  std::fflush(stdout);
+  provider->shutdown();
+  server.stop();
+  for (auto& f : fronts)
+    caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
+  sys.await_all_actors_done();
+  ::unlink(secret_path);
+  log::set_sink(nullptr);
+  std::fclose(devnull);
+  return 0;
+}
