@@ -1,5 +1,7 @@
 #include "actors/front_actor.hpp"
 
+#include "api/proxy_routes.hpp"
+
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -164,6 +166,7 @@ front_actor::behavior_type front(front_actor::stateful_pointer<front_state> self
       service_refresh_attempt(self, ex, key, attempt);
     },
     [=](configure_atom, front_context_ptr& ctx) { self->state.ctx = std::move(ctx); },
+    [=](proxied_atom, const proxy_answer_ptr& answer) { take_proxy_answer(answer); },
   };
 }
 

@@ -27,6 +27,7 @@
 #include "http/auth.hpp"
 #include "http/rate_limiter.hpp"
 #include "kafka/relay_status.hpp"
+#include "provider/curl_engine.hpp"
 #include "proxy/team_in_flight.hpp"
 #include "http/router.hpp"
 
@@ -38,7 +39,9 @@ using front_actor = caf::typed_actor<
   // Internal: another attempt of a service-triggered refresh (attempt no.).
   caf::reacts_to<retry_atom, exchange_ptr, connection_key, int32_t>,
   // A reloaded configuration for requests from now on.
-  caf::reacts_to<configure_atom, front_context_ptr>>;
+  caf::reacts_to<configure_atom, front_context_ptr>,
+  // Internal: a provider answered a call this actor proxied.
+  caf::reacts_to<proxied_atom, proxy_answer_ptr>>;
 
 class config_reloader;
 
@@ -74,6 +77,13 @@ struct front_context {
   /// Proxied calls each team has open, shared and kept across reloads like
   /// the limiter (null: no bound).
   std::shared_ptr<proxy::team_in_flight> proxy_calls = std::make_shared<proxy::team_in_flight>();
+  /// The proxy's calls to providers: an engine (libcurl multi thread) of
+  /// its own, so services' proxied traffic never queues before refreshes
+  /// in the provider client, and its answers go back to the caller from
+  /// the engine's thread without an actor hop (api/proxy_routes.cpp).
+  /// Owned by whoever wires the front (serve, benches), which destroys it
+  /// only once every actor is done; null: the proxy answers 503.
+  curl_engine* proxy_engine = nullptr;
   /// The shards this instance owns, reported by the health route (null:
   /// no shard ownership, as in tests).
   storage::shard_set_ptr shards;

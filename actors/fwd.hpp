@@ -32,12 +32,19 @@ struct webhook_settings;
 using front_context_ptr = std::shared_ptr<const front_context>;
 using registry_deps_ptr = std::shared_ptr<const registry_deps>;
 using webhook_settings_ptr = std::shared_ptr<const webhook_settings>;
+
+/// A provider's answer to a proxied call, handed from the proxy's libcurl
+/// thread back to the front actor that made the call (api/proxy_routes).
+/// In-process only.
+struct proxy_answer;
+using proxy_answer_ptr = std::shared_ptr<proxy_answer>;
 } // namespace cm
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::exchange_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::front_context_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::registry_deps_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::webhook_settings_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cm::proxy_answer_ptr)
 
 CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
 
@@ -119,5 +126,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(connector_manager, caf::first_custom_type_id)
   CAF_ADD_ATOM(connector_manager, cm, flush_atom, "flush")
   CAF_ADD_ATOM(connector_manager, cm, forward_atom, "forward")
   CAF_ADD_ATOM(connector_manager, cm, backlog_atom, "backlog")
+  CAF_ADD_ATOM(connector_manager, cm, proxied_atom, "proxied")
 
 CAF_END_TYPE_ID_BLOCK(connector_manager)

@@ -43,12 +43,28 @@ struct proxied {
   proxy::header_list forwarded;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   proxy::team_in_flight::slot slot;
-  /// The token the last attempt presented (to redact it, and to know
-  /// whether a forced refresh changed it).
-  std::string credential;
+  /// The provider's calls, all attempts together, end by then (504).
+  std::chrono::steady_clock::time_point deadline;
+  /// Every form of the credential the last attempt presented (to redact
+  /// it from the answer).
+  std::vector<std::string> credential_forms;
   bool refreshed = false;
+  /// The front actor that made the call: the engine's thread hands the
+  /// answer back to it (take_proxy_answer), never touching `c.self`.
+  front_actor front;
 };
 using proxied_ptr = std::shared_ptr<proxied>;
+
+} // namespace
+
+/// What the engine's thread hands back (actors/fwd.hpp).
+struct proxy_answer {
+  proxied_ptr call;
+  token_grant grant;
+  outbound_response response;
+};
+
+namespace {
 
 /// The part of the raw target after "/api/proxy/<provider>", split into
 /// path and query; false when the raw target does not start that way
@@ -101,8 +117,9 @@ int64_t elapsed_ms(const proxied& p) {
     .count();
 }
 
-/// Records the call (audit row, metric) and answers. Audit rows of calls
-/// already made are always taken: refusing one would not undo the call.
+/// Records a call made (audit row, metric) and answers. Audit rows of
+/// calls already made are always taken: refusing one would not undo the
+/// call (and there was room when it was made, `attempt`).
 void finish(const proxied_ptr& p, http::response res, std::string_view outcome) {
   auto& ctx = p->c.ctx();
   auto& req = p->c.ex->req();
@@ -119,9 +136,12 @@ void finish(const proxied_ptr& p, http::response res, std::string_view outcome) 
   p->c.ex->reply(std::move(res));
 }
 
-/// A refusal of ours, after the connection was known (audited too).
+/// A refusal of ours before any call: counted, not audited (nothing was
+/// done on the connection, and a flood of refusals must not become a
+/// flood of rows).
 void refuse(const proxied_ptr& p, http::response res) {
-  finish(p, std::move(res), "refused");
+  metrics::proxy_call(p->entry->name, "refused");
+  p->c.ex->reply(std::move(res));
 }
 
 http::response timeout_response() {
@@ -144,6 +164,9 @@ void answer(const proxied_ptr& p, const token_grant& grant, outbound_response re
     case transport_error::timeout_after_send:
       finish(p, timeout_response(), "timeout");
       return;
+    case transport_error::cancelled:
+      finish(p, http::error_response(ec::unavailable, "shutting down"), "unreachable");
+      return;
     case transport_error::too_large:
       finish(p,
              http::error_response(ec::provider_failed,
@@ -161,9 +184,8 @@ void answer(const proxied_ptr& p, const token_grant& grant, outbound_response re
   if (res.status == 401 && !p->refreshed && grant.kind != connection_kind::api_key) {
     p->refreshed = true;
     metrics::proxy_refresh(p->entry->name);
-    auto& ctx = p->c.ctx();
     auto old = std::make_shared<outbound_response>(std::move(res));
-    p->c.self->request(ctx.registry, budget(p->c), get_token_atom_v, p->key, true)
+    p->c.self->request(p->c.ctx().registry, budget(p->c), get_token_atom_v, p->key, true)
       .then(
         [p, old, grant](const token_grant& fresh) {
           if (fresh.access_token.reveal() == grant.access_token.reveal()) {
@@ -179,11 +201,11 @@ void answer(const proxied_ptr& p, const token_grant& grant, outbound_response re
   }
   http::response out;
   out.status = static_cast<int>(res.status);
-  out.headers = proxy::returned_headers(res.headers, p->credential, out.content_type);
+  out.headers = proxy::returned_headers(res.headers, p->credential_forms, out.content_type);
   if (out.content_type.empty())
     out.content_type = "application/octet-stream";
   out.body = std::move(res.body);
-  if (proxy::redact(out.body, p->credential) > 0)
+  if (proxy::redact(out.body, p->credential_forms) > 0)
     log::warn("proxy", "the provider's answer carried the credential; redacted",
               {{"request_id", p->c.ex->req().request_id}, {"provider", p->entry->name}});
   auto outcome = status_class(res.status);
@@ -212,21 +234,44 @@ void attempt(const proxied_ptr& p, const token_grant& grant) {
     refuse(p, http::error_response(ec::bad_request, target.problem));
     return;
   }
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                p->deadline - std::chrono::steady_clock::now())
+                .count();
+  if (left <= 0) {
+    finish(p, timeout_response(), "timeout");
+    return;
+  }
+  // A call is audited once made; when the audit log cannot keep up, no
+  // call is made (as a token read is not served unaudited).
+  if (ctx.audit && ctx.audit->size() >= ctx.audit->capacity()) {
+    refuse(p, http::error_response(ec::unavailable,
+                                   "the audit log is behind; nothing was called, retry later", 1));
+    return;
+  }
   outbound_request out;
   auto& req = p->c.ex->req();
   out.method = req.method;
   out.url = target.url;
   out.headers = p->forwarded;
-  out.timeout_ms = ctx.cfg.proxy.timeout_ms;
+  out.timeout_ms = left;
   out.max_response_bytes = ctx.cfg.proxy.max_response_bytes;
   out.provider = entry.name;
   if (req.method != "GET")
     out.body = req.body;
-  p->credential = grant.access_token.reveal();
-  if (grant.kind == connection_kind::api_key && entry.api_key) {
-    credential::present_api_key(*entry.api_key, p->credential, values, out);
-    // The catalog's constant headers (Klaviyo's revision), unless the
-    // caller chose its own value of a header the provider lets it choose.
+  auto token = grant.access_token.reveal();
+  auto before = out.headers.size();
+  bool key = grant.kind == connection_kind::api_key && entry.api_key;
+  if (key)
+    credential::present_api_key(*entry.api_key, token, values, out);
+  else
+    credential::present_token(entry.api_auth(), token, out);
+  // The credential, and the header values it went out in.
+  std::vector<std::string> presented = {token};
+  for (auto i = before; i < out.headers.size(); ++i)
+    presented.push_back(out.headers[i].second);
+  // The catalog's constant headers (Klaviyo's revision), unless the caller
+  // chose its own value of a header the provider lets it choose.
+  if (key)
     for (auto& [name, value] : entry.api_key->headers) {
       bool chosen = false;
       for (auto& [sent, ignored] : p->forwarded)
@@ -234,13 +279,15 @@ void attempt(const proxied_ptr& p, const token_grant& grant) {
       if (!chosen)
         out.headers.emplace_back(name, value);
     }
-  } else {
-    credential::present_token(entry.api_auth(), p->credential, out);
-  }
-  auto wait = std::chrono::milliseconds(ctx.cfg.proxy.timeout_ms + 1000);
-  p->c.self->request(ctx.provider_client, wait, std::move(out))
-    .then([p, grant](outbound_response& res) { answer(p, grant, std::move(res)); },
-          [p](const caf::error&) { finish(p, timeout_response(), "timeout"); });
+  p->credential_forms = proxy::credential_forms(presented);
+  // The engine enforces the deadline (504 below). It calls back on its own
+  // thread, which only hands the answer to the front actor: the work on
+  // it (redaction, the write to a caller that may read slowly) must not
+  // hold up every other team's calls on that one thread.
+  ctx.proxy_engine->submit(std::move(out), [p, grant](outbound_response res) {
+    auto answer = std::make_shared<proxy_answer>(proxy_answer{p, grant, std::move(res)});
+    caf::anon_send(p->front, proxied_atom_v, std::move(answer));
+  });
 }
 
 /// The connection is known: the team's limits, then its token.
@@ -295,9 +342,15 @@ void proxy_call(const call& c) {
     c.ex->reply_error(ec::not_found, "the catalog names no API base URL for this provider");
     return;
   }
+  if (ctx.proxy_engine == nullptr) {
+    c.ex->reply_error(ec::unavailable, "the proxy has no engine in this process");
+    return;
+  }
   auto p = std::make_shared<proxied>();
   p->c = c;
   p->entry = entry;
+  p->front = caf::actor_cast<front_actor>(c.self);
+  p->deadline = p->started + std::chrono::milliseconds(ctx.cfg.proxy.timeout_ms);
   auto& req = c.ex->req();
   std::string raw_query;
   if (!split_target(req.raw_target, entry->name, p->path, raw_query)) {
@@ -371,6 +424,10 @@ api::route proxy_route(const std::string& method) {
 }
 
 } // namespace
+
+void take_proxy_answer(const proxy_answer_ptr& a) {
+  answer(a->call, a->grant, std::move(a->response));
+}
 
 std::vector<api::route> proxy_routes() {
   std::vector<api::route> routes;

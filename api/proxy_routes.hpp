@@ -29,4 +29,8 @@ namespace cm {
 /// The proxy's routes, one per method, with their documentation.
 std::vector<api::route> proxy_routes();
 
+/// A provider's answer, in the front actor that made the call (it came
+/// on the proxy engine's thread, which only hands it on).
+void take_proxy_answer(const proxy_answer_ptr& answer);
+
 } // namespace cm

@@ -524,9 +524,13 @@ int cmd_serve(const config::service_config& cfg, char**) {
     log::warn("main", "event delivery has not started yet; GET /api/v1/events answers 503 "
                       "until it reads the outbox");
 
+  // The proxy's own libcurl engine: destroyed below, once every actor is
+  // done (a refresh after a 401 may still submit to it until then).
+  auto proxy_engine = std::make_unique<curl_engine>("cm-curl-proxy");
   auto ctx = std::make_shared<front_context>();
   ctx->cfg = cfg;
   ctx->catalog = std::move(catalog);
+  ctx->proxy_engine = proxy_engine.get();
   ctx->auth = auth;
   ctx->storage = *storage;
   ctx->states = *admin;
@@ -640,6 +644,9 @@ int cmd_serve(const config::service_config& cfg, char**) {
   // Actors may still hold exchanges that write through the endpoint: let
   // them finish before `server` (and with it the endpoint) is destroyed.
   sys.await_all_actors_done();
+  // Calls still at providers are answered 503 (cancelled) while the
+  // endpoint still exists.
+  proxy_engine.reset();
   log::flush();
   return 0;
 }

@@ -5,6 +5,9 @@
 // by the same load client, interleaved.
 //
 //   CONNECTOR_BENCH_DATABASE_URL=… bench_proxy [--seconds S] [--connections N]
+//                                              [--profile 1] [--provider-latency-ms L]
+//
+// --profile 1 only drives the proxy for S seconds (to attach perf to).
 //
 // The fake provider is a Pistache handler that checks the credential (as a
 // provider would) and answers a constant JSON body. Each load connection
@@ -12,9 +15,18 @@
 // over teams as they would in production. The tenant limits (rate buckets,
 // per-team calls in flight) are off: this measures capacity.
 //
+// With --provider-latency-ms L the fake provider answers each call L ms
+// after it came, as a real provider's API does (tens to hundreds of ms):
+// the figure services see, where the proxy's own cost is added to the
+// provider's time rather than competing with it for the CPU.
+//
 // Prints requests/s, p50 and p99 for both and their ratio.
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -28,6 +40,7 @@
 #include <caf/scoped_actor.hpp>
 #include <pistache/endpoint.h>
 #include <pistache/http.h>
+#include <pistache/peer.h>
 
 #include "actors/actor_config.hpp"
 #include "actors/front_actor.hpp"
@@ -38,6 +51,7 @@
 #include "bench/http_load.hpp"
 #include "common/log.hpp"
 #include "config/provider_catalog.hpp"
+#include "http/answer_writer.hpp"
 #include "http/auth.hpp"
 #include "http/server.hpp"
 #include "storage/database.hpp"
@@ -52,12 +66,62 @@ namespace {
 const std::string service_token = "bench-proxy-token-0123456789";
 const std::string stored_key = "sk_test_" + std::string(32, 'k');
 
+/// Answers written later by one thread, in due order (the provider's
+/// latency), straight to a duplicate of the connection's socket: Pistache
+/// has two threads and must not sleep on them.
+class delayed_answers {
+public:
+  delayed_answers() : thread_([this] { run(); }) {}
+  ~delayed_answers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  void post(std::chrono::steady_clock::time_point at, std::shared_ptr<http::answer_socket> socket,
+            std::string bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    due_.emplace(at, std::make_pair(std::move(socket), std::move(bytes)));
+    wake_.notify_one();
+  }
+
+private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+      if (due_.empty()) {
+        wake_.wait(lock);
+        continue;
+      }
+      auto next = due_.begin();
+      if (wake_.wait_until(lock, next->first) == std::cv_status::no_timeout)
+        continue;
+      auto answer = std::move(next->second);
+      due_.erase(next);
+      lock.unlock();
+      answer.first->write(answer.second, std::chrono::milliseconds(500));
+      lock.lock();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::multimap<std::chrono::steady_clock::time_point,
+                std::pair<std::shared_ptr<http::answer_socket>, std::string>>
+    due_;
+  std::thread thread_;
+};
+
 /// The fake provider: refuses a call without the stored key, as Stripe
-/// would, and answers a constant list otherwise.
+/// would, and answers a constant list otherwise, at once or `latency` later.
 class provider_handler : public Pistache::Http::Handler {
 public:
   HTTP_PROTOTYPE(provider_handler)
-  explicit provider_handler(std::string body) : body_(std::move(body)) {}
+  provider_handler(std::string body, std::chrono::milliseconds latency,
+                   std::shared_ptr<delayed_answers> later)
+    : body_(std::move(body)), latency_(latency), later_(std::move(later)) {}
   void onRequest(const Pistache::Http::Request& req, Pistache::Http::ResponseWriter w) override {
     if (w.headers().has<Pistache::Http::Header::Connection>())
       w.headers().remove<Pistache::Http::Header::Connection>();
@@ -67,11 +131,22 @@ public:
              MIME(Application, Json));
       return;
     }
-    w.send(Pistache::Http::Code::Ok, body_, MIME(Application, Json));
+    if (latency_.count() == 0) {
+      w.send(Pistache::Http::Code::Ok, body_, MIME(Application, Json));
+      return;
+    }
+    // Taken now, on the reactor thread: the descriptor is this client's.
+    auto socket = std::make_shared<http::answer_socket>(w.peer()->fd());
+    w.peer()->setIdle(true);
+    later_->post(std::chrono::steady_clock::now() + latency_, std::move(socket),
+                 http::serialize_response("HTTP/1.1", 200, "OK",
+                                          {{"Content-Type", "application/json"}}, body_));
   }
 
 private:
   std::string body_;
+  std::chrono::milliseconds latency_;
+  std::shared_ptr<delayed_answers> later_;
 };
 
 } // namespace
@@ -79,11 +154,17 @@ private:
 int main(int argc, char** argv) {
   double seconds = 3.0;
   int connections = 64;
+  bool profile = false;
+  int latency_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--seconds"))
       seconds = std::atof(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--connections"))
       connections = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--provider-latency-ms"))
+      latency_ms = std::min(std::max(std::atoi(argv[i + 1]), 0), 1000);
+    else if (!std::strcmp(argv[i], "--profile"))
+      profile = std::atoi(argv[i + 1]) != 0;
   }
   seconds = std::min(std::max(seconds, 0.5), 30.0);
   connections = std::min(std::max(connections, 1), 1024);
@@ -104,7 +185,9 @@ int main(int argc, char** argv) {
   auto provider = std::make_shared<Pistache::Http::Endpoint>(addr);
   provider->init(
     Pistache::Http::Endpoint::options().threads(2).flags(Pistache::Tcp::Options::ReuseAddr));
-  provider->setHandler(Pistache::Http::make_handler<provider_handler>(body));
+  auto later = std::make_shared<delayed_answers>();
+  provider->setHandler(Pistache::Http::make_handler<provider_handler>(
+    body, std::chrono::milliseconds(latency_ms), later));
   provider->serveThreaded();
   uint16_t provider_port = static_cast<uint16_t>(provider->getPort());
 
@@ -164,7 +247,9 @@ int main(int argc, char** argv) {
     self->request(registry_handle, std::chrono::minutes(1), hydrate_atom_v)
       .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
   }
+  auto proxy_engine = std::make_unique<curl_engine>("cm-curl-proxy");
   auto ctx = std::make_shared<front_context>();
+  ctx->proxy_engine = proxy_engine.get();
   ctx->cfg = cfg;
   ctx->catalog = catalog;
   ctx->auth = std::make_shared<const http::authenticator>(cfg.auth);
@@ -203,8 +288,15 @@ int main(int argc, char** argv) {
   }
 
   auto duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
-  std::printf("proxy: %d keep-alive connections (one team each), %.1f s per side, body %zu bytes\n",
-              connections, seconds, body.size());
+  if (profile) {
+    auto alone = load(server.port(), proxied, connections, duration);
+    std::printf("proxy alone: %.0f requests/s, %ld errors\n", alone.per_second, alone.errors);
+    std::fflush(stdout);
+    std::_Exit(0);
+  }
+  std::printf("proxy: %d keep-alive connections (one team each), %.1f s per side, body %zu "
+              "bytes, provider latency %d ms\n",
+              connections, seconds, body.size(), latency_ms);
   std::printf("%-34s %12s %9s %9s %7s %8s %8s\n", "path", "requests/s", "p50 us", "p99 us",
               "errors", "ratio", "p99 x");
   // Interleaved twice so drift on a shared machine hits both alike.
@@ -237,6 +329,7 @@ int main(int argc, char** argv) {
   caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
   sys.await_all_actors_done();
+  proxy_engine.reset();
   ::unlink(secret_path);
   log::set_sink(nullptr);
   std::fclose(devnull);

@@ -336,6 +336,12 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
     reader.get_int(proxy, "proxy", "team_in_flight", px.team_in_flight, 1, 10000);
   px.burst = reader.get_int(proxy, "proxy", "burst", px.burst, 1, 1000000);
   px.per_minute = reader.get_int(proxy, "proxy", "per_minute", px.per_minute, 1, 60000000);
+  // A proxied call: the team lookup, the token read and a forced refresh,
+  // each within request_timeout, and the provider's calls within
+  // proxy.timeout_ms altogether.
+  if (px.enabled)
+    cfg.listen.slowest_answer =
+      3 * cfg.listen.request_timeout + std::chrono::milliseconds(px.timeout_ms);
 
   // log
   auto log_node = root["log"];

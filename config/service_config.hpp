@@ -25,6 +25,10 @@ struct listen_config {
   std::chrono::milliseconds header_timeout{10000};
   /// From the end of the headers to the last body byte.
   std::chrono::milliseconds body_timeout{30000};
+  /// The longest any route may take to answer, set at load from the other
+  /// sections (the proxy: its lookups plus proxy.timeout_ms); 0 means
+  /// request_timeout. Pistache gives up on a request after this plus 5 s.
+  std::chrono::milliseconds slowest_answer{0};
 };
 
 struct database_config {

@@ -1,5 +1,7 @@
 #include "provider/curl_engine.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cctype>
 #include <memory>
@@ -148,11 +150,25 @@ transfer* make_transfer(outbound_request req, curl_engine::callback done) {
 
 } // namespace
 
-curl_engine::curl_engine() {
+namespace {
+
+/// Idle connections to providers kept open (see the constructor).
+constexpr long max_idle_connections = 256;
+
+} // namespace
+
+curl_engine::curl_engine(const char* thread_name) {
   static std::once_flag global_init;
   std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   multi_ = curl_multi_init();
+  // Idle connections kept for reuse. libcurl's default is four per easy
+  // handle in the multi handle at the time, and each request here is an
+  // easy handle of its own, removed when done: between bursts the cache
+  // shrank to nothing and every proxied call (and every refresh of a
+  // storm) paid a new TCP (and TLS) handshake.
+  curl_multi_setopt(static_cast<CURLM*>(multi_), CURLMOPT_MAXCONNECTS, max_idle_connections);
   thread_ = std::thread([this] { run(); });
+  pthread_setname_np(thread_.native_handle(), thread_name);
 }
 
 curl_engine::~curl_engine() {

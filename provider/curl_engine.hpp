@@ -17,7 +17,8 @@ class curl_engine {
 public:
   using callback = std::function<void(outbound_response)>;
 
-  curl_engine();
+  /// `thread_name` names the engine's thread (at most 15 characters).
+  explicit curl_engine(const char* thread_name = "cm-curl");
   /// Stops the thread; pending requests complete with `cancelled`.
   ~curl_engine();
   curl_engine(const curl_engine&) = delete;

@@ -158,6 +158,10 @@ std::optional<nlohmann::json> template_values(const config::provider_entry& entr
     auto it = given.find(name);
     if (it == given.end())
       continue;
+    // What the account lookup stores (Atlassian's cloud_id) is the
+    // provider's word, never the caller's.
+    if (entry.account && entry.account->metadata.count(name) > 0)
+      continue;
     auto value = name == "shop" ? normalize_shop(it->second) : it->second;
     if (auto why = config::template_value_problem(value, pattern); !why.empty()) {
       problem = name + " is not valid: it " + why;

@@ -34,8 +34,7 @@ bool content_header(const std::string& name) {
 /// Answer headers a caller gets, lower case (Content-Type apart).
 bool safe_answer_header(const std::string& name) {
   static const char* const names[] = {
-    "content-language", "cache-control", "etag",     "last-modified", "expires",
-    "location",         "link",          "retry-after",
+    "content-language", "etag",     "last-modified", "location", "link", "retry-after",
     // Rate limits and request ids of the providers in the catalog.
     "x-shopify-shop-api-call-limit", "x-github-request-id", "request-id",
     "x-business-use-case-usage", "x-app-usage", "x-ad-account-usage",
@@ -49,11 +48,24 @@ bool safe_answer_header(const std::string& name) {
 
 } // namespace
 
+bool never_forwarded(const std::string& name) {
+  static const char* const names[] = {
+    "authorization", "proxy-authorization", "cookie",            "set-cookie",
+    "host",          "content-length",      "transfer-encoding", "connection",
+    "keep-alive",    "te",                  "trailer",           "upgrade",
+    "proxy-connection", "expect",           "x-connection-user-id", "x-connection-team-id",
+    "x-services-token", "forwarded",        "x-forwarded-for",   "x-forwarded-host",
+  };
+  return std::any_of(std::begin(names), std::end(names), [&](const char* n) { return name == n; });
+}
+
 header_list forwarded_request_headers(const header_list& caller,
                                       const std::vector<std::string>& also) {
   header_list out;
   for (auto& [name, value] : caller) {
     auto key = lower(name);
+    if (never_forwarded(key))
+      continue;
     bool extra = std::any_of(also.begin(), also.end(),
                              [&](const std::string& a) { return lower(a) == key; });
     // No value may carry a line break into the provider's request.
@@ -63,12 +75,55 @@ header_list forwarded_request_headers(const header_list& caller,
   return out;
 }
 
+std::vector<std::string> credential_forms(const std::vector<std::string>& presented) {
+  std::vector<std::string> bases;
+  for (auto& value : presented) {
+    if (value.empty())
+      continue;
+    bases.push_back(value);
+    if (value.rfind("Basic ", 0) == 0 && value.size() > 6)
+      bases.push_back(value.substr(6));
+  }
+  std::vector<std::string> forms;
+  auto add = [&](std::string form) {
+    if (!form.empty() && std::find(forms.begin(), forms.end(), form) == forms.end())
+      forms.push_back(std::move(form));
+  };
+  for (auto& value : bases) {
+    add(value);
+    auto upper = oauth::form_encode({{"", value}}).substr(1);
+    add(upper);
+    std::string lower_hex = upper;
+    for (size_t i = 0; i + 2 < lower_hex.size(); ++i)
+      if (lower_hex[i] == '%') {
+        lower_hex[i + 1] = static_cast<char>(std::tolower(static_cast<unsigned char>(lower_hex[i + 1])));
+        lower_hex[i + 2] = static_cast<char>(std::tolower(static_cast<unsigned char>(lower_hex[i + 2])));
+      }
+    add(lower_hex);
+    // As a JSON string would carry it: nlohmann escapes no '/', others do.
+    std::string json_escaped;
+    for (char c : value) {
+      if (c == '/')
+        json_escaped += "\\/";
+      else if (c == '+')
+        json_escaped += "\\u002b";
+      else
+        json_escaped += c;
+    }
+    add(json_escaped);
+  }
+  return forms;
+}
+
 header_list returned_headers(const std::map<std::string, std::string>& lower_headers,
-                             const std::string& credential, std::string& content_type) {
+                             const std::vector<std::string>& forms, std::string& content_type) {
   header_list out;
   content_type.clear();
   for (auto& [name, value] : lower_headers) {
-    if (!credential.empty() && value.find(credential) != std::string::npos)
+    if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+      continue;
+    if (std::any_of(forms.begin(), forms.end(),
+                    [&](const std::string& f) { return value.find(f) != std::string::npos; }))
       continue;
     if (name == "content-type")
       content_type = value;
@@ -78,20 +133,17 @@ header_list returned_headers(const std::map<std::string, std::string>& lower_hea
   return out;
 }
 
-size_t redact(std::string& text, const std::string& credential) {
-  if (credential.empty())
-    return 0;
+size_t redact(std::string& text, const std::vector<std::string>& forms) {
   size_t count = 0;
-  auto encoded = oauth::form_encode({{"", credential}}).substr(1);
-  for (const std::string* form : {&credential, static_cast<const std::string*>(&encoded)}) {
+  for (auto& form : forms) {
+    if (form.empty())
+      continue;
     size_t at = 0;
-    while ((at = text.find(*form, at)) != std::string::npos) {
-      text.replace(at, form->size(), "[redacted]");
+    while ((at = text.find(form, at)) != std::string::npos) {
+      text.replace(at, form.size(), "[redacted]");
       at += 10;
       ++count;
     }
-    if (encoded == credential)
-      break;
   }
   return count;
 }

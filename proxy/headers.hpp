@@ -20,19 +20,32 @@ using header_list = std::vector<std::pair<std::string, std::string>>;
 /// forward_headers for this provider). Names compared without case.
 header_list forwarded_request_headers(const header_list& caller, const std::vector<std::string>& also);
 
+/// Every form in which the credential could come back from a provider:
+/// each of `presented` (the credential itself and the header or query
+/// values it was sent in, e.g. "Basic <base64>") as is, percent-encoded
+/// with upper- and lower-case hex, and JSON-escaped ("\/"); for a Basic
+/// value also its base64 part. Empty values are left out.
+std::vector<std::string> credential_forms(const std::vector<std::string>& presented);
+
 /// The provider's answer headers the caller gets (`lower`: names in lower
-/// case): what describes the content (but not its length or encoding,
-/// which our own writer sets), caching validators, Location, Link,
+/// case): what describes the content (but not its length, encoding or
+/// caching, which our own writer sets), validators, Location, Link,
 /// Retry-After and the providers' rate-limit headers. Content-Type is
 /// returned on its own (`content_type`, "" when absent). A header whose
-/// value contains `credential` is dropped whatever its name.
+/// value contains any of `forms`, a CR, LF or NUL is dropped whatever its
+/// name.
 header_list returned_headers(const std::map<std::string, std::string>& lower,
-                             const std::string& credential, std::string& content_type);
+                             const std::vector<std::string>& forms, std::string& content_type);
 
-/// Replaces every occurrence of `credential` in `text`, as is and
-/// percent-encoded, by "[redacted]"; returns how many. Providers echo a
-/// token given in the query (Graph API's paging links), and the proxy's
-/// promise is that the credential never reaches the caller.
-size_t redact(std::string& text, const std::string& credential);
+/// Replaces every occurrence of each of `forms` in `text` by
+/// "[redacted]"; returns how many. Providers echo a token given in the
+/// query (Graph API's paging links), and the proxy's promise is that the
+/// credential never reaches the caller.
+size_t redact(std::string& text, const std::vector<std::string>& forms);
+
+/// Header names no caller value may ever be forwarded under, whatever a
+/// catalog's forward_headers says: credentials, cookies, framing and
+/// hop-by-hop headers, the proxy's own (lower case).
+bool never_forwarded(const std::string& lower_name);
 
 } // namespace cm::proxy

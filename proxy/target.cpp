@@ -96,12 +96,23 @@ std::string path_problem(std::string_view path) {
       return "the path may not have empty segments ('//')";
     if (!decode(segment, decoded))
       return "the path has a malformed percent-escape";
-    if (decoded == "." || decoded == "..")
+    // "..;" is ".." to some servers (path parameters), and a double
+    // encoding ("%252e") is one decode away from what is refused here.
+    if (decoded == "." || decoded.rfind("..", 0) == 0 || decoded.rfind(".;", 0) == 0)
       return "the path may not have '.' or '..' segments, raw or encoded";
-    for (char c : decoded) {
-      auto u = static_cast<unsigned char>(c);
-      if (c == '/' || c == '\\' || u < 0x20 || u == 0x7f)
+    for (size_t i = 0; i < decoded.size(); ++i) {
+      auto u = static_cast<unsigned char>(decoded[i]);
+      if (decoded[i] == '/' || decoded[i] == '\\' || u < 0x20 || u == 0x7f)
         return "the path may not encode '/', '\\', NUL or control characters";
+      // Overlong UTF-8 ("%c0%ae" for '.'): never valid, decoded by some.
+      if (u == 0xc0 || u == 0xc1)
+        return "the path may not carry overlong UTF-8";
+      if (decoded[i] == '%' && i + 2 < decoded.size()) {
+        std::string twice;
+        if (decode(std::string_view(decoded).substr(i, 3), twice) &&
+            (twice == "." || twice == "/" || twice == "\\" || twice == "%"))
+          return "the path may not double-encode '.', '/', '\\' or '%'";
+      }
     }
     start = end + 1;
   }

@@ -60,6 +60,11 @@ TEST(ProxyTarget, EveryWayOutOfTheBaseIsRefusedWithAReason) {
     "https:%2f%2fevil.example", "a%zz",      "a%2",              "a%",
     "a b",                "a#b",             "a\r\nb",           "a%00b",
     "a%0d%0aHost:%20evil", std::string("a\0b", 3),
+    // One decode away from a refused one, or a dot to servers that decode
+    // more than once, take path parameters or overlong UTF-8.
+    "%252e%252e/admin",   "a%252fb",         "a%255c..",         "%25252e",
+    "..;/admin",          "a/..;x/b",        ".;/x",             "%c0%ae%c0%ae/x",
+    "%C0%AE/x",
   };
   for (auto& p : paths) {
     auto t = proxy::target_under(base, p, "");
@@ -115,11 +120,12 @@ TEST(ProxyHeaders, OnlySafeHeadersComeBackAndNeverTheCredential) {
     {"etag", "\"abc\""},                  {"link", "<https://x/?page=2>; rel=\"next\""},
     {"connection", "close"},              {"transfer-encoding", "chunked"},
     {"content-length", "99"},             {"content-encoding", "gzip"},
-    {"x-internal-trace", "t"},            {"location", "https://x/?access_token=tok-123"},
-    {"x-shopify-shop-api-call-limit", "1/40"},
+    {"x-internal-trace", "t"},            {"location", "https://x/?access_token=tok%2B123"},
+    {"x-shopify-shop-api-call-limit", "1/40"}, {"cache-control", "max-age=60"},
+    {"x-ratelimit-limit", "a\rb"},
   };
   std::string type;
-  auto out = proxy::returned_headers(answer, "tok-123", type);
+  auto out = proxy::returned_headers(answer, proxy::credential_forms({"tok+123"}), type);
   std::map<std::string, std::string> got(out.begin(), out.end());
   std::map<std::string, std::string> want = {{"retry-after", "7"},
                                              {"x-ratelimit-remaining", "41"},
@@ -130,14 +136,33 @@ TEST(ProxyHeaders, OnlySafeHeadersComeBackAndNeverTheCredential) {
   EXPECT_EQ(type, "application/json");
 }
 
-TEST(ProxyHeaders, TheCredentialIsRedactedAsIsAndPercentEncoded) {
-  std::string body = R"({"next":"https://g/?access_token=EAA%2Bx%2Fy","raw":"EAA+x/y","n":1})";
-  EXPECT_EQ(proxy::redact(body, "EAA+x/y"), 2u);
-  EXPECT_EQ(body, R"({"next":"https://g/?access_token=[redacted]","raw":"[redacted]","n":1})");
+TEST(ProxyHeaders, TheCredentialIsRedactedInEveryFormItCanComeBackIn) {
+  auto forms = proxy::credential_forms({"EAA+x/y"});
+  std::string body = R"({"next":"https://g/?access_token=EAA%2Bx%2Fy","lower":"EAA%2bx%2fy",)"
+                     R"("raw":"EAA+x/y","json":"EAA\u002bx\/y","n":1})";
+  EXPECT_EQ(proxy::redact(body, forms), 4u);
+  EXPECT_EQ(body, R"({"next":"https://g/?access_token=[redacted]","lower":"[redacted]",)"
+                  R"("raw":"[redacted]","json":"[redacted]","n":1})");
+  // The Basic value a key went out in, and its base64 alone.
+  auto basic = proxy::credential_forms({"zd_good", "Basic b3BzQGFjbWUudGVzdC90b2tlbjp6ZF9nb29k"});
+  std::string echoed = R"({"auth":"Basic b3BzQGFjbWUudGVzdC90b2tlbjp6ZF9nb29k","b64":"b3BzQGFjbWUudGVzdC90b2tlbjp6ZF9nb29k"})";
+  EXPECT_EQ(proxy::redact(echoed, basic), 2u);
+  EXPECT_EQ(echoed.find("b3BzQGFjbWUudGVzdC90b2tlbjp6ZF9nb29k"), std::string::npos) << echoed;
   std::string clean = "nothing here";
-  EXPECT_EQ(proxy::redact(clean, "EAA+x/y"), 0u);
-  EXPECT_EQ(proxy::redact(clean, ""), 0u);
+  EXPECT_EQ(proxy::redact(clean, forms), 0u);
+  EXPECT_EQ(proxy::redact(clean, proxy::credential_forms({""})), 0u);
   EXPECT_EQ(clean, "nothing here");
+}
+
+TEST(ProxyHeaders, NoCatalogEntryCanForwardACredentialOrFramingHeader) {
+  proxy::header_list caller = {{"Authorization", "Bearer x"}, {"Cookie", "a=b"},
+                               {"Host", "evil"},              {"Transfer-Encoding", "chunked"},
+                               {"X-Services-Token", "svc"},   {"Stripe-Version", "2024"}};
+  auto out = proxy::forwarded_request_headers(
+    caller, {"authorization", "cookie", "host", "transfer-encoding", "x-services-token",
+             "stripe-version"});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].first, "Stripe-Version");
 }
 
 TEST(ProxyRoutes, TheRestOfThePathIsOneParameter) {

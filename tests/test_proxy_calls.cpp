@@ -30,8 +30,10 @@ struct proxy_world {
   std::unique_ptr<server_process> server;
   std::vector<std::string> answers;
 
-  explicit proxy_world(const std::string& proxy_yaml = "", bool rate_limits = false) {
+  explicit proxy_world(const std::string& proxy_yaml = "", bool rate_limits = false,
+                       int timeout_ms = 1500, int request_timeout_ms = 5000) {
     auto o = w.options();
+    o.request_timeout_ms = request_timeout_ms;
     o.service_tokens.push_back({"agent", agent_token, {"PROXY"}});
     o.service_tokens.push_back({"scraper", scraper_token, {"METRICS"}});
     auto papi = w.fake.url("/papi");
@@ -54,7 +56,7 @@ struct proxy_world {
       std::string off = "rate_limit:\n  enabled: false\n";
       yaml.replace(yaml.find(off), off.size(), "");
     }
-    yaml += "proxy:\n  timeout_ms: 1500\n" + proxy_yaml;
+    yaml += "proxy:\n  timeout_ms: " + std::to_string(timeout_ms) + "\n" + proxy_yaml;
     server = std::make_unique<server_process>(o);
     if (!server->wait_ready())
       throw std::runtime_error("server did not start: " + server->log());
@@ -320,6 +322,42 @@ TEST(Proxy, SlowProvidersAre504AndOversizedAnswers502) {
   EXPECT_EQ(rows, "200,504,200,502");
 }
 
+// Pistache gives up on a request its handler has not answered within its
+// own timeouts, and writes 408; a provider may take longer than the
+// service's request_timeout and still be within proxy.timeout_ms.
+TEST(Proxy, AProviderSlowerThanTheRequestTimeoutIsStillAnswered) {
+  proxy_world p{"", false, 9000, 1000};
+  p.w.seed("alice", 3600 * 1000);
+  auto slow = p.call("GET", "/api/proxy/github/slow/6500?cm_user_id=alice");
+  EXPECT_EQ(slow.status, 200) << slow.body;
+  EXPECT_EQ(slow.json()["path"], "/papi/github/slow/6500");
+}
+
+// The raw request target is taken from each request's own line, so
+// pipelined requests, proxied or not, each go where they asked.
+TEST(Proxy, PipelinedRequestsEachGoWhereTheyAsked) {
+  proxy_world p;
+  p.w.seed("alice", 3600 * 1000);
+  http_connection conn{p.server->port()};
+  auto request = [](const std::string& target) {
+    return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Services-Token: " + agent_token +
+           "\r\n\r\n";
+  };
+  auto first = conn.raw(request("/api/proxy/github/first/a%20b?x=1&cm_user_id=alice") +
+                        request("/api/v1/health") +
+                        request("/api/proxy/github/second?y=2&cm_user_id=alice"));
+  auto health = conn.raw("");
+  auto second = conn.raw("");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.json()["path"], "/papi/github/first/a%20b");
+  EXPECT_EQ(first.json()["query"], (nlohmann::json{{"x", "1"}}));
+  EXPECT_EQ(health.status, 200) << health.body;
+  EXPECT_TRUE(health.json().contains("status")) << health.body;
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(second.json()["path"], "/papi/github/second");
+  EXPECT_EQ(second.json()["query"], (nlohmann::json{{"y", "2"}}));
+}
+
 TEST(Proxy, EveryRefusedPathIsA400AndReachesNoProvider) {
   proxy_world p;
   p.w.seed("alice", 3600 * 1000);
@@ -333,6 +371,7 @@ TEST(Proxy, EveryRefusedPathIsA400AndReachesNoProvider) {
     "/api/proxy/github/https:%2f%2fevil.example", "/api/proxy/github/a%00b",
     "/api/proxy/github/a%0d%0aHost:%20evil", "/api/proxy//github/user",
     "/api/proxy/git%68ub/user",          "/api/proxy/github/a%zz",
+    "/api/proxy/github/%252e%252e/__stats", "/api/proxy/github/..;/__stats",
   };
   for (auto& target : refused) {
     auto r = p.call("GET", target + (target.find('?') == std::string::npos ? "?" : "&") +
