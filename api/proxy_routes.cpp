@@ -43,7 +43,7 @@ struct proxied {
   proxy::header_list forwarded;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   proxy::team_in_flight::slot slot;
-  /// The provider's calls, all attempts together, end by then (504).
+  /// The call, lookups and every attempt included, ends by then (504).
   std::chrono::steady_clock::time_point deadline;
   /// Every form of the credential the last attempt presented (to redact
   /// it from the answer).
@@ -350,7 +350,10 @@ void proxy_call(const call& c) {
   p->c = c;
   p->entry = entry;
   p->front = caf::actor_cast<front_actor>(c.self);
-  p->deadline = p->started + std::chrono::milliseconds(ctx.cfg.proxy.timeout_ms);
+  // From the request's arrival: Pistache answers 408 for a request not
+  // answered within listen.request_timeout + 5 s, and proxy.timeout_ms is
+  // at most request_timeout (config/service_config.cpp).
+  p->deadline = c.ex->req().received + std::chrono::milliseconds(ctx.cfg.proxy.timeout_ms);
   auto& req = c.ex->req();
   std::string raw_query;
   if (!split_target(req.raw_target, entry->name, p->path, raw_query)) {

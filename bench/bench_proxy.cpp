@@ -299,20 +299,8 @@ int main(int argc, char** argv) {
               connections, seconds, body.size(), latency_ms);
   std::printf("%-34s %12s %9s %9s %7s %8s %8s\n", "path", "requests/s", "p50 us", "p99 us",
               "errors", "ratio", "p99 x");
-  // Interleaved twice so drift on a shared machine hits both alike.
-  figures base_total, real_total;
-  for (int round = 0; round < 2; ++round) {
-    auto base = load(provider_port, direct, connections, duration / 2);
-    auto real = load(server.port(), proxied, connections, duration / 2);
-    base_total.per_second += base.per_second / 2;
-    real_total.per_second += real.per_second / 2;
-    base_total.p50_us = std::max(base_total.p50_us, base.p50_us);
-    base_total.p99_us = std::max(base_total.p99_us, base.p99_us);
-    real_total.p50_us = std::max(real_total.p50_us, real.p50_us);
-    real_total.p99_us = std::max(real_total.p99_us, real.p99_us);
-    base_total.errors += base.errors;
-    real_total.errors += real.errors;
-  }
+  auto [base_total, real_total] =
+    load_pair(provider_port, direct, server.port(), proxied, connections, duration);
   std::printf("%-34s %12.0f %9.1f %9.1f %7ld %8s %8s\n", "GET the provider directly",
               base_total.per_second, base_total.p50_us, base_total.p99_us, base_total.errors, "",
               "");

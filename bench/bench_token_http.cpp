@@ -214,20 +214,8 @@ int main(int argc, char** argv) {
   for (bool with_team : {true, false}) {
     auto requests = requests_for(with_team);
     // The same number of requests to the baseline, which ignores them.
-    // Interleaved twice so drift on a shared machine hits both alike.
-    figures base_total, real_total;
-    for (int round = 0; round < 2; ++round) {
-      auto base = load(baseline_port, requests, connections, duration / 2);
-      auto real = load(server.port(), requests, connections, duration / 2);
-      base_total.per_second += base.per_second / 2;
-      real_total.per_second += real.per_second / 2;
-      base_total.p50_us = std::max(base_total.p50_us, base.p50_us);
-      base_total.p99_us = std::max(base_total.p99_us, base.p99_us);
-      real_total.p50_us = std::max(real_total.p50_us, real.p50_us);
-      real_total.p99_us = std::max(real_total.p99_us, real.p99_us);
-      base_total.errors += base.errors;
-      real_total.errors += real.errors;
-    }
+    auto [base_total, real_total] =
+      load_pair(baseline_port, requests, server.port(), requests, connections, duration);
     std::printf("%-34s %12.0f %9.1f %9.1f %7ld %8s %8s\n", "bare Pistache constant",
                 base_total.per_second, base_total.p50_us, base_total.p99_us, base_total.errors, "",
                 "");

@@ -124,4 +124,21 @@ figures load(uint16_t port, const std::vector<std::string>& requests, int connec
   return f;
 }
 
+pair_figures load_pair(uint16_t base_port, const std::vector<std::string>& base_requests,
+                       uint16_t real_port, const std::vector<std::string>& real_requests,
+                       int connections, std::chrono::milliseconds duration) {
+  pair_figures total;
+  auto add = [](figures& sum, const figures& round) {
+    sum.per_second += round.per_second / 2;
+    sum.p50_us = std::max(sum.p50_us, round.p50_us);
+    sum.p99_us = std::max(sum.p99_us, round.p99_us);
+    sum.errors += round.errors;
+  };
+  for (int round = 0; round < 2; ++round) {
+    add(total.base, load(base_port, base_requests, connections, duration / 2));
+    add(total.real, load(real_port, real_requests, connections, duration / 2));
+  }
+  return total;
+}
+
 } // namespace cm::bench

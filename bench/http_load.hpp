@@ -41,4 +41,15 @@ int connect_to(uint16_t port);
 figures load(uint16_t port, const std::vector<std::string>& requests, int connections,
              std::chrono::milliseconds duration);
 
+/// The baseline's and the measured server's figures over `duration`
+/// each, in two interleaved rounds so drift on a shared machine hits both
+/// alike: rates averaged, latencies and errors the worse of the rounds.
+struct pair_figures {
+  figures base;
+  figures real;
+};
+pair_figures load_pair(uint16_t base_port, const std::vector<std::string>& base_requests,
+                       uint16_t real_port, const std::vector<std::string>& real_requests,
+                       int connections, std::chrono::milliseconds duration);
+
 } // namespace cm::bench

@@ -329,19 +329,22 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
                                       "team_in_flight", "burst", "per_minute"});
   auto& px = cfg.proxy;
   px.enabled = reader.get_bool(proxy, "proxy", "enabled", px.enabled);
-  px.timeout_ms = reader.get_int(proxy, "proxy", "timeout_ms", px.timeout_ms, 100, 600000);
+  // By default as long as the listener lets a request take.
+  px.timeout_ms = reader.get_int(proxy, "proxy", "timeout_ms",
+                                 std::min<int64_t>(px.timeout_ms, cfg.listen.request_timeout.count()),
+                                 100, 600000);
   px.max_response_bytes = reader.get_int(proxy, "proxy", "max_response_bytes",
                                          px.max_response_bytes, 1024, int64_t{1} << 30);
   px.team_in_flight =
     reader.get_int(proxy, "proxy", "team_in_flight", px.team_in_flight, 1, 10000);
   px.burst = reader.get_int(proxy, "proxy", "burst", px.burst, 1, 1000000);
   px.per_minute = reader.get_int(proxy, "proxy", "per_minute", px.per_minute, 1, 60000000);
-  // A proxied call: the team lookup, the token read and a forced refresh,
-  // each within request_timeout, and the provider's calls within
-  // proxy.timeout_ms altogether.
-  if (px.enabled)
-    cfg.listen.slowest_answer =
-      3 * cfg.listen.request_timeout + std::chrono::milliseconds(px.timeout_ms);
+  // Pistache answers 408 for a request not answered within
+  // request_timeout + 5 s; a proxied call must be answered (504) first.
+  if (std::chrono::milliseconds(px.timeout_ms) > cfg.listen.request_timeout)
+    reader.fail(proxy["timeout_ms"], "proxy.timeout_ms",
+                "must not exceed listen.request_timeout_ms (" +
+                  std::to_string(cfg.listen.request_timeout.count()) + ")");
 
   // log
   auto log_node = root["log"];

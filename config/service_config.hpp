@@ -25,10 +25,6 @@ struct listen_config {
   std::chrono::milliseconds header_timeout{10000};
   /// From the end of the headers to the last body byte.
   std::chrono::milliseconds body_timeout{30000};
-  /// The longest any route may take to answer, set at load from the other
-  /// sections (the proxy: its lookups plus proxy.timeout_ms); 0 means
-  /// request_timeout. Pistache gives up on a request after this plus 5 s.
-  std::chrono::milliseconds slowest_answer{0};
 };
 
 struct database_config {
@@ -126,8 +122,11 @@ struct rate_limit_config {
 /// a connection's credential for services holding scope PROXY.
 struct proxy_config {
   bool enabled = true;
-  /// One call to the provider, connect to last byte; past it: 504.
-  int64_t timeout_ms = 30000;
+  /// A proxied call from its arrival to the provider's last byte, every
+  /// attempt included; past it: 504. At most listen.request_timeout_ms:
+  /// Pistache answers 408 for any request not answered within that plus
+  /// 5 s, and that bound also closes silent half-sent requests.
+  int64_t timeout_ms = 10000;
   /// A provider's answer larger than this is not passed on (502): with
   /// `team_in_flight`, what bounds the memory one team's calls can hold.
   int64_t max_response_bytes = 8 << 20;

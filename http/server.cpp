@@ -429,20 +429,19 @@ void server::start() {
   endpoint_ = std::make_shared<Http::Endpoint>(addr);
   // Pistache's own limit covers request line, headers and body of one
   // request; the guard refuses anything larger before Pistache sees it.
-  // Pistache counts its header and body timeouts from the end of parsing
-  // until the response, so they must outlast the slowest reply we send.
-  auto slowest = std::max(cfg_.request_timeout, cfg_.slowest_answer) + std::chrono::seconds(5);
   auto opts = Http::Endpoint::options()
                 .threads(cfg_.threads)
                 .flags(Tcp::Options::ReuseAddr)
                 .maxRequestSize(cfg_.max_request_bytes + cfg_.max_header_bytes)
-                .headerTimeout(slowest)
-                .bodyTimeout(slowest)
+                // Pistache counts these from the end of parsing until the
+                // response, so they must outlast the slowest reply we send.
+                .headerTimeout(cfg_.request_timeout + std::chrono::seconds(5))
+                .bodyTimeout(cfg_.request_timeout + std::chrono::seconds(5))
                 // Pistache drops an idle peer after this; a peer answered
                 // once is idle while a pipelined request still waits, whose
                 // answer must come first.
                 .keepaliveTimeout(std::max<std::chrono::milliseconds>(
-                  std::chrono::seconds(300), slowest));
+                  std::chrono::seconds(300), cfg_.request_timeout + std::chrono::seconds(5)));
   endpoint_->init(opts);
   guard_limits limits;
   limits.max_head_bytes = cfg_.max_header_bytes;

@@ -17,6 +17,7 @@
 #include "tests/support/http_client.hpp"
 #include "tests/support/rsa_test_key.hpp"
 #include "tests/support/server_process.hpp"
+#include "tests/support/stripe_mock.hpp"
 
 using namespace cm;
 using namespace cm::test;
@@ -188,18 +189,9 @@ TEST(ApiKeys, ProviderTroubleIs502AndNothingIsStored) {
 // pinned in tests/e2e). It has no balance endpoint, so validation uses one
 // it serves.
 TEST(ApiKeys, StripeAgainstStripeStatefulMock) {
-  auto cli = source_dir() + "/tests/e2e/node_modules/stripe-stateful-mock/dist/cli.js";
-  ASSERT_EQ(run_command("test -f " + cli), 0) << "run `npm ci` in tests/e2e first";
-  // A free port: bind, read it, release.
-  auto port = std::stoi(command_output(std::string(CM_NODE_BINARY) +
-    " -e \"const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})\""));
-  temp_dir dir;
-  child_process mock({CM_NODE_BINARY, cli}, dir.file("mock.log"), {{"PORT", std::to_string(port)}});
-  ASSERT_TRUE(mock.wait_for_line([](const std::string& l) { return l.find("Server started") != std::string::npos; },
-                                 std::chrono::seconds(20)))
-    << mock.output();
+  stripe_mock mock;
   server_options o{fresh_database("stripemock")};
-  o.extra_yaml = "providers:\n  stripe:\n    validate_url: http://127.0.0.1:" + std::to_string(port) +
+  o.extra_yaml = "providers:\n  stripe:\n    validate_url: " + mock.url() +
                  "/v1/customers?limit=1\n";
   server_process server{o};
   ASSERT_TRUE(server.wait_ready()) << server.log();

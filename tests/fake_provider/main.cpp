@@ -268,6 +268,21 @@ delayed_answers& delayed() {
   return *answers;
 }
 
+/// A 200 with `body`, written `after` from now by the delayed answers'
+/// thread. The socket is taken here, on the reactor thread, while the
+/// descriptor is certainly this client's.
+void answer_later(Http::ResponseWriter& w, std::chrono::milliseconds after,
+                  const nlohmann::json& body) {
+  auto socket = std::make_shared<cm::http::answer_socket>(w.peer()->fd());
+  w.peer()->setIdle(true);
+  auto text = body.dump();
+  delayed().post(std::chrono::steady_clock::now() + after, [socket, text] {
+    socket->write(cm::http::serialize_response("HTTP/1.1", 200, "OK",
+                                               {{"Content-Type", "application/json"}}, text),
+                  std::chrono::milliseconds(500));
+  });
+}
+
 std::string s256(const std::string& verifier) {
   unsigned char digest[32];
   SHA256(reinterpret_cast<const unsigned char*>(verifier.data()), verifier.size(), digest);
@@ -724,16 +739,7 @@ private:
       }
     }
     if (auto ms = segment_after("/slow/"); !ms.empty()) {
-      auto socket = std::make_shared<cm::http::answer_socket>(w.peer()->fd());
-      w.peer()->setIdle(true);
-      auto text = echo.dump();
-      delayed().post(std::chrono::steady_clock::now() + std::chrono::milliseconds(std::stoi(ms)),
-                     [socket, text] {
-                       socket->write(cm::http::serialize_response(
-                                       "HTTP/1.1", 200, "OK",
-                                       {{"Content-Type", "application/json"}}, text),
-                                     std::chrono::milliseconds(500));
-                     });
+      answer_later(w, std::chrono::milliseconds(std::stoi(ms)), echo);
       return;
     }
     reply(w, Http::Code::Ok, echo);
@@ -947,18 +953,7 @@ private:
     }
     g.unlock();
     if (b.answer_delay_ms > 0) {
-      // Taken here, on the reactor thread: the descriptor is this client's.
-      auto socket = std::make_shared<cm::http::answer_socket>(w.peer()->fd());
-      w.peer()->setIdle(true);
-      auto text = body.dump();
-      delayed().post(std::chrono::steady_clock::now() +
-                       std::chrono::milliseconds(b.answer_delay_ms),
-                     [socket, text] {
-                       socket->write(cm::http::serialize_response(
-                                       "HTTP/1.1", 200, "OK",
-                                       {{"Content-Type", "application/json"}}, text),
-                                     std::chrono::milliseconds(500));
-                     });
+      answer_later(w, std::chrono::milliseconds(b.answer_delay_ms), body);
       return;
     }
     reply(w, Http::Code::Ok, body);
