@@ -48,6 +48,7 @@
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "bench/bench_support.hpp"
+#include "bench/front_stack.hpp"
 #include "bench/http_load.hpp"
 #include "common/log.hpp"
 #include "config/provider_catalog.hpp"
@@ -198,74 +199,24 @@ int main(int argc, char** argv) {
   cfg.scheduler.max_threads = 2;
   cfg.rate_limit.enabled = false;
   cfg.proxy.team_in_flight = 1024;
-  char secret_path[] = "/tmp/cm-bench-jwt.XXXXXX";
-  int sfd = ::mkstemp(secret_path);
-  std::string jwt_secret = "bench-jwt-secret-0123456789abcdef0123456789";
-  [[maybe_unused]] auto w = ::write(sfd, jwt_secret.data(), jwt_secret.size());
-  ::close(sfd);
-  cfg.auth.hs256_secret_file = secret_path;
   cfg.auth.service_tokens.push_back({"bench", http::sha256_hex(service_token), {"PROXY"}});
-  {
-    storage::database db{cfg.database};
-    storage::apply_migrations(db);
-    db.exec_script("TRUNCATE connector_tokens");
-  }
-  auto keys = storage::keyring::parse(bench::key_ring_text);
   auto catalog = config::load_provider_catalog(CM_SOURCE_DIR "/config/providers.yaml");
   auto provider_base = "http://127.0.0.1:" + std::to_string(provider_port);
   config::apply_provider_settings(catalog, {{"stripe", {{}, {}, {}, {{"api_base_url", provider_base}}}}});
-
-  actor_config actor_cfg{false};
-  actor_cfg.apply(cfg.scheduler);
-  caf::actor_system sys{actor_cfg};
-  auto audit = std::make_shared<storage::audit_queue>(default_audit_queue_rows);
-  auto store = *spawn_storage(sys, cfg.database, keys, {}, audit);
   // One stored key per load connection, each in a team of its own.
-  {
-    caf::scoped_actor self{sys};
-    for (int i = 0; i < connections; ++i) {
-      token_record r;
-      r.key = {"team-" + std::to_string(i), "user-" + std::to_string(i), "stripe"};
-      r.kind = connection_kind::api_key;
-      r.access_token = secret{stored_key};
-      r.metadata = R"({"account_name":"acme"})";
-      self->request(store, std::chrono::seconds(10), save_atom_v, std::move(r))
-        .receive([](token_record&) {}, [](caf::error&) { std::exit(1); });
-    }
-  }
-  auto client = sys.spawn(provider_client);
-  auto deps = make_registry_deps(cfg, catalog);
-  deps.storage = store;
-  deps.provider_client = client;
-  auto board = std::make_shared<token_board>();
-  auto teams = std::make_shared<storage::team_lookup_cache>(std::chrono::seconds(60), 100000);
-  deps.board = board;
-  deps.teams = teams;
-  auto registry_handle = sys.spawn(registry, std::move(deps));
-  {
-    caf::scoped_actor self{sys};
-    self->request(registry_handle, std::chrono::minutes(1), hydrate_atom_v)
-      .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
-  }
-  auto proxy_engine = std::make_unique<curl_engine>("cm-curl-proxy");
-  auto ctx = std::make_shared<front_context>();
-  ctx->proxy_engine = proxy_engine.get();
-  ctx->cfg = cfg;
-  ctx->catalog = catalog;
-  ctx->auth = std::make_shared<const http::authenticator>(cfg.auth);
-  ctx->storage = store;
-  ctx->states = store;
-  ctx->configs = store;
-  ctx->registry = registry_handle;
-  ctx->provider_client = client;
-  ctx->keys = keys;
-  ctx->board = board;
-  ctx->audit = audit;
-  ctx->teams = teams;
-  std::vector<front_actor> fronts;
-  for (int i = 0; i < cfg.listen.threads; ++i)
-    fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
-  http::server server{cfg.listen, fronts, nullptr};
+  auto stack = std::make_unique<front_stack>(
+    cfg, std::move(catalog), [&](caf::scoped_actor& self, const storage_actor& store) {
+      for (int i = 0; i < connections; ++i) {
+        token_record r;
+        r.key = {"team-" + std::to_string(i), "user-" + std::to_string(i), "stripe"};
+        r.kind = connection_kind::api_key;
+        r.access_token = secret{stored_key};
+        r.metadata = R"({"account_name":"acme"})";
+        self->request(store, std::chrono::seconds(10), save_atom_v, std::move(r))
+          .receive([](token_record&) {}, [](caf::error&) { std::exit(1); });
+      }
+    });
+  http::server server{cfg.listen, stack->fronts(), nullptr};
   server.start();
 
   // The same GET, to the proxy (naming the connection) and to the provider
@@ -307,18 +258,12 @@ int main(int argc, char** argv) {
   std::printf("%-34s %12.0f %9.1f %9.1f %7ld %8.2f %8.2f\n", "GET /api/proxy/stripe/...",
               real_total.per_second, real_total.p50_us, real_total.p99_us, real_total.errors,
               real_total.per_second / base_total.per_second, real_total.p99_us / base_total.p99_us);
-  std::printf("audit rows written: %lld\n", static_cast<long long>(audit->written_total()));
+  std::printf("audit rows written: %lld\n",
+              static_cast<long long>(stack->context()->audit->written_total()));
   std::fflush(stdout);
   provider->shutdown();
   server.stop();
-  for (auto& f : fronts)
-    caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
-  sys.await_all_actors_done();
-  proxy_engine.reset();
-  ::unlink(secret_path);
+  stack.reset();
   log::set_sink(nullptr);
   std::fclose(devnull);
   return 0;

@@ -38,6 +38,7 @@
 #include "actors/storage_actor.hpp"
 #include "api/token_routes.hpp"
 #include "bench/bench_support.hpp"
+#include "bench/front_stack.hpp"
 #include "bench/http_load.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"
@@ -93,73 +94,23 @@ int main(int argc, char** argv) {
   cfg.listen.threads = 2;
   cfg.scheduler.policy = policy;
   cfg.scheduler.max_threads = 2;
-  char secret_path[] = "/tmp/cm-bench-jwt.XXXXXX";
-  int sfd = ::mkstemp(secret_path);
-  std::string jwt_secret = "bench-jwt-secret-0123456789abcdef0123456789";
-  [[maybe_unused]] auto w = ::write(sfd, jwt_secret.data(), jwt_secret.size());
-  ::close(sfd);
-  cfg.auth.hs256_secret_file = secret_path;
   cfg.auth.service_tokens.push_back({"bench", http::sha256_hex(service_token), {"FETCH_CONFIG"}});
-  {
-    storage::database db{cfg.database};
-    storage::apply_migrations(db);
-    db.exec_script("TRUNCATE connector_tokens");
-  }
-  auto keys = storage::keyring::parse(bench::key_ring_text);
-  auto catalog = config::load_provider_catalog(CM_SOURCE_DIR "/config/providers.yaml");
-
-  actor_config actor_cfg{false};
-  actor_cfg.apply(cfg.scheduler);
-  caf::actor_system sys{actor_cfg};
-  auto audit = std::make_shared<storage::audit_queue>(default_audit_queue_rows);
-  auto store = *spawn_storage(sys, cfg.database, keys, {}, audit);
   // One stored API key per load connection, so requests spread over actors.
-  {
-    caf::scoped_actor self{sys};
-    for (int i = 0; i < connections; ++i) {
-      token_record r;
-      r.key = {"acme", "user-" + std::to_string(i), "stripe"};
-      r.kind = connection_kind::api_key;
-      r.access_token = secret{"sk_test_" + std::string(100, 'k')};
-      r.metadata = R"({"account_name":"acme"})";
-      self->request(store, std::chrono::seconds(10), save_atom_v, std::move(r))
-        .receive([](token_record&) {}, [](caf::error&) { std::exit(1); });
-    }
-  }
-  auto client = sys.spawn(provider_client);
-  auto deps = make_registry_deps(cfg, catalog);
-  deps.storage = store;
-  deps.provider_client = client;
-  // As serve wires them (app/commands.cpp): the board the fast lane reads,
-  // the team lookup cache, the audit queue the storage actor writes.
-  auto board = std::make_shared<token_board>();
-  auto teams = std::make_shared<storage::team_lookup_cache>(std::chrono::seconds(60), 100000);
-  deps.board = board;
-  deps.teams = teams;
-  auto registry_handle = sys.spawn(registry, std::move(deps));
-  {
-    caf::scoped_actor self{sys};
-    self->request(registry_handle, std::chrono::minutes(1), hydrate_atom_v)
-      .receive([](int64_t) {}, [](caf::error&) { std::exit(1); });
-  }
-  auto ctx = std::make_shared<front_context>();
-  ctx->cfg = cfg;
-  ctx->catalog = catalog;
-  ctx->auth = std::make_shared<const http::authenticator>(cfg.auth);
-  ctx->storage = store;
-  ctx->states = store;
-  ctx->configs = store;
-  ctx->registry = registry_handle;
-  ctx->provider_client = client;
-  ctx->keys = keys;
-  ctx->board = board;
-  ctx->audit = audit;
-  ctx->teams = teams;
-  std::vector<front_actor> fronts;
-  for (int i = 0; i < cfg.listen.threads; ++i)
-    fronts.push_back(sys.spawn(front, std::shared_ptr<const front_context>(ctx)));
-  auto lane = std::make_shared<token_fast_lane>(ctx);
-  http::server server{cfg.listen, fronts, lane};
+  auto stack = std::make_unique<front_stack>(
+    cfg, config::load_provider_catalog(CM_SOURCE_DIR "/config/providers.yaml"),
+    [&](caf::scoped_actor& self, const storage_actor& store) {
+      for (int i = 0; i < connections; ++i) {
+        token_record r;
+        r.key = {"acme", "user-" + std::to_string(i), "stripe"};
+        r.kind = connection_kind::api_key;
+        r.access_token = secret{"sk_test_" + std::string(100, 'k')};
+        r.metadata = R"({"account_name":"acme"})";
+        self->request(store, std::chrono::seconds(10), save_atom_v, std::move(r))
+          .receive([](token_record&) {}, [](caf::error&) { std::exit(1); });
+      }
+    });
+  auto lane = std::make_shared<token_fast_lane>(stack->context());
+  http::server server{cfg.listen, stack->fronts(), lane};
   server.start();
 
   // The real answer's size, for a like-for-like constant.
@@ -226,17 +177,12 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::printf("served from snapshots: %lld; audit rows written: %lld, refused: %lld\n",
-              static_cast<long long>(board->served()), static_cast<long long>(audit->written_total()),
-              static_cast<long long>(audit->refused()));
+              static_cast<long long>(stack->context()->board->served()),
+              static_cast<long long>(stack->context()->audit->written_total()),
+              static_cast<long long>(stack->context()->audit->refused()));
   baseline->shutdown();
   server.stop();
-  for (auto& f : fronts)
-    caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(registry_handle, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
-  sys.await_all_actors_done();
-  ::unlink(secret_path);
+  stack.reset();
   log::set_sink(nullptr);
   std::fclose(devnull);
   return 0;
