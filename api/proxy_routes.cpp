@@ -323,7 +323,6 @@ void with_connection(const proxied_ptr& p, const connection_key& key) {
       attempt(p, snapshot->grant);
       return;
     }
-  auto ex = p->c.ex;
   p->c.self->request(ctx.registry, budget(p->c), get_token_atom_v, key, false)
     .then([p](const token_grant& g) { attempt(p, g); },
           [p](const caf::error& err) { refuse(p, http::error_response(err)); });
