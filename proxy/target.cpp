@@ -157,14 +157,19 @@ target target_under(std::string_view base, std::string_view path, std::string_vi
   // Rebuilt from the parsed parts: exactly scheme://host[:port] (libcurl
   // keeps an IPv6 host in brackets).
   std::string prefix = b.scheme + "://" + b.host + (b.port.empty() ? "" : ":" + b.port);
-  out.url = prefix + base_path + "/" + std::string(path);
+  // No path is the base itself (Railway's GraphQL endpoint is its base).
+  out.url = prefix + (path.empty() ? (base_path.empty() ? "/" : base_path)
+                                   : base_path + "/" + std::string(path));
   if (!query.empty())
     out.url += "?" + std::string(query);
-  // Parsed again: the same scheme, host and port, and a path under the base.
+  // Parsed again: the same scheme, host and port, and the base's path or
+  // a path under it.
   url_parts t;
+  bool at_base = path.empty();
   if (!parse(out.url, t) || t.scheme != b.scheme || t.host != b.host || t.port != b.port ||
       !t.user.empty() || !t.fragment.empty() ||
-      t.path.compare(0, base_path.size() + 1, base_path + "/") != 0) {
+      (at_base ? t.path != (base_path.empty() ? "/" : base_path)
+               : t.path.compare(0, base_path.size() + 1, base_path + "/") != 0)) {
     out.url.clear();
     out.problem = "the path would leave the provider's API";
   }

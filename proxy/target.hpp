@@ -23,8 +23,9 @@ struct target {
 /// `base`: the provider's API base ("https://api.github.com",
 /// "https://x.zendesk.com/api/v2"), without a query or fragment.
 /// `path`: what followed /api/proxy/{provider}/ in the request target,
-/// still encoded (may be empty). `query`: the request's query without the
-/// proxy's own parameters and without "?" (may be empty).
+/// still encoded; empty: the base URL itself. `query`: the request's
+/// query without the proxy's own parameters and without "?" (may be
+/// empty).
 target target_under(std::string_view base, std::string_view path, std::string_view query);
 
 /// Why `path` and `query` could go under no base at all ("" when they

@@ -31,7 +31,10 @@ TEST(ProxyTarget, APathAndQueryGoUnderTheProvidersApiBase) {
      "https://api.github.com/repos/octo/hello/issues?state=open&per_page=5"},
     {"https://acme.zendesk.com/api/v2/", "users/me.json", "",
      "https://acme.zendesk.com/api/v2/users/me.json"},
-    {"http://127.0.0.1:8123/api", "", "", "http://127.0.0.1:8123/api/"},
+    // No path: the base itself, not the base with a slash (Railway).
+    {"http://127.0.0.1:8123/api", "", "", "http://127.0.0.1:8123/api"},
+    {"https://backboard.railway.com/graphql/v2", "", "", "https://backboard.railway.com/graphql/v2"},
+    {"https://api.github.com", "", "per_page=1", "https://api.github.com/?per_page=1"},
     {"http://[::1]:8123", "v1/me", "", "http://[::1]:8123/v1/me"},
     // GA4's custom methods, encoded spaces, a name starting with a dot,
     // an '@' inside the path: all stay under the base.

@@ -141,6 +141,11 @@ TEST(Proxy, TheConnectionsTokenGoesOutAndNothingOfTheCallersDoes) {
   EXPECT_EQ(r.header("x-internal-trace"), "");
   EXPECT_EQ(r.header("content-type"), "application/json");
 
+  // No path is the base itself (Railway's GraphQL endpoint is its base).
+  auto base = p.call("POST", "/api/proxy/github?cm_user_id=alice",
+                     {{"Content-Type", "application/json"}}, R"({"query":"{ me { name } }"})");
+  ASSERT_EQ(base.status, 200) << base.body;
+  EXPECT_EQ(base.json()["path"], "/papi/github");
   // The header form names the connection too; a team is optional when the
   // user has the provider in one team only.
   auto byHeader = p.call("GET", "/api/proxy/github/user",
@@ -151,7 +156,7 @@ TEST(Proxy, TheConnectionsTokenGoesOutAndNothingOfTheCallersDoes) {
 
   // Every call is audited: service, connection, method, path without the
   // query, status and duration.
-  p.await_audit(2);
+  p.await_audit(3);
   auto rows = psql(p.w.db,
                    "SELECT actor_type || ' ' || actor_id || ' ' || team_id || ' ' || target || ' ' || "
                    "(details::jsonb->>'method') || ' ' || (details::jsonb->>'path') || ' ' || "
@@ -159,8 +164,9 @@ TEST(Proxy, TheConnectionsTokenGoesOutAndNothingOfTheCallersDoes) {
                    "FROM audit_log WHERE action = 'proxy.call' ORDER BY seq");
   EXPECT_EQ(rows,
             "service agent acme github/alice POST /repos/octo/hello/issues 200 true\n"
+            "service agent acme github/alice POST / 200 true\n"
             "service agent acme github/alice GET /user 200 true");
-  EXPECT_NE(p.metrics().find("cm_proxy_requests_total{outcome=\"2xx\",provider=\"github\"} 2"),
+  EXPECT_NE(p.metrics().find("cm_proxy_requests_total{outcome=\"2xx\",provider=\"github\"} 3"),
             std::string::npos);
   p.expect_nowhere("at-seed-alice");
   p.expect_nowhere("rt-seed-alice");
