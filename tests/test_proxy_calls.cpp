@@ -421,18 +421,22 @@ TEST(Proxy, EveryRefusedPathIsA400AndReachesNoProvider) {
 }
 
 TEST(Proxy, OneTeamsOpenCallsAndBucketDoNotHoldBackAnother) {
-  proxy_world p{"  team_in_flight: 2\n  burst: 5\n  per_minute: 60\n", true};
+  proxy_world p{"  team_in_flight: 2\n  burst: 5\n  per_minute: 60\n", true, 4500};
   p.w.seed("alice", 3600 * 1000, "acme");
   p.w.seed("bob", 3600 * 1000, "globex");
+  auto calls = p.api_calls();
   auto slow = [&] {
     return std::async(std::launch::async, [&] {
-      return http_call(p.server->port(), "GET", "/api/proxy/github/slow/1200?cm_user_id=alice",
+      return http_call(p.server->port(), "GET", "/api/proxy/github/slow/3000?cm_user_id=alice",
                        {{"X-Services-Token", agent_token}});
     });
   };
   auto a = slow();
   auto b = slow();
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // Both open at the provider (each holds one of acme's two slots).
+  for (int i = 0; i < 100 && p.api_calls() < calls + 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(p.api_calls(), calls + 2);
   auto third = p.call("GET", "/api/proxy/github/user?cm_user_id=alice");
   EXPECT_EQ(third.status, 429) << third.body;
   EXPECT_FALSE(third.header("retry-after").empty());
@@ -440,9 +444,9 @@ TEST(Proxy, OneTeamsOpenCallsAndBucketDoNotHoldBackAnother) {
   EXPECT_EQ(other.status, 200) << "another team is not held back: " << other.body;
   EXPECT_EQ(a.get().status, 200);
   EXPECT_EQ(b.get().status, 200);
-  // acme's bucket (5) is empty now; globex's is not.
   int limited = 0;
-  for (int i = 0; i < 4; ++i)
+  // acme's bucket holds at most its burst (5): of 8 more calls, some wait.
+  for (int i = 0; i < 8; ++i)
     limited += p.call("GET", "/api/proxy/github/user?cm_user_id=alice").status == 429;
   EXPECT_GE(limited, 1);
   EXPECT_EQ(p.call("GET", "/api/proxy/github/user?cm_user_id=bob").status, 200);
