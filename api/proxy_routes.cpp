@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string_view>
 
 #include <strings.h>
@@ -14,8 +15,10 @@
 #include "common/metrics.hpp"
 #include "common/time.hpp"
 #include "provider/credential_scheme.hpp"
+#include "provider/curl_engine.hpp"
 #include "provider/oauth_protocol.hpp"
 #include "proxy/headers.hpp"
+#include "proxy/redacting_window.hpp"
 #include "proxy/target.hpp"
 #include "storage/audit_rows.hpp"
 
@@ -61,7 +64,14 @@ using proxied_ptr = std::shared_ptr<proxied>;
 struct proxy_answer {
   proxied_ptr call;
   token_grant grant;
+  /// Its body when it was held whole; empty when it was streamed.
   outbound_response response;
+  /// Streamed to the caller already: only the audit row and the metric
+  /// are left, with this outcome ("2xx", …, or why the body was cut).
+  bool streamed = false;
+  std::string outcome;
+  /// Why a streamed body was cut short ("" when it was not).
+  std::string cut;
 };
 
 namespace {
@@ -120,12 +130,12 @@ int64_t elapsed_ms(const proxied& p) {
 /// Records a call made (audit row, metric) and answers. Audit rows of
 /// calls already made are always taken: refusing one would not undo the
 /// call (and there was room when it was made, `attempt`).
-void finish(const proxied_ptr& p, http::response res, std::string_view outcome) {
+void record(const proxied_ptr& p, int status, std::string_view outcome, std::string_view cut) {
   auto& ctx = p->c.ctx();
   auto& req = p->c.ex->req();
   auto row = storage::proxy_call_row(p->c.who.subject, p->key, req.remote_address,
-                                     req.request_id, req.method, "/" + p->path, res.status,
-                                     elapsed_ms(*p));
+                                     req.request_id, req.method, "/" + p->path, status,
+                                     elapsed_ms(*p), std::string(cut));
   if (ctx.audit) {
     if (ctx.audit->push(std::move(row)) == storage::audit_queue::pushed::queued_wake)
       caf::anon_send(ctx.configs, audit_atom_v);
@@ -133,6 +143,10 @@ void finish(const proxied_ptr& p, http::response res, std::string_view outcome) 
     caf::anon_send(ctx.configs, audit_atom_v, std::move(row));
   }
   metrics::proxy_call(p->entry->name, outcome);
+}
+
+void finish(const proxied_ptr& p, http::response res, std::string_view outcome) {
+  record(p, res.status, outcome, "");
   p->c.ex->reply(std::move(res));
 }
 
@@ -212,6 +226,154 @@ void answer(const proxied_ptr& p, const token_grant& grant, outbound_response re
   finish(p, std::move(out), outcome);
 }
 
+/// Takes a provider's answer as it comes, on the proxy engine's thread.
+/// While it is small (up to proxy.stream_after_bytes), or a 401 that may
+/// be retried, it is held, and the front actor answers with it whole (and
+/// a Content-Length). Past that size it is streamed: the head (status, safe
+/// headers) goes out, then each piece, redacted through a window that
+/// holds back what may be the start of a credential. The whole body stays
+/// within proxy.max_response_bytes: an answer that announces more is a
+/// 502, one that grows past it mid-stream is cut (the chunked body never
+/// ends, so the caller sees it is short). A caller that reads slowly
+/// pauses the transfer; one that is gone stops it.
+class answer_taker : public stream_consumer {
+public:
+  answer_taker(proxied_ptr p, token_grant grant, curl_engine& engine, int64_t cap,
+               int64_t stream_after)
+    : p_(std::move(p)), grant_(std::move(grant)), engine_(engine), cap_(cap),
+      stream_after_(stream_after) {}
+
+  verdict on_body(const outbound_response& head, std::string_view bytes) override {
+    if (!stream_) {
+      if (held_.empty() && announced_length(head) > cap_) {
+        cut_ = "too_large";
+        return verdict::stop;
+      }
+      if (static_cast<int64_t>(held_.size() + bytes.size()) > cap_) {
+        cut_ = "too_large";
+        return verdict::stop;
+      }
+      held_.append(bytes);
+      total_ = static_cast<int64_t>(held_.size());
+      if (total_ >= stream_after_ && !may_retry(head) && !cannot_stream_)
+        return start_streaming(head);
+      return verdict::taken;
+    }
+    if (stream_->failed()) {
+      cut_ = "client_gone";
+      return verdict::stop;
+    }
+    // The caller is behind: wait for it to read (the bytes come again).
+    if (stream_->full()) {
+      auto& engine = engine_;
+      auto id = transfer_id;
+      if (stream_->wait_for_room([&engine, id] { engine.resume(id); }))
+        return verdict::pause;
+    }
+    total_ += static_cast<int64_t>(bytes.size());
+    if (total_ > cap_) {
+      cut_ = "too_large";
+      return verdict::stop;
+    }
+    if (!stream_->push(window_->push(bytes))) {
+      cut_ = "client_gone";
+      return verdict::stop;
+    }
+    return verdict::taken;
+  }
+
+  void on_done(outbound_response res) override {
+    auto answer = std::make_shared<proxy_answer>();
+    answer->call = p_;
+    answer->grant = grant_;
+    if (!stream_) {
+      if (cut_ == "too_large")
+        res.error = transport_error::too_large;
+      else if (res.error == transport_error::none)
+        res.body = std::move(held_);
+      answer->response = std::move(res);
+    } else {
+      bool complete = res.error == transport_error::none && cut_.empty();
+      if (complete && !stream_->push(window_->finish())) {
+        complete = false;
+        cut_ = "client_gone";
+      }
+      stream_->end(complete);
+      if (window_->redactions() > 0)
+        log::warn("proxy", "the provider's answer carried the credential; redacted",
+                  {{"request_id", p_->c.ex->req().request_id}, {"provider", p_->entry->name}});
+      if (cut_.empty() && !complete)
+        cut_ = res.error == transport_error::timeout_after_send ||
+                   res.error == transport_error::timeout_before_send
+                 ? "timeout"
+                 : "unreachable";
+      answer->streamed = true;
+      answer->response.status = res.status;
+      answer->cut = cut_;
+      answer->outcome = cut_.empty() ? status_class(res.status) : cut_;
+    }
+    // The front actor records it (and answers a held answer).
+    auto front = p_->front;
+    caf::anon_send(front, proxied_atom_v, std::move(answer));
+  }
+
+private:
+  static int64_t announced_length(const outbound_response& head) {
+    auto length = head.header("content-length");
+    if (length.empty() || length.size() > 18 ||
+        length.find_first_not_of("0123456789") != std::string::npos)
+      return -1;
+    return std::stoll(length);
+  }
+
+  /// A 401 the front actor may answer with a refresh and a retry: held.
+  bool may_retry(const outbound_response& head) const {
+    return head.status == 401 && !p_->refreshed && grant_.kind != connection_kind::api_key;
+  }
+
+  verdict start_streaming(const outbound_response& head) {
+    http::response out;
+    out.status = static_cast<int>(head.status);
+    out.headers = proxy::returned_headers(head.headers, p_->credential_forms, out.content_type);
+    if (out.content_type.empty())
+      out.content_type = "application/octet-stream";
+    http::body_stream::options opts;
+    opts.room = static_cast<size_t>(stream_after_);
+    // The transfer ends by the deadline; what is left then has a second
+    // to reach the caller.
+    opts.deadline = p_->deadline + std::chrono::seconds(1);
+    if (!p_->c.ex->can_stream_body()) {
+      cannot_stream_ = true; // held whole, within the cap
+      return verdict::taken;
+    }
+    stream_ = p_->c.ex->start_body(std::move(out), opts);
+    if (!stream_) {
+      cut_ = "client_gone";
+      return verdict::stop;
+    }
+    window_.emplace(p_->credential_forms);
+    bool open = stream_->push(window_->push(held_));
+    std::string{}.swap(held_);
+    if (!open) {
+      cut_ = "client_gone";
+      return verdict::stop;
+    }
+    return verdict::taken;
+  }
+
+  proxied_ptr p_;
+  token_grant grant_;
+  curl_engine& engine_;
+  int64_t cap_;
+  int64_t stream_after_;
+  std::string held_;
+  int64_t total_ = 0;
+  bool cannot_stream_ = false;
+  std::shared_ptr<http::body_stream> stream_;
+  std::optional<proxy::redacting_window> window_;
+  std::string cut_;
+};
+
 /// One call to the provider with `grant`'s credential.
 void attempt(const proxied_ptr& p, const token_grant& grant) {
   auto& ctx = p->c.ctx();
@@ -280,14 +442,14 @@ void attempt(const proxied_ptr& p, const token_grant& grant) {
         out.headers.emplace_back(name, value);
     }
   p->credential_forms = proxy::credential_forms(presented);
-  // The engine enforces the deadline (504 below). It calls back on its own
-  // thread, which only hands the answer to the front actor: the work on
-  // it (redaction, the write to a caller that may read slowly) must not
-  // hold up every other team's calls on that one thread.
-  ctx.proxy_engine->submit(std::move(out), [p, grant](outbound_response res) {
-    auto answer = std::make_shared<proxy_answer>(proxy_answer{p, grant, std::move(res)});
-    caf::anon_send(p->front, proxied_atom_v, std::move(answer));
-  });
+  // The engine enforces the deadline (504 below). The answer comes to an
+  // answer_taker on the engine's thread, which never waits there: a small
+  // answer goes to the front actor whole, a large one is streamed through
+  // the writer thread of the HTTP server (http/body_stream.hpp).
+  auto taker = std::make_shared<answer_taker>(p, grant, *ctx.proxy_engine,
+                                              ctx.cfg.proxy.max_response_bytes,
+                                              ctx.cfg.proxy.stream_after_bytes);
+  ctx.proxy_engine->submit_streaming(std::move(out), std::move(taker));
 }
 
 /// The connection is known: the team's limits, then its token.
@@ -428,7 +590,10 @@ api::route proxy_route(const std::string& method) {
 } // namespace
 
 void take_proxy_answer(const proxy_answer_ptr& a) {
-  answer(a->call, a->grant, std::move(a->response));
+  if (a->streamed)
+    record(a->call, static_cast<int>(a->response.status), a->outcome, a->cut);
+  else
+    answer(a->call, a->grant, std::move(a->response));
 }
 
 std::vector<api::route> proxy_routes() {

@@ -16,8 +16,10 @@
 //   4. one call; a 401 from the provider forces one refresh (shared with any
 //      other forced refresh of the connection) and one retry with the new
 //      token; 429 and 503 pass through with Retry-After, never retried;
-//   5. the answer (status, body up to proxy.max_response_bytes, safe
-//      headers) goes back, and an audit row records the call.
+//   5. the answer (status, safe headers, the body redacted) goes back: whole
+//      while it is up to proxy.stream_after_bytes, streamed (chunked, with
+//      back-pressure) beyond, never more than proxy.max_response_bytes; an
+//      audit row records the call.
 #pragma once
 
 #include <vector>

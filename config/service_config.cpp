@@ -326,7 +326,8 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
   // proxy
   auto proxy = root["proxy"];
   reader.expect_keys(proxy, "proxy", {"enabled", "timeout_ms", "max_response_bytes",
-                                      "team_in_flight", "burst", "per_minute"});
+                                      "stream_after_bytes", "team_in_flight", "burst",
+                                      "per_minute"});
   auto& px = cfg.proxy;
   px.enabled = reader.get_bool(proxy, "proxy", "enabled", px.enabled);
   // By default as long as the listener lets a request take.
@@ -335,6 +336,9 @@ service_config build(YAML::Node root, yaml_reader& reader, const std::string& ba
                                  100, 600000);
   px.max_response_bytes = reader.get_int(proxy, "proxy", "max_response_bytes",
                                          px.max_response_bytes, 1024, int64_t{1} << 30);
+  px.stream_after_bytes = reader.get_int(proxy, "proxy", "stream_after_bytes",
+                                         std::min(px.stream_after_bytes, px.max_response_bytes),
+                                         1024, px.max_response_bytes);
   px.team_in_flight =
     reader.get_int(proxy, "proxy", "team_in_flight", px.team_in_flight, 1, 10000);
   px.burst = reader.get_int(proxy, "proxy", "burst", px.burst, 1, 1000000);

@@ -130,6 +130,12 @@ struct proxy_config {
   /// A provider's answer larger than this is not passed on (502): with
   /// `team_in_flight`, what bounds the memory one team's calls can hold.
   int64_t max_response_bytes = 8 << 20;
+  /// An answer is held whole up to this size (and then passed on with its
+  /// length, the connection kept); a larger one is streamed to the caller
+  /// as it comes (chunked), with at most about this much of it waiting in
+  /// memory while the caller reads: a slow reader pauses the provider. At
+  /// most max_response_bytes.
+  int64_t stream_after_bytes = 256 << 10;
   /// Calls one team may have waiting on providers at once; more: 429.
   int64_t team_in_flight = 16;
   /// Each (service, team) pair's token bucket: one team's traffic through

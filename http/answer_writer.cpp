@@ -31,6 +31,16 @@ bool answer_socket::write(std::string_view bytes, std::chrono::milliseconds pati
   return written;
 }
 
+int answer_socket::duplicate() {
+  std::lock_guard<std::mutex> guard{mutex_};
+  if (fd_ < 0)
+    return -1;
+  int copy = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (copy >= 0)
+    ::fcntl(copy, F_SETFL, ::fcntl(copy, F_GETFL) | O_NONBLOCK);
+  return copy;
+}
+
 bool send_all_or_close(int& fd, std::string_view bytes, std::chrono::milliseconds patience) {
   if (fd < 0)
     return false;
@@ -88,6 +98,17 @@ void serialize_response_into(std::string& out, std::string_view version, int sta
   }
   out.append("\r\n");
   out.append(body);
+}
+
+std::string serialize_head(std::string_view version, int status, std::string_view reason,
+                           const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string out;
+  out.append(version).append(" ").append(std::to_string(status)).append(" ");
+  out.append(reason).append("\r\n");
+  for (auto& [name, value] : headers)
+    out.append(name).append(": ").append(value).append("\r\n");
+  out.append("\r\n");
+  return out;
 }
 
 std::string serialize_response(std::string_view version, int status, std::string_view reason,

@@ -31,6 +31,10 @@ public:
 
   bool valid() const { return fd_ >= 0; }
 
+  /// A duplicate of our socket for an answer written over time
+  /// (http/body_stream.hpp), non-blocking; -1 when it is closed.
+  int duplicate();
+
   /// Writes all of `bytes`, waiting for a full socket buffer to drain at
   /// most `patience`, and at most what is left of the connection's whole
   /// waiting budget (so a client that reads just enough, just in time,
@@ -63,6 +67,11 @@ bool send_all_or_close(int& fd, std::string_view bytes, std::chrono::millisecond
 std::string serialize_response(std::string_view version, int status, std::string_view reason,
                                const std::vector<std::pair<std::string, std::string>>& headers,
                                std::string_view body);
+
+/// The head of a response whose body follows without a length (chunked,
+/// or ended by closing): status line, `headers`, blank line.
+std::string serialize_head(std::string_view version, int status, std::string_view reason,
+                           const std::vector<std::pair<std::string, std::string>>& headers);
 
 /// The same, written into `out` (cleared first): a thread reuses one
 /// buffer for every answer instead of allocating one each time.

@@ -56,8 +56,31 @@ response error_response(const caf::error& err) {
   return error_response(code_of(err), message_of(err));
 }
 
-exchange::exchange(request req, writer write, stream_opener open_stream)
-  : req_(std::move(req)), write_(std::move(write)), open_stream_(std::move(open_stream)) {}
+exchange::exchange(request req, writer write, stream_opener open_stream, body_starter start_body)
+  : req_(std::move(req)), write_(std::move(write)), open_stream_(std::move(open_stream)),
+    start_body_(std::move(start_body)) {}
+
+std::shared_ptr<body_stream> exchange::start_body(response head, body_stream::options opts) {
+  if (!start_body_)
+    return nullptr;
+  bool expected = false;
+  if (!replied_.compare_exchange_strong(expected, true))
+    return nullptr;
+  head.body.clear();
+  head.headers.emplace_back("X-Request-Id", req_.request_id);
+  for (auto& header : extra_headers_)
+    head.headers.push_back(header);
+  // Logged and counted when the head goes: its status is the answer's.
+  request_done(req_, head, caller_, route_);
+  auto stream = start_body_(head, opts);
+  if (!stream) {
+    try {
+      write_(error_response(ec::internal, "cannot stream the answer"));
+    } catch (const std::exception&) {
+    }
+  }
+  return stream;
+}
 
 std::shared_ptr<event_stream>
 exchange::start_stream(const std::vector<std::pair<std::string, std::string>>& headers) {

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "http/body_stream.hpp"
 
 namespace cm::http {
 
@@ -81,7 +82,15 @@ public:
   /// http/event_stream.hpp); null where the route cannot stream.
   using stream_opener = std::function<std::shared_ptr<event_stream>()>;
 
-  exchange(request req, writer write, stream_opener open_stream = {});
+  /// Starts an answer whose body follows (http/body_stream.hpp) with
+  /// `head`'s status and headers (its body is ignored), framed for the
+  /// client's HTTP version (which sets `opts.chunked` and
+  /// `opts.keep_alive`); null when the connection cannot take one.
+  using body_starter =
+    std::function<std::shared_ptr<body_stream>(const response& head, body_stream::options opts)>;
+
+  exchange(request req, writer write, stream_opener open_stream = {},
+           body_starter start_body = {});
   ~exchange();
   exchange(const exchange&) = delete;
   exchange& operator=(const exchange&) = delete;
@@ -123,10 +132,21 @@ public:
   std::shared_ptr<event_stream>
   start_stream(const std::vector<std::pair<std::string, std::string>>& headers);
 
+  /// Answers with `head` (status, content type, headers) and a body the
+  /// caller writes into the returned stream as it comes. Null, with
+  /// nothing written, when this request cannot be answered that way (or
+  /// was answered already); null after a 500 when the connection could
+  /// not be taken (the caller stops producing). Thread-safe.
+  std::shared_ptr<body_stream> start_body(response head, body_stream::options opts);
+
+  /// Whether start_body can be tried.
+  bool can_stream_body() const { return static_cast<bool>(start_body_); }
+
 private:
   request req_;
   writer write_;
   stream_opener open_stream_;
+  body_starter start_body_;
   std::atomic<bool> replied_{false};
   const char* caller_ = "anonymous";
   const char* route_ = "unmatched";

@@ -16,20 +16,48 @@ uint64_t response_order::outstanding() const {
 
 void response_order::deliver(uint64_t ticket, write_fn write) {
   std::unique_lock<std::mutex> lock(mutex_);
-  if (ticket < next_ || ticket >= issued_)
+  if (ticket < next_ || ticket >= issued_ || (holding_ && ticket == next_))
     return;
-  waiting_.emplace(ticket, std::move(write));
+  waiting_.emplace(ticket, waiting_writer{std::move(write), false});
+  run_ready(lock);
+}
+
+void response_order::deliver_held(uint64_t ticket, write_fn start) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (ticket < next_ || ticket >= issued_ || (holding_ && ticket == next_))
+    return;
+  waiting_.emplace(ticket, waiting_writer{std::move(start), true});
+  run_ready(lock);
+}
+
+void response_order::release(uint64_t ticket) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!holding_ || ticket != next_)
+    return;
+  holding_ = false;
+  ++next_;
+  run_ready(lock);
+}
+
+void response_order::run_ready(std::unique_lock<std::mutex>& lock) {
   if (writing_)
     return; // the writing thread picks it up
   writing_ = true;
-  for (auto it = waiting_.find(next_); it != waiting_.end(); it = waiting_.find(next_)) {
+  while (!holding_) {
+    auto it = waiting_.find(next_);
+    if (it == waiting_.end())
+      break;
     auto ready = std::move(it->second);
     waiting_.erase(it);
-    ++next_;
+    // A held answer keeps its place (next_) until released.
+    if (ready.holds)
+      holding_ = true;
+    else
+      ++next_;
     lock.unlock();
     try {
-      if (ready)
-        ready();
+      if (ready.write)
+        ready.write();
     } catch (const std::exception&) {
       log::warn("http", "could not write a response");
     }

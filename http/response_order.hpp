@@ -27,14 +27,31 @@ public:
   /// object.
   void deliver(uint64_t ticket, write_fn write);
 
-  /// Tickets taken whose writer has not run yet.
+  /// The same for an answer written over time (http/body_stream.hpp):
+  /// `start` runs in the ticket's turn, and later tickets wait until
+  /// `release(ticket)` says its last byte is out.
+  void deliver_held(uint64_t ticket, write_fn start);
+
+  /// Ends a held ticket's turn: later answers waiting for it are written
+  /// (on the calling thread). A ticket not holding the line is ignored.
+  void release(uint64_t ticket);
+
+  /// Tickets taken whose writer has not run yet (or whose held answer is
+  /// not finished).
   uint64_t outstanding() const;
 
 private:
   mutable std::mutex mutex_;
   uint64_t issued_ = 0;
   uint64_t next_ = 0;
-  std::map<uint64_t, write_fn> waiting_;
+  struct waiting_writer {
+    write_fn write;
+    bool holds = false;
+  };
+  std::map<uint64_t, waiting_writer> waiting_;
+  /// The ticket whose held answer is being written, if any; it is next_.
+  bool holding_ = false;
+  void run_ready(std::unique_lock<std::mutex>& lock);
   /// One thread writes at a time, so writes leave in ticket order even
   /// when another thread delivers meanwhile.
   bool writing_ = false;

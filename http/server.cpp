@@ -15,6 +15,7 @@
 
 #include "common/log.hpp"
 #include "http/answer_writer.hpp"
+#include "http/body_stream.hpp"
 #include "http/event_stream.hpp"
 #include "http/exchange.hpp"
 #include "http/request_guard.hpp"
@@ -168,13 +169,51 @@ exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer,
   };
 }
 
+/// Lets a route answer with a body that follows its head (the proxy's
+/// large answers, http/body_stream.hpp), in the request's place in line:
+/// the stream holds the line until its last byte is out.
+exchange::body_starter body_starter_for(std::shared_ptr<answer_socket> socket,
+                                        std::weak_ptr<Tcp::Peer> peer, std::string version,
+                                        bool keep_alive, std::shared_ptr<response_order> order,
+                                        uint64_t ticket,
+                                        std::shared_ptr<body_stream_writer> writer) {
+  return [=](const response& head, body_stream::options opts) -> std::shared_ptr<body_stream> {
+    int fd = socket->duplicate();
+    if (fd < 0)
+      return nullptr;
+    opts.chunked = version == "HTTP/1.1";
+    opts.keep_alive = keep_alive && opts.chunked;
+    auto headers = head.headers;
+    headers.emplace_back("Content-Type", head.content_type);
+    headers.emplace_back("Cache-Control", "no-store");
+    if (opts.chunked)
+      headers.emplace_back("Transfer-Encoding", "chunked");
+    if (!opts.keep_alive)
+      headers.emplace_back("Connection", "close");
+    auto bytes = serialize_head(version, head.status,
+                                Http::codeString(static_cast<Http::Code>(head.status)), headers);
+    auto stream = writer->open(fd, std::move(bytes), opts, [order, ticket] {
+      order->release(ticket);
+    });
+    order->deliver_held(ticket, [stream, peer, order, ticket] {
+      // Answered, as far as Pistache's timeouts go (as write_response).
+      if (auto p = peer.lock())
+        p->setIdle(true);
+      if (!stream->turn_came())
+        order->release(ticket);
+    });
+    return stream;
+  };
+}
+
 class handler : public Http::Handler {
 public:
   HTTP_PROTOTYPE(handler)
 
   handler(std::shared_ptr<const std::vector<front_actor>> fronts, guard_limits limits,
-          std::shared_ptr<fast_lane> lane)
-    : fronts_(std::move(fronts)), limits_(limits), lane_(std::move(lane)) {}
+          std::shared_ptr<fast_lane> lane, std::shared_ptr<body_stream_writer> streams)
+    : fronts_(std::move(fronts)), limits_(limits), lane_(std::move(lane)),
+      streams_(std::move(streams)) {}
 
   /// Every byte from a client arrives here first (Pistache's own onInput is
   /// replaced, not called): the guard lets through validated requests one
@@ -298,7 +337,11 @@ public:
       exchange::stream_opener opener;
       if (streaming_route(req))
         opener = stream_opener_for(pistache_writer, order, ticket);
-      auto ex = std::make_shared<exchange>(std::move(req), write, std::move(opener));
+      exchange::body_starter starter;
+      if (!req.raw_target.empty())
+        starter = body_starter_for(socket, weak, version, keep_alive, order, ticket, streams_);
+      auto ex =
+        std::make_shared<exchange>(std::move(req), write, std::move(opener), std::move(starter));
       if (!query_ok) {
         ex->reply_error(ec::bad_request, "malformed query string");
         return;
@@ -413,6 +456,7 @@ private:
   std::shared_ptr<const std::vector<front_actor>> fronts_;
   guard_limits limits_;
   std::shared_ptr<fast_lane> lane_;
+  std::shared_ptr<body_stream_writer> streams_;
   static inline std::atomic<size_t> next_{0};
 };
 
@@ -450,7 +494,7 @@ void server::start() {
   limits.body_timeout = cfg_.body_timeout;
   endpoint_->setHandler(
     Http::make_handler<handler>(std::make_shared<const std::vector<front_actor>>(fronts_), limits,
-                                lane_));
+                                lane_, std::make_shared<body_stream_writer>()));
   endpoint_->serveThreaded();
   running_ = true;
   log::info("http", "listening", {{"address", cfg_.address}, {"port", port()}});

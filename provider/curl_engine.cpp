@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -35,7 +36,12 @@ struct transfer {
   outbound_request req;
   outbound_response res;
   curl_engine::callback done;
+  /// Set for submit_streaming: takes the body instead of `res.body`.
+  std::shared_ptr<stream_consumer> consumer;
+  uint64_t id = 0;
   bool overflow = false;
+  /// The consumer stopped the transfer.
+  bool stopped = false;
   ~transfer() {
     if (headers)
       curl_slist_free_all(headers);
@@ -47,6 +53,18 @@ struct transfer {
 size_t on_body(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<transfer*>(user);
   auto bytes = size * n;
+  if (t->consumer) {
+    long status = 0;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    t->res.status = status;
+    switch (t->consumer->on_body(t->res, std::string_view(data, bytes))) {
+      case stream_consumer::verdict::taken: return bytes;
+      case stream_consumer::verdict::pause: return CURL_WRITEFUNC_PAUSE;
+      case stream_consumer::verdict::stop: break;
+    }
+    t->stopped = true;
+    return 0; // aborts the transfer
+  }
   if (static_cast<int64_t>(t->res.body.size() + bytes) > t->req.max_response_bytes) {
     t->overflow = true;
     return 0; // aborts the transfer
@@ -80,7 +98,9 @@ void finish(transfer* t, CURLcode code) {
   switch (code) {
     case CURLE_OK: t->res.error = transport_error::none; break;
     case CURLE_WRITE_ERROR:
-      t->res.error = t->overflow ? transport_error::too_large : transport_error::network;
+      t->res.error = t->overflow  ? transport_error::too_large
+                     : t->stopped ? transport_error::cancelled
+                                  : transport_error::network;
       break;
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -101,10 +121,13 @@ void finish(transfer* t, CURLcode code) {
     t->res.body.clear();
 }
 
-transfer* make_transfer(outbound_request req, curl_engine::callback done) {
+transfer* make_transfer(outbound_request req, curl_engine::callback done,
+                        std::shared_ptr<stream_consumer> consumer, uint64_t id) {
   auto t = std::make_unique<transfer>();
   t->req = std::move(req);
   t->done = std::move(done);
+  t->consumer = std::move(consumer);
+  t->id = id;
   t->easy = curl_easy_init();
   if (t->easy == nullptr)
     return nullptr;
@@ -181,32 +204,82 @@ curl_engine::~curl_engine() {
 void curl_engine::submit(outbound_request req, callback done) {
   {
     std::lock_guard<std::mutex> guard{mutex_};
-    queue_.push_back({std::move(req), std::move(done)});
+    queue_.push_back({std::move(req), std::move(done), nullptr, 0});
   }
   curl_multi_wakeup(static_cast<CURLM*>(multi_));
 }
+
+uint64_t curl_engine::submit_streaming(outbound_request req,
+                                       std::shared_ptr<stream_consumer> consumer) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    id = ++next_id_;
+    consumer->transfer_id = id;
+    queue_.push_back({std::move(req), {}, std::move(consumer), id});
+  }
+  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+  return id;
+}
+
+void curl_engine::resume(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    resumed_.push_back(id);
+  }
+  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+}
+
+namespace {
+
+/// Hands a finished transfer's answer to whoever waits for it.
+void complete(std::unique_ptr<transfer> owned) {
+  try {
+    if (owned->consumer)
+      owned->consumer->on_done(std::move(owned->res));
+    else
+      owned->done(std::move(owned->res));
+  } catch (const std::exception&) {
+    log::error("provider", "completion callback failed");
+  }
+}
+
+} // namespace
 
 void curl_engine::run() {
   auto* multi = static_cast<CURLM*>(multi_);
   int running = 0;
   std::set<transfer*> in_flight;
+  /// The streaming transfers, by id, for `resume`.
+  std::map<uint64_t, transfer*> streaming;
   while (!stopping_) {
     std::deque<pending> fresh;
+    std::vector<uint64_t> resumed;
     {
       std::lock_guard<std::mutex> guard{mutex_};
       fresh.swap(queue_);
+      resumed.swap(resumed_);
     }
     for (auto& p : fresh) {
-      auto* t = make_transfer(std::move(p.req), p.done);
+      auto* t = make_transfer(std::move(p.req), p.done, p.consumer, p.id);
       if (t == nullptr) {
         outbound_response failed;
         failed.error = transport_error::connect_failed;
-        p.done(std::move(failed));
+        if (p.consumer)
+          p.consumer->on_done(std::move(failed));
+        else
+          p.done(std::move(failed));
         continue;
       }
       curl_multi_add_handle(multi, t->easy);
       in_flight.insert(t);
+      if (t->consumer)
+        streaming[t->id] = t;
     }
+    // Unpausing may hand the consumer its held bytes at once, here.
+    for (auto id : resumed)
+      if (auto it = streaming.find(id); it != streaming.end())
+        curl_easy_pause(it->second->easy, CURLPAUSE_CONT);
     curl_multi_perform(multi, &running);
     int queued = 0;
     while (CURLMsg* msg = curl_multi_info_read(multi, &queued)) {
@@ -216,13 +289,9 @@ void curl_engine::run() {
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
       curl_multi_remove_handle(multi, msg->easy_handle);
       in_flight.erase(t);
+      streaming.erase(t->id);
       finish(t, msg->data.result);
-      std::unique_ptr<transfer> owned{t};
-      try {
-        owned->done(std::move(owned->res));
-      } catch (const std::exception&) {
-        log::error("provider", "completion callback failed");
-      }
+      complete(std::unique_ptr<transfer>{t});
     }
     curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
   }
@@ -235,13 +304,17 @@ void curl_engine::run() {
   for (auto& p : left) {
     outbound_response r;
     r.error = transport_error::cancelled;
-    p.done(std::move(r));
+    if (p.consumer)
+      p.consumer->on_done(std::move(r));
+    else
+      p.done(std::move(r));
   }
   for (auto* t : in_flight) {
     curl_multi_remove_handle(multi, t->easy);
     std::unique_ptr<transfer> owned{t};
     owned->res.error = transport_error::cancelled;
-    owned->done(std::move(owned->res));
+    owned->res.body.clear();
+    complete(std::move(owned));
   }
 }
 

@@ -36,11 +36,14 @@ audit_entry token_read_row(const std::string& service, const connection_key& key
 audit_entry proxy_call_row(const std::string& service, const connection_key& key,
                            std::string remote_addr, std::string request_id,
                            const std::string& method, const std::string& path, int status,
-                           int64_t duration_ms) {
+                           int64_t duration_ms, const std::string& cut) {
+  nlohmann::json details = {
+    {"method", method}, {"path", path}, {"status", status}, {"duration_ms", duration_ms}};
+  if (!cut.empty())
+    details["cut"] = cut;
   return audit_row(key.team_id, {"service", service}, "proxy.call",
                    key.provider + "/" + key.user_id, std::move(remote_addr), std::move(request_id),
-                   {{"method", method}, {"path", path}, {"status", status},
-                    {"duration_ms", duration_ms}});
+                   std::move(details));
 }
 
 } // namespace cm::storage

@@ -33,10 +33,11 @@ audit_entry token_read_row(const std::string& service, const connection_key& key
 /// A call a service made through the proxy: the connection, the method,
 /// the path without its query (queries carry search terms and ids nobody
 /// asked to keep), the provider's status (or ours when none came) and how
-/// long it took.
+/// long it took; for a streamed answer whose body was cut short, why
+/// (`cut`: "too_large", "client_gone", "timeout", "unreachable").
 audit_entry proxy_call_row(const std::string& service, const connection_key& key,
                            std::string remote_addr, std::string request_id,
                            const std::string& method, const std::string& path, int status,
-                           int64_t duration_ms);
+                           int64_t duration_ms, const std::string& cut = "");
 
 } // namespace cm::storage

@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "http/answer_writer.hpp"
+#include "http/body_stream.hpp"
 #include "http/json_body.hpp"
 #include "http/request_guard.hpp"
 #include "http/response_order.hpp"
@@ -275,6 +276,30 @@ TEST(ResponseOrder, WritesInTicketOrderWhateverOrderAnswersArriveIn) {
     EXPECT_EQ(seen[i], static_cast<uint64_t>(i));
 }
 
+// A streamed answer holds its place until its last byte is out: answers
+// to later pipelined requests wait behind it, however early they are ready.
+TEST(ResponseOrder, AHeldAnswerKeepsLaterAnswersBehindItUntilReleased) {
+  http::response_order order;
+  std::vector<int> written;
+  auto a = order.take_ticket(), b = order.take_ticket(), c = order.take_ticket();
+  order.deliver(c, [&] { written.push_back(3); });
+  order.deliver_held(b, [&] { written.push_back(2); });
+  EXPECT_TRUE(written.empty());
+  order.deliver(a, [&] { written.push_back(1); });
+  EXPECT_EQ(written, (std::vector<int>{1, 2})) << "the stream started in its turn";
+  EXPECT_EQ(order.outstanding(), 2u);
+  order.deliver(b, [&] { written.push_back(99); });
+  order.release(c);
+  EXPECT_EQ(written, (std::vector<int>{1, 2})) << "neither a second answer nor another's release";
+  order.release(b);
+  EXPECT_EQ(written, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(order.outstanding(), 0u);
+  order.release(b);
+  auto d = order.take_ticket();
+  order.deliver(d, [&] { written.push_back(4); });
+  EXPECT_EQ(written, (std::vector<int>{1, 2, 3, 4})) << "a late release changes nothing";
+}
+
 // The answer writer holds the socket, not its number: after the number is
 // closed and handed to a new connection, an answer still reaches its own
 // client and nothing reaches the newcomer (Pistache's queue, keyed by the
@@ -329,6 +354,117 @@ TEST(AnswerSocket, SerializesStatusHeadersLengthAndBody) {
                                      "{}"),
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\n"
             "Content-Length: 2\r\n\r\n{}");
+}
+
+namespace {
+
+/// Reads what is there from `fd` (non-blocking) until `want` bytes or the
+/// end came, within `patience`.
+std::string read_from(int fd, size_t want,
+                      std::chrono::milliseconds patience = std::chrono::seconds(2)) {
+  std::string got;
+  auto give_up = std::chrono::steady_clock::now() + patience;
+  char buf[65536];
+  while (got.size() < want && std::chrono::steady_clock::now() < give_up) {
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, 50);
+    auto n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0)
+      break;
+    if (n > 0)
+      got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+template <class Pred>
+bool within_two_seconds(Pred done) {
+  for (int i = 0; i < 200 && !done(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return done();
+}
+
+} // namespace
+
+// A streamed answer: nothing before its turn, then the head and chunked
+// pieces, the end marker once complete, and its place in line given back
+// (once) when its last byte is out; the connection stays open.
+TEST(BodyStream, WritesHeadAndChunksInItsTurnThenGivesTheLineBack) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+  http::body_stream_writer writer;
+  std::atomic<int> released{0};
+  // The stream closes its descriptor; the connection's own stays (as
+  // Pistache's does).
+  auto stream = writer.open(::dup(pair[0]), "HEAD\r\n\r\n", {}, [&] { ++released; });
+  EXPECT_TRUE(stream->push("hello"));
+  EXPECT_TRUE(stream->push(""));
+  EXPECT_EQ(read_from(pair[1], 1, std::chrono::milliseconds(200)), "") << "not its turn yet";
+  EXPECT_TRUE(stream->turn_came());
+  EXPECT_TRUE(stream->push(std::string(20, 'z')));
+  stream->end(true);
+  EXPECT_EQ(read_from(pair[1], 44),
+            "HEAD\r\n\r\n5\r\nhello\r\n14\r\n" + std::string(20, 'z') + "\r\n0\r\n\r\n");
+  EXPECT_TRUE(within_two_seconds([&] { return released.load() == 1; }));
+  EXPECT_FALSE(stream->push("late")) << "nothing after the end";
+  EXPECT_EQ(writer.open_streams(), 0u);
+  char c;
+  EXPECT_EQ(::recv(pair[1], &c, 1, MSG_DONTWAIT), -1) << "the connection stays open";
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
+// Past `room` buffered bytes the producer is told to wait, and woken once
+// the client has read; a body cut short ends the connection without the
+// end marker; a stream past its deadline is ended too.
+TEST(BodyStream, AFullSocketAsksTheProducerToWaitAndCutsEndTheConnection) {
+  http::body_stream_writer writer;
+  {
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+    int small = 4096;
+    ::setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    ::setsockopt(pair[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    http::body_stream::options opts;
+    opts.room = 8192;
+    std::atomic<int> released{0};
+    auto stream = writer.open(pair[0], "", opts, [&] { ++released; });
+    stream->turn_came();
+    std::string piece(1024, 'p');
+    int pushed = 0;
+    while (!stream->full() && pushed < 10000) {
+      ASSERT_TRUE(stream->push(piece));
+      ++pushed;
+    }
+    ASSERT_TRUE(stream->full()) << "a socket that is not read fills up";
+    std::atomic<bool> woken{false};
+    ASSERT_TRUE(stream->wait_for_room([&] { woken = true; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_FALSE(woken.load()) << "woken while nothing was read";
+    auto got = read_from(pair[1], 64 * 1024, std::chrono::milliseconds(300));
+    EXPECT_TRUE(within_two_seconds([&] { return woken.load(); }));
+    EXPECT_FALSE(stream->full());
+    stream->end(false);
+    got += read_from(pair[1], 1 << 20);
+    EXPECT_EQ(got.find("0\r\n\r\n"), std::string::npos) << "a cut body has no end marker";
+    EXPECT_TRUE(within_two_seconds([&] { return released.load() == 1; }));
+    EXPECT_TRUE(stream->failed());
+    ::close(pair[1]);
+  }
+  {
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pair), 0);
+    http::body_stream::options opts;
+    opts.deadline = http::body_stream::clock::now() + std::chrono::milliseconds(100);
+    std::atomic<int> released{0};
+    auto stream = writer.open(pair[0], "HEAD\r\n\r\n", opts, [&] { ++released; });
+    EXPECT_TRUE(within_two_seconds([&] { return released.load() == 1; }))
+      << "its turn never came; the deadline ends it";
+    EXPECT_TRUE(stream->failed());
+    EXPECT_FALSE(stream->turn_came()) << "over: the line is the caller's to release";
+    EXPECT_FALSE(stream->push("x"));
+    ::close(pair[1]);
+  }
 }
 
 TEST(JsonBody, DeepNestingIsRefusedByAScanNotTheParser) {

@@ -14,6 +14,7 @@
 #include "http/router.hpp"
 #include "provider/oauth_protocol.hpp"
 #include "proxy/headers.hpp"
+#include "proxy/redacting_window.hpp"
 #include "proxy/target.hpp"
 #include "tests/support/test_env.hpp"
 
@@ -155,6 +156,35 @@ TEST(ProxyHeaders, TheCredentialIsRedactedInEveryFormItCanComeBackIn) {
   EXPECT_EQ(proxy::redact(clean, forms), 0u);
   EXPECT_EQ(proxy::redact(clean, proxy::credential_forms({""})), 0u);
   EXPECT_EQ(clean, "nothing here");
+}
+
+// A streamed body is redacted piece by piece: wherever the pieces split
+// it, a credential (in any of its forms) never comes out, and everything
+// else comes out unchanged and in order.
+TEST(ProxyRedaction, ACredentialSplitBetweenPiecesIsRedactedWhereverTheSplitFalls) {
+  auto forms = proxy::credential_forms({"tok/en+1", "Bearer tok/en+1"});
+  std::string body = "{\"a\":\"tok/en+1\",\"b\":\"tok%2Fen%2B1\",\"c\":\"tok\\/en\\u002b1\"}";
+  std::string whole = body;
+  auto expected_count = proxy::redact(whole, forms);
+  ASSERT_EQ(expected_count, 3u);
+  for (size_t first = 0; first <= body.size(); ++first)
+    for (size_t second = first; second <= body.size(); second += 3) {
+      proxy::redacting_window window{forms};
+      std::string out = window.push(std::string_view(body).substr(0, first));
+      out += window.push(std::string_view(body).substr(first, second - first));
+      out += window.push(std::string_view(body).substr(second));
+      out += window.finish();
+      ASSERT_EQ(out, whole) << "split at " << first << " and " << second;
+      EXPECT_EQ(window.redactions(), expected_count);
+    }
+  // Nothing held back beyond what may begin a credential.
+  proxy::redacting_window window{forms};
+  auto out = window.push(std::string(1000, 'x'));
+  size_t longest = 0;
+  for (auto& form : forms)
+    longest = std::max(longest, form.size());
+  EXPECT_EQ(out.size(), 1000 - (longest - 1));
+  EXPECT_EQ(window.finish(), std::string(longest - 1, 'x'));
 }
 
 TEST(ProxyHeaders, NoCatalogEntryCanForwardACredentialOrFramingHeader) {

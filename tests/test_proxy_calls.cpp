@@ -376,6 +376,160 @@ TEST(Proxy, PipelinedRequestsEachGoWhereTheyAsked) {
   EXPECT_EQ(second.json()["query"], (nlohmann::json{{"y", "2"}}));
 }
 
+namespace {
+
+/// The fake provider's /papi/.../stream/ counters.
+struct stream_counters {
+  long sent = 0;
+  long broken = 0;
+};
+
+stream_counters stream_stats(proxy_world& p) {
+  auto stats = nlohmann::json::parse(p.w.fake.admin("/__stats", "{}"));
+  return {stats["stream_sent"].get<long>(), stats["stream_broken"].get<long>()};
+}
+
+/// Waits until the fake's stream stops sending (its client, the proxy,
+/// stopped reading); returns what it had sent by then.
+long stalled_at(proxy_world& p) {
+  auto last = stream_stats(p).sent;
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto now = stream_stats(p).sent;
+    if (now == last && now > 0)
+      return now;
+    last = now;
+  }
+  return -1;
+}
+
+std::string get_request(const std::string& target, const std::string& version = "HTTP/1.1") {
+  return "GET " + target + " " + version + "\r\nHost: 127.0.0.1\r\nX-Services-Token: " +
+         agent_token + "\r\n\r\n";
+}
+
+} // namespace
+
+// An answer larger than proxy.stream_after_bytes goes out as it comes
+// (chunked), whole, with the credential redacted even where the provider
+// sent it in two pieces; the connection then serves the next pipelined
+// request. A small answer keeps its Content-Length. HTTP/1.0 callers get
+// the body ended by the connection's close.
+TEST(Proxy, LargeAnswersAreStreamedWholeAndRedactedAcrossPieces) {
+  proxy_world p{"  stream_after_bytes: 65536\n  max_response_bytes: 4194304\n"};
+  p.w.seed("alice", 3600 * 1000);
+  const size_t total = 1 << 20;
+  const std::string token = "at-seed-alice";
+  http_connection conn{p.server->port()};
+  auto streamed =
+    conn.raw(get_request("/api/proxy/github/data/stream/1048576/with-credential?cm_user_id=alice") +
+             get_request("/api/proxy/github/user?cm_user_id=alice"));
+  auto after = conn.raw("");
+  p.answers.push_back(streamed.raw);
+  p.answers.push_back(after.raw);
+  ASSERT_EQ(streamed.status, 200) << streamed.raw.substr(0, 400);
+  EXPECT_EQ(streamed.header("transfer-encoding"), "chunked");
+  EXPECT_EQ(streamed.header("content-length"), "");
+  EXPECT_EQ(streamed.header("content-type"), "text/plain");
+  EXPECT_FALSE(streamed.truncated);
+  EXPECT_EQ(streamed.body.size(), total - token.size() + std::string("[redacted]").size());
+  EXPECT_EQ(streamed.body.find(token), std::string::npos);
+  auto mark = streamed.body.find("[redacted]");
+  ASSERT_NE(mark, std::string::npos);
+  EXPECT_EQ(streamed.body.find_first_not_of('y'), mark);
+  EXPECT_EQ(streamed.body.find_first_not_of('y', mark + 10), std::string::npos);
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(after.json()["path"], "/papi/github/user");
+  EXPECT_NE(after.header("content-length"), "");
+  EXPECT_TRUE(conn.open()) << "the stream left the connection open";
+
+  http_connection old{p.server->port()};
+  auto closed = old.raw(get_request("/api/proxy/github/data/stream/300000?cm_user_id=alice",
+                                    "HTTP/1.0"));
+  EXPECT_EQ(closed.status, 200);
+  EXPECT_EQ(closed.header("transfer-encoding"), "");
+  EXPECT_EQ(closed.body, std::string(300000, 'y'));
+  EXPECT_FALSE(old.open());
+
+  p.await_audit(3);
+  EXPECT_EQ(psql(p.w.db, "SELECT string_agg((details::jsonb->>'status') || "
+                         "coalesce(' ' || (details::jsonb->>'cut'), ''), ',' ORDER BY seq) FROM "
+                         "audit_log WHERE action = 'proxy.call'"),
+            "200,200,200");
+  p.expect_nowhere(token);
+}
+
+// A caller that stops reading stops the provider (the transfer pauses, and
+// what waits in memory stays small), and gets everything once it reads
+// again; a caller that hangs up ends the transfer.
+TEST(Proxy, ASlowReaderPausesTheProviderAndAGoneOneStopsIt) {
+  proxy_world p{"  stream_after_bytes: 65536\n  max_response_bytes: 134217728\n", false, 8000,
+                10000};
+  p.w.seed("alice", 3600 * 1000);
+  const long total = 48L << 20;
+  const auto target = "/api/proxy/github/data/stream/" + std::to_string(total) + "?cm_user_id=alice";
+  {
+    http_connection slow{p.server->port(), 32768};
+    slow.send_only(get_request(target));
+    auto stalled = stalled_at(p);
+    ASSERT_GT(stalled, 0) << "the provider never stopped sending";
+    // Socket buffers on each leg hold some megabytes; without the pause the
+    // whole body would be in the proxy's memory by now.
+    EXPECT_LT(stalled, total / 2);
+    auto whole = slow.read_reply();
+    EXPECT_EQ(whole.status, 200);
+    EXPECT_FALSE(whole.truncated);
+    EXPECT_EQ(whole.body.size(), static_cast<size_t>(total));
+    EXPECT_EQ(whole.body.find_first_not_of('y'), std::string::npos);
+  }
+  auto before = stream_stats(p);
+  {
+    http_connection gone{p.server->port(), 32768};
+    gone.send_only(get_request(target));
+    auto stalled = stalled_at(p);
+    ASSERT_GT(stalled, before.sent);
+    gone.close();
+  }
+  p.await_audit(2);
+  EXPECT_EQ(psql(p.w.db, "SELECT string_agg((details::jsonb->>'status') || "
+                         "coalesce(' ' || (details::jsonb->>'cut'), ''), ',' ORDER BY seq) FROM "
+                         "audit_log WHERE action = 'proxy.call'"),
+            "200,200 client_gone");
+  // The transfer ended: the provider's writes failed well before the end.
+  for (int i = 0; i < 50 && stream_stats(p).broken == before.broken; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto after = stream_stats(p);
+  EXPECT_EQ(after.broken, before.broken + 1);
+  EXPECT_LT(after.sent - before.sent, total);
+}
+
+// proxy.max_response_bytes bounds a streamed body too: an answer that
+// announces more is refused before anything is sent (502); one that grows
+// past it mid-stream is cut, so the caller sees a chunked body without its
+// end, never a whole-looking short one.
+TEST(Proxy, TheSizeCapRefusesAnAnnouncedOversizeAndCutsAGrowingStream) {
+  proxy_world p{"  stream_after_bytes: 65536\n  max_response_bytes: 262144\n"};
+  p.w.seed("alice", 3600 * 1000);
+  auto announced = p.call("GET", "/api/proxy/github/data/stream/1048576?cm_user_id=alice");
+  EXPECT_EQ(announced.status, 502) << announced.body;
+  http_connection conn{p.server->port()};
+  auto cut = conn.raw(get_request("/api/proxy/github/data/stream/1048576/chunked?cm_user_id=alice"));
+  EXPECT_EQ(cut.status, 200);
+  EXPECT_EQ(cut.header("transfer-encoding"), "chunked");
+  EXPECT_TRUE(cut.truncated);
+  EXPECT_LE(cut.body.size(), 262144u);
+  EXPECT_GE(cut.body.size(), 65536u);
+  EXPECT_FALSE(conn.open());
+  p.await_audit(2);
+  EXPECT_EQ(psql(p.w.db, "SELECT string_agg((details::jsonb->>'status') || "
+                         "coalesce(' ' || (details::jsonb->>'cut'), ''), ',' ORDER BY seq) FROM "
+                         "audit_log WHERE action = 'proxy.call'"),
+            "502,200 too_large");
+  EXPECT_NE(p.metrics().find("cm_proxy_requests_total{outcome=\"too_large\",provider=\"github\"} 2"),
+            std::string::npos)
+    << p.metrics();
+}
+
 TEST(Proxy, EveryRefusedPathIsA400AndReachesNoProvider) {
   proxy_world p;
   p.w.seed("alice", 3600 * 1000);

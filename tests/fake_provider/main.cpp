@@ -65,7 +65,14 @@
 //                         one is used), "answer_delay_ms" (after rotating,
 //                         before answering)}
 //   GET  /__stats         {"refresh_calls", "families": {...}, "revocations",
-//                         "parent_reuses"}
+//                         "parent_reuses", "api_calls", "stream_sent",
+//                         "stream_broken"}
+//   Any /papi/...         the API the proxy calls: an echo of the request,
+//                         or by the path's segments /status/N, /slow/MS,
+//                         /big/N, /redirect, /echo-credential,
+//                         /needs-current, /stream/N[/chunked][/with-credential]
+//                         (N bytes written in pieces by a thread, blocking
+//                         when the reader stops reading)
 //
 // Client credentials must be client_id "cm-test-client" and secret
 // "cm-test-secret".
@@ -86,6 +93,10 @@
 #include <set>
 #include <string>
 #include <thread>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <jwt.h>
 #include <nlohmann/json.hpp>
@@ -281,6 +292,76 @@ void answer_later(Http::ResponseWriter& w, std::chrono::milliseconds after,
                                                {{"Content-Type", "application/json"}}, text),
                   std::chrono::milliseconds(500));
   });
+}
+
+/// Body bytes /papi/.../stream/ answers have sent, and streams whose
+/// client went away before the end (what the proxy's back-pressure and
+/// cancellation tests read).
+std::atomic<long> stream_sent{0};
+std::atomic<long> stream_broken{0};
+
+/// A 200 of `total` bytes ('y'), written by a thread of its own in pieces
+/// of 16 KiB through a blocking duplicate of the socket, so a reader that
+/// stops reading stops the writer (stream_sent shows where). `secret`, when
+/// given, sits in the middle of the body, its two halves written in two
+/// pieces 50 ms apart: a redaction that looks at one piece at a time
+/// misses it. `chunked`: chunked framing instead of a Content-Length.
+void stream_body(Http::ResponseWriter& w, size_t total, bool chunked, std::string secret) {
+  int fd = ::fcntl(w.peer()->fd(), F_DUPFD_CLOEXEC, 0);
+  w.peer()->setIdle(true);
+  if (fd < 0)
+    return;
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  timeval patience{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof patience);
+  std::thread([fd, total, chunked, secret] {
+    auto send_all = [fd](std::string_view bytes) {
+      while (!bytes.empty()) {
+        auto n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+          continue;
+        if (n <= 0)
+          return false;
+        bytes.remove_prefix(static_cast<size_t>(n));
+      }
+      return true;
+    };
+    std::string body(total, 'y');
+    size_t split = total;
+    if (!secret.empty() && secret.size() < total) {
+      auto at = total / 2 - secret.size() / 2;
+      body.replace(at, secret.size(), secret);
+      split = at + secret.size() / 2;
+    }
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n";
+    head += chunked ? "Transfer-Encoding: chunked\r\n"
+                    : "Content-Length: " + std::to_string(total) + "\r\n";
+    bool ok = send_all(head + "\r\n");
+    size_t at = 0;
+    while (ok && at < total) {
+      auto piece = std::min<size_t>(16384, total - at);
+      if (at < split && at + piece > split)
+        piece = split - at;
+      std::string_view bytes(body.data() + at, piece);
+      if (chunked) {
+        char size[24];
+        std::snprintf(size, sizeof size, "%zx\r\n", piece);
+        ok = send_all(size) && send_all(bytes) && send_all("\r\n");
+      } else {
+        ok = send_all(bytes);
+      }
+      if (ok)
+        stream_sent += static_cast<long>(piece);
+      at += piece;
+      if (at == split)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (ok && chunked)
+      ok = send_all("0\r\n\r\n");
+    if (!ok)
+      ++stream_broken;
+    ::close(fd);
+  }).detach();
 }
 
 std::string s256(const std::string& verifier) {
@@ -493,7 +574,9 @@ private:
                     {"revoked", f.revoked}, {"generation", f.generation}};
       reply(w, Http::Code::Ok, {{"refresh_calls", refresh_calls}, {"families", fams},
                                 {"revocations", revocations},
-                                {"parent_reuses", parent_reuses}, {"api_calls", api_calls}});
+                                {"parent_reuses", parent_reuses}, {"api_calls", api_calls},
+                                {"stream_sent", stream_sent.load()},
+                                {"stream_broken", stream_broken.load()}});
       return;
     }
     if (path.size() >= 10 && path.compare(path.size() - 10, 10, "/authorize") == 0) {
@@ -657,8 +740,8 @@ private:
 
   /// What the proxy calls: an API under /papi/ that echoes what it got
   /// (method, path, query, headers, body), and answers a status, a delay,
-  /// a size, a redirect, or a 401 for any token that is not current, on
-  /// request by the path's last segments.
+  /// a size, a redirect, a stream, or a 401 for any token that is not
+  /// current, on request by the path's last segments.
   void provider_api(const Http::Request& req, Http::ResponseWriter& w, const std::string& path) {
     auto segment_after = [&](const std::string& marker) -> std::string {
       auto at = path.find(marker);
@@ -714,6 +797,14 @@ private:
     if (path.find("/redirect") != std::string::npos) {
       add("Location", "http://127.0.0.1:9/elsewhere");
       w.send(Http::Code::Found, "", MIME(Text, Plain));
+      return;
+    }
+    if (auto size = segment_after("/stream/"); !size.empty()) {
+      auto secret = path.find("/with-credential") != std::string::npos ? header("Authorization")
+                                                                         : std::string{};
+      if (secret.rfind("Bearer ", 0) == 0)
+        secret = secret.substr(7);
+      stream_body(w, std::stoul(size), path.find("/chunked") != std::string::npos, secret);
       return;
     }
     if (auto size = segment_after("/big/"); !size.empty()) {

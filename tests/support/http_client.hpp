@@ -17,6 +17,8 @@ struct http_reply {
   std::string body;
   /// The whole response as received (for leak checks).
   std::string raw;
+  /// A chunked body whose connection ended before its last chunk.
+  bool truncated = false;
 
   nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, false); }
   std::string header(const std::string& lower_name) const {
@@ -29,7 +31,9 @@ using header_map = std::map<std::string, std::string>;
 
 class http_connection {
 public:
-  explicit http_connection(uint16_t port);
+  /// `receive_buffer`: SO_RCVBUF in bytes (0: the system's), for a
+  /// client that reads slowly.
+  explicit http_connection(uint16_t port, int receive_buffer = 0);
   ~http_connection();
   http_connection(const http_connection&) = delete;
   http_connection& operator=(const http_connection&) = delete;
@@ -46,8 +50,23 @@ public:
   /// non-blocking peek).
   bool open() const;
 
-private:
+  /// Sends a request without reading its answer (see read_head).
+  void send_only(const std::string& bytes);
+
+  /// Reads an answer's head only (status and the raw head): a client that
+  /// then stops reading, or hangs up.
+  http_reply read_head();
+
+  /// Hangs up.
+  void close();
+
+  /// The socket, e.g. to shrink its receive buffer.
+  int fd() const { return fd_; }
+
+  /// Reads the next whole answer.
   http_reply read_reply();
+
+private:
   int fd_ = -1;
   std::string buffer_;
 };
