@@ -265,9 +265,7 @@ public:
     }
     // The caller is behind: wait for it to read (the bytes come again).
     if (stream_->full()) {
-      auto& engine = engine_;
-      auto id = transfer_id;
-      if (stream_->wait_for_room([&engine, id] { engine.resume(id); }))
+      if (stream_->wait_for_room(engine_.resumer(transfer_id)))
         return verdict::pause;
     }
     total_ += static_cast<int64_t>(bytes.size());

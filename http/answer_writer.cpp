@@ -31,16 +31,6 @@ bool answer_socket::write(std::string_view bytes, std::chrono::milliseconds pati
   return written;
 }
 
-int answer_socket::duplicate() {
-  std::lock_guard<std::mutex> guard{mutex_};
-  if (fd_ < 0)
-    return -1;
-  int copy = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
-  if (copy >= 0)
-    ::fcntl(copy, F_SETFL, ::fcntl(copy, F_GETFL) | O_NONBLOCK);
-  return copy;
-}
-
 bool send_all_or_close(int& fd, std::string_view bytes, std::chrono::milliseconds patience) {
   if (fd < 0)
     return false;

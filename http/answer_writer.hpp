@@ -31,10 +31,6 @@ public:
 
   bool valid() const { return fd_ >= 0; }
 
-  /// A duplicate of our socket for an answer written over time
-  /// (http/body_stream.hpp), non-blocking; -1 when it is closed.
-  int duplicate();
-
   /// Writes all of `bytes`, waiting for a full socket buffer to drain at
   /// most `patience`, and at most what is left of the connection's whole
   /// waiting budget (so a client that reads just enough, just in time,

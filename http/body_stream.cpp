@@ -30,6 +30,7 @@ bool body_stream::push(std::string_view bytes) {
     return false;
   if (bytes.empty())
     return true; // an empty chunk would end a chunked body
+  attention_ = true;
   if (options_.chunked) {
     char size[24];
     int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
@@ -63,6 +64,8 @@ void body_stream::end(bool complete) {
   if (ended_)
     return;
   ended_ = true;
+  wake_ = nullptr; // the producer is done: nothing to wake
+  attention_ = true;
   if (!complete) {
     fail_locked();
   } else if (!failed_) {
@@ -84,6 +87,7 @@ bool body_stream::turn_came() {
     if (over_ || failed_)
       return false;
     turn_ = true;
+    attention_ = true;
     flush_locked();
   }
   writer_.wake();
@@ -138,12 +142,17 @@ int body_stream::blocked_fd() const {
   return turn_ && !failed_ && !over_ && queued_locked() > 0 ? fd_ : -1;
 }
 
-body_stream::step body_stream::advance(clock::time_point now) {
+body_stream::step body_stream::advance(clock::time_point now, bool writable) {
   step out;
   std::lock_guard<std::mutex> guard{mutex_};
   if (over_)
     return out;
-  flush_locked();
+  // Only a stream with news, or whose socket has room, is worth a send: a
+  // wake-up for one stream costs the others nothing.
+  if (attention_ || writable) {
+    attention_ = false;
+    flush_locked();
+  }
   bool done = ended_ && turn_ && queued_locked() == 0;
   if (!failed_ && !done && now >= options_.deadline) {
     log::warn("http", "a streamed answer missed its deadline; the connection is ended");
@@ -169,6 +178,8 @@ body_stream::step body_stream::advance(clock::time_point now) {
 
 body_stream_writer::body_stream_writer()
   : wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  releaser_ = std::thread([this] { run_releases(); });
+  pthread_setname_np(releaser_.native_handle(), "cm-http-release");
   thread_ = std::thread([this] { run(); });
   pthread_setname_np(thread_.native_handle(), "cm-http-stream");
 }
@@ -177,8 +188,40 @@ body_stream_writer::~body_stream_writer() {
   stopping_ = true;
   wake();
   thread_.join();
+  {
+    std::lock_guard<std::mutex> guard{release_mutex_};
+    releases_stop_ = true;
+  }
+  release_wake_.notify_one();
+  releaser_.join();
   if (wake_fd_ >= 0)
     ::close(wake_fd_);
+}
+
+void body_stream_writer::release(std::function<void()> closed) {
+  {
+    std::lock_guard<std::mutex> guard{release_mutex_};
+    releases_.push_back(std::move(closed));
+  }
+  release_wake_.notify_one();
+}
+
+void body_stream_writer::run_releases() {
+  std::unique_lock<std::mutex> lock{release_mutex_};
+  for (;;) {
+    release_wake_.wait(lock, [&] { return releases_stop_ || !releases_.empty(); });
+    if (releases_.empty())
+      return; // stopping, and every release ran
+    auto next = std::move(releases_.front());
+    releases_.pop_front();
+    lock.unlock();
+    try {
+      next();
+    } catch (const std::exception&) {
+      log::warn("http", "a streamed answer's follow-up failed");
+    }
+    lock.lock();
+  }
 }
 
 std::shared_ptr<body_stream> body_stream_writer::open(int fd, std::string head,
@@ -207,6 +250,8 @@ void body_stream_writer::wake() {
 void body_stream_writer::run() {
   std::vector<pollfd> fds;
   std::vector<std::shared_ptr<body_stream>> streams;
+  /// Streams whose socket the last poll found writable (or broken).
+  std::vector<body_stream*> writable;
   while (true) {
     bool stopping = stopping_.load();
     {
@@ -222,11 +267,12 @@ void body_stream_writer::run() {
         std::lock_guard<std::mutex> guard{stream->mutex_};
         stream->fail_locked();
       }
-      auto step = stream->advance(now);
+      bool ready = std::find(writable.begin(), writable.end(), stream.get()) != writable.end();
+      auto step = stream->advance(now, ready || stopping);
       if (step.wake)
         to_run.push_back(std::move(step.wake));
       if (step.closed)
-        to_run.push_back(std::move(step.closed));
+        release(std::move(step.closed));
       if (step.over)
         finished.push_back(stream.get());
       else
@@ -253,9 +299,12 @@ void body_stream_writer::run() {
       return;
     fds.clear();
     fds.push_back({wake_fd_, POLLIN, 0});
+    std::vector<body_stream*> polled;
     for (auto& stream : streams)
-      if (int fd = stream->blocked_fd(); fd >= 0)
+      if (int fd = stream->blocked_fd(); fd >= 0) {
         fds.push_back({fd, POLLOUT, 0});
+        polled.push_back(stream.get());
+      }
     // With no stream open the thread sleeps until one is (no idle wake-ups).
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
                   next_deadline - body_stream::clock::now())
@@ -265,6 +314,10 @@ void body_stream_writer::run() {
                     : static_cast<int>(std::clamp<int64_t>(wait + 1, 0, 1000));
     streams.clear();
     ::poll(fds.data(), fds.size(), timeout);
+    writable.clear();
+    for (size_t i = 1; i < fds.size(); ++i)
+      if (fds[i].revents != 0)
+        writable.push_back(polled[i - 1]);
     if (fds[0].revents & POLLIN) {
       uint64_t count;
       [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);

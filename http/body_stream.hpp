@@ -23,6 +23,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -105,7 +107,7 @@ private:
     std::function<void()> closed;
     bool over = false;
   };
-  step advance(clock::time_point now);
+  step advance(clock::time_point now, bool writable);
   /// The socket to wait for, or -1 when nothing waits on the socket.
   int blocked_fd() const;
   clock::time_point deadline() const { return options_.deadline; }
@@ -122,6 +124,9 @@ private:
   bool ended_ = false;
   bool failed_ = false;
   bool over_ = false;
+  /// Something changed (a piece, the turn, the end) since the writer
+  /// last flushed.
+  bool attention_ = false;
   std::atomic<uint64_t> sent_{0};
 };
 
@@ -135,8 +140,11 @@ public:
   body_stream_writer& operator=(const body_stream_writer&) = delete;
 
   /// A stream over `fd` (taken: closed when the stream is over) that
-  /// writes `head` first; `closed` runs on this writer's thread once its
-  /// last byte is out or it failed (the response order's release).
+  /// writes `head` first; `closed` runs once its last byte is out or it
+  /// failed (the response order's release), on a thread of its own: it
+  /// writes the answers to pipelined requests queued behind the stream,
+  /// which may wait for their client, and the streams must not wait with
+  /// them.
   std::shared_ptr<body_stream> open(int fd, std::string head, body_stream::options opts,
                                     std::function<void()> closed);
 
@@ -148,11 +156,18 @@ public:
 
 private:
   void run();
+  void release(std::function<void()> closed);
+  void run_releases();
   mutable std::mutex mutex_;
   std::vector<std::shared_ptr<body_stream>> streams_;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
+  std::mutex release_mutex_;
+  std::condition_variable release_wake_;
+  std::deque<std::function<void()>> releases_;
+  bool releases_stop_ = false;
+  std::thread releaser_;
 };
 
 } // namespace cm::http

@@ -68,6 +68,15 @@ void write_response(answer_socket& socket, const std::weak_ptr<Tcp::Peer>& peer,
     socket.finish();
 }
 
+/// A duplicate of the connection's socket, closed unless a stream takes it.
+struct socket_copy {
+  int fd = -1;
+  ~socket_copy() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+};
+
 /// What we keep per connection: the guard in front of Pistache's parser and
 /// the order of its answers. Stored in the peer's own data, so it lives
 /// exactly as long as the connection, however Pistache drops it (its
@@ -89,6 +98,11 @@ struct connection_state {
   /// The request target of the request being parsed, kept for the proxy
   /// (request::raw_target); Pistache keeps only a decoded, unordered query.
   std::string target;
+  /// Another duplicate of the socket, taken on the reactor thread at the
+  /// connection's first proxied request and never closed while a starter
+  /// holds it: each streamed answer duplicates it again, on whatever thread
+  /// starts the stream, without waiting for `socket`'s writers.
+  std::shared_ptr<socket_copy> stream_source;
 };
 
 /// Requests whose raw target is kept (request::raw_target).
@@ -130,14 +144,7 @@ bool streaming_route(const request& req) {
   return req.method == "GET" && req.path == "/api/v1/events";
 }
 
-/// A duplicate of the connection's socket, closed unless a stream takes it.
-struct socket_copy {
-  int fd = -1;
-  ~socket_copy() {
-    if (fd >= 0)
-      ::close(fd);
-  }
-};
+
 
 /// Lets a streaming route take the connection over (http/event_stream.hpp
 /// explains why the socket is duplicated). Runs on the reactor thread, where
@@ -172,17 +179,21 @@ exchange::stream_opener stream_opener_for(Http::ResponseWriter& writer,
 /// Lets a route answer with a body that follows its head (the proxy's
 /// large answers, http/body_stream.hpp), in the request's place in line:
 /// the stream holds the line until its last byte is out.
-exchange::body_starter body_starter_for(std::shared_ptr<answer_socket> socket,
+/// HTTP/1.1 only: an HTTP/1.0 body would end by the close, where a body
+/// cut short (the size cap, a provider failing mid-way) looks complete, so
+/// those callers get answers whole, within the proxy's cap.
+exchange::body_starter body_starter_for(std::shared_ptr<socket_copy> source,
                                         std::weak_ptr<Tcp::Peer> peer, std::string version,
                                         bool keep_alive, std::shared_ptr<response_order> order,
                                         uint64_t ticket,
                                         std::shared_ptr<body_stream_writer> writer) {
   return [=](const response& head, body_stream::options opts) -> std::shared_ptr<body_stream> {
-    int fd = socket->duplicate();
+    int fd = ::fcntl(source->fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0)
       return nullptr;
-    opts.chunked = version == "HTTP/1.1";
-    opts.keep_alive = keep_alive && opts.chunked;
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    opts.chunked = true;
+    opts.keep_alive = keep_alive;
     auto headers = head.headers;
     headers.emplace_back("Content-Type", head.content_type);
     headers.emplace_back("Cache-Control", "no-store");
@@ -338,8 +349,17 @@ public:
       if (streaming_route(req))
         opener = stream_opener_for(pistache_writer, order, ticket);
       exchange::body_starter starter;
-      if (!req.raw_target.empty())
-        starter = body_starter_for(socket, weak, version, keep_alive, order, ticket, streams_);
+      if (!req.raw_target.empty() && version == "HTTP/1.1") {
+        if (!state->stream_source) {
+          auto copy = std::make_shared<socket_copy>();
+          copy->fd = ::fcntl(peer->fd(), F_DUPFD_CLOEXEC, 0);
+          if (copy->fd >= 0)
+            state->stream_source = std::move(copy);
+        }
+        if (state->stream_source)
+          starter = body_starter_for(state->stream_source, weak, version, keep_alive, order,
+                                     ticket, streams_);
+      }
       auto ex =
         std::make_shared<exchange>(std::move(req), write, std::move(opener), std::move(starter));
       if (!query_ok) {

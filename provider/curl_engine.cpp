@@ -153,6 +153,13 @@ transfer* make_transfer(outbound_request req, curl_engine::callback done,
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
   curl_easy_setopt(e, CURLOPT_USERAGENT, "connector-manager");
+  // A streamed answer's back-pressure is TCP's: a paused HTTP/1.1 transfer
+  // stops reading its socket and the provider's window closes. Over
+  // HTTP/2, libcurl would keep taking what the provider's (large) stream
+  // window allows into memory while paused, on a connection other calls
+  // share.
+  if (t->consumer)
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
   for (auto& [name, value] : t->req.headers)
     t->headers = curl_slist_append(t->headers, (name + ": " + value).c_str());
   // No "Expect: 100-continue" round trip.
@@ -181,6 +188,7 @@ constexpr long max_idle_connections = 256;
 } // namespace
 
 curl_engine::curl_engine(const char* thread_name) {
+  resume_handle_->engine = this;
   static std::once_flag global_init;
   std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   multi_ = curl_multi_init();
@@ -195,6 +203,11 @@ curl_engine::curl_engine(const char* thread_name) {
 }
 
 curl_engine::~curl_engine() {
+  {
+    // A resumer called from now on does nothing; one running now ends first.
+    std::lock_guard<std::mutex> guard{resume_handle_->mutex};
+    resume_handle_->engine = nullptr;
+  }
   stopping_ = true;
   curl_multi_wakeup(static_cast<CURLM*>(multi_));
   thread_.join();
@@ -220,6 +233,14 @@ uint64_t curl_engine::submit_streaming(outbound_request req,
   }
   curl_multi_wakeup(static_cast<CURLM*>(multi_));
   return id;
+}
+
+std::function<void()> curl_engine::resumer(uint64_t id) {
+  return [handle = resume_handle_, id] {
+    std::lock_guard<std::mutex> guard{handle->mutex};
+    if (handle->engine)
+      handle->engine->resume(id);
+  };
 }
 
 void curl_engine::resume(uint64_t id) {

@@ -68,6 +68,11 @@ public:
   /// (or over) is ignored. Thread-safe.
   void resume(uint64_t id);
 
+  /// A callable that resumes transfer `id`, safe to call from any thread
+  /// at any time, even after this engine is gone (it then does nothing):
+  /// what a consumer hands to whoever wakes it later.
+  std::function<void()> resumer(uint64_t id);
+
 private:
   void run();
   struct pending {
@@ -77,6 +82,12 @@ private:
     uint64_t id = 0;
   };
   std::vector<uint64_t> resumed_;
+  /// Outlives the engine in resumers; `engine` is null once it stops.
+  struct resume_handle {
+    std::mutex mutex;
+    curl_engine* engine = nullptr;
+  };
+  std::shared_ptr<resume_handle> resume_handle_ = std::make_shared<resume_handle>();
   uint64_t next_id_ = 0;
   void* multi_ = nullptr;
   std::mutex mutex_;

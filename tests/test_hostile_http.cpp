@@ -403,7 +403,7 @@ TEST(BodyStream, WritesHeadAndChunksInItsTurnThenGivesTheLineBack) {
   EXPECT_TRUE(stream->turn_came());
   EXPECT_TRUE(stream->push(std::string(20, 'z')));
   stream->end(true);
-  EXPECT_EQ(read_from(pair[1], 44),
+  EXPECT_EQ(read_from(pair[1], 49),
             "HEAD\r\n\r\n5\r\nhello\r\n14\r\n" + std::string(20, 'z') + "\r\n0\r\n\r\n");
   EXPECT_TRUE(within_two_seconds([&] { return released.load() == 1; }));
   EXPECT_FALSE(stream->push("late")) << "nothing after the end";

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include <caf/actor_system.hpp>
@@ -16,6 +18,7 @@
 #include "actors/actor_config.hpp"
 #include "actors/provider_client_actor.hpp"
 #include "config/template_value.hpp"
+#include "provider/curl_engine.hpp"
 #include "provider/oauth_flow.hpp"
 #include "provider/oauth_protocol.hpp"
 #include "tests/support/actor_doubles.hpp"
@@ -438,4 +441,91 @@ TEST_F(client_fixture, ManyRequestsInFlightAtOnce) {
   EXPECT_EQ(ok.load(), 4);
   // Four 300 ms answers in parallel (the fake runs 4 threads): well under 4 x 300 ms.
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1100ms);
+}
+
+namespace {
+
+/// Takes a streamed answer; pauses once, on the first piece, until resumed.
+struct pausing_consumer : cm::stream_consumer {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::string body;
+  int64_t status = 0;
+  bool paused_once = false;
+  bool done = false;
+  cm::transport_error error = cm::transport_error::none;
+
+  verdict on_body(const cm::outbound_response& head, std::string_view bytes) override {
+    std::lock_guard<std::mutex> lock{mutex};
+    status = head.status;
+    if (!paused_once) {
+      paused_once = true;
+      changed.notify_all();
+      return verdict::pause;
+    }
+    body.append(bytes);
+    return verdict::taken;
+  }
+  void on_done(cm::outbound_response res) override {
+    std::lock_guard<std::mutex> lock{mutex};
+    error = res.error;
+    done = true;
+    changed.notify_all();
+  }
+  template <class Pred>
+  bool wait(Pred pred) {
+    std::unique_lock<std::mutex> lock{mutex};
+    return changed.wait_for(lock, 5s, pred);
+  }
+};
+
+} // namespace
+
+// A streaming transfer: a paused consumer gets nothing more until resumed,
+// then the same bytes again and the rest; a resumer kept past the engine's
+// end does nothing.
+TEST(CurlEngine, AStreamingTransferPausesUntilResumedAndAResumerOutlivesTheEngine) {
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string body(200000, 'b');
+  std::thread server([&] {
+    int client = ::accept(listener, nullptr, nullptr);
+    char buf[4096];
+    ::recv(client, buf, sizeof buf, 0);
+    auto answer = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                  "\r\nConnection: close\r\n\r\n" + body;
+    ::send(client, answer.data(), answer.size(), MSG_NOSIGNAL);
+    ::close(client);
+  });
+  auto consumer = std::make_shared<pausing_consumer>();
+  std::function<void()> resume;
+  {
+    cm::curl_engine engine{"cm-curl-test"};
+    cm::outbound_request req;
+    req.url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/big";
+    auto id = engine.submit_streaming(req, consumer);
+    EXPECT_EQ(consumer->transfer_id, id);
+    ASSERT_TRUE(consumer->wait([&] { return consumer->paused_once; }));
+    std::this_thread::sleep_for(200ms);
+    {
+      std::lock_guard<std::mutex> lock{consumer->mutex};
+      EXPECT_TRUE(consumer->body.empty()) << "nothing while paused";
+      EXPECT_FALSE(consumer->done);
+    }
+    resume = engine.resumer(id);
+    resume();
+    ASSERT_TRUE(consumer->wait([&] { return consumer->done; }));
+    EXPECT_EQ(consumer->error, cm::transport_error::none);
+    EXPECT_EQ(consumer->status, 200);
+    EXPECT_EQ(consumer->body, body);
+  }
+  resume(); // the engine is gone: nothing happens (ASan would see a use after free)
+  server.join();
+  ::close(listener);
 }
