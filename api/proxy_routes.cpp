@@ -416,7 +416,7 @@ void attempt(const proxied_ptr& p, const token_grant& grant) {
   out.timeout_ms = left;
   out.max_response_bytes = ctx.cfg.proxy.max_response_bytes;
   out.provider = entry.name;
-  if (req.method != "GET")
+  if (req.method != "GET" && req.method != "HEAD")
     out.body = req.body;
   auto token = grant.access_token.reveal();
   auto before = out.headers.size();
@@ -596,7 +596,7 @@ void take_proxy_answer(const proxy_answer_ptr& a) {
 
 std::vector<api::route> proxy_routes() {
   std::vector<api::route> routes;
-  for (auto method : {"GET", "POST", "PUT", "PATCH", "DELETE"})
+  for (auto method : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
     routes.push_back(proxy_route(method));
   return routes;
 }

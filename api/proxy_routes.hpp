@@ -1,5 +1,6 @@
-// The proxy: /api/proxy/{provider}/{path…} for any of GET, POST, PUT, PATCH
-// and DELETE, for services holding the scope PROXY. The service names a
+// The proxy: /api/proxy/{provider}/{path…} for any of GET, HEAD, POST, PUT,
+// PATCH and DELETE (a HEAD's answer has the provider's status and headers
+// and no body), for services holding the scope PROXY. The service names a
 // connection (X-Connection-User-Id / X-Connection-Team-Id, or the query
 // parameters cm_user_id / cm_team_id, both stripped), and this service makes
 // the call under the provider's API base URL (the catalog's `api.base_url`)

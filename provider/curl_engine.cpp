@@ -167,6 +167,10 @@ transfer* make_transfer(outbound_request req, curl_engine::callback done,
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
   if (t->req.method == "GET") {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  } else if (t->req.method == "HEAD") {
+    // No body comes: without this libcurl waits for the one the
+    // Content-Length announces.
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     if (t->req.method != "POST")
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->req.method.c_str());

@@ -236,6 +236,8 @@ const std::vector<expectation>& design_routes() {
     // for any method; alice's Stripe key, the fake provider's echoing API.
     {"GET", "/api/proxy/{provider}/{path*}", rule::proxy,
      "/api/proxy/stripe/v1/thing?cm_user_id=alice", ""},
+    {"HEAD", "/api/proxy/{provider}/{path*}", rule::proxy,
+     "/api/proxy/stripe/v1/thing?cm_user_id=alice", ""},
     {"POST", "/api/proxy/{provider}/{path*}", rule::proxy,
      "/api/proxy/stripe/v1/thing?cm_user_id=alice", "{}"},
     {"PUT", "/api/proxy/{provider}/{path*}", rule::proxy,

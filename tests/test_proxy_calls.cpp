@@ -153,10 +153,17 @@ TEST(Proxy, TheConnectionsTokenGoesOutAndNothingOfTheCallersDoes) {
   ASSERT_EQ(byHeader.status, 200) << byHeader.body;
   EXPECT_EQ(byHeader.json()["path"], "/papi/github/user");
   EXPECT_FALSE(byHeader.json()["headers"].contains("x-connection-team-id"));
+  // HEAD goes out as HEAD: the provider's status and safe headers, no body.
+  auto calls = p.api_calls();
+  auto head = p.call("HEAD", "/api/proxy/github/user?cm_user_id=alice");
+  EXPECT_EQ(head.status, 200) << head.body;
+  EXPECT_EQ(head.body, "");
+  EXPECT_EQ(head.header("x-ratelimit-remaining"), "41");
+  EXPECT_EQ(p.api_calls(), calls + 1);
 
   // Every call is audited: service, connection, method, path without the
   // query, status and duration.
-  p.await_audit(3);
+  p.await_audit(4);
   auto rows = psql(p.w.db,
                    "SELECT actor_type || ' ' || actor_id || ' ' || team_id || ' ' || target || ' ' || "
                    "(details::jsonb->>'method') || ' ' || (details::jsonb->>'path') || ' ' || "
@@ -165,8 +172,9 @@ TEST(Proxy, TheConnectionsTokenGoesOutAndNothingOfTheCallersDoes) {
   EXPECT_EQ(rows,
             "service agent acme github/alice POST /repos/octo/hello/issues 200 true\n"
             "service agent acme github/alice POST / 200 true\n"
-            "service agent acme github/alice GET /user 200 true");
-  EXPECT_NE(p.metrics().find("cm_proxy_requests_total{outcome=\"2xx\",provider=\"github\"} 3"),
+            "service agent acme github/alice GET /user 200 true\n"
+            "service agent acme github/alice HEAD /user 200 true");
+  EXPECT_NE(p.metrics().find("cm_proxy_requests_total{outcome=\"2xx\",provider=\"github\"} 4"),
             std::string::npos);
   p.expect_nowhere("at-seed-alice");
   p.expect_nowhere("rt-seed-alice");
