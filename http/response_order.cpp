@@ -15,18 +15,19 @@ uint64_t response_order::outstanding() const {
 }
 
 void response_order::deliver(uint64_t ticket, write_fn write) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (ticket < next_ || ticket >= issued_ || (holding_ && ticket == next_))
-    return;
-  waiting_.emplace(ticket, waiting_writer{std::move(write), false});
-  run_ready(lock);
+  enqueue(ticket, {std::move(write), false});
 }
 
 void response_order::deliver_held(uint64_t ticket, write_fn start) {
+  enqueue(ticket, {std::move(start), true});
+}
+
+void response_order::enqueue(uint64_t ticket, waiting_writer writer) {
   std::unique_lock<std::mutex> lock(mutex_);
+  // A ticket written (or holding the line now) takes no second answer.
   if (ticket < next_ || ticket >= issued_ || (holding_ && ticket == next_))
     return;
-  waiting_.emplace(ticket, waiting_writer{std::move(start), true});
+  waiting_.emplace(ticket, std::move(writer));
   run_ready(lock);
 }
 

@@ -51,6 +51,7 @@ private:
   std::map<uint64_t, waiting_writer> waiting_;
   /// The ticket whose held answer is being written, if any; it is next_.
   bool holding_ = false;
+  void enqueue(uint64_t ticket, waiting_writer writer);
   void run_ready(std::unique_lock<std::mutex>& lock);
   /// One thread writes at a time, so writes leave in ticket order even
   /// when another thread delivers meanwhile.
