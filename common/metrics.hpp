@@ -48,7 +48,8 @@ void set_shards(int64_t owned, int64_t total);
 void set_audit(int64_t waiting, int64_t refused);
 
 /// A call through the proxy ended: the provider's status class ("2xx" ..
-/// "5xx"), or "refused", "timeout", "unreachable", "too_large"; and a
+/// "5xx"), or "refused", "timeout", "unreachable", "too_large",
+/// "client_gone" (a streamed answer whose caller hung up); and a
 /// forced refresh after the provider's 401.
 void proxy_call(std::string_view provider, std::string_view outcome);
 void proxy_refresh(std::string_view provider);
