@@ -31,15 +31,11 @@ bool body_stream::push(std::string_view bytes) {
   if (bytes.empty())
     return true; // an empty chunk would end a chunked body
   attention_ = true;
-  if (options_.chunked) {
-    char size[24];
-    int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
-    buffer_.append(size, static_cast<size_t>(n));
-    buffer_.append(bytes);
-    buffer_.append("\r\n");
-  } else {
-    buffer_.append(bytes);
-  }
+  char size[24];
+  int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
+  buffer_.append(size, static_cast<size_t>(n));
+  buffer_.append(bytes);
+  buffer_.append("\r\n");
   flush_locked();
   if (queued_locked() > 0)
     writer_.wake(); // the socket is full (or it is not our turn): the writer waits for it
@@ -69,8 +65,7 @@ void body_stream::end(bool complete) {
   if (!complete) {
     fail_locked();
   } else if (!failed_) {
-    if (options_.chunked)
-      buffer_.append("0\r\n\r\n");
+    buffer_.append("0\r\n\r\n");
     flush_locked();
   }
   writer_.wake(); // to hand the place in line on
@@ -165,8 +160,8 @@ body_stream::step body_stream::advance(clock::time_point now, bool writable) {
   if (done || failed_) {
     over_ = true;
     out.over = true;
-    if (done && !failed_ && !(options_.chunked && options_.keep_alive))
-      ::shutdown(fd_, SHUT_WR); // the body, or the connection, ends here
+    if (done && !failed_ && !options_.keep_alive)
+      ::shutdown(fd_, SHUT_WR); // the connection ends here, as announced
     ::close(fd_);
     fd_ = -1;
     out.closed = std::move(closed_);
@@ -287,7 +282,8 @@ void body_stream_writer::run() {
                                     }),
                      streams_.end());
     }
-    // Outside every lock: a release writes the answers queued behind.
+    // Outside every lock: the producers' wake-ups (a release goes to the
+    // release thread, which may wait for a client).
     for (auto& fn : to_run) {
       try {
         fn();

@@ -6,10 +6,9 @@
 // connection's socket (http/answer_writer.hpp says why not Pistache's
 // queue), in the request's place in line (response_order::deliver_held):
 // answers to later pipelined requests wait until the stream is over.
-// HTTP/1.1 bodies are chunked, so a body cut short (the provider failed,
-// the size cap) is visibly incomplete to the client and a complete one
-// leaves the connection open for the next request; HTTP/1.0 bodies end by
-// closing the connection.
+// The body is chunked (so HTTP/1.1 only), so a body cut short (the
+// provider failed, the size cap) is visibly incomplete to the client and
+// a complete one leaves the connection open for the next request.
 //
 // Nothing here blocks the producer. A piece the socket cannot take at once
 // waits in the stream's buffer; past `room` buffered bytes the producer is
@@ -42,9 +41,8 @@ public:
   using clock = std::chrono::steady_clock;
 
   struct options {
-    /// Chunked framing (HTTP/1.1); else the body ends with the connection.
-    bool chunked = true;
-    /// After a complete chunked body the connection serves the next request.
+    /// After a complete body the connection serves the next request (else
+    /// it is ended there, as the head announced).
     bool keep_alive = true;
     /// The whole answer is out by then, or the connection is ended.
     clock::time_point deadline = clock::now() + std::chrono::seconds(30);

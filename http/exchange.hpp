@@ -82,10 +82,10 @@ public:
   /// http/event_stream.hpp); null where the route cannot stream.
   using stream_opener = std::function<std::shared_ptr<event_stream>()>;
 
-  /// Starts an answer whose body follows (http/body_stream.hpp) with
-  /// `head`'s status and headers (its body is ignored), framed for the
-  /// client's HTTP version (which sets `opts.chunked` and
-  /// `opts.keep_alive`); null when the connection cannot take one.
+  /// Starts an answer whose body follows, chunked (http/body_stream.hpp),
+  /// with `head`'s status and headers (its body is ignored); the client's
+  /// request sets `opts.keep_alive`. Given to HTTP/1.1 requests only; null
+  /// when the connection cannot take one.
   using body_starter =
     std::function<std::shared_ptr<body_stream>(const response& head, body_stream::options opts)>;
 

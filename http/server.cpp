@@ -144,8 +144,6 @@ bool streaming_route(const request& req) {
   return req.method == "GET" && req.path == "/api/v1/events";
 }
 
-
-
 /// Lets a streaming route take the connection over (http/event_stream.hpp
 /// explains why the socket is duplicated). Runs on the reactor thread, where
 /// the peer's descriptor is certainly still this connection's, and where
@@ -192,13 +190,11 @@ exchange::body_starter body_starter_for(std::shared_ptr<socket_copy> source,
     if (fd < 0)
       return nullptr;
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    opts.chunked = true;
     opts.keep_alive = keep_alive;
     auto headers = head.headers;
     headers.emplace_back("Content-Type", head.content_type);
     headers.emplace_back("Cache-Control", "no-store");
-    if (opts.chunked)
-      headers.emplace_back("Transfer-Encoding", "chunked");
+    headers.emplace_back("Transfer-Encoding", "chunked");
     if (!opts.keep_alive)
       headers.emplace_back("Connection", "close");
     auto bytes = serialize_head(version, head.status,
