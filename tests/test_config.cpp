@@ -276,6 +276,23 @@ TEST(ServiceConfig, TenantLimitsHaveDefaultsAndAreCheckedAgainstThePool) {
             std::string::npos);
 }
 
+// The proxy streams answers past stream_after_bytes, which follows a
+// smaller max_response_bytes and may never exceed it.
+TEST(ServiceConfig, TheProxysStreamingThresholdStaysWithinTheSizeCap) {
+  auto cfg = parse(minimal);
+  EXPECT_EQ(cfg.proxy.max_response_bytes, 8 << 20);
+  EXPECT_EQ(cfg.proxy.stream_after_bytes, 256 << 10);
+  auto small = parse(minimal + "proxy:\n  max_response_bytes: 65536\n");
+  EXPECT_EQ(small.proxy.stream_after_bytes, 65536);
+  auto set = parse(minimal + "proxy:\n  stream_after_bytes: 4096\n");
+  EXPECT_EQ(set.proxy.stream_after_bytes, 4096);
+  auto over = error_of(minimal + "proxy:\n  max_response_bytes: 65536\n"
+                                 "  stream_after_bytes: 131072\n");
+  EXPECT_NE(over.find("proxy.stream_after_bytes"), std::string::npos) << over;
+  EXPECT_NE(error_of(minimal + "proxy:\n  stream_after_bytes: 10\n").find("proxy.stream_after_bytes"),
+            std::string::npos);
+}
+
 TEST(ServiceConfig, ShippedServiceFileLoads) {
   char* env[] = {nullptr};
   auto cfg = load_service_config(cm::test::source_dir() + "/config/connector-manager.yaml", env);
